@@ -1,0 +1,24 @@
+"""ccoat: CoaT-Lite and Clustering CoaT, built from their concepts for the book.
+
+Public interface (see the book and ``docs``):
+
+- :func:`create_model`: CoaT-Lite / Clustering CoaT by name;
+- :func:`load_timm_weights`: timm's CoaT-Lite weights into a ccoat model;
+- :func:`get_profile`: the run profile (``CCOAT_PROFILE``: smoke, cpu or gpu).
+
+Importing ccoat registers its model names with timm.
+"""
+from .attention import ATTENTION_KINDS
+from .model import CONFIGS, CoaTLite, CoaTLiteConfig
+from .profile import choose, get_profile
+from .registry import MODEL_NAMES, create_model, register_with_timm
+from .timm_weights import load_timm_weights
+
+__version__ = "0.1.0"
+
+register_with_timm()
+
+__all__ = [
+    "ATTENTION_KINDS", "CONFIGS", "CoaTLite", "CoaTLiteConfig", "MODEL_NAMES", "choose",
+    "create_model", "get_profile", "load_timm_weights",
+]

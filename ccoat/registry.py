@@ -1,0 +1,92 @@
+"""Model names, ``create_model``, and registration with timm's model registry.
+
+Names:
+
+- ``coat_lite_{tiny,mini,small,medium}``: CoaT-Lite, factorized attention (timm's models);
+- ``ccoat_lite_{tiny,mini,small,medium}``: Clustering CoaT, clustered attention;
+- either with ``_cifar``: the small-image variant for 32x32 inputs (a 2x2 first patch, so the
+  four stages see 16x16, 8x8, 4x4 and 2x2 grids).
+
+Importing :mod:`ccoat` registers every ``ccoat_lite_*`` name and every ``coat_lite_*_cifar`` name
+with timm, so ``timm.create_model("ccoat_lite_tiny")`` works. The plain ``coat_lite_*`` names stay
+timm's own (``timm.create_model("coat_lite_tiny")`` is timm's implementation, which the tests use
+as the independent reference).
+"""
+from __future__ import annotations
+
+import sys
+
+import torch.nn as nn
+
+from .model import CONFIGS, CoaTLite, config_for
+
+SIZES = tuple(CONFIGS)
+# The default attention kind of each family.
+FAMILIES = {"coat_lite": "factorized", "ccoat_lite": "clustered"}
+MODEL_NAMES = tuple(
+    f"{family}_{size}{suffix}" for family in FAMILIES for size in SIZES for suffix in ("", "_cifar")
+)
+
+
+def parse_name(name: str) -> tuple[str, str, bool]:
+    """``"ccoat_lite_tiny_cifar"`` -> ``("ccoat_lite", "tiny", True)``."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model name {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    small_image = name.endswith("_cifar")
+    stem = name[: -len("_cifar")] if small_image else name
+    family, size = stem.rsplit("_", 1)
+    return family, size, small_image
+
+
+def create_model(name: str, *, pretrained: bool = False, num_classes: int = 1000,
+                 img_size: int | None = None, attention=None, **kwargs) -> nn.Module:
+    """Build a CoaT-Lite or Clustering CoaT by name.
+
+    ``attention`` overrides the family's default kind (one kind, or a list of four, one per
+    stage); clustering options (``n_hashes``, ``bucket_width``, ``max_clusters``, ...) are
+    keyword arguments. ``pretrained=True`` loads timm's ImageNet weights of the same size
+    (through the Hugging Face hub, where the network allows).
+    """
+    family, size, small_image = parse_name(name)
+    if img_size is None:
+        img_size = 32 if small_image else 224
+    model = CoaTLite(config_for(size, small_image), num_classes=num_classes, img_size=img_size,
+                     attention=attention or FAMILIES[family], **kwargs)
+    if pretrained:
+        if small_image:
+            raise ValueError(f"no pretrained weights exist for the small-image model {name!r}")
+        import timm
+
+        from .timm_weights import load_timm_weights
+
+        reference = timm.create_model(f"coat_lite_{size}", pretrained=True, num_classes=num_classes)
+        load_timm_weights(model, reference)
+    return model
+
+
+def _timm_entry(name: str):
+    def entry(pretrained: bool = False, **kwargs) -> nn.Module:
+        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+            kwargs.pop(key, None)  # timm's own bookkeeping, not model options
+        return create_model(name, pretrained=pretrained, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__module__ = __name__
+    entry.__doc__ = f"ccoat's {name} (see ccoat.registry)."
+    return entry
+
+
+def register_with_timm() -> list[str]:
+    """Register ccoat's names that timm does not have; return the names registered."""
+    from timm.models import is_model, register_model
+
+    registered = []
+    for name in MODEL_NAMES:
+        if name.startswith("coat_lite_") and not name.endswith("_cifar"):
+            continue  # timm's own model; ours is reached through ccoat.create_model
+        if not is_model(name):
+            entry = _timm_entry(name)
+            setattr(sys.modules[__name__], name, entry)
+            register_model(entry)
+        registered.append(name)
+    return registered

@@ -1,0 +1,121 @@
+"""CoaT-Lite from scratch: parity with timm, limit cases and bad input."""
+import pytest
+import timm
+import torch
+
+import ccoat
+from ccoat.registry import MODEL_NAMES, parse_name
+
+SIZES = ["tiny", "mini", "small", "medium"]
+
+
+def _count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("img_size", [224, 288])
+def test_logits_equal_timm(size, img_size):
+    torch.manual_seed(0)
+    reference = timm.create_model(f"coat_lite_{size}", img_size=img_size).eval()
+    model = ccoat.create_model(f"coat_lite_{size}", img_size=img_size).eval()
+    ccoat.load_timm_weights(model, reference)
+    x = torch.randn(2, 3, img_size, img_size)
+    with torch.no_grad():
+        diff = (model(x) - reference(x)).abs().max().item()
+    assert diff <= 1e-5
+    assert _count(model) == _count(reference)
+
+
+def test_load_from_state_dict_equals_load_from_model():
+    reference = timm.create_model("coat_lite_tiny").eval()
+    a = ccoat.load_timm_weights(ccoat.create_model("coat_lite_tiny"), reference)
+    b = ccoat.load_timm_weights(ccoat.create_model("coat_lite_tiny"), reference.state_dict())
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_timm_weights_of_another_size_are_refused():
+    with pytest.raises(ValueError, match="shape of"):
+        ccoat.load_timm_weights(ccoat.create_model("coat_lite_tiny"), timm.create_model("coat_lite_mini"))
+
+
+def test_timm_weights_of_full_coat_are_refused():
+    with pytest.raises(ValueError, match="not a CoaT-Lite parameter"):
+        ccoat.load_timm_weights(ccoat.create_model("coat_lite_tiny"), {"parallel_blocks.0.norm12.weight": torch.ones(3)})
+
+
+def test_non_square_and_other_sizes_run():
+    model = ccoat.create_model("coat_lite_tiny", num_classes=7).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 160, 96)).shape == (1, 7)
+
+
+def test_cifar_variant_has_sane_grids():
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    grids = []
+    for stage in model.stages:
+        x, size = stage(x)
+        grids.append(size)
+        x = x[:, 1:].transpose(1, 2).reshape(2, -1, *size)
+    assert grids == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_cifar_variant_keeps_parameter_count_apart_from_first_patch():
+    big, small = ccoat.create_model("coat_lite_tiny"), ccoat.create_model("coat_lite_tiny_cifar")
+    # The first patch embedding has 3*4*4 vs 3*2*2 input weights per output channel.
+    assert _count(big) - _count(small) == 64 * 3 * (16 - 4)
+
+
+def test_class_token_sees_no_convolution():
+    # The CRPE gives the class token a zero row; the CPE passes it through unchanged.
+    stage = ccoat.create_model("coat_lite_tiny").stages[0]
+    x = torch.randn(2, 1 + 4 * 4, 64)
+    assert torch.equal(stage.cpe(x, (4, 4))[:, 0], x[:, 0])
+    q, v = torch.randn(2, 8, 17, 8), torch.randn(2, 8, 17, 8)
+    assert torch.equal(stage.crpe(q, v, (4, 4))[:, :, 0], torch.zeros(2, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((2, 1, 224, 224), "expected 3 input channels, got 1"),
+        ((2, 3, 225, 225), "divisible by 32, got 225x225"),
+        ((2, 3, 224, 200), "divisible by 32, got 224x200"),
+        ((3, 224, 224), "expected a 4-D image batch"),
+    ],
+)
+def test_bad_input_says_what_was_expected(shape, message):
+    model = ccoat.create_model("coat_lite_tiny")
+    with pytest.raises(ValueError, match=message):
+        model(torch.randn(*shape))
+
+
+def test_cifar_variant_needs_sides_divisible_by_16():
+    model = ccoat.create_model("coat_lite_tiny_cifar")
+    with pytest.raises(ValueError, match="divisible by 16, got 40x40"):
+        model(torch.randn(1, 3, 40, 40))
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown model name 'coat_lite_huge'.*coat_lite_tiny"):
+        ccoat.create_model("coat_lite_huge")
+
+
+def test_names_parse():
+    assert parse_name("ccoat_lite_small_cifar") == ("ccoat_lite", "small", True)
+    assert parse_name("coat_lite_medium") == ("coat_lite", "medium", False)
+    assert len(MODEL_NAMES) == 16
+
+
+def test_small_image_variant_registered_with_timm():
+    model = timm.create_model("coat_lite_tiny_cifar", num_classes=10)
+    assert isinstance(model, ccoat.CoaTLite) and model.config.patch_size == 2
+
+
+def test_gradients_reach_every_parameter():
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
