@@ -247,10 +247,19 @@ def _cifar(name: str, root: Path | None, download: bool, looked: list[str]):
 
 
 def build_datasets(data: str = "digits", data_dir=None, img_size: int | None = None,
-                   randaugment: str | None = None, download: bool = True):
+                   randaugment: str | None = None, download: bool = True, augment: bool = True):
     """Return ``(train, val, info)`` for ``data`` (``digits``, ``cifar10``, ``cifar100``, or an
-    ImageFolder path)."""
+    ImageFolder path). ``augment=False`` gives the train split the evaluation transform."""
     root = data_root(data_dir)
+    splits = _build_datasets(data, root, img_size, randaugment, download)
+    if not augment:
+        train, val, info = splits
+        base = train.dataset if isinstance(train, Subset) else train
+        base.transform = val.transform
+    return splits
+
+
+def _build_datasets(data, root, img_size, randaugment, download):
     if data == "digits":
         images, labels = digits_images(32)
         train_idx, val_idx = digits_split()

@@ -77,6 +77,7 @@ class TrainConfig:
     mixup: float = 0.0  # Mixup alpha (0: off)
     cutmix: float = 0.0  # CutMix alpha (0: off)
     randaugment: str | None = None  # timm spec, e.g. "rand-m9-mstd0.5"
+    augment: bool = True  # False: no random crop/flip (exact comparisons)
     train_subset: int | None = None  # a fixed random subset of the train split
     val_subset: int | None = None
     steps_per_epoch: int | None = None  # cap on updates per epoch (smoke runs)
@@ -327,7 +328,8 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
 
     # Data: every process builds the same splits; the sampler gives each its share.
     train_set, val_set, info = cdata.build_datasets(config.data, config.data_dir, config.img_size,
-                                                    randaugment=config.randaugment)
+                                                    randaugment=config.randaugment,
+                                                    augment=config.augment)
     train_set = cdata.subset(train_set, config.train_subset, seed=config.seed)
     val_set = cdata.subset(val_set, config.val_subset, seed=config.seed)
     local_batch = config.batch_size // world
@@ -552,6 +554,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--mixup", type=float, default=d.mixup)
     p.add_argument("--cutmix", type=float, default=d.cutmix)
     p.add_argument("--randaugment", default=None, help='timm spec, e.g. "rand-m9-mstd0.5"')
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train without random crop/flip")
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--val-subset", type=int, default=None)
     p.add_argument("--steps-per-epoch", type=int, default=None)
