@@ -277,6 +277,29 @@ def _unwrap(model: nn.Module) -> nn.Module:
 # Training
 
 
+def train_step(model: nn.Module, images: torch.Tensor, target: torch.Tensor, optimizer,
+               criterion, scaler=None, clip_grad: float | None = None,
+               dtype: torch.dtype | None = None, clip_params=None) -> float:
+    """One update: forward (under autocast when ``dtype``), loss, backward, clip, step.
+
+    Returns the loss as a float. ``scaler`` is a ``GradScaler`` (needed for fp16 only).
+    """
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(images)
+        loss = criterion(logits.float(), target)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        scaler = torch.amp.GradScaler(images.device.type, enabled=False)
+    scaler.scale(loss).backward()
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(list(clip_params if clip_params is not None else model.parameters()),
+                                 clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
+
+
 @dataclass
 class TrainRun:
     """What :func:`fit` hands back: the trained model (unwrapped), per-epoch history, the data."""
@@ -418,35 +441,30 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
         start = time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=not (config.progress and main_process), mininterval=2.0)
+        data_wait, fetched = 0.0, start
         for step, (images, target) in enumerate(train_loader):
             if step >= steps_per_epoch:
                 break
+            data_wait += time.perf_counter() - fetched  # time the step waited for its batch
             images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             soft_target = target
             if mixup is not None:
                 images, soft_target = mixup(images, target)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = run_model(images)
-                loss = train_criterion(logits.float(), soft_target)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.clip_grad:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(run_model, images, soft_target, optimizer, train_criterion, scaler,
+                              config.clip_grad, dtype, clip_params=model.parameters())
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at epoch {epoch}, step {step}")
             updates += 1
             scheduler.step_update(num_updates=updates)
             if ema is not None:
                 ema.update(model, step=updates)
-            loss_sum += loss.item() * len(target)
+            loss_sum += loss * len(target)
             seen += len(target)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             bar.update()
+            fetched = time.perf_counter()
         bar.close()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -459,6 +477,7 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
             "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
             "val_top1": val["top1"], "val_top5": val["top5"],
             "images_per_s": seen / train_time, "val_images_per_s": val["images_per_s"],
+            "data_wait_s": data_wait, "train_time_s": train_time,
             "epoch_time_s": epoch_time, "elapsed_s": elapsed_before + epoch_time,
             "lr": optimizer.param_groups[0]["lr"], "updates": updates,
         }
