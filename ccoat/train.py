@@ -191,39 +191,51 @@ def _write_json_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class ClusterStats:
+    """Mean number of clusters per stage, accumulated over the batches of an evaluation.
+
+    ``records`` is what ``ccoat.clustering.record_clusters`` fills: for each clustered block
+    ``"stages.i.blocks.j"`` the last forward pass's ``num_clusters`` ``(B, heads)``. Call
+    :meth:`collect` after every batch; :meth:`summary` averages over images, heads and the
+    blocks of each stage: ``{"stage1": ..., "stage4": ...}``.
+    """
+
+    def __init__(self, records: dict | None = None):
+        self.records = records if records is not None else {}
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def collect(self) -> None:
+        for name, record in self.records.items():
+            parts = name.split(".")
+            stage = f"stage{int(parts[1]) + 1}" if parts[0] == "stages" else name
+            n = record["num_clusters"].float()
+            self.sums[stage] = self.sums.get(stage, 0.0) + float(n.sum())
+            self.counts[stage] = self.counts.get(stage, 0) + n.numel()
+
+    def summary(self) -> dict[str, float]:
+        return {stage: self.sums[stage] / self.counts[stage] for stage in sorted(self.sums)}
+
+
 @contextlib.contextmanager
 def _cluster_recorder(model: nn.Module):
-    """Record the clustered attention's cluster counts, where the model has any.
+    """Yield a :class:`ClusterStats` recording the clustered attention's cluster counts.
 
-    Yields a callable returning ``{stage: mean number of clusters}`` (empty for models without
-    clustered attention, or when ``ccoat.clustering`` is not available).
+    It stays empty for models without clustered attention, or when ``ccoat.clustering`` is not
+    available.
     """
     kinds = getattr(model, "attention_kinds", [])
-    if not any(str(k).startswith("clustered") for k in kinds):
-        yield dict
+    record_clusters = None
+    if any(str(k).startswith("clustered") for k in kinds):
+        try:
+            from .clustering import record_clusters
+        except ImportError:
+            pass
+    if record_clusters is None:
+        yield ClusterStats()
         return
-    try:
-        from .clustering import record_clusters
-    except ImportError:
-        yield dict
-        return
-    with record_clusters(model) as record:
-        yield lambda: _cluster_summary(record)
-
-
-def _cluster_summary(record) -> dict:
-    """Mean clusters per stage from whatever ``record_clusters`` collected."""
-    if hasattr(record, "mean_clusters_per_stage"):
-        value = record.mean_clusters_per_stage()
-        return {str(k): float(v) for k, v in dict(value).items()}
-    if isinstance(record, dict):
-        out = {}
-        for stage, counts in record.items():
-            counts = [float(c) for c in (counts if isinstance(counts, (list, tuple)) else [counts])]
-            if counts:
-                out[str(stage)] = sum(counts) / len(counts)
-        return out
-    return {}
+    with record_clusters(model) as records:
+        yield ClusterStats(records)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +266,8 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
             loss_sum += float(F.cross_entropy(logits.float(), target, reduction="sum"))
             c1, c5 = accuracy(logits, target)
             top1, top5, n = top1 + c1, top5 + c5, n + len(target)
-        cluster_means = clusters()
+            clusters.collect()
+        cluster_means = clusters.summary()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start

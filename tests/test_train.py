@@ -131,3 +131,32 @@ def test_bad_amp_and_batch_are_rejected():
         ctrain.amp_dtype("fp8", torch.device("cpu"))
     with pytest.raises(ValueError, match="fewer than one batch"):
         ctrain.fit(small_config(train_subset=8, batch_size=16), model=tiny_model())
+
+
+def test_cluster_stats_average_over_batches_heads_and_blocks_of_a_stage():
+    records = {}
+    stats = ctrain.ClusterStats(records)
+    records["stages.0.blocks.0"] = {"num_clusters": torch.tensor([[2, 4], [6, 8]])}
+    records["stages.0.blocks.1"] = {"num_clusters": torch.tensor([[1, 1], [1, 1]])}
+    stats.collect()
+    records["stages.0.blocks.0"] = {"num_clusters": torch.tensor([[10, 10], [10, 10]])}
+    records["stages.3.blocks.0"] = {"num_clusters": torch.tensor([[3]])}
+    records.pop("stages.0.blocks.1")
+    stats.collect()
+    assert stats.summary() == {"stage1": (20 + 4 + 40) / 12, "stage4": 3.0}
+    assert ctrain.ClusterStats().summary() == {}
+
+
+def test_evaluate_reports_clusters_for_clustered_models_only():
+    pytest.importorskip("ccoat.clustering")
+    import ccoat
+
+    images, target = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    loader = [(images, target)]
+    plain = ctrain.evaluate(ccoat.create_model("coat_lite_tiny_cifar", num_classes=10), loader)
+    assert "clusters_per_stage" not in plain
+    clustered = ctrain.evaluate(ccoat.create_model("ccoat_lite_tiny_cifar", num_classes=10), loader)
+    per_stage = clustered["clusters_per_stage"]
+    assert list(per_stage) == ["stage1", "stage2", "stage3", "stage4"]
+    tokens = [16 * 16, 8 * 8, 4 * 4, 2 * 2]  # image tokens per stage at 32 px
+    assert all(1 <= per_stage[s] <= n for s, n in zip(per_stage, tokens))
