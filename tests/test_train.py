@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from PIL import Image
 
 from ccoat import data as cdata
 from ccoat import train as ctrain
@@ -81,25 +82,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, tree: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    run = ctrain.fit(_ddp_config(), model=tiny_model())
+    run = ctrain.fit(_ddp_config(tree), model=tiny_model())
     torch.save(run.model.state_dict(), Path(out) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
-def _ddp_config() -> ctrain.TrainConfig:
+def _ddp_config(tree: str) -> ctrain.TrainConfig:
     # No augmentation or drop-path: the two processes must see exactly the single run's batch.
-    return small_config(epochs=1, steps_per_epoch=3, augment=False, drop_path=0.0, warmup_epochs=0)
+    # A small ImageFolder tree keeps the spawned processes light (no scikit-learn import).
+    return small_config(data=tree, img_size=32, train_subset=None, val_subset=None, epochs=1,
+                        steps_per_epoch=3, augment=False, drop_path=0.0, warmup_epochs=0)
+
+
+def _write_tree(root: Path) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    for split, n in (("train", 24), ("val", 4)):
+        for c in range(4):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n // 4 if split == "val" else n):
+                pixels = torch.randint(0, 256, (32, 32, 3), generator=generator, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    return root
 
 
 def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    tree = str(_write_tree(tmp_path / "tree"))
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), tree), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
-    single = ctrain.fit(_ddp_config(), model=tiny_model()).model.state_dict()
+    single = ctrain.fit(_ddp_config(tree), model=tiny_model()).model.state_dict()
     initial = tiny_model().state_dict()
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name  # identical across ranks
