@@ -520,9 +520,14 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
 
 
 def _dataset_label(info: cdata.DataInfo) -> str:
-    if info.name == "cifar10" and "torchvision" not in info.source and \
-            not info.source.endswith("cifar-10-batches-py"):
-        return f"CIFAR-10 (JPEG copy) at {info.source}"
+    """How results on this data must be named: an ImageFolder copy of CIFAR-10 in JPEG is
+    "CIFAR-10 (JPEG copy)", not CIFAR-10 (its pixels differ slightly from the original's)."""
+    if info.name in ("cifar10", "cifar100") and Path(info.source, "train").is_dir():
+        first_class = next(p for p in sorted(Path(info.source, "train").iterdir()) if p.is_dir())
+        first_file = next(iter(sorted(first_class.iterdir())), None)
+        if first_file is not None and first_file.suffix.lower() in (".jpg", ".jpeg"):
+            return f"{'CIFAR-10' if info.name == 'cifar10' else 'CIFAR-100'} (JPEG copy) at {info.source}"
+        return f"{info.name} (ImageFolder copy) at {info.source}"
     return f"{info.name} at {info.source}"
 
 
