@@ -155,7 +155,7 @@ plt.show()
 RECIPE = ccoat.choose(
     smoke=dict(data="digits", epochs=2, batch_size=16, train_subset=64, val_subset=64,
                steps_per_epoch=2, num_workers=0, warmup_epochs=0.5),
-    cpu=dict(data="cifar10", epochs=2, batch_size=64, train_subset=2000, val_subset=1000,
+    cpu=dict(data="cifar10", epochs=2, batch_size=64, train_subset=1000, val_subset=500,
              num_workers=1, warmup_epochs=0.5),
     gpu=dict(data="cifar10", epochs=100, batch_size=256, lr=2e-3, warmup_epochs=5,
              randaugment="rand-m9-mstd0.5", mixup=0.8, cutmix=1.0, ema_decay=0.9998,
