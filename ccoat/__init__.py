@@ -10,6 +10,13 @@ Public interface (see the book and ``docs``):
 
 Importing ccoat registers its model names with timm.
 """
+import warnings
+
+# timm imports tqdm.auto (through huggingface_hub), which warns "IProgress not found" in a Jupyter
+# kernel without ipywidgets. ccoat's progress bars are plain text bars, so the warning is noise
+# on every page of the book; only that message is silenced.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 from .attention import ATTENTION_KINDS
 from .clustering import record_clusters
 from .convert import convert_attention
