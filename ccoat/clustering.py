@@ -101,6 +101,34 @@ def limit_clusters(x: torch.Tensor, clusters: Clusters, max_clusters: int) -> Cl
 # ---------------------------------------------------------------------------------------------
 # Introspection: which queries went together, for the book's figures.
 
+def block_qkv(model: nn.Module, images: torch.Tensor, stage: int = 0, block: int = 0):
+    """The queries, keys and values that a block of a ccoat CoaT-Lite computes for ``images``.
+
+    Runs the model up to block ``block`` of stage ``stage`` and returns ``q, k, v`` of shape
+    ``(B, heads, 1 + H*W, C_head)`` (class token first) and the grid ``(H, W)``: the real
+    features the clustering sees, for the book and the benchmarks.
+    """
+    n_stages = len(model.stages)
+    if not 0 <= stage < n_stages or not 0 <= block < len(model.stages[stage].blocks):
+        raise ValueError(f"expected stage in 0..{n_stages - 1} and a block of that stage, "
+                         f"got stage={stage}, block={block}")
+    x, B = images, images.shape[0]
+    for i in range(stage):
+        x, size = model.stages[i](x)
+        x = x[:, 1:].transpose(1, 2).reshape(B, -1, *size)  # back to an image grid
+    st = model.stages[stage]
+    x, size = st.patch_embed(x)
+    x = torch.cat([st.cls_token.expand(B, -1, -1), x], dim=1)  # (B, 1 + H*W, C)
+    for blk in st.blocks[:block]:
+        x = blk(x, size, st.cpe, st.crpe)
+    attn = st.blocks[block].attn
+    x = st.blocks[block].norm1(st.cpe(x, size))
+    C = x.shape[-1]
+    qkv = attn.qkv(x).reshape(B, x.shape[1], 3, attn.num_heads, C // attn.num_heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, 1 + H*W, C_head)
+    return q, k, v, size
+
+
 class record_clusters(contextlib.AbstractContextManager):
     """Within ``with record_clusters(model) as records:``, every clustered core of ``model``
     stores, for each forward pass, its image tokens' ``ids`` ``(B, heads, H*W)``, ``counts``,

@@ -24,7 +24,6 @@ a row-wise sort (tested to agree); everything is vectorised over batch and heads
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -138,38 +137,31 @@ def clusters_from_codes(codes: torch.Tensor, points: torch.Tensor | None = None)
         return Clusters(empty, empty, torch.zeros(B, h, dtype=torch.long, device=device))
     flat = codes.reshape(M, n)  # (M, n_hashes), M = B*heads*N
     low, high = torch.aminmax(flat, dim=0)  # per hash function
-    if flat.is_floating_point():
-        if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
-            if points is not None:
-                bad = int((~torch.isfinite(points)).sum())
-                raise ValueError(f"cannot hash non-finite queries: {bad} NaN/inf values in a "
-                                 f"tensor of shape {tuple(points.shape)} (expected finite values)")
-            raise ValueError("expected finite hash codes, got NaN/inf")
-        if max(-low.min().item(), high.max().item()) >= 2 ** 61:
-            raise ValueError("hash codes beyond 2**61: bucket_width is too small for these "
-                             "queries (expected codes that fit in int64)")
-        flat, low, high = flat.long(), low.long(), high.long()  # integer-valued: exact
-    radices = (high - low + 1).tolist()
-    digits = flat - low  # (M, n_hashes), each column in 0 .. radix - 1
+    if flat.is_floating_point() and not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+        bad = int((~torch.isfinite(points)).sum()) if points is not None else 0
+        if bad:
+            raise ValueError(f"cannot hash non-finite queries: {bad} NaN/inf values in a "
+                             f"tensor of shape {tuple(points.shape)} (expected finite values)")
+        raise ValueError("expected finite hash codes, got NaN/inf (codes overflow float32 when "
+                         "bucket_width is too small for the queries)")
+    radices = [int(r) + 1 for r in (high - low).tolist()]
+    low = low.tolist()
 
-    # The leading digit: which (batch, head) row a token belongs to. Then the codes, appended
-    # a block of columns at a time: key = key * span + sum_j digit_j * place_j.
+    # The leading digit: which (batch, head) row a token belongs to. Then each code, shifted to
+    # start at 0, as one more digit: key = key * radix_j + digit_j.
     key = torch.arange(rows, device=device).repeat_interleave(N)
     key_range = rows
-    start = 0  # first column not yet in the key
-    for j in range(n + 1):
-        if j < n and radices[j] > M:  # a huge range (tiny bucket width): rank the column
-            digits[:, j], radices[j] = dense_rank(digits[:, j])
-        span = math.prod(radices[start:j])
-        if j == n or key_range * span * radices[j] >= 2 ** _INT64_BITS:
-            if j > start:  # append columns start .. j-1
-                place = [math.prod(radices[i + 1:j]) for i in range(start, j)]
-                place = torch.tensor(place, dtype=torch.long, device=device)
-                key = key * span + (digits[:, start:j] * place).sum(1)
-                key_range *= span
-                start = j
-            if j < n and key_range * radices[j] >= 2 ** _INT64_BITS:
-                key, key_range = dense_rank(key)  # shrink to at most M values, losslessly
+    for j, radix in enumerate(radices):
+        if radix == 1:
+            continue  # every token has the same code: the digit tells nothing apart
+        if radix > M:  # a huge range (tiny bucket width): the column's ranks keep its order
+            digit, radix = dense_rank(flat[:, j])
+        else:  # exact: integers within M of each other (Sterbenz's lemma for large floats)
+            digit = (flat[:, j] - low[j]).long()
+        if key_range * radix >= 2 ** _INT64_BITS:
+            key, key_range = dense_rank(key)  # shrink to at most M values, losslessly
+        key = key * radix + digit
+        key_range *= radix
     global_ids, _ = dense_rank(key)  # lexicographic rank of (row, code_1, ..., code_n)
     global_ids = global_ids.view(rows, N)
     # Row r's ids form one contiguous range: shift it to start at 0.

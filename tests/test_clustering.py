@@ -323,3 +323,23 @@ def test_record_clusters_keeps_each_block_for_the_pass_and_nothing_outside():
         model(torch.randn(2, 3, 32, 32))
     assert records["stages.0.blocks.0"] is first  # nothing recorded outside the context
     assert all(m._recorder is None for m in model.modules() if hasattr(m, "_recorder"))
+
+
+@pytest.mark.parametrize("stage, block", [(0, 0), (1, 1)])
+def test_block_qkv_gives_what_the_block_computes(stage, block):
+    torch.manual_seed(0)
+    model = ccoat.create_model("coat_lite_tiny_cifar").eval()
+    seen = {}
+    attn = model.stages[stage].blocks[block].attn
+    attn.qkv.register_forward_hook(lambda m, i, o: seen.setdefault("qkv", o))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+        q, k, v, size = ccoat.clustering.block_qkv(model, x, stage, block)
+    B, N, _ = seen["qkv"].shape
+    expected = seen["qkv"].reshape(B, N, 3, 8, -1).permute(2, 0, 3, 1, 4)
+    assert size == (16 // 2 ** stage, 16 // 2 ** stage)
+    for got, want in zip((q, k, v), expected):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="expected stage in 0..3"):
+        ccoat.clustering.block_qkv(model, x, 4, 0)

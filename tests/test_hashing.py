@@ -184,9 +184,18 @@ def test_non_finite_queries_are_refused_with_their_count():
         E2LSH(8, 4, 1.0)(x)
 
 
-def test_bucket_width_too_small_for_int64_is_refused():
+def test_bucket_width_too_small_for_float32_codes_is_refused():
     with pytest.raises(ValueError, match="bucket_width is too small"):
-        E2LSH(8, 4, 1e-30, seed=0)(torch.randn(1, 1, 10, 8))
+        E2LSH(8, 4, 1e-38, seed=0)(torch.randn(1, 1, 10, 8) * 100)
+
+
+def test_huge_codes_keep_tuples_apart():
+    # Codes near 1e20 (float32 spacing 2**43) stay exact integers; ranks keep them apart.
+    x = torch.randn(1, 1, 200, 8)
+    tiny = E2LSH(8, 4, 1e-20, seed=0)(x)
+    assert tiny.num_clusters.item() == 200
+    codes = torch.tensor([[1e20, 0.0], [1e20 + 2 ** 43, 0.0], [1e20, 1.0], [1e20, 0.0]]).view(1, 1, 4, 2)
+    assert clusters_from_codes(codes).ids.flatten().tolist() == [0, 2, 1, 0]
 
 
 def test_clusters_dataclass_reports_its_width():
