@@ -262,6 +262,33 @@ else:
           "to see them)")
 
 # %% [markdown]
+# For the clustered model each epoch's line also records how many clusters the queries formed,
+# averaged over the validation images, the heads and the blocks of each stage. Set against the
+# number of image tokens of the stage, it shows where clustering actually shrinks the attention.
+
+# %%
+clustered_runs = {k: h for k, h in runs.items() if "clusters_per_stage" in h}
+if clustered_runs:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    tokens = [16 * 16, 8 * 8, 4 * 4, 2 * 2]  # image tokens per stage of a 32 px image
+    stages = [f"stage{i}" for i in range(1, 5)]
+    ax.plot(range(1, 5), tokens, "k--", label="image tokens (no clustering)")
+    for kind, h in clustered_runs.items():
+        for _, row in h.iterrows():
+            ax.plot(range(1, 5), [row.clusters_per_stage[s] for s in stages], "o-",
+                    color=KIND_COLORS.get(kind), alpha=0.4 + 0.6 * row.epoch / h.epoch.max(),
+                    label=f"{kind}, epoch {int(row.epoch)}")
+    ax.set(xlabel="stage", ylabel="clusters (mean over images and heads)", yscale="log",
+           xticks=range(1, 5), title="Clusters per stage, committed clustered run")
+    ax.legend(fontsize=8)
+    plt.show()
+    last = next(iter(clustered_runs.values())).iloc[-1].clusters_per_stage
+    display(Markdown("After the last epoch the queries formed " + ", ".join(
+        f"{last[s]:.1f} clusters for {n} tokens in {s}" for s, n in zip(stages, tokens)) + "."))
+else:
+    print("no committed clustered run with cluster counts here")
+
+# %% [markdown]
 # ## Training on more than one machine
 #
 # The same function trains with PyTorch's DistributedDataParallel when started by `torchrun`:
