@@ -1,0 +1,39 @@
+"""Every notebook is a jupytext pair: the py:percent source and an output-free .ipynb, in sync."""
+import json
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+SOURCES = sorted(NOTEBOOKS.glob("*.py"))
+
+
+def test_there_are_notebooks():
+    assert SOURCES, f"no notebook sources in {NOTEBOOKS}"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_pair_is_in_sync_and_output_free(source):
+    ipynb = source.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{source.name} has no paired {ipynb.name}: run jupytext --sync {source}"
+    raw = json.loads(ipynb.read_text())
+    with_outputs = [i for i, c in enumerate(raw["cells"]) if c["cell_type"] == "code" and c.get("outputs")]
+    assert not with_outputs, f"{ipynb.name} carries outputs in cells {with_outputs}: strip them"
+    from_py = [(c.cell_type, c.source) for c in jupytext.read(source).cells]
+    from_ipynb = [(c.cell_type, c.source) for c in jupytext.read(ipynb).cells]
+    assert from_py == from_ipynb, f"{source.name} and {ipynb.name} differ: run jupytext --sync {source}"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_notebook_asks_colab_for_a_gpu_and_installs_ccoat(source):
+    nb = jupytext.read(source)
+    assert nb.metadata.get("accelerator") == "GPU", f"{source.name}: metadata should ask Colab for a GPU"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert '"google.colab" in sys.modules' in code and "pip" in code, f"{source.name}: no Colab install cell"
+
+
+def test_every_notebook_is_in_the_book():
+    toc = (NOTEBOOKS.parent / "book" / "_toc.yml").read_text()
+    missing = [s.stem for s in SOURCES if f"notebooks/{s.stem}" not in toc]
+    assert not missing, f"notebooks missing from book/_toc.yml: {missing}"
