@@ -20,7 +20,8 @@ LayerNorm), ``qkv``, ``hashing`` / ``clustering`` / ``prototypes`` / ``broadcast
 clustered kinds' extra steps), ``attention`` (the attention core proper: ``q @ (softmax(k)ᵀ v)``,
 ``softmax(q kᵀ) v``, or the same with prototypes in place of the queries), ``crpe`` (conv
 relative position encoding ``q ⊙ DWConv(v)``), ``proj`` (output projection), ``mlp``,
-``residual`` (the two residual adds of each block) and ``head``.
+``residual`` (the two residual adds of each block) and ``head``; :func:`component_times` adds
+``other`` for the time no named module covers.
 
 Conventions
 -----------
@@ -88,7 +89,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 COMPONENTS = ("patch_embed", "cpe", "norm", "qkv", "hashing", "clustering", "prototypes",
-              "attention", "broadcast", "crpe", "proj", "mlp", "residual", "head")
+              "attention", "broadcast", "crpe", "proj", "mlp", "residual", "head", "other")
 CLUSTERING_COMPONENTS = ("hashing", "clustering", "prototypes", "broadcast")
 CLUSTERED_KINDS = ("clustered", "clustered_factorized")
 STAGES = ("stage1", "stage2", "stage3", "stage4", "head")
@@ -203,7 +204,9 @@ _COMPONENT_RULES = [
     (re.compile(r"^stages\.(\d)\.blocks\.\d+\.attn\.qkv$"), "qkv"),
     (re.compile(r"^stages\.(\d)\.blocks\.\d+\.attn\.proj$"), "proj"),
     (re.compile(r"^stages\.(\d)\.blocks\.\d+\.mlp\.fc[12]$"), "mlp"),
+    (re.compile(r"^stages\.(\d)\.(?:blocks\.\d+\.norm[12]|patch_embed\.norm)$"), "norm"),
     (re.compile(r"^head$"), "head"),
+    (re.compile(r"^norm$"), "norm"),
 ]
 _CORE = re.compile(r"^stages\.(\d)\.blocks\.\d+\.attn\.core(?:\.(\w+))?")
 # Child module names of a clustered core -> component.
@@ -366,7 +369,8 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
             rows = B * h
             K = clusters.get((st, b), float(rows * N))  # all rows' clusters together
             if sh.kind == "factorized":
-                add("attention", st, 2 * B * N * C * c, (OPS_SOFTMAX + 1) * B * N * C)
+                # softmax over the keys' tokens; the scale is folded into the c x c context
+                add("attention", st, 2 * B * N * C * c, OPS_SOFTMAX * B * N * C + B * C * c)
             elif sh.kind == "softmax":
                 add("attention", st, 2 * B * N * N * C, (OPS_SOFTMAX + 1) * rows * N * N)
             elif sh.kind in CLUSTERED_KINDS:
@@ -576,6 +580,71 @@ def throughput(model: nn.Module, img_size=224, batch_size: int = 1, *, train: bo
         model.train(was_training)
     median = statistics.median(times)
     return {"images_per_s": batch_size / median, "median_s": median, "times_s": times}
+
+
+def component_times(model: nn.Module, img_size=224, batch_size: int = 1, *, repeats: int = 3,
+                    warmup: int = 1, images: torch.Tensor | None = None) -> dict:
+    """Wall-clock seconds of one forward pass per ``(component, stage)``, the median over
+    ``repeats`` passes after ``warmup``.
+
+    Forward pre- and post-hooks on every module that a component rule names read the clock; a
+    module's time excludes that of its named children (a clustered core's hasher). What no
+    named module covers (residual adds, reshapes, the class token's concatenation) is
+    ``("other", stage)``, measured as the stage's time minus its components' (and the model's
+own glue is ``("other", "head")``), so in each pass the parts add up to the whole. On CUDA every hook
+    synchronises the device, which slows the pass; the split is meant for the CPU, where
+    kernels run synchronously anyway. ``("total", "all")`` is the whole pass.
+    """
+    check_input(model, img_size, batch_size)
+    x = _input(model, img_size, batch_size, images)
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    stack: list = []  # [key, start, children's time]
+    spent: dict = defaultdict(float)
+
+    def pre(key):
+        def hook(module, args):
+            sync()
+            stack.append([key, time.perf_counter(), 0.0])
+        return hook
+
+    def post(module, args, output):
+        sync()
+        key, start, children = stack.pop()
+        elapsed = time.perf_counter() - start
+        spent[key] += elapsed - children
+        if stack:
+            stack[-1][2] += elapsed
+
+    handles = []
+    for name, module in model.named_modules():
+        key = _component_of(name)
+        if key is None and re.fullmatch(r"stages\.\d", name):
+            key = ("other", STAGES[int(name[-1])])  # the stage itself: its glue
+        if key is not None:
+            handles += [module.register_forward_pre_hook(pre(key)),
+                        module.register_forward_hook(post)]
+    runs = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(warmup + repeats):
+                spent.clear()
+                sync()
+                start = time.perf_counter()
+                model(x)
+                sync()
+                total = time.perf_counter() - start
+                # The model's own glue (between stages, the class token read-out) is "other" too.
+                spent[("other", "head")] += total - sum(spent.values())
+                spent[("total", "all")] = total
+                if i >= warmup:
+                    runs.append(dict(spent))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -170,3 +170,14 @@ def test_crossover_is_the_first_size_from_which_a_kind_stays_faster():
     rows.loc[5, "fwd_s"] = 3.5  # slower at 448: now faster only from 640
     assert bench.crossover(rows)[0] == 640
     assert bench.crossover(rows, kind="softmax", reference="clustered")[0] is None
+
+
+def test_component_times_cover_the_pass():
+    model = ccoat.create_model("coat_lite_tiny")
+    times = cost.component_times(model, 64, 1, repeats=1, warmup=0)
+    total = times.pop(("total", "all"))
+    assert sum(times.values()) == pytest.approx(total, rel=1e-6)
+    assert all(t >= 0 for t in times.values())
+    named = {c for c, _ in times}
+    assert set(cost.macs(model)) - {"total", "residual"} <= named  # every component was timed
+    assert {s for _, s in times} == set(cost.STAGES)
