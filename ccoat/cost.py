@@ -74,12 +74,14 @@ Kinds without clustering are counted on the ``meta`` device: no memory, no arith
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
 import re
 import statistics
 import time
 import weakref
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import torch
@@ -215,6 +217,16 @@ CORE_CHILD_COMPONENTS = {
 }
 
 
+def _cdist_flops(x1_shape, x2_shape, *args, out_shape=None, **kwargs) -> int:
+    """``cdist`` of ``(..., P, M)`` and ``(..., R, M)``: one ``P x M x R`` product (2 FLOPs/MAC)."""
+    return 2 * math.prod(out_shape) * x1_shape[-1]
+
+
+# Operators FlopCounterMode does not know, and which of them belong to the clustering step.
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._cdist_forward: _cdist_flops}
+_CLUSTERING_OPS = {"aten._cdist_forward"}
+
+
 def _component_of(path: str) -> tuple[str, str] | None:
     """``"stages.0.blocks.1.attn.qkv"`` -> ``("qkv", "stage1")``; None for container modules."""
     for pattern, component in _COMPONENT_RULES:
@@ -248,7 +260,7 @@ def _count(model, img_size, batch_size, images):
     """``(MACs per (component, stage), clusters per (stage, block) or None)`` from one pass."""
     check_input(model, img_size, batch_size)
     root = type(model).__name__ + "."
-    counter = FlopCounterMode(display=False, depth=None)
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_EXTRA_FLOP_FORMULAS)
     clusters = None
     with torch.no_grad():
         if _has_clustering(model):  # the cost depends on the data: run it for real
@@ -266,21 +278,26 @@ def _count(model, img_size, batch_size, images):
             with counter:
                 functional_call(model, meta, (x,))
 
-    per_path = {name[len(root):]: sum(ops.values()) for name, ops in counter.get_flop_counts().items()
+    # FLOPs per module path and operator. A module's own FLOPs are its count minus that of its
+    # named children (a core's hasher); within a core, the operators of the cluster cap's
+    # merge step (cdist) are "clustering" and the rest "attention".
+    per_path = {name[len(root):]: ops for name, ops in counter.get_flop_counts().items()
                 if name.startswith(root)}
     macs: dict[tuple[str, str], int] = defaultdict(int)
     attributed = 0
-    for path in per_path:
+    for path, ops in per_path.items():
         key = _component_of(path)
         if key is None:
             continue
-        # A named child of a named module (the hasher inside a core) keeps its own FLOPs.
-        children = sum(per_path[p] for p in per_path
-                       if p.startswith(path + ".") and p.count(".") == path.count(".") + 1
-                       and _component_of(p) is not None)
-        own = per_path[path] - children
-        macs[key] += own // 2
-        attributed += own
+        own = Counter({str(op): n for op, n in ops.items()})
+        for child, child_ops in per_path.items():
+            if (child.startswith(path + ".") and child.count(".") == path.count(".") + 1
+                    and _component_of(child) is not None):
+                own.subtract({str(op): n for op, n in child_ops.items()})
+        for op, flops in own.items():
+            component = "clustering" if key[0] == "attention" and op in _CLUSTERING_OPS else key[0]
+            macs[(component, key[1])] += flops // 2
+            attributed += flops
     total = counter.get_total_flops()
     if attributed != total:
         raise RuntimeError(f"FlopCounterMode saw {total} FLOPs but only {attributed} belong to a "
@@ -582,38 +599,88 @@ def throughput(model: nn.Module, img_size=224, batch_size: int = 1, *, train: bo
     return {"images_per_s": batch_size / median, "median_s": median, "times_s": times}
 
 
+# Functions of the clustered cores that are steps of their own, timed by wrapping them for the
+# duration of a measurement: (module, function name) -> component.
+CLUSTERING_FUNCTIONS = {
+    ("ccoat.hashing", "clusters_from_codes"): "clustering",
+    ("ccoat.clustering", "limit_clusters"): "clustering",
+    ("ccoat.clustering", "prototypes"): "prototypes",
+    ("ccoat.clustering", "broadcast"): "broadcast",
+}
+
+
+class _Clock:
+    """Exclusive wall-clock time per key over nested regions (modules and functions)."""
+
+    def __init__(self, sync):
+        self.sync = sync
+        self.stack: list = []  # [key, start, children's time]
+        self.spent: dict = defaultdict(float)
+
+    def enter(self, key) -> None:
+        self.sync()
+        self.stack.append([key, time.perf_counter(), 0.0])
+
+    def exit(self) -> None:
+        self.sync()
+        key, start, children = self.stack.pop()
+        elapsed = time.perf_counter() - start
+        self.spent[key] += elapsed - children
+        if self.stack:
+            self.stack[-1][2] += elapsed
+
+    def wrap(self, fn, component):
+        """``fn`` timed as ``component`` of the enclosing module's stage; a call nested in
+        another clustering step stays with that step (the cap's merge computes prototypes)."""
+        def timed(*args, **kwargs):
+            if not self.stack or self.stack[-1][0][0] in CLUSTERING_COMPONENTS:
+                return fn(*args, **kwargs)
+            self.enter((component, self.stack[-1][0][1]))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.exit()
+        return timed
+
+
+@contextlib.contextmanager
+def _timed_functions(clock: _Clock):
+    patched = []
+    for (module_name, name), component in CLUSTERING_FUNCTIONS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            patched.append((module, name, getattr(module, name)))
+            setattr(module, name, clock.wrap(getattr(module, name), component))
+    try:
+        yield
+    finally:
+        for module, name, fn in patched:
+            setattr(module, name, fn)
+
+
 def component_times(model: nn.Module, img_size=224, batch_size: int = 1, *, repeats: int = 3,
                     warmup: int = 1, images: torch.Tensor | None = None) -> dict:
     """Wall-clock seconds of one forward pass per ``(component, stage)``, the median over
     ``repeats`` passes after ``warmup``.
 
-    Forward pre- and post-hooks on every module that a component rule names read the clock; a
-    module's time excludes that of its named children (a clustered core's hasher). What no
-    named module covers (residual adds, reshapes, the class token's concatenation) is
-    ``("other", stage)``, measured as the stage's time minus its components' (and the model's
-own glue is ``("other", "head")``), so in each pass the parts add up to the whole. On CUDA every hook
+    Forward pre- and post-hooks on every module that a component rule names read the clock, and
+    so do the clustered cores' step functions (:data:`CLUSTERING_FUNCTIONS`, wrapped for the
+    duration); each region's time excludes the regions inside it (a core's time excludes its
+    hasher, prototypes and broadcast). What no region covers (residual adds, reshapes, the class
+    token's concatenation) is ``("other", stage)``, and the model's own glue
+    ``("other", "head")``, so in each pass the parts add up to the whole. On CUDA every region
     synchronises the device, which slows the pass; the split is meant for the CPU, where
     kernels run synchronously anyway. ``("total", "all")`` is the whole pass.
     """
     check_input(model, img_size, batch_size)
     x = _input(model, img_size, batch_size, images)
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    stack: list = []  # [key, start, children's time]
-    spent: dict = defaultdict(float)
+    clock = _Clock(torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None))
 
     def pre(key):
-        def hook(module, args):
-            sync()
-            stack.append([key, time.perf_counter(), 0.0])
-        return hook
-
-    def post(module, args, output):
-        sync()
-        key, start, children = stack.pop()
-        elapsed = time.perf_counter() - start
-        spent[key] += elapsed - children
-        if stack:
-            stack[-1][2] += elapsed
+        return lambda module, args: clock.enter(key)
 
     handles = []
     for name, module in model.named_modules():
@@ -622,19 +689,20 @@ own glue is ``("other", "head")``), so in each pass the parts add up to the whol
             key = ("other", STAGES[int(name[-1])])  # the stage itself: its glue
         if key is not None:
             handles += [module.register_forward_pre_hook(pre(key)),
-                        module.register_forward_hook(post)]
+                        module.register_forward_hook(lambda module, args, output: clock.exit())]
     runs = []
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _timed_functions(clock):
             for i in range(warmup + repeats):
-                spent.clear()
-                sync()
+                clock.spent.clear()
+                clock.sync()
                 start = time.perf_counter()
                 model(x)
-                sync()
+                clock.sync()
                 total = time.perf_counter() - start
+                spent = clock.spent
                 # The model's own glue (between stages, the class token read-out) is "other" too.
                 spent[("other", "head")] += total - sum(spent.values())
                 spent[("total", "all")] = total
