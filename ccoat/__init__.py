@@ -4,11 +4,22 @@ Public interface (see the book and ``docs``):
 
 - :func:`create_model`: CoaT-Lite / Clustering CoaT by name;
 - :func:`load_timm_weights`: timm's CoaT-Lite weights into a ccoat model;
+- :func:`convert_attention`: swap the attention kind of a ccoat or timm CoaT-Lite, keeping weights;
+- :func:`record_clusters`: see which queries the clustered cores put together;
 - :func:`get_profile`: the run profile (``CCOAT_PROFILE``: smoke, cpu or gpu).
 
 Importing ccoat registers its model names with timm.
 """
+import warnings
+
+# timm imports tqdm.auto (through huggingface_hub), which warns "IProgress not found" in a Jupyter
+# kernel without ipywidgets. ccoat's progress bars are plain text bars, so the warning is noise
+# on every page of the book; only that message is silenced.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 from .attention import ATTENTION_KINDS
+from .clustering import record_clusters
+from .convert import convert_attention
 from .model import CONFIGS, CoaTLite, CoaTLiteConfig
 from .profile import choose, get_profile
 from .registry import MODEL_NAMES, create_model, register_with_timm
@@ -20,5 +31,5 @@ register_with_timm()
 
 __all__ = [
     "ATTENTION_KINDS", "CONFIGS", "CoaTLite", "CoaTLiteConfig", "MODEL_NAMES", "choose",
-    "create_model", "get_profile", "load_timm_weights",
+    "convert_attention", "create_model", "get_profile", "load_timm_weights", "record_clusters",
 ]

@@ -128,8 +128,12 @@ class SoftmaxCore(nn.Module):
 ATTENTION_KINDS = ("factorized", "softmax", "clustered", "clustered_factorized")
 
 
-def make_core(kind: str, **options) -> nn.Module:
-    """Build the attention core of ``kind``; clustering ``options`` go to the clustered kinds."""
+def make_core(kind: str, head_dim: int | None = None, **options) -> nn.Module:
+    """Build the attention core of ``kind``; clustering ``options`` go to the clustered kinds.
+
+    ``head_dim`` (the size of one head's queries) sizes the hash projections of the clustered
+    kinds; the other kinds do not need it.
+    """
     if kind not in ATTENTION_KINDS:
         raise ValueError(f"attention kind must be one of {ATTENTION_KINDS}, got {kind!r}")
     if kind in ("factorized", "softmax"):
@@ -138,7 +142,24 @@ def make_core(kind: str, **options) -> nn.Module:
         return FactorizedCore() if kind == "factorized" else SoftmaxCore()
     from . import clustering  # the clustered kinds live with the clustering code
 
-    return clustering.make_clustered_core(kind, **options)
+    return clustering.make_clustered_core(kind, head_dim=head_dim, **options)
+
+
+def _keep_own_core_buffers(module, state_dict, prefix, *args) -> None:
+    """Let one state dict load into every attention kind of a model.
+
+    All kinds share their parameters (qkv, proj); only the clustered cores have buffers of
+    their own (hash projections). Before loading, drop core entries this core does not have
+    (a clustered model's state dict into a factorized one) and fill in the ones it has but the
+    state dict lacks (a factorized or timm state dict into a clustered one): the core keeps
+    its own. Entries that the core has and the state dict has are loaded as usual.
+    """
+    core_prefix = prefix + "core."
+    own = {core_prefix + key: value for key, value in module.core.state_dict().items()}
+    for key in [k for k in state_dict if k.startswith(core_prefix) and k not in own]:
+        del state_dict[key]
+    for key, value in own.items():
+        state_dict.setdefault(key, value)
 
 
 class ConvAttention(nn.Module):
@@ -156,7 +177,8 @@ class ConvAttention(nn.Module):
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.core = make_core(kind, **core_options)
+        self.core = make_core(kind, head_dim=dim // num_heads, **core_options)
+        self.register_load_state_dict_pre_hook(_keep_own_core_buffers)
 
     @property
     def kind(self) -> str:

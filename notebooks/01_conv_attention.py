@@ -45,6 +45,9 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True)
 
 # %%
+import ccoat  # first: it quiets a progress-bar warning that importing timm prints in Jupyter
+from ccoat import attention as ca
+
 import time
 
 import matplotlib.pyplot as plt
@@ -54,8 +57,6 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 from torch.utils.flop_counter import FlopCounterMode
 
-import ccoat
-from ccoat import attention as ca
 from ccoat.plotting import KIND_COLORS, set_theme
 
 set_theme()

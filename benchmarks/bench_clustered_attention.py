@@ -1,0 +1,198 @@
+"""Clustered attention against exact softmax attention (SDPA) on CPU, in one run.
+
+One attention layer as in CoaT-Lite-Tiny's first stage (C = 64, 8 heads, batch 1) at
+N = 1 + 56² = 3137 and 1 + 112² = 12545 tokens (224 and 448 px inputs). The queries, keys and
+values are *real image features*: scikit-learn's two sample photos through a random-init
+CoaT-Lite-Tiny (patch embedding, class token, CPE, LayerNorm and the first block's qkv); there
+are no pretrained weights offline, so these are the features of an untrained network.
+
+Measured, for ``clustered`` against ``softmax``:
+
+- time: the two are run alternately (A, B, A, B, ...) and the median of each is taken, so the
+  ratio is measured in one run under the same machine load; hashing + clustering (E2LSH codes,
+  cluster ids) is timed on its own the same way;
+- clusters formed per (image, head) row, mean and max;
+- relative output error ``||clustered - exact|| / ||exact||`` over the attention output; for
+  scale, the same for a single cluster (every image token gets the mean query's output);
+- peak memory: how far the process's resident set rises above where it was while the attention
+  runs once (Linux: reset the peak RSS through ``/proc/self/clear_refs``, read ``VmHWM``; median
+  of 3). tracemalloc does not see torch's allocations and CPU torch keeps no allocator
+  statistics; this counts every page the call touches, at page granularity.
+
+And the whole model: ``ccoat_lite_tiny`` (clustered) against ``coat_lite_tiny`` with
+``attention="softmax"`` (and CoaT's own factorized attention, for reference), the same weights,
+on the photos at 448 px, forward only, alternated, median of repeats.
+
+    python benchmarks/bench_clustered_attention.py [--threads 1] [--repeats 7] [--bucket-width R]
+        [--n-hashes 32] [--out results/bench_clustered_attention.json]
+
+``--threads 1`` by default: the project's machine shares 2 cores among several jobs, and
+multi-threaded small ops then wait on each other; one thread gives steadier ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import ccoat
+from ccoat.clustering import ClusteredCore, block_qkv
+from ccoat.hashing import DEFAULT_BUCKET_WIDTH, DEFAULT_N_HASHES
+from ccoat.provenance import provenance
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def sample_photos(side: int) -> torch.Tensor:
+    """scikit-learn's sample photos (china.jpg, flower.jpg), resized to side², normalised."""
+    from sklearn.datasets import load_sample_images
+
+    images = torch.stack([torch.tensor(np.asarray(im)) for im in load_sample_images().images])
+    x = images.permute(0, 3, 1, 2).float() / 255  # (2, 3, 427, 640)
+    x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
+    return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median seconds of each function, run in alternating order."""
+    times = {name: [] for name in fns}
+    names = list(fns)
+    for i in range(warmup + repeats):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            start = time.perf_counter()
+            fns[name]()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _status_kib(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+
+def peak_memory_mib(fn, repeats: int = 3) -> float:
+    """Peak resident memory added while ``fn`` runs, in MiB (median of ``repeats``; Linux).
+
+    Writing 5 to ``/proc/self/clear_refs`` resets the process's peak RSS (VmHWM) to its
+    current RSS; the peak after ``fn`` minus the RSS before is what ``fn`` needed at most.
+    """
+    peaks = []
+    for _ in range(repeats):
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+        fn()
+        peaks.append((_status_kib("VmHWM") - before) / 1024)
+    return statistics.median(peaks)
+
+
+def layer_benchmark(model, side, args) -> dict:
+    with torch.no_grad():
+        q, k, v, size = block_qkv(model, sample_photos(side), stage=0, block=0)
+    q, k, v = q[:1].contiguous(), k[:1].contiguous(), v[:1].contiguous()  # batch 1: china.jpg
+    core = ClusteredCore(q.shape[-1], n_hashes=args.n_hashes, bucket_width=args.bucket_width, seed=0)
+    with torch.no_grad():
+        exact = F.scaled_dot_product_attention(q, k, v)
+        approx = core(q, k, v)
+        clusters = core.cluster(q[:, :, 1:])
+        # One cluster for all image tokens: the trivial approximation, for scale.
+        mean_out = F.scaled_dot_product_attention(q[:, :, 1:].mean(2, keepdim=True), k, v)
+        single = torch.cat([exact[:, :, :1], mean_out.expand(-1, -1, q.shape[2] - 1, -1)], 2)
+        memory = {"softmax": peak_memory_mib(lambda: F.scaled_dot_product_attention(q, k, v)),
+                  "clustered": peak_memory_mib(lambda: core(q, k, v))}
+        medians = alternate({
+            "softmax": lambda: F.scaled_dot_product_attention(q, k, v),
+            "clustered": lambda: core(q, k, v),
+            "hash_and_cluster": lambda: core.cluster(q[:, :, 1:]),
+        }, args.repeats)
+    rel = lambda a: ((a - exact).norm() / exact.norm()).item()  # noqa: E731
+    return {
+        "tokens": q.shape[2], "grid": list(size), "heads": q.shape[1], "head_dim": q.shape[3],
+        "median_s": medians,
+        "time_ratio_clustered_over_softmax": medians["clustered"] / medians["softmax"],
+        "hash_and_cluster_share_of_clustered": medians["hash_and_cluster"] / medians["clustered"],
+        "clusters_mean": clusters.num_clusters.float().mean().item(),
+        "clusters_max": int(clusters.num_clusters.max()),
+        "relative_error": rel(approx),
+        "relative_error_one_cluster": rel(single),
+        "peak_rss_increase_mib": memory,
+    }
+
+
+def model_benchmark(side, args) -> dict:
+    torch.manual_seed(0)
+    softmax = ccoat.create_model("coat_lite_tiny", attention="softmax").eval()
+    clustered = ccoat.create_model("ccoat_lite_tiny", n_hashes=args.n_hashes,
+                                   bucket_width=args.bucket_width).eval()
+    factorized = ccoat.create_model("coat_lite_tiny").eval()
+    clustered.load_state_dict(softmax.state_dict())
+    factorized.load_state_dict(softmax.state_dict())
+    x = sample_photos(side)[:1]
+    with torch.no_grad(), ccoat.record_clusters(clustered) as records:
+        clustered(x)
+        memory = {"softmax": peak_memory_mib(lambda: F.scaled_dot_product_attention(q, k, v)),
+                  "clustered": peak_memory_mib(lambda: core(q, k, v))}
+        medians = alternate({"softmax": lambda: softmax(x), "clustered": lambda: clustered(x),
+                             "factorized": lambda: factorized(x)}, args.model_repeats)
+    return {
+        "img_size": side, "batch_size": 1, "median_s": medians,
+        "time_ratio_clustered_over_softmax": medians["clustered"] / medians["softmax"],
+        "time_ratio_clustered_over_factorized": medians["clustered"] / medians["factorized"],
+        "clusters_mean_per_block": {name: r["num_clusters"].float().mean().item()
+                                    for name, r in records.items()},
+        "tokens_per_block": {name: r["ids"].shape[-1] for name, r in records.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--model-repeats", type=int, default=3)
+    parser.add_argument("--n-hashes", type=int, default=DEFAULT_N_HASHES)
+    parser.add_argument("--bucket-width", type=float, default=DEFAULT_BUCKET_WIDTH)
+    parser.add_argument("--sides", type=int, nargs="+", default=[224, 448])
+    parser.add_argument("--model-side", type=int, default=448)
+    parser.add_argument("--out", default="results/bench_clustered_attention.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    model = ccoat.create_model("coat_lite_tiny").eval()  # random init: no weights offline
+    result = {
+        "benchmark": "clustered vs softmax attention, one layer (C=64, 8 heads, batch 1) and "
+                     "ccoat_lite_tiny vs coat_lite_tiny(attention='softmax'), CPU, forward",
+        "features": "sklearn sample photos through a random-init coat_lite_tiny stage 1",
+        "n_hashes": args.n_hashes, "bucket_width": args.bucket_width,
+        "repeats": args.repeats, "model_repeats": args.model_repeats,
+        "layer": {str(side): layer_benchmark(model, side, args) for side in args.sides},
+        "model": model_benchmark(args.model_side, args),
+        **provenance(dataset="sklearn.datasets.load_sample_images (china.jpg, flower.jpg)"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for side, r in result["layer"].items():
+        print(f"N={r['tokens']}: clustered/softmax time {r['time_ratio_clustered_over_softmax']:.3f} "
+              f"(softmax {r['median_s']['softmax'] * 1e3:.1f} ms, clustered "
+              f"{r['median_s']['clustered'] * 1e3:.1f} ms, of which hashing+clustering "
+              f"{r['median_s']['hash_and_cluster'] * 1e3:.1f} ms); clusters mean "
+              f"{r['clusters_mean']:.0f} max {r['clusters_max']}; rel. error "
+              f"{r['relative_error']:.4f} (one cluster: {r['relative_error_one_cluster']:.4f}); "
+              f"peak RSS +MiB {r['peak_rss_increase_mib']}")
+    m = result["model"]
+    print(f"model at {m['img_size']}: clustered/softmax {m['time_ratio_clustered_over_softmax']:.3f}, "
+          f"clustered/factorized {m['time_ratio_clustered_over_factorized']:.3f}, medians "
+          f"{ {k: round(v, 3) for k, v in m['median_s'].items()} }")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
