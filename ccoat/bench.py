@@ -200,6 +200,9 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
     from tqdm.auto import tqdm
 
     device = torch.device(settings["device"])
+    # The record is taken before the sweep: the code that ran is the code at its start.
+    record_of_run = provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
+                               device=device, command=command, settings=settings)
     models = {name: build_models(name, settings["kinds"], device) for name in settings["models"]}
     for kinds in models.values():
         for img_size in settings["resolutions"]:
@@ -219,8 +222,7 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
                     rows += r
                     components += c
     record = {
-        "provenance": provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
-                                 device=device, command=command, settings=settings),
+        "provenance": record_of_run,
         "rows": rows,
         "components": components,
     }
