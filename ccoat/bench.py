@@ -57,7 +57,7 @@ def default_settings(profile: str | None = None) -> dict:
         "batch_sizes": choose(smoke=[1], cpu=[1], gpu=[1, 32], profile=profile),
         "repeats": choose(smoke=1, cpu=3, gpu=10, profile=profile),
         "warmup": choose(smoke=0, cpu=1, gpu=3, profile=profile),
-        "max_seconds": choose(smoke=10.0, cpu=60.0, gpu=30.0, profile=profile),
+        "max_seconds": choose(smoke=10.0, cpu=30.0, gpu=30.0, profile=profile),
         "train": choose(smoke=False, cpu=True, gpu=True, profile=profile),
         "device": "cuda" if profile == "gpu" and torch.cuda.is_available() else "cpu",
         "name": f"cost_{profile}",
@@ -67,12 +67,12 @@ def default_settings(profile: str | None = None) -> dict:
 def available_kinds() -> tuple[str, ...]:
     """Every attention kind whose core can be built here (the clustered kinds need
     :mod:`ccoat.clustering`)."""
+    from .attention import make_core
+
     kinds = []
     for kind in ATTENTION_KINDS:
         try:
-            from .attention import make_core
-
-            make_core(kind)
+            make_core(kind, head_dim=8)
         except ImportError:
             continue
         kinds.append(kind)
@@ -148,13 +148,14 @@ def _measure_config(model_name, models, img_size, batch_size, settings, guard, b
             "macs": int(table["macs"].sum()), "ops": float(table["ops"].sum()),
             "attention_macs": int(table.loc[table.component.isin(
                 ("attention", *cost.CLUSTERING_COMPONENTS)), "macs"].sum()),
-            "clusters_per_row_stage1": _clusters_per_row(table, shapes, batch_size),
+            "clusters_per_row_stage1": _clusters_per_row(table),
         }
-        for mode in ("fwd", "train") if settings["train"] else ("fwd",):
+        for mode in ("fwd", "train"):
             key = (model_name, kind, batch_size, mode)
-            reason = guard.reason(key, work)
+            reason = guard.reason(key, work) if mode == "fwd" or settings["train"] else \
+                "not asked for (--no-train)"
             row[f"peak_mem_{mode}_bytes"], row[f"{mode}_s"], row[f"{mode}_img_s"] = None, None, None
-            row[f"{mode}_skipped"] = reason
+            row[f"{mode}_repeats"], row[f"{mode}_skipped"] = 0, reason
             if reason is None:
                 mem = cost.peak_memory(model, img_size, batch_size, train=mode == "train",
                                        images=images)
@@ -186,13 +187,11 @@ def _measure_config(model_name, models, img_size, batch_size, settings, guard, b
     return [rows[k][0] for k in kinds], components
 
 
-def _clusters_per_row(table, shapes, batch_size) -> float | None:
+def _clusters_per_row(table) -> float | None:
     """Mean clusters per (sample, head) row in stage 1's blocks; None without clustering."""
     counts = table.attrs.get("clusters")
-    if not counts or not any(stage == "stage1" for stage, _ in counts):
-        return None
-    stage1 = [v for (stage, _), v in counts.items() if stage == "stage1"]
-    return sum(stage1) / len(stage1) / (batch_size * shapes[0].heads)
+    stage1 = [v.per_row for (stage, _), v in (counts or {}).items() if stage == "stage1"]
+    return sum(stage1) / len(stage1) if stage1 else None
 
 
 def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str | None = None,
@@ -201,6 +200,9 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
     from tqdm.auto import tqdm
 
     device = torch.device(settings["device"])
+    # The record is taken before the sweep: the code that ran is the code at its start.
+    record_of_run = provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
+                               device=device, command=command, settings=settings)
     models = {name: build_models(name, settings["kinds"], device) for name in settings["models"]}
     for kinds in models.values():
         for img_size in settings["resolutions"]:
@@ -220,8 +222,7 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
                     rows += r
                     components += c
     record = {
-        "provenance": provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
-                                 device=device, command=command, settings=settings),
+        "provenance": record_of_run,
         "rows": rows,
         "components": components,
     }

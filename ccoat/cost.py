@@ -41,10 +41,12 @@ softmax                        5 (max, subtract, exp, sum, divide)
 LayerNorm                      7 (mean: add; centre: subtract; variance: multiply, add;
                                normalise: multiply; affine: multiply, add)
 GELU (erf form)                5 (scale, erf, add, multiply, multiply)
-hashing                        3 per code (add ``b``, divide by ``r``, floor) + 1 per code to
-                               pack the codes of a query into one cluster key
-clustering                     ``⌈log₂ N⌉`` comparisons per query (the sort behind ``unique``)
-                               + 1 per query for its cluster id
+hashing                        3 per code (add ``b``, divide by ``r``, floor)
+clustering                     4 per code (its range, shift, multiply-add into the query's
+                               key), ``⌈log₂ M⌉`` comparisons per query for the sort of all
+                               ``M`` keys, 6 per query for ranks, ids and counts; with a cap,
+                               the merge's prototypes, sort of cluster sizes, and nearest-kept
+                               search (its ``cdist`` is MACs)
 prototypes (scatter-mean)      1 per query element accumulated, 1 per query counted,
                                1 per prototype element divided
 broadcast (gather)             1 per output element copied
@@ -68,9 +70,11 @@ Clustered kinds
 ---------------
 The cost of the clustered kinds depends on the data: the number of clusters a query row forms is
 adaptive. :func:`counted_macs` therefore runs a real forward pass for them (on ``images``, by
-default two photos shipped with scikit-learn, resized), reads the cluster counts through
-``ccoat.clustering.record_clusters``, and :func:`analytic_costs` takes those counts as input.
-Kinds without clustering are counted on the ``meta`` device: no memory, no arithmetic.
+default two photos shipped with scikit-learn, resized), reads what each block formed through
+``ccoat.clustering.record_clusters`` (:func:`cluster_counts`), and :func:`analytic_costs` takes
+those counts as input. The cores pad every query row to the largest row's number of clusters
+and compute on the padding too, so the padded width is what the MACs follow. Kinds without
+clustering are counted on the ``meta`` device: no memory, no arithmetic.
 """
 from __future__ import annotations
 
@@ -100,7 +104,8 @@ STAGES = ("stage1", "stage2", "stage3", "stage4", "head")
 OPS_LAYERNORM = 7
 OPS_SOFTMAX = 5
 OPS_GELU = 5
-OPS_HASH_PER_CODE = 3 + 1  # add b, divide by r, floor; pack into the key
+OPS_HASH_PER_CODE = 3  # add b, divide by r, floor
+OPS_PACK_PER_CODE = 4  # range of the code (aminmax), shift, multiply-add into the key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,9 +173,16 @@ def stage_shapes(model: nn.Module, img_size=224) -> list[StageShape]:
     return shapes
 
 
-def _clustering_options(model: nn.Module) -> list:
-    """``n_hashes`` of each stage's clustered core (None for the other kinds)."""
-    return [getattr(stage.blocks[0].attn.core, "n_hashes", None) for stage in model.stages]
+def _clustering_options(model: nn.Module) -> tuple[list, list]:
+    """``n_hashes`` and ``max_clusters`` of each stage's clustered core (None for other kinds)."""
+    cores = [stage.blocks[0].attn.core for stage in model.stages]
+    return ([core.hasher.n_hashes if hasattr(core, "hasher") else None for core in cores],
+            [getattr(core, "max_clusters", None) for core in cores])
+
+
+def _log2(n: int) -> int:
+    """Comparisons per element of a sort of ``n`` elements: ``ceil(log2 n)``."""
+    return max(1, math.ceil(math.log2(max(n, 1))))
 
 
 def example_images(img_size=224, batch_size: int = 1) -> torch.Tensor:
@@ -223,8 +235,10 @@ def _cdist_flops(x1_shape, x2_shape, *args, out_shape=None, **kwargs) -> int:
 
 
 # Operators FlopCounterMode does not know, and which of them belong to the clustering step.
-_EXTRA_FLOP_FORMULAS = {torch.ops.aten._cdist_forward: _cdist_flops}
-_CLUSTERING_OPS = {"aten._cdist_forward"}
+# (cdist takes the matrix-product route, _euclidean_dist, when either side has over 25 rows.)
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._cdist_forward: _cdist_flops,
+                        torch.ops.aten._euclidean_dist: _cdist_flops}
+_CLUSTERING_OPS = {"aten._cdist_forward", "aten._euclidean_dist"}
 
 
 def _component_of(path: str) -> tuple[str, str] | None:
@@ -267,9 +281,9 @@ def _count(model, img_size, batch_size, images):
             from . import clustering
 
             x = _images_for(model, img_size, batch_size, images)
-            with clustering.record_clusters(model) as record, counter:
+            with _ClusterRecorder(model) as recorder, counter:
                 model(x)
-            clusters = _read_cluster_record(model, record)
+            clusters = recorder.clusters
         else:  # shapes only: no memory, no arithmetic
             H, W = _as_hw(img_size)
             meta = {name: torch.empty_like(t, device="meta")
@@ -316,28 +330,71 @@ def _images_for(model, img_size, batch_size, images):
     return images.to(device)
 
 
+@dataclass(frozen=True)
+class BlockClusters:
+    """What one block's clustering formed, over all its ``rows = B * heads`` query rows.
+
+    ``total``: clusters summed over rows; ``padded``: the width ``K`` the cores compute with
+    (every row is padded to the largest row's count), so prototype attention runs on
+    ``rows * (1 + K)`` queries (the class token is a cluster of its own). ``before_cap``: the
+    width before ``max_clusters`` merged clusters (equal to ``padded`` without a cap).
+    """
+
+    total: int
+    padded: int
+    before_cap: int
+    rows: int
+
+    @property
+    def per_row(self) -> float:
+        return self.total / self.rows
+
+
+class _ClusterRecorder:
+    """``ccoat.clustering.record_clusters`` (clusters the cores used) plus a forward hook on
+    every hasher (clusters before the cap) -> :class:`BlockClusters` per ``(stage, block)``."""
+
+    def __init__(self, model: nn.Module):
+        from . import clustering
+
+        self.model = model
+        self.record = clustering.record_clusters(model)
+        self.before_cap: dict[str, int] = {}
+        self.clusters: dict[tuple[str, int], BlockClusters] = {}
+
+    def __enter__(self):
+        self.records = self.record.__enter__()
+        self.handles = []
+        for name, module in self.model.named_modules():
+            if name.endswith(".attn.core") and hasattr(module, "hasher"):
+                block = name.removesuffix(".attn.core")
+                self.handles.append(module.hasher.register_forward_hook(
+                    lambda m, args, out, block=block: self.before_cap.__setitem__(
+                        block, out.max_clusters)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.record.__exit__(*exc)
+        for block, entry in self.records.items():
+            s, b = re.match(r"stages\.(\d)\.blocks\.(\d+)", block).groups()
+            num = entry["num_clusters"]  # (B, heads)
+            padded = num.numel() * entry["counts"].shape[-1]
+            self.clusters[(STAGES[int(s)], int(b))] = BlockClusters(
+                int(num.sum()), padded, num.numel() * self.before_cap.get(block, padded // num.numel()),
+                num.numel())
+        return False
+
+
 def cluster_counts(model: nn.Module, img_size=224, batch_size: int = 1,
-                   images: torch.Tensor | None = None) -> dict[tuple[str, int], float]:
-    """Clusters formed per ``(stage, block)``, summed over the batch and the heads, on ``images``."""
-    from . import clustering
-
+                   images: torch.Tensor | None = None) -> dict[tuple[str, int], BlockClusters]:
+    """What the clustering formed in each ``(stage, block)`` of a forward pass on ``images``."""
+    check_input(model, img_size, batch_size)
     x = _images_for(model, img_size, batch_size, images)
-    with torch.no_grad(), clustering.record_clusters(model) as record:
+    with torch.no_grad(), _ClusterRecorder(model) as recorder:
         model(x)
-    return _read_cluster_record(model, record)
-
-
-def _read_cluster_record(model, record) -> dict[tuple[str, int], float]:
-    """The record of ``record_clusters`` -> total clusters per (stage, block)."""
-    out = {}
-    for s, stage in enumerate(model.stages):
-        for b, block in enumerate(stage.blocks):
-            entry = record.get(f"stages.{s}.blocks.{b}") if isinstance(record, dict) else None
-            if entry is None:
-                continue
-            counts = entry["counts"] if isinstance(entry, dict) else entry
-            out[(STAGES[s], b)] = float(torch.as_tensor(counts).sum())
-    return out
+    return recorder.clusters
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,24 +402,27 @@ def _read_cluster_record(model, record) -> dict[tuple[str, int], float]:
 
 
 def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
-                   clusters: dict[tuple[str, int], float] | None = None
+                   clusters: dict[tuple[str, int], BlockClusters] | None = None
                    ) -> dict[tuple[str, str], dict[str, float]]:
     """Closed-form MACs and other operations per ``(component, stage)``.
 
-    ``clusters`` gives, for the clustered kinds, the clusters formed in each ``(stage, block)``
-    summed over batch and heads (:func:`cluster_counts`); a missing entry means every query is
-    its own cluster (the most a clustered core can cost).
+    ``clusters`` gives, for the clustered kinds, what each ``(stage, block)`` formed
+    (:func:`cluster_counts`); a block without an entry is costed as if every query were its
+    own cluster (the most a clustered core can cost).
 
     Per block, with ``N = 1 + H·W`` tokens, width ``C``, ``h`` heads of ``c = C/h`` channels,
-    MLP width ``D``, batch ``B``, ``K`` clusters in all rows and ``L`` hashes:
-    ``qkv = 3BNC²``, ``proj = BNC²``, ``mlp = 2BNCD``, ``cpe = 9BHWC``,
-    ``crpe = BHW·Σ_w h_w c w²``; the core: factorized ``2BNCc``, softmax ``2BN²C``,
-    clustered ``2KNc`` (prototypes × keys, then × values), clustered-factorized
-    ``BNCc + Kc²``; hashing ``BNCL`` (each query against ``L`` projections).
+    MLP width ``D``, batch ``B``: ``qkv = 3BNC²``, ``proj = BNC²``, ``mlp = 2BNCD``,
+    ``cpe = 9BHWC``, ``crpe = BHW·Σ_w h_w c w²``; the core: factorized ``2BNCc``, softmax
+    ``2BN²C``. The clustered kinds, with ``L`` hashes and ``Q = Bh(1 + K)`` queries (the class
+    token and ``K`` prototype slots per row, ``K`` the padded width): hashing ``BHWCL`` (every
+    image query against ``L`` projections), clustered ``2QNc`` (queries × keys, then × values),
+    clustered-factorized ``BNCc + Qc²`` (CoaT's context over all tokens, then the queries);
+    with a cap of ``k`` clusters below the ``K₀`` formed, the merge step's ``cdist``
+    ``Bh·K₀·k·c``.
     """
     check_input(model, img_size, batch_size)
     B, clusters = batch_size, clusters or {}
-    n_hashes = _clustering_options(model)
+    n_hashes, max_clusters = _clustering_options(model)
     costs: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"macs": 0.0, "ops": 0.0})
 
     def add(component, stage, macs=0.0, ops=0.0):
@@ -383,24 +443,30 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
             add("proj", st, B * N * C * C, B * N * C)
             add("mlp", st, 2 * B * N * C * D, B * N * (D + C) + OPS_GELU * B * N * D)
             add("residual", st, 0, 2 * B * N * C)
-            rows = B * h
-            K = clusters.get((st, b), float(rows * N))  # all rows' clusters together
+            rows, M = B * h, B * HW * h  # query rows; image-token queries in all rows
             if sh.kind == "factorized":
                 # softmax over the keys' tokens; the scale is folded into the c x c context
                 add("attention", st, 2 * B * N * C * c, OPS_SOFTMAX * B * N * C + B * C * c)
             elif sh.kind == "softmax":
                 add("attention", st, 2 * B * N * N * C, (OPS_SOFTMAX + 1) * rows * N * N)
             elif sh.kind in CLUSTERED_KINDS:
-                L = n_hashes[s]
-                add("hashing", st, B * N * C * L, OPS_HASH_PER_CODE * B * N * h * L)
-                add("clustering", st, 0, rows * N * (math.ceil(math.log2(N)) + 1))
-                add("prototypes", st, 0, B * N * C + rows * N + K * c)
-                add("broadcast", st, 0, B * N * C)
-                if sh.kind == "clustered":  # K prototypes against N keys, in every row
-                    add("attention", st, 2 * K * N * c, (OPS_SOFTMAX + 1) * K * N)
-                else:  # softmax(k)ᵀ v as in CoaT, then prototypes @ context
-                    add("attention", st, B * N * C * c + K * c * c,
-                        OPS_SOFTMAX * B * N * C + K * c)
+                L, cap = n_hashes[s], max_clusters[s]
+                # Without a count, assume every image query is its own cluster (the most).
+                bc = clusters.get((st, b)) or BlockClusters(M, M, M, rows)
+                K, K0 = bc.padded // rows, bc.before_cap // rows  # per row, after / before cap
+                add("hashing", st, B * HW * C * L, OPS_HASH_PER_CODE * M * L)
+                add("clustering", st, 0, M * (OPS_PACK_PER_CODE * L + _log2(M) + 6))
+                if cap is not None and K0 > cap:  # merge into the cap: prototypes, cdist, sort
+                    add("clustering", st, rows * K0 * cap * c,
+                        M * c + rows * K0 * (c + _log2(K0) + cap) + 2 * M)
+                add("prototypes", st, 0, M * c + rows * K * c)  # scatter-add, divide
+                add("broadcast", st, 0, M * c)  # gather
+                Q = rows * (1 + K)  # the class token's query and K prototypes per row
+                if sh.kind == "clustered":
+                    add("attention", st, 2 * Q * N * c, (OPS_SOFTMAX + 1) * Q * N)
+                else:  # softmax(k)ᵀ v over all tokens as in CoaT, then prototypes @ context
+                    add("attention", st, B * N * C * c + Q * c * c,
+                        OPS_SOFTMAX * B * N * C + rows * c * c)
             else:
                 raise ValueError(f"no cost model for attention kind {sh.kind!r}")
     C4 = model.config.embed_dims[-1]
@@ -453,7 +519,7 @@ def macs(model: nn.Module, img_size=224, batch_size: int = 1,
 
 def _components_of(model: nn.Module) -> list[str]:
     clustered = _has_clustering(model)
-    return [c for c in COMPONENTS if clustered or c not in CLUSTERING_COMPONENTS]
+    return [c for c in COMPONENTS if c != "other" and (clustered or c not in CLUSTERING_COMPONENTS)]
 
 
 def parameters(model: nn.Module, by_stage: bool = False) -> dict:
@@ -633,7 +699,7 @@ class _Clock:
         """``fn`` timed as ``component`` of the enclosing module's stage; a call nested in
         another clustering step stays with that step (the cap's merge computes prototypes)."""
         def timed(*args, **kwargs):
-            if not self.stack or self.stack[-1][0][0] in CLUSTERING_COMPONENTS:
+            if not self.stack or self.stack[-1][0][0] in set(CLUSTERING_FUNCTIONS.values()):
                 return fn(*args, **kwargs)
             self.enter((component, self.stack[-1][0][1]))
             try:

@@ -41,6 +41,40 @@ def test_counted_equals_analytic_per_component(kind, img_size, batch_size):
     assert (table[table.macs == 0].macs_analytic == 0).all()
 
 
+@pytest.mark.parametrize("kind", ["clustered", "clustered_factorized"])
+@pytest.mark.parametrize("options", [{}, {"max_clusters": 16}], ids=["adaptive", "capped"])
+def test_counted_equals_analytic_for_clustered_kinds(kind, options):
+    torch.manual_seed(0)
+    model = ccoat.create_model("coat_lite_tiny", attention=kind, **options).eval()
+    table = cost.audit(model, (96, 160), 2)
+    assert set(cost.CLUSTERING_COMPONENTS) <= set(table.component)
+    with_macs = table[table.macs_analytic > 0]
+    assert (with_macs.macs / with_macs.macs_analytic).between(0.98, 1.02).all(), with_macs
+    assert (table[table.macs_analytic == 0].macs == 0).all()
+    clusters = table.attrs["clusters"]
+    assert len(clusters) == 8  # every block reported what it formed
+    if options:  # the cap's merge step is counted (cdist) as clustering
+        assert all(c.padded <= 16 * c.rows for c in clusters.values())
+        merged = table[(table.component == "clustering") & (table.macs > 0)]
+        assert len(merged) >= 1
+
+
+def test_clustered_attention_costs_follow_the_padded_cluster_count():
+    torch.manual_seed(0)
+    model = ccoat.create_model("coat_lite_tiny", attention="clustered").eval()
+    clusters = cost.cluster_counts(model, 224)
+    block = clusters[("stage1", 0)]
+    assert block.rows == 8 and 1 <= block.total <= block.padded <= 8 * 56 * 56
+    # Prototype attention: (1 + K) queries per row against N keys, twice (scores, values).
+    analytic = cost.analytic_costs(model, 224, 1, clusters)[("attention", "stage1")]["macs"]
+    expected = sum(2 * (c.rows + c.padded) * (1 + 56 * 56) * 8
+                   for (stage, _), c in clusters.items() if stage == "stage1")
+    assert analytic == expected
+    # Without counts, every query is its own cluster: the most a clustered core can cost.
+    worst = cost.analytic_costs(model, 224)[("attention", "stage1")]["macs"]
+    assert worst > analytic
+
+
 def test_mixed_kinds_per_stage_are_attributed_to_their_stage():
     model = ccoat.create_model("coat_lite_tiny", attention=["softmax", "factorized"] * 2)
     table = cost.audit(model, 128).set_index(["component", "stage"])
@@ -181,3 +215,16 @@ def test_component_times_cover_the_pass():
     named = {c for c, _ in times}
     assert set(cost.macs(model)) - {"total", "residual"} <= named  # every component was timed
     assert {s for _, s in times} == set(cost.STAGES)
+
+
+def test_component_times_split_the_clustering_steps_and_restore_them():
+    from ccoat import clustering, hashing
+
+    originals = (clustering.prototypes, clustering.broadcast, hashing.clusters_from_codes)
+    model = ccoat.create_model("coat_lite_tiny", attention="clustered")
+    times = cost.component_times(model, 64, 1, repeats=1, warmup=0)
+    total = times.pop(("total", "all"))
+    assert sum(times.values()) == pytest.approx(total, rel=1e-6)
+    for component in cost.CLUSTERING_COMPONENTS:
+        assert times[(component, "stage1")] > 0, component
+    assert (clustering.prototypes, clustering.broadcast, hashing.clusters_from_codes) == originals
