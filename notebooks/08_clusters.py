@@ -48,6 +48,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import timm
 import torch
 from IPython.display import Markdown, display
 
@@ -125,15 +126,17 @@ for row, name in enumerate(blocks):
     rec = records[name]
     H, W = grid_of(rec)
     show_image(axes[row, 0], i)
-    axes[row, 0].set_ylabel(name.replace("stages.", "stage ").replace(".blocks.0", ""))
+    axes[row, 0].set_ylabel(f"stage {int(name.split('.')[1]) + 1}")
     for col, head in enumerate([0, 2, 5, 7]):
         colours = prototype_colours(rec, i, head).reshape(H, W, 3)
         axes[row, col + 1].imshow(colours.numpy(), interpolation="nearest")
         k = int(rec["num_clusters"][i, head])
-        axes[row, col + 1].set_title(f"head {head}: {k} clusters / {H * W} tokens", fontsize=9)
+        axes[row, col + 1].set_title(f"head {head}: {k} of {H * W}", fontsize=9)
 for ax in axes.flat:
     ax.set_xticks([]), ax.set_yticks([])
-fig.suptitle(f"First block of each stage: tokens coloured by their cluster's prototype (class: {info.classes[labels[i]]})")
+label = timm.data.ImageNetInfo().label_name_to_description(info.classes[labels[i]]).split(",")[0]
+fig.suptitle(f"First block of each stage: tokens coloured by their cluster's prototype; "
+             f"'k of N': clusters of tokens (a {label})")
 fig.tight_layout()
 
 # %% [markdown]
@@ -189,8 +192,8 @@ display(Markdown(f"In stage 1, **{(sizes == 1).mean():.0%}** of clusters are sin
 # %% [markdown]
 # ## Summary
 #
-# - Clusters follow image content: uniform regions (sky, background) share prototypes, edges
-#   and textured regions split into many small clusters.
+# - Clusters are regions of the image, not scattered tokens: in the figures above, look for
+#   uniform areas (background, sky) painted in one colour and detailed areas broken into many.
 # - The number of clusters differs between heads of one block, because each head hashes its own
 #   queries, and between stages, because query scales differ.
 # - The fraction of clusters per token is the quantity that decides the seed's saving; it is
