@@ -53,7 +53,7 @@ import torch
 from IPython.display import Markdown, display
 from sklearn.datasets import load_sample_images
 
-from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.plotting import KIND_COLORS, block_label, set_theme
 
 set_theme()
 torch.manual_seed(0)
@@ -122,22 +122,27 @@ print(type(from_timm).__name__, from_timm.attention_kinds)
 # place; a timm model is rebuilt as a ccoat model with timm's weights (the timm model itself is
 # left as it was).
 #
-# We want a *trained* CoaT-Lite for this. timm's ImageNet weights are used when the network
-# allows (on Colab it does); on a machine without network the weights are random, and the
-# numbers below then show only how the operators differ, not what a trained model does.
+# We want a *trained* CoaT-Lite for this. At the `gpu` profile (Colab) timm's ImageNet weights
+# are downloaded; at the other profiles, and wherever the download fails, the weights are random,
+# and the numbers below then show only how the operators differ, not what a trained model does.
+# The Imagenette chapter repeats this conversion with a model trained on real images.
 
 # %%
-try:
-    reference = timm.create_model("coat_lite_tiny", pretrained=True).eval()
-    weights = "timm's ImageNet-1k weights"
-except Exception as error:  # no network: say so, and go on with random weights
-    reference = timm.create_model("coat_lite_tiny", pretrained=False).eval()
-    weights = f"random weights (pretrained weights unavailable: {type(error).__name__})"
+IMG = ccoat.choose(smoke=96, cpu=224, gpu=224)  # image side, px
+reference, weights = None, "random weights (the smoke and cpu profiles do not download)"
+if PROFILE == "gpu":  # the download is tried on the gpu profile only: offline it times out slowly
+    try:
+        reference = timm.create_model("coat_lite_tiny", pretrained=True, img_size=IMG).eval()
+        weights = "timm's ImageNet-1k weights"
+    except Exception as error:  # no network: say so, and go on with random weights
+        weights = f"random weights (pretrained weights unavailable: {type(error).__name__})"
+if reference is None:
+    reference = timm.create_model("coat_lite_tiny", pretrained=False, img_size=IMG).eval()
 print("CoaT-Lite Tiny with", weights)
 
-# Real photos, resized to 224x224 and normalised as for ImageNet.
+# Real photos, resized to IMG x IMG and normalised as for ImageNet.
 photos = torch.tensor(np.stack(load_sample_images().images), dtype=torch.float32).permute(0, 3, 1, 2) / 255
-photos = torch.nn.functional.interpolate(photos, size=(224, 224), mode="bilinear", antialias=True)
+photos = torch.nn.functional.interpolate(photos, size=(IMG, IMG), mode="bilinear", antialias=True)
 mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 photos = (photos - mean[:, None, None]) / std[:, None, None]
 
@@ -217,15 +222,15 @@ names = list(records)
 ax.bar(range(len(names)), [tokens[n] for n in names], color="lightgray", label="image tokens N")
 ax.bar(range(len(names)), [clusters[n] for n in names], color=KIND_COLORS["clustered"],
        label="clusters (mean over heads)")
-ax.set_xticks(range(len(names)), [n.replace("stages.", "s").replace(".blocks.", ".b") for n in names])
-ax.set(yscale="log", xlabel="block (stage.block)", ylabel="count", title="Clusters formed per block, one photo, 224 px")
+ax.set_xticks(range(len(names)), [block_label(n) for n in names])
+ax.set(yscale="log", xlabel="block (s = stage, b = block)", ylabel="count", title=f"Clusters formed per block, one photo, {IMG} px")
 ax.legend()
 fig.tight_layout()
 
 # %%
 display(Markdown(
     "Clusters per image token, block by block: " +
-    ", ".join(f"{n.replace('stages.', 's').replace('.blocks.', '.b')}: {clusters[n] / tokens[n]:.2f}"
+    ", ".join(f"{block_label(n)}: {clusters[n] / tokens[n]:.2f}"
               for n in names) +
     ". A ratio near 1 means clustering saves nothing in that block."))
 

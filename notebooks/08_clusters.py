@@ -54,7 +54,7 @@ from IPython.display import Markdown, display
 
 from ccoat import data as cdata
 from ccoat import train as ctrain
-from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.plotting import KIND_COLORS, block_label, set_theme
 
 set_theme()
 PROFILE = ccoat.get_profile()
@@ -153,14 +153,14 @@ for name, rec in records.items():
     stage = int(name.split(".")[1]) + 1
     for img in range(rec["num_clusters"].shape[0]):
         for head in range(rec["num_clusters"].shape[1]):
-            rows.append(dict(block=name.replace("stages.", "s").replace(".blocks.", ".b"), stage=stage,
+            rows.append(dict(block=block_label(name), stage=stage,
                              head=head, clusters=int(rec["num_clusters"][img, head]), tokens=n_tokens))
 counts = pd.DataFrame(rows)
 counts["fraction"] = counts["clusters"] / counts["tokens"]
 
 fig, ax = plt.subplots(figsize=(9, 4))
 sns.boxplot(data=counts, x="block", y="fraction", hue="stage", palette="crest", ax=ax, legend=False)
-ax.set(ylabel="clusters / tokens", xlabel="block (stage.block)",
+ax.set(ylabel="clusters / tokens", xlabel="block (s = stage, b = block)",
        title=f"Cluster counts over {n_images} validation images and 8 heads (default bucket width)")
 fig.tight_layout()
 
