@@ -1,0 +1,342 @@
+"""Datasets and loaders for training: ``digits``, CIFAR-10/100, and any ImageFolder tree.
+
+Every dataset comes as a pair of splits, ``train`` and ``val``, of ``(image (3, H, W), label)``,
+with the augmentation and normalisation that suit it:
+
+- ``digits``: scikit-learn's 1,797 hand-written 8x8 digits, upsampled to 32x32 RGB. It ships
+  inside scikit-learn, so every machine has real data without a download (the default for
+  smoke runs and tests).
+- ``cifar10`` / ``cifar100``: torchvision's datasets (downloaded where the network allows), or an
+  ImageFolder copy with ``train/`` and ``test/`` (or ``val/``) under the data root.
+- a path to an ImageFolder tree with ``train/`` and ``val/`` (or ``test/``), e.g. Imagenette.
+
+The data root is ``data_dir`` or the environment variable ``CCOAT_DATA``. Bad data fails early
+and says what is wrong: a missing dataset names the places searched and how to get the data; a
+corrupt image names its file; an empty class folder or val classes unknown to train are named.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets as tvd
+from torchvision import transforms as T
+
+DATA_ENV = "CCOAT_DATA"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Per-channel statistics of the training images.
+STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "digits": ((0.3057,) * 3, (0.3237,) * 3),  # measured on the upsampled train split
+}
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+VAL_SPLIT_NAMES = ("val", "test")  # the held-out split's folder, in order of preference
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is not where we looked; the message lists the places and how to get it."""
+
+
+@dataclass
+class DataInfo:
+    """What a model and a results file need to know about the data."""
+
+    name: str  # "digits", "cifar10", "cifar100" or the ImageFolder path
+    source: str  # where the images were read from
+    num_classes: int
+    img_size: int
+    classes: list[str]
+    mean: tuple
+    std: tuple
+    n_train: int
+    n_val: int
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """``data_dir`` if given, else ``$CCOAT_DATA``, else None."""
+    root = data_dir or os.environ.get(DATA_ENV)
+    return Path(root).expanduser() if root else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+
+
+def build_transforms(img_size: int, mean, std, train: bool, native_size: int | None = None,
+                     randaugment: str | None = None, flip: bool = True):
+    """Standard augmentation for training, resize + centre crop for evaluation.
+
+    Small images (``native_size`` equal to ``img_size``, as CIFAR at 32 px) use the usual
+    padded random crop; larger images use a random-resized crop. ``randaugment`` is a timm
+    RandAugment spec such as ``"rand-m9-mstd0.5"``.
+    """
+    normalize = [T.ToTensor(), T.Normalize(mean, std)]
+    if not train:
+        if native_size == img_size:
+            return T.Compose(normalize)
+        return T.Compose([T.Resize(int(round(img_size / 0.875))), T.CenterCrop(img_size), *normalize])
+    if native_size == img_size:
+        ops = [T.RandomCrop(img_size, padding=img_size // 8, padding_mode="reflect")]
+    else:
+        ops = [T.RandomResizedCrop(img_size, scale=(0.35 if img_size <= 64 else 0.08, 1.0))]
+    if flip:
+        ops.append(T.RandomHorizontalFlip())
+    if randaugment:
+        from timm.data import rand_augment_transform
+
+        fill = tuple(int(round(255 * m)) for m in mean)
+        ops.append(rand_augment_transform(randaugment, {"translate_const": int(img_size * 0.45),
+                                                        "img_mean": fill}))
+    return T.Compose([*ops, *normalize])
+
+
+# ---------------------------------------------------------------------------------------------
+# digits: the embedded dataset
+
+
+def digits_images(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``uint8`` RGB images ``(1797, size, size, 3)`` and labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float()[:, None] / 16.0  # (N, 1, 8, 8) in [0, 1]
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)  # (N, 3, size, size)
+    return x.permute(0, 2, 3, 1).contiguous().numpy(), digits.target.astype(np.int64)
+
+
+class ArrayImages(Dataset):
+    """Images held in memory as ``uint8 (N, H, W, 3)``, served through PIL transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None, classes=None):
+        self.images, self.targets, self.transform = images, [int(t) for t in labels], transform
+        self.classes = classes or [str(c) for c in sorted(set(self.targets))]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        image = Image.fromarray(self.images[i])
+        return (self.transform(image) if self.transform else image), self.targets[i]
+
+
+def digits_split(n_val: int = 297, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, class-balanced train/val split of the 1,797 digits (1,500 train, 297 val)."""
+    _, labels = digits_images(8)
+    rng = np.random.default_rng(seed)
+    val = []
+    per_class = n_val // 10
+    for c in range(10):
+        idx = np.flatnonzero(labels == c)
+        val.extend(rng.choice(idx, per_class + (1 if c < n_val % 10 else 0), replace=False))
+    val = np.sort(np.array(val))
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageFolder trees, checked
+
+
+def _read_image(path: str) -> Image.Image:
+    """Open an image as RGB; a file PIL cannot decode raises ``ValueError`` naming the file."""
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"corrupt or unreadable image file {path}: {error}") from error
+
+
+def _class_folders(split_dir: Path) -> dict[str, int]:
+    """Class name -> number of image files, for each sub-folder of ``split_dir``."""
+    counts = {}
+    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+        if entry.is_dir():
+            counts[entry.name] = sum(
+                1 for f in os.scandir(entry.path)
+                if f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS)
+            )
+    return counts
+
+
+class CheckedImageFolder(tvd.DatasetFolder):
+    """``torchvision.datasets.ImageFolder`` whose classes can be given (val uses train's), and
+    whose errors name the folder or file at fault."""
+
+    def __init__(self, root, transform=None, class_to_idx: dict[str, int] | None = None):
+        self._given_classes = class_to_idx
+        super().__init__(str(root), loader=_read_image, extensions=IMG_EXTENSIONS,
+                         transform=transform, allow_empty=class_to_idx is not None)
+
+    def find_classes(self, directory):
+        if self._given_classes is not None:
+            classes = sorted(self._given_classes, key=self._given_classes.get)
+            return classes, dict(self._given_classes)
+        return super().find_classes(directory)
+
+
+def check_image_folder(train_dir: Path, val_dir: Path) -> list[str]:
+    """Raise ``ValueError`` for an empty class folder or val classes train lacks; return classes."""
+    train_counts, val_counts = _class_folders(train_dir), _class_folders(val_dir)
+    if not train_counts:
+        raise ValueError(f"expected one sub-folder per class in {train_dir}, found none")
+    for split_dir, counts in ((train_dir, train_counts), (val_dir, val_counts)):
+        empty = [name for name, n in counts.items() if n == 0]
+        if empty:
+            raise ValueError(f"class folder(s) with no images ({', '.join(IMG_EXTENSIONS)}): "
+                             + ", ".join(str(split_dir / name) for name in empty))
+    unknown = sorted(set(val_counts) - set(train_counts))
+    if unknown:
+        raise ValueError(f"the val split {val_dir} has classes the train split {train_dir} lacks: "
+                         f"{unknown}; expected val classes to be a subset of {sorted(train_counts)}")
+    return list(train_counts)
+
+
+def find_splits(root: Path) -> tuple[Path, Path] | None:
+    """``(root/train, root/val or root/test)`` when ``root`` is an ImageFolder tree, else None."""
+    train = root / "train"
+    if not train.is_dir():
+        return None
+    for name in VAL_SPLIT_NAMES:
+        if (root / name).is_dir():
+            return train, root / name
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the splits
+
+
+HOW_TO_GET = {
+    "cifar10": "on a machine with internet access torchvision downloads it (download=True); "
+               "offline, put the python-format archive (cifar-10-batches-py/) or an ImageFolder "
+               "copy (train/<class>/*.jpg, test/<class>/*.jpg) under the data root and pass "
+               f"--data-dir DIR or set {DATA_ENV}",
+    "cifar100": "on a machine with internet access torchvision downloads it (download=True); "
+                "offline, put cifar-100-python/ or an ImageFolder copy (train/, test/) under the "
+                f"data root and pass --data-dir DIR or set {DATA_ENV}",
+}
+
+
+def _cifar(name: str, root: Path | None, download: bool, looked: list[str]):
+    """The CIFAR splits from an ImageFolder copy or torchvision's archive, or a clear error."""
+    candidates = [root, root / name] if root is not None else []
+    for candidate in candidates:
+        looked.append(f"{candidate} (ImageFolder with train/ and test/ or val/)")
+        if candidate.is_dir() and find_splits(candidate):
+            return ("folder", candidate)
+    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    tv_root = root if root is not None else Path.home() / ".cache" / "ccoat" / "data"
+    looked.append(f"{tv_root / cls.base_folder} (torchvision archive)")
+    try:
+        return ("torchvision", cls(str(tv_root), train=True, download=download),
+                cls(str(tv_root), train=False, download=download))
+    except (RuntimeError, OSError) as error:  # not found / no network
+        raise DatasetNotFoundError(
+            f"dataset {name!r} not found; looked in: " + "; ".join(looked)
+            + f". How to get it: {HOW_TO_GET[name]}. ({type(error).__name__}: {error})"
+        ) from error
+
+
+def build_datasets(data: str = "digits", data_dir=None, img_size: int | None = None,
+                   randaugment: str | None = None, download: bool = True, augment: bool = True):
+    """Return ``(train, val, info)`` for ``data`` (``digits``, ``cifar10``, ``cifar100``, or an
+    ImageFolder path). ``augment=False`` gives the train split the evaluation transform."""
+    root = data_root(data_dir)
+    splits = _build_datasets(data, root, img_size, randaugment, download)
+    if not augment:
+        train, val, info = splits
+        base = train.dataset if isinstance(train, Subset) else train
+        base.transform = val.transform
+    return splits
+
+
+def _build_datasets(data, root, img_size, randaugment, download):
+    if data == "digits":
+        images, labels = digits_images(32)
+        train_idx, val_idx = digits_split()
+        size = img_size or 32
+        mean, std = STATS["digits"]
+        kw = dict(native_size=32, flip=False)  # a mirrored digit is another symbol
+        train = ArrayImages(images[train_idx], labels[train_idx],
+                            build_transforms(size, mean, std, True, randaugment=randaugment, **kw))
+        val = ArrayImages(images[val_idx], labels[val_idx], build_transforms(size, mean, std, False, **kw))
+        info = DataInfo("digits", "sklearn.datasets.load_digits (8x8, upsampled to 32x32 RGB)",
+                        10, size, train.classes, mean, std, len(train), len(val))
+        return train, val, info
+
+    if data in ("cifar10", "cifar100"):
+        looked: list[str] = []
+        found = _cifar(data, root, download, looked)
+        size = img_size or 32
+        mean, std = STATS[data]
+        train_tf = build_transforms(size, mean, std, True, native_size=32, randaugment=randaugment)
+        val_tf = build_transforms(size, mean, std, False, native_size=32)
+        if found[0] == "torchvision":
+            train, val = found[1], found[2]
+            train.transform, val.transform = train_tf, val_tf
+            source = str(Path(train.root) / train.base_folder)
+        else:
+            train, val, source = _image_folder_splits(found[1], train_tf, val_tf)
+        if len(train.classes) != NUM_CLASSES[data]:
+            raise ValueError(f"{data} has {NUM_CLASSES[data]} classes, but {source} has "
+                             f"{len(train.classes)}")
+        info = DataInfo(data, source, NUM_CLASSES[data], size, list(train.classes), mean, std,
+                        len(train), len(val))
+        return train, val, info
+
+    # A path to an ImageFolder tree (absolute, relative, or relative to the data root).
+    path = Path(data).expanduser()
+    tried = [path] + ([root / data] if root is not None and not path.is_absolute() else [])
+    for candidate in tried:
+        if candidate.is_dir() and find_splits(candidate):
+            size = img_size or 224
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+            train, val, source = _image_folder_splits(
+                candidate, build_transforms(size, mean, std, True, randaugment=randaugment),
+                build_transforms(size, mean, std, False))
+            info = DataInfo(str(data), source, len(train.classes), size, list(train.classes),
+                            mean, std, len(train), len(val))
+            return train, val, info
+    raise DatasetNotFoundError(
+        f"--data {data!r} is neither 'digits', 'cifar10', 'cifar100' nor an ImageFolder tree; "
+        "looked for train/ and val/ (or test/) in: " + "; ".join(str(p) for p in tried)
+        + ". How to get data: 'digits' needs nothing; for your own images make "
+        "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
+    )
+
+
+def _image_folder_splits(root: Path, train_tf, val_tf):
+    train_dir, val_dir = find_splits(root)
+    classes = check_image_folder(train_dir, val_dir)
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    train = CheckedImageFolder(train_dir, train_tf)
+    val = CheckedImageFolder(val_dir, val_tf, class_to_idx=class_to_idx)
+    return train, val, str(root)
+
+
+def subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """A fixed random subset of ``n`` items (the whole dataset when ``n`` is None or too big).
+
+    The subset is stratified-free but seeded, so the same ``n`` and ``seed`` pick the same items.
+    """
+    if n is None or n >= len(dataset):
+        return dataset
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(dataset, sorted(idx.tolist()))
+
+
+def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0,
+                sampler=None, pin_memory: bool = False, generator=None) -> DataLoader:
+    """A DataLoader; training drops the last incomplete batch so every step has the same size."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False if sampler is not None else False,
+                      sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+                      drop_last=train, persistent_workers=False, generator=generator)

@@ -1,0 +1,655 @@
+"""Training and evaluation: one function for the notebooks, one command line for everyone.
+
+``train(config) -> history`` runs the recipe the book uses for every model:
+
+- AdamW with weight decay (none on norms, biases and class tokens), a linear warm-up then a
+  cosine decay (timm's :class:`~timm.scheduler.CosineLRScheduler`, stepped every update);
+- cross-entropy with label smoothing (soft targets under Mixup/CutMix), gradient clipping;
+- automatic mixed precision on a GPU (bf16 where supported, else fp16 with a gradient scaler);
+- optional ``torch.compile``, channels-last, EMA of the weights (timm's ``ModelEmaV3``),
+  Mixup/CutMix and RandAugment (timm's);
+- one JSON line of metrics per epoch in ``out/metrics.jsonl``, ``out/run.json`` with the run's
+  provenance, and ``out/last.pt``, a checkpoint written atomically (temporary file, then
+  rename) with the model, optimizer, scheduler, scaler, EMA and every RNG state.
+
+Resuming (``resume=True``) continues from the last completed epoch so that an interrupted run
+ends with exactly the weights of an uninterrupted one: each epoch's shuffling is a function of
+``(seed, epoch)`` (a ``DistributedSampler``, even on one process), and the torch, numpy and
+python RNG states (augmentation, dropout, Mixup) are saved and restored.
+
+Launched by ``torchrun`` (``WORLD_SIZE > 1``) the same code trains with DDP: every process sees
+its share of each global batch (``batch_size`` is the global batch), gradients are averaged,
+and only rank 0 writes files and progress bars.
+
+Command line: ``python -m ccoat.train --model coat_lite_tiny_cifar --data cifar10 --epochs 10
+--batch-size 128 --out runs/x``; ``--eval-only --resume CKPT`` reports top-1/top-5 and
+throughput of a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DistributedSampler
+
+from . import data as cdata
+from .profile import get_profile
+from .provenance import provenance
+from .registry import create_model
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved in ``run.json`` and in every checkpoint."""
+
+    model: str = "coat_lite_tiny_cifar"
+    data: str = "digits"
+    data_dir: str | None = None
+    img_size: int | None = None
+    attention: str | None = None  # override the model's attention kind
+    epochs: int = 10
+    batch_size: int = 128  # global batch, shared among DDP processes
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    clip_grad: float | None = 1.0
+    drop_path: float = 0.1
+    amp: str = "auto"  # auto | bf16 | fp16 | off (auto: bf16/fp16 on GPU, off on CPU)
+    compile: bool = False
+    channels_last: bool = False
+    ema_decay: float | None = None  # e.g. 0.999
+    mixup: float = 0.0  # Mixup alpha (0: off)
+    cutmix: float = 0.0  # CutMix alpha (0: off)
+    randaugment: str | None = None  # timm spec, e.g. "rand-m9-mstd0.5"
+    augment: bool = True  # False: no random crop/flip (exact comparisons)
+    train_subset: int | None = None  # a fixed random subset of the train split
+    val_subset: int | None = None
+    steps_per_epoch: int | None = None  # cap on updates per epoch (smoke runs)
+    stop_after: int | None = None  # stop after this many epochs (as if interrupted)
+    num_workers: int = 2
+    threads: int | None = None  # torch.set_num_threads
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    resume: bool | str = False  # True: out/last.pt; or a checkpoint path
+    progress: bool = True
+    command: str | None = None  # recorded in run.json (the CLI fills it in)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed helpers
+
+
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def setup_distributed(device_type: str) -> tuple[int, int, int]:
+    rank, world, local_rank = _dist_env()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return rank, world, local_rank
+
+
+def _all_reduce_sum(values: list[float], device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the recipe
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and conv kernels only, not on norms, biases, tokens."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip or name.endswith("cls_token") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision."""
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor, topk=(1, 5)) -> list[int]:
+    """Number of samples whose label is among the ``k`` highest logits, for each ``k``."""
+    k_max = min(max(topk), logits.shape[1])
+    pred = logits.topk(k_max, dim=1).indices  # (B, k_max)
+    hit = pred == target[:, None]
+    return [int(hit[:, :min(k, k_max)].any(dim=1).sum()) for k in topk]
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_atomic(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash mid-write leaves
+    the previous checkpoint intact, never a truncated one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class ClusterStats:
+    """Mean number of clusters per stage, accumulated over the batches of an evaluation.
+
+    ``records`` is what ``ccoat.clustering.record_clusters`` fills: for each clustered block
+    ``"stages.i.blocks.j"`` the last forward pass's ``num_clusters`` ``(B, heads)``. Call
+    :meth:`collect` after every batch; :meth:`summary` averages over images, heads and the
+    blocks of each stage: ``{"stage1": ..., "stage4": ...}``.
+    """
+
+    def __init__(self, records: dict | None = None):
+        self.records = records if records is not None else {}
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def collect(self) -> None:
+        for name, record in self.records.items():
+            parts = name.split(".")
+            stage = f"stage{int(parts[1]) + 1}" if parts[0] == "stages" else name
+            n = record["num_clusters"].float()
+            self.sums[stage] = self.sums.get(stage, 0.0) + float(n.sum())
+            self.counts[stage] = self.counts.get(stage, 0) + n.numel()
+
+    def summary(self) -> dict[str, float]:
+        return {stage: self.sums[stage] / self.counts[stage] for stage in sorted(self.sums)}
+
+
+@contextlib.contextmanager
+def _cluster_recorder(model: nn.Module):
+    """Yield a :class:`ClusterStats` recording the clustered attention's cluster counts.
+
+    It stays empty for models without clustered attention, or when ``ccoat.clustering`` is not
+    available.
+    """
+    kinds = getattr(model, "attention_kinds", [])
+    record_clusters = None
+    if any(str(k).startswith("clustered") for k in kinds):
+        try:
+            from .clustering import record_clusters
+        except ImportError:
+            pass
+    if record_clusters is None:
+        yield ClusterStats()
+        return
+    with record_clusters(model) as records:
+        yield ClusterStats(records)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = None,
+             channels_last: bool = False, progress: bool = False, desc: str = "eval") -> dict:
+    """Loss, top-1 and top-5 accuracy (%) and throughput (images/s) of ``model`` on ``loader``.
+
+    Under DDP each process evaluates its share and the sums are all-reduced.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device or next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    loss_sum, top1, top5, n = 0.0, 0, 0, 0
+    start = time.perf_counter()
+    with _cluster_recorder(_unwrap(model)) as clusters:
+        for images, target in tqdm(loader, desc=desc, leave=False, disable=not progress):
+            images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(images)
+            loss_sum += float(F.cross_entropy(logits.float(), target, reduction="sum"))
+            c1, c5 = accuracy(logits, target)
+            top1, top5, n = top1 + c1, top5 + c5, n + len(target)
+            clusters.collect()
+        cluster_means = clusters.summary()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    loss_sum, top1, top5, n = _all_reduce_sum([loss_sum, top1, top5, n], device)
+    model.train(was_training)
+    result = {"loss": loss_sum / max(n, 1), "top1": 100.0 * top1 / max(n, 1),
+              "top5": 100.0 * top5 / max(n, 1), "images": int(n),
+              "images_per_s": n / elapsed if elapsed > 0 else float("nan"), "time_s": elapsed}
+    if cluster_means:
+        result["clusters_per_stage"] = cluster_means
+    return result
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def train_step(model: nn.Module, images: torch.Tensor, target: torch.Tensor, optimizer,
+               criterion, scaler=None, clip_grad: float | None = None,
+               dtype: torch.dtype | None = None, clip_params=None) -> float:
+    """One update: forward (under autocast when ``dtype``), loss, backward, clip, step.
+
+    Returns the loss as a float. ``scaler`` is a ``GradScaler`` (needed for fp16 only).
+    """
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(images)
+        loss = criterion(logits.float(), target)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        scaler = torch.amp.GradScaler(images.device.type, enabled=False)
+    scaler.scale(loss).backward()
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(list(clip_params if clip_params is not None else model.parameters()),
+                                 clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
+
+
+@dataclass
+class TrainRun:
+    """What :func:`fit` hands back: the trained model (unwrapped), per-epoch history, the data."""
+
+    model: nn.Module
+    history: list[dict]
+    info: cdata.DataInfo
+    ema: nn.Module | None = None
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def _checkpoint_path(config: TrainConfig) -> Path | None:
+    if isinstance(config.resume, str) and config.resume:
+        return Path(config.resume)
+    if config.resume and config.out:
+        return Path(config.out) / "last.pt"
+    return None
+
+
+def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
+    """Train per ``config`` (optionally a given ``model``), returning the model and history."""
+    from timm.data import Mixup
+    from timm.loss import SoftTargetCrossEntropy
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
+    from tqdm.auto import tqdm
+
+    if isinstance(config, dict):
+        config = TrainConfig(**config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device_type = "cuda" if config.device == "auto" and torch.cuda.is_available() else \
+        torch.device(config.device if config.device != "auto" else "cpu").type
+    rank, world, local_rank = setup_distributed(device_type)
+    device = _resolve_device(config.device, local_rank)
+    main_process = rank == 0
+    if config.batch_size % world:
+        raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
+                         f"got {config.batch_size}")
+    seed_everything(config.seed)
+
+    # Data: every process builds the same splits; the sampler gives each its share.
+    train_set, val_set, info = cdata.build_datasets(config.data, config.data_dir, config.img_size,
+                                                    randaugment=config.randaugment,
+                                                    augment=config.augment)
+    train_set = cdata.subset(train_set, config.train_subset, seed=config.seed)
+    val_set = cdata.subset(val_set, config.val_subset, seed=config.seed)
+    local_batch = config.batch_size // world
+    if len(train_set) < config.batch_size:
+        raise ValueError(f"the train split has {len(train_set)} images, fewer than one batch "
+                         f"of {config.batch_size}")
+    train_sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
+                                       seed=config.seed, drop_last=True)
+    val_sampler = DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False) \
+        if world > 1 else None
+    pin = device.type == "cuda"
+    train_loader = cdata.make_loader(train_set, local_batch, True, config.num_workers, train_sampler, pin)
+    val_loader = cdata.make_loader(val_set, local_batch, False, config.num_workers, val_sampler, pin)
+    steps_per_epoch = len(train_loader)
+    if config.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
+
+    # Model, optimizer, schedule.
+    if model is None:
+        kw = {"attention": config.attention} if config.attention else {}
+        model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
+                             drop_path_rate=config.drop_path, **kw)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+    total_updates = config.epochs * steps_per_epoch
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=total_updates, lr_min=config.min_lr,
+        warmup_t=int(round(config.warmup_epochs * steps_per_epoch)),
+        warmup_lr_init=config.lr * 1e-3, warmup_prefix=True, t_in_epochs=False)
+    dtype = amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    ema = ModelEmaV3(model, decay=config.ema_decay, device=device) if config.ema_decay else None
+    mixup = None
+    if config.mixup > 0 or config.cutmix > 0:
+        mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
+                      label_smoothing=config.label_smoothing, num_classes=info.num_classes)
+    train_criterion = SoftTargetCrossEntropy() if mixup else \
+        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    # Resume.
+    start_epoch, history, updates = 0, [], 0
+    ckpt_path = _checkpoint_path(config)
+    if ckpt_path is not None and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, history, updates = ckpt["epoch"] + 1, ckpt["history"], ckpt["updates"]
+    elif config.resume is not False and isinstance(config.resume, str):
+        raise FileNotFoundError(f"--resume {config.resume}: no such checkpoint")
+
+    run_model = model
+    if world > 1:
+        run_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        run_model = torch.compile(run_model)
+
+    out = Path(config.out) if config.out else None
+    if out is not None and main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        run_record = provenance(
+            dataset=_dataset_label(info), device=device, command=config.command,
+            config=dataclasses.asdict(config), data=dataclasses.asdict(info) | {"classes": None},
+            world_size=world, steps_per_epoch=steps_per_epoch,
+            parameters=sum(p.numel() for p in model.parameters()),
+            attention_kinds=getattr(model, "attention_kinds", None),
+            resumed_from_epoch=start_epoch if start_epoch else None)
+        _write_json_atomic(run_record, out / ("run.json" if not start_epoch else
+                                              f"run_resumed_epoch{start_epoch}.json"))
+        if not start_epoch and (out / "metrics.jsonl").exists():
+            (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh metrics file
+
+    elapsed_before = history[-1]["elapsed_s"] if history else 0.0
+    end_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
+    for epoch in range(start_epoch, end_epoch):
+        run_model.train()
+        train_sampler.set_epoch(epoch)
+        loss_sum, seen = 0.0, 0
+        start = time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                   disable=not (config.progress and main_process), mininterval=2.0)
+        data_wait, fetched = 0.0, start
+        for step, (images, target) in enumerate(train_loader):
+            if step >= steps_per_epoch:
+                break
+            data_wait += time.perf_counter() - fetched  # time the step waited for its batch
+            images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            soft_target = target
+            if mixup is not None:
+                images, soft_target = mixup(images, target)
+            loss = train_step(run_model, images, soft_target, optimizer, train_criterion, scaler,
+                              config.clip_grad, dtype, clip_params=model.parameters())
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at epoch {epoch}, step {step}")
+            updates += 1
+            scheduler.step_update(num_updates=updates)
+            if ema is not None:
+                ema.update(model, step=updates)
+            loss_sum += loss * len(target)
+            seen += len(target)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            bar.update()
+            fetched = time.perf_counter()
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time = time.perf_counter() - start
+        loss_sum, seen = _all_reduce_sum([loss_sum, seen], device)
+        val = evaluate(run_model, val_loader, device, dtype, config.channels_last,
+                       progress=config.progress and main_process, desc="val")
+        epoch_time = time.perf_counter() - start
+        record = {
+            "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
+            "val_top1": val["top1"], "val_top5": val["top5"],
+            "images_per_s": seen / train_time, "val_images_per_s": val["images_per_s"],
+            "data_wait_s": data_wait, "train_time_s": train_time,
+            "epoch_time_s": epoch_time, "elapsed_s": elapsed_before + epoch_time,
+            "lr": optimizer.param_groups[0]["lr"], "updates": updates,
+        }
+        elapsed_before = record["elapsed_s"]
+        if "clusters_per_stage" in val:
+            record["clusters_per_stage"] = val["clusters_per_stage"]
+        if ema is not None:
+            ema_val = evaluate(ema.module, val_loader, device, dtype, config.channels_last)
+            record.update(val_top1_ema=ema_val["top1"], val_top5_ema=ema_val["top5"])
+        history.append(record)
+        if main_process:
+            if config.progress:
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                  for k, v in record.items()}), flush=True)
+            if out is not None:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                save_atomic({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "ema": ema.module.state_dict() if ema is not None else None,
+                    "rng": rng_state(), "epoch": epoch, "updates": updates,
+                    "history": history, "config": dataclasses.asdict(config),
+                    "data": dataclasses.asdict(info),
+                }, out / "last.pt")
+    return TrainRun(model=model, history=history, info=info, ema=ema.module if ema else None)
+
+
+def _dataset_label(info: cdata.DataInfo) -> str:
+    """How results on this data must be named: an ImageFolder copy of CIFAR-10 in JPEG is
+    "CIFAR-10 (JPEG copy)", not CIFAR-10 (its pixels differ slightly from the original's)."""
+    if info.name in ("cifar10", "cifar100") and Path(info.source, "train").is_dir():
+        first_class = next(p for p in sorted(Path(info.source, "train").iterdir()) if p.is_dir())
+        first_file = next(iter(sorted(first_class.iterdir())), None)
+        if first_file is not None and first_file.suffix.lower() in (".jpg", ".jpeg"):
+            return f"{'CIFAR-10' if info.name == 'cifar10' else 'CIFAR-100'} (JPEG copy) at {info.source}"
+        return f"{info.name} (ImageFolder copy) at {info.source}"
+    return f"{info.name} at {info.source}"
+
+
+def train(config: TrainConfig | dict) -> list[dict]:
+    """Train per ``config`` and return the per-epoch history (what ``metrics.jsonl`` holds)."""
+    return fit(config).history
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, data_dir=None,
+                        batch_size: int = 256, num_workers: int = 2, device: str = "auto",
+                        use_ema: bool = False, val_subset: int | None = None,
+                        progress: bool = True) -> dict:
+    """Top-1/top-5 (%) and throughput of a checkpoint written by :func:`fit`, on its val split."""
+    device = _resolve_device(device, 0)
+    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
+    config = TrainConfig(**ckpt["config"])
+    _, val_set, info = cdata.build_datasets(data or config.data, data_dir or config.data_dir,
+                                            config.img_size)
+    val_set = cdata.subset(val_set, val_subset, seed=config.seed)
+    kw = {"attention": config.attention} if config.attention else {}
+    model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size, **kw)
+    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(state)
+    model.to(device)
+    loader = cdata.make_loader(val_set, batch_size, False, num_workers)
+    result = evaluate(model, loader, device, amp_dtype(config.amp, device), progress=progress)
+    return {"checkpoint": str(checkpoint), "model": config.model, "epoch": ckpt["epoch"] + 1,
+            "dataset": _dataset_label(info), **result}
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _optional(type_):
+    return lambda s: None if s.lower() in ("none", "") else type_(s)
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m ccoat.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model)
+    p.add_argument("--data", default=d.data, help="digits, cifar10, cifar100 or an ImageFolder path")
+    p.add_argument("--data-dir", default=None, help=f"data root (default: ${cdata.DATA_ENV})")
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--attention", default=None, help="override the model's attention kind")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--clip-grad", type=_optional(float), default=d.clip_grad)
+    p.add_argument("--drop-path", type=float, default=d.drop_path)
+    p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--ema-decay", type=_optional(float), default=None)
+    p.add_argument("--mixup", type=float, default=d.mixup)
+    p.add_argument("--cutmix", type=float, default=d.cutmix)
+    p.add_argument("--randaugment", default=None, help='timm spec, e.g. "rand-m9-mstd0.5"')
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train without random crop/flip")
+    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--val-subset", type=int, default=None)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many epochs")
+    p.add_argument("--num-workers", type=int, default=d.num_workers)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--out", default=None)
+    p.add_argument("--resume", nargs="?", const=True, default=False,
+                   help="resume from OUT/last.pt, or from the checkpoint given")
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluate the checkpoint given by --resume (top-1/top-5, images/s)")
+    p.add_argument("--ema", action="store_true", help="with --eval-only: evaluate the EMA weights")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["progress"] = not args.no_progress
+    values["command"] = "python -m ccoat.train " + " ".join(
+        _quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    return TrainConfig(**values), args
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(str(arg))
+
+
+def main(argv=None) -> int:
+    config, args = parse_args(argv)
+    if args.eval_only:
+        ckpt = _checkpoint_path(config)
+        if ckpt is None or not ckpt.exists():
+            raise SystemExit(f"--eval-only needs --resume CHECKPOINT (or --out with last.pt); "
+                             f"got {ckpt}")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        result = evaluate_checkpoint(ckpt, data=args.data if args.data != TrainConfig.data else None,
+                                     data_dir=config.data_dir, batch_size=config.batch_size,
+                                     num_workers=config.num_workers, device=config.device,
+                                     use_ema=args.ema, val_subset=config.val_subset,
+                                     progress=config.progress)
+        result["provenance"] = provenance(dataset=result["dataset"], command=config.command)
+        print(json.dumps(result, indent=2))
+        if config.out:
+            Path(config.out).mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(result, Path(config.out) / "eval.json")
+        return 0
+    try:
+        fit(config)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

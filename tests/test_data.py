@@ -1,0 +1,104 @@
+"""ccoat.data: the embedded digits, ImageFolder trees (CIFAR-10's JPEG copy), and bad data."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ccoat import data as cdata
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not (SHARED_CIFAR / "cifar10" / "train").is_dir():
+    SHARED_CIFAR = Path("/work/shared/data")
+
+
+def _tree(root: Path, splits: dict[str, dict[str, int]]) -> Path:
+    """Write a small ImageFolder tree: {split: {class: number of 8x8 PNGs}}."""
+    rng = np.random.default_rng(0)
+    for split, classes in splits.items():
+        for name, n in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_digits_are_real_32px_rgb_with_a_fixed_balanced_split():
+    train, val, info = cdata.build_datasets("digits")
+    assert (info.num_classes, info.img_size, info.n_train, info.n_val) == (10, 32, 1500, 297)
+    image, label = val[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and 0 <= label < 10
+    assert torch.equal(image[0], image[1])  # grey digits copied into three channels
+    counts = np.bincount(val.targets, minlength=10)
+    assert counts.min() >= 29 and counts.max() <= 30
+    assert not set(cdata.digits_split()[0]) & set(cdata.digits_split()[1])
+
+
+def test_digits_normalisation_matches_the_train_split():
+    train, _, _ = cdata.build_datasets("digits", augment=False)
+    x = torch.stack([train[i][0] for i in range(len(train))])
+    assert abs(x.mean().item()) < 0.01 and abs(x.std().item() - 1) < 0.01
+
+
+@pytest.mark.skipif(not (SHARED_CIFAR / "cifar10" / "test").is_dir(), reason="no shared CIFAR copy")
+def test_cifar10_reads_the_imagefolder_copy_with_test_as_val():
+    train, val, info = cdata.build_datasets("cifar10", data_dir=SHARED_CIFAR)
+    assert (info.n_train, info.n_val, info.num_classes) == (50000, 10000, 10)
+    assert info.classes[0] == "airplane" and info.classes[-1] == "truck"  # CIFAR-10's label order
+    assert val.class_to_idx == train.class_to_idx
+    image, label = val[len(val) - 1]
+    assert image.shape == (3, 32, 32) and label == 9
+
+
+def test_imagefolder_val_with_fewer_classes_keeps_train_labels(tmp_path):
+    root = _tree(tmp_path, {"train": {"a": 2, "b": 2, "c": 2}, "val": {"c": 1}})
+    train, val, info = cdata.build_datasets(str(root), img_size=32)
+    assert info.num_classes == 3 and val.targets == [2]
+    assert val[0][0].shape == (3, 32, 32)
+
+
+def test_missing_cifar_says_where_it_looked_and_how_to_get_it(tmp_path):
+    with pytest.raises(cdata.DatasetNotFoundError) as error:
+        cdata.build_datasets("cifar10", data_dir=tmp_path, download=False)
+    message = str(error.value)
+    assert str(tmp_path) in message and "cifar-10-batches-py" in message
+    assert "download" in message and "--data-dir" in message
+
+
+def test_missing_imagefolder_says_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train/ and val/") as error:
+        cdata.build_datasets(str(tmp_path / "nowhere"))
+    assert str(tmp_path / "nowhere") in str(error.value)
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    root = _tree(tmp_path, {"train": {"a": 1, "b": 1}, "val": {"a": 1}})
+    bad = root / "train" / "b" / "0.png"
+    bad.write_bytes(b"not an image at all")
+    train, _, _ = cdata.build_datasets(str(root), img_size=32)
+    train[0]  # the good one reads
+    with pytest.raises(ValueError, match="corrupt or unreadable image") as error:
+        train[1]
+    assert str(bad) in str(error.value)
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = _tree(tmp_path, {"train": {"a": 1, "b": 0}, "val": {"a": 1}})
+    with pytest.raises(ValueError, match="no images") as error:
+        cdata.build_datasets(str(root))
+    assert str(root / "train" / "b") in str(error.value)
+
+
+def test_val_classes_missing_from_train_are_named(tmp_path):
+    root = _tree(tmp_path, {"train": {"a": 1, "b": 1}, "val": {"a": 1, "zebra": 1}})
+    with pytest.raises(ValueError, match="lacks: \\['zebra'\\]"):
+        cdata.build_datasets(str(root))
+
+
+def test_subset_is_fixed_by_seed():
+    train, _, _ = cdata.build_datasets("digits")
+    a, b = cdata.subset(train, 50, seed=1), cdata.subset(train, 50, seed=1)
+    assert a.indices == b.indices and len(a) == 50
+    assert cdata.subset(train, None) is train

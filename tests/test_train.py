@@ -1,0 +1,178 @@
+"""ccoat.train: the recipe learns, resume is exact, DDP equals one process, the CLI works."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+from ccoat import data as cdata
+from ccoat import train as ctrain
+from ccoat.model import CoaTLite, CoaTLiteConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_model(num_classes: int = 10, seed: int = 0) -> CoaTLite:
+    """A CoaT-Lite small enough to train in seconds (same modules, narrow and shallow)."""
+    torch.manual_seed(seed)
+    config = CoaTLiteConfig((32, 32, 64, 64), (1, 1, 1, 1), (2, 2, 2, 2), patch_size=2)
+    return CoaTLite(config, num_classes=num_classes, img_size=32)
+
+
+def small_config(tmp_path=None, **overrides) -> ctrain.TrainConfig:
+    values = dict(data="digits", train_subset=64, val_subset=32, batch_size=16, epochs=2,
+                  steps_per_epoch=3, num_workers=0, device="cpu", progress=False, seed=0,
+                  threads=1, out=str(tmp_path) if tmp_path else None)
+    values.update(overrides)
+    return ctrain.TrainConfig(**values)
+
+
+def test_accuracy_counts_topk_hits():
+    logits = torch.tensor([[0.0, 3, 2, 1, 0, 0], [5, 0, 0, 0, 0, 1]])
+    assert ctrain.accuracy(logits, torch.tensor([2, 5]), topk=(1, 2)) == [0, 2]
+    assert ctrain.accuracy(logits, torch.tensor([1, 0]), topk=(1, 5)) == [2, 2]
+
+
+def test_tiny_model_overfits_a_small_batch():
+    config = small_config(train_subset=32, batch_size=32, val_subset=8, epochs=40,
+                          steps_per_epoch=1, lr=3e-3, warmup_epochs=0, label_smoothing=0.0,
+                          weight_decay=0.0, drop_path=0.0, augment=False)
+    run = ctrain.fit(config, model=tiny_model())
+    assert run.history[-1]["train_loss"] < 0.1 * run.history[0]["train_loss"]
+    train, _, _ = cdata.build_datasets("digits", augment=False)
+    train = cdata.subset(train, 32, seed=0)
+    x = torch.stack([train[i][0] for i in range(32)])
+    y = torch.tensor([train[i][1] for i in range(32)])
+    run.model.eval()
+    with torch.no_grad():
+        assert (run.model(x).argmax(1) == y).all()
+
+
+def test_resume_ends_with_the_same_weights(tmp_path):
+    full = ctrain.fit(small_config(tmp_path / "full", epochs=3), model=tiny_model())
+    cut = tmp_path / "cut"
+    ctrain.fit(small_config(cut, epochs=3, stop_after=1), model=tiny_model())
+    assert len(open(cut / "metrics.jsonl").readlines()) == 1
+    ckpt = torch.load(cut / "last.pt", weights_only=False)
+    assert {"model", "optimizer", "scheduler", "scaler", "ema", "rng", "epoch"} <= set(ckpt)
+    resumed = ctrain.fit(small_config(cut, epochs=3, resume=True), model=tiny_model(seed=1))
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+    lines = [json.loads(l) for l in open(cut / "metrics.jsonl")]
+    assert [l["epoch"] for l in lines] == [1, 2, 3]
+
+
+def test_checkpoint_is_written_atomically(tmp_path):
+    path = tmp_path / "last.pt"
+    ctrain.save_atomic({"x": 1}, path)
+    ctrain.save_atomic({"x": 2}, path)
+    assert torch.load(path)["x"] == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, tree: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    run = ctrain.fit(_ddp_config(tree), model=tiny_model())
+    torch.save(run.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def _ddp_config(tree: str) -> ctrain.TrainConfig:
+    # No augmentation or drop-path: the two processes must see exactly the single run's batch.
+    # A small ImageFolder tree keeps the spawned processes light (no scikit-learn import).
+    return small_config(data=tree, img_size=32, train_subset=None, val_subset=None, epochs=1,
+                        steps_per_epoch=3, augment=False, drop_path=0.0, warmup_epochs=0)
+
+
+def _write_tree(root: Path) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    for split, n in (("train", 24), ("val", 4)):
+        for c in range(4):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n // 4 if split == "val" else n):
+                pixels = torch.randint(0, 256, (32, 32, 3), generator=generator, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    return root
+
+
+def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
+    tree = str(_write_tree(tmp_path / "tree"))
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), tree), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+    single = ctrain.fit(_ddp_config(tree), model=tiny_model()).model.state_dict()
+    initial = tiny_model().state_dict()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name  # identical across ranks
+        torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert any(not torch.equal(rank0[n], initial[n]) for n in rank0)  # it did train
+
+
+def test_cli_end_to_end_on_digits(tmp_path, capsys):
+    env = {**os.environ, "CCOAT_PROFILE": "smoke", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ccoat.train", "--data", "digits", "--epochs", "1",
+           "--steps-per-epoch", "2", "--batch-size", "16", "--val-subset", "32",
+           "--num-workers", "0", "--out", str(out), "--no-progress"]
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    (record,) = [json.loads(l) for l in open(out / "metrics.jsonl")]
+    assert {"epoch", "train_loss", "val_loss", "val_top1", "val_top5", "images_per_s",
+            "epoch_time_s", "lr"} <= set(record)
+    run = json.loads((out / "run.json").read_text())
+    assert run["profile"] == "smoke" and run["dataset"].startswith("digits")
+    assert "--steps-per-epoch 2" in run["command"] and run["config"]["model"] == "coat_lite_tiny_cifar"
+    ctrain.main(["--eval-only", "--resume", str(out / "last.pt"), "--val-subset", "32",
+                 "--num-workers", "0", "--threads", "1", "--no-progress"])
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["images"] == 32 and evaluated["top1"] == pytest.approx(record["val_top1"])
+
+
+def test_bad_amp_and_batch_are_rejected():
+    with pytest.raises(ValueError, match="amp must be"):
+        ctrain.amp_dtype("fp8", torch.device("cpu"))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        ctrain.fit(small_config(train_subset=8, batch_size=16), model=tiny_model())
+
+
+def test_cluster_stats_average_over_batches_heads_and_blocks_of_a_stage():
+    records = {}
+    stats = ctrain.ClusterStats(records)
+    records["stages.0.blocks.0"] = {"num_clusters": torch.tensor([[2, 4], [6, 8]])}
+    records["stages.0.blocks.1"] = {"num_clusters": torch.tensor([[1, 1], [1, 1]])}
+    stats.collect()
+    records["stages.0.blocks.0"] = {"num_clusters": torch.tensor([[10, 10], [10, 10]])}
+    records["stages.3.blocks.0"] = {"num_clusters": torch.tensor([[3]])}
+    records.pop("stages.0.blocks.1")
+    stats.collect()
+    assert stats.summary() == {"stage1": (20 + 4 + 40) / 12, "stage4": 3.0}
+    assert ctrain.ClusterStats().summary() == {}
+
+
+def test_evaluate_reports_clusters_for_clustered_models_only():
+    pytest.importorskip("ccoat.clustering")
+    import ccoat
+
+    images, target = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    loader = [(images, target)]
+    plain = ctrain.evaluate(ccoat.create_model("coat_lite_tiny_cifar", num_classes=10), loader)
+    assert "clusters_per_stage" not in plain
+    clustered = ctrain.evaluate(ccoat.create_model("ccoat_lite_tiny_cifar", num_classes=10), loader)
+    per_stage = clustered["clusters_per_stage"]
+    assert list(per_stage) == ["stage1", "stage2", "stage3", "stage4"]
+    tokens = [16 * 16, 8 * 8, 4 * 4, 2 * 2]  # image tokens per stage at 32 px
+    assert all(1 <= per_stage[s] <= n for s, n in zip(per_stage, tokens))
