@@ -22,7 +22,8 @@ Measured, for ``clustered`` against ``softmax``:
 
 And the whole model: ``ccoat_lite_tiny`` (clustered) against ``coat_lite_tiny`` with
 ``attention="softmax"`` (and CoaT's own factorized attention, for reference), the same weights,
-on the photos at 448 px, forward only, alternated, median of repeats.
+on china.jpg at 448 px, forward only, alternated, median of repeats; plus where the clustered
+model's time goes (shares of one forward under torch.profiler).
 
     python benchmarks/bench_clustered_attention.py [--threads 1] [--repeats 7] [--bucket-width R]
         [--n-hashes 32] [--out results/bench_clustered_attention.json]
@@ -154,6 +155,35 @@ def layer_benchmark(model, side, args) -> dict:
     }
 
 
+def time_breakdown(model, x) -> dict:
+    """Share of one profiled forward spent hashing + clustering, in SDPA, in linear layers."""
+    from torch.profiler import profile, record_function
+
+    cores = [m for m in model.modules() if isinstance(m, ClusteredCore)]
+    originals = [core.cluster for core in cores]
+
+    def timed(cluster):
+        def wrapper(q_img):
+            with record_function("hash_and_cluster"):
+                return cluster(q_img)
+        return wrapper
+
+    for core, cluster in zip(cores, originals):
+        core.cluster = timed(cluster)
+    try:
+        with torch.no_grad(), profile() as prof:
+            model(x)
+    finally:
+        for core in cores:
+            del core.cluster  # back to the class's method
+    events = {e.key: e for e in prof.key_averages()}
+    total = sum(e.self_cpu_time_total for e in events.values())
+    share = lambda key: events[key].cpu_time_total / total if key in events else 0.0  # noqa: E731
+    return {"hash_and_cluster": share("hash_and_cluster"),
+            "sdpa": share("aten::_scaled_dot_product_flash_attention_for_cpu"),
+            "linear": share("aten::addmm")}
+
+
 def model_benchmark(side, args) -> dict:
     torch.manual_seed(0)
     softmax = ccoat.create_model("coat_lite_tiny", attention="softmax").eval()
@@ -174,6 +204,7 @@ def model_benchmark(side, args) -> dict:
         "clusters_mean_per_block": {name: r["num_clusters"].float().mean().item()
                                     for name, r in records.items()},
         "tokens_per_block": {name: r["ids"].shape[-1] for name, r in records.items()},
+        "clustered_time_shares": time_breakdown(clustered, x),
     }
 
 

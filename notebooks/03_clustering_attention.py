@@ -264,7 +264,8 @@ display(Markdown(
 # The attention of the prototypes costs $(1 + K) N C$ multiply-accumulates per head for the
 # scores, against $N^2 C$ for exact attention; hashing adds $N \cdot n \cdot C_h$ for the
 # projections and a few sorts. The benchmark `benchmarks/bench_clustered_attention.py` times
-# one such layer and the whole model on this machine; its results file records how it was run.
+# one such layer (on `china.jpg` alone, batch 1) and the whole model on this machine; its
+# results file records how it was run.
 
 # %%
 results_file = next((p / "results" / "bench_clustered_attention.json"
@@ -309,10 +310,10 @@ with torch.no_grad():
     q_error = ((moved - q_img).norm() / q_img.norm()).item()
 display(Markdown(
     f"Clustered factorized attention equals the cluster-averaged factorized output. Its "
-    f"relative error against factorized attention is **{f_error:.2f}**, close to how far the "
-    f"queries move to their prototypes, **{q_error:.2f}** of their norm, and far above the error "
-    f"of clustered softmax attention: at this bucket width the clusters are loose, and only "
-    f"the softmax's averaging hides it."))
+    f"relative error against factorized attention is **{f_error:.2f}**, of the order of how far "
+    f"the queries move to their prototypes (**{q_error:.2f}** of their norm) and far above the "
+    f"error of clustered softmax attention: at this bucket width the clusters are loose, and "
+    f"only the softmax's averaging hides it."))
 
 # %% [markdown]
 # ## Summary
