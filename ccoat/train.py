@@ -394,10 +394,12 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     total_updates = config.epochs * steps_per_epoch
+    # Warm-up, then a cosine that reaches min_lr at the run's last update.
+    warmup_updates = min(int(round(config.warmup_epochs * steps_per_epoch)), total_updates - 1)
     scheduler = CosineLRScheduler(
-        optimizer, t_initial=total_updates, lr_min=config.min_lr,
-        warmup_t=int(round(config.warmup_epochs * steps_per_epoch)),
-        warmup_lr_init=config.lr * 1e-3, warmup_prefix=True, t_in_epochs=False)
+        optimizer, t_initial=max(total_updates - warmup_updates, 1), lr_min=config.min_lr,
+        warmup_t=warmup_updates, warmup_lr_init=config.lr * 1e-3, warmup_prefix=True,
+        t_in_epochs=False)
     dtype = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = ModelEmaV3(model, decay=config.ema_decay, device=device) if config.ema_decay else None

@@ -221,8 +221,10 @@ display(Markdown(f"In this run the fastest to train was **{fastest}** attention 
 #
 # Longer runs are too slow for a notebook on a CPU, so they were run once from the command line
 # and their metrics committed under `results/`, each beside a `run.json` that records the
-# command, the git commit, the machine, the profile, the dataset and the date. We plot what those
-# files hold; nothing here is typed by hand.
+# command, the git commit, the machine, the profile, the dataset and the date. During training
+# each epoch was evaluated on a fixed subset of the test split; the final checkpoint was then
+# evaluated on the whole test split (`eval.json`, made by `python -m ccoat.train --eval-only`).
+# We plot what those files hold; nothing here is typed by hand.
 
 # %%
 def find_results() -> Path | None:
@@ -239,10 +241,18 @@ for metrics in sorted(RESULTS.glob("cifar10_*/metrics.jsonl")) if RESULTS else [
     kind = (run.get("attention_kinds") or ["?"])[0]
     runs[kind] = pd.read_json(metrics, lines=True)
     records.append({"run": metrics.parent.name, "kind": kind, "epochs": len(runs[kind]),
-                    "final val top-1 (%)": round(runs[kind].val_top1.iloc[-1], 2),
+                    "last epoch's val top-1 (%)": round(runs[kind].val_top1.iloc[-1], 2),
+                    "val images per epoch": run["data"]["n_val"] if not run["config"]["val_subset"]
+                    else run["config"]["val_subset"],
                     "dataset": run["dataset"], "device": run["device"],
                     "threads": run["threads"], "commit": run["git_commit"][:10],
                     "date": run["date"], "command": run["command"]})
+    evaluated = metrics.parent / "eval.json"  # the final checkpoint on the whole test split
+    if evaluated.exists():
+        final = json.loads(evaluated.read_text())
+        records[-1].update({"test top-1 (%), all images": round(final["top1"], 2),
+                            "test images": final["images"],
+                            "eval command": final["provenance"]["command"]})
 if records:
     with pd.option_context("display.max_colwidth", None):
         display(pd.DataFrame(records).set_index("run"))
@@ -250,6 +260,33 @@ if records:
 else:
     print("no committed results/ folder next to this notebook (on Colab, clone the repository "
           "to see them)")
+
+# %% [markdown]
+# For the clustered model each epoch's line also records how many clusters the queries formed,
+# averaged over the validation images, the heads and the blocks of each stage. Set against the
+# number of image tokens of the stage, it shows where clustering actually shrinks the attention.
+
+# %%
+clustered_runs = {k: h for k, h in runs.items() if "clusters_per_stage" in h}
+if clustered_runs:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    tokens = [16 * 16, 8 * 8, 4 * 4, 2 * 2]  # image tokens per stage of a 32 px image
+    stages = [f"stage{i}" for i in range(1, 5)]
+    ax.plot(range(1, 5), tokens, "k--", label="image tokens (no clustering)")
+    for kind, h in clustered_runs.items():
+        for _, row in h.iterrows():
+            ax.plot(range(1, 5), [row.clusters_per_stage[s] for s in stages], "o-",
+                    color=KIND_COLORS.get(kind), alpha=0.4 + 0.6 * row.epoch / h.epoch.max(),
+                    label=f"{kind}, epoch {int(row.epoch)}")
+    ax.set(xlabel="stage", ylabel="clusters (mean over images and heads)", yscale="log",
+           xticks=range(1, 5), title="Clusters per stage, committed clustered run")
+    ax.legend(fontsize=8)
+    plt.show()
+    last = next(iter(clustered_runs.values())).iloc[-1].clusters_per_stage
+    display(Markdown("After the last epoch the queries formed " + ", ".join(
+        f"{last[s]:.1f} clusters for {n} tokens in {s}" for s, n in zip(stages, tokens)) + "."))
+else:
+    print("no committed clustered run with cluster counts here")
 
 # %% [markdown]
 # ## Training on more than one machine

@@ -69,6 +69,16 @@ def test_resume_ends_with_the_same_weights(tmp_path):
     assert [l["epoch"] for l in lines] == [1, 2, 3]
 
 
+def test_schedule_warms_up_then_ends_at_min_lr():
+    config = small_config(train_subset=48, batch_size=16, epochs=4, steps_per_epoch=None,
+                          val_subset=8, warmup_epochs=1, lr=1e-3, min_lr=1e-5)
+    history = ctrain.fit(config, model=tiny_model()).history
+    lrs = [h["lr"] for h in history]  # after each epoch's last update
+    assert lrs[0] == pytest.approx(1e-3)  # warm-up done after one epoch
+    assert lrs[1] > lrs[2] > lrs[3] and lrs[3] == pytest.approx(1e-5)
+    assert history[-1]["updates"] == 12
+
+
 def test_checkpoint_is_written_atomically(tmp_path):
     path = tmp_path / "last.pt"
     ctrain.save_atomic({"x": 1}, path)
