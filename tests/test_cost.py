@@ -228,3 +228,9 @@ def test_component_times_split_the_clustering_steps_and_restore_them():
     for component in cost.CLUSTERING_COMPONENTS:
         assert times[(component, "stage1")] > 0, component
     assert (clustering.prototypes, clustering.broadcast, hashing.clusters_from_codes) == originals
+
+
+def test_cost_is_reachable_from_the_package():
+    import ccoat as package
+
+    assert package.cost.macs(package.create_model("coat_lite_tiny_cifar"), img_size=32)["total"] > 0
