@@ -14,14 +14,16 @@ Measured, for ``clustered`` against ``softmax``:
 - clusters formed per (image, head) row, mean and max;
 - relative output error ``||clustered - exact|| / ||exact||`` over the attention output; for
   scale, the same for a single cluster (every image token gets the mean query's output);
-- peak memory: how far the process's resident set rises above where it was while the attention
-  runs once (Linux: reset the peak RSS through ``/proc/self/clear_refs``, read ``VmHWM``; median
-  of 3). tracemalloc does not see torch's allocations and CPU torch keeps no allocator
-  statistics; this counts every page the call touches, at page granularity.
+- peak memory: how far the resident set of a fresh process, which has only loaded q, k, v,
+  rises while the attention runs once (Linux: reset the peak RSS through
+  ``/proc/self/clear_refs``, then read ``VmHWM``). tracemalloc does not see torch's
+  allocations and CPU torch keeps no allocator statistics; this counts every page the call
+  touches, at page granularity.
 
 And the whole model: ``ccoat_lite_tiny`` (clustered) against ``coat_lite_tiny`` with
 ``attention="softmax"`` (and CoaT's own factorized attention, for reference), the same weights,
-on the photos at 448 px, forward only, alternated, median of repeats.
+on china.jpg at 448 px, forward only, alternated, median of repeats; plus where the clustered
+model's time goes (shares of one forward under torch.profiler).
 
     python benchmarks/bench_clustered_attention.py [--threads 1] [--repeats 7] [--bucket-width R]
         [--n-hashes 32] [--out results/bench_clustered_attention.json]
@@ -34,6 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import sys
+import tempfile
 import statistics
 import time
 from pathlib import Path
@@ -78,19 +83,37 @@ def _status_kib(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
 
-def peak_memory_mib(fn, repeats: int = 3) -> float:
-    """Peak resident memory added while ``fn`` runs, in MiB (median of ``repeats``; Linux).
+def peak_memory_mib(fn) -> float:
+    """Peak resident memory added while ``fn`` runs, in MiB (Linux).
 
     Writing 5 to ``/proc/self/clear_refs`` resets the process's peak RSS (VmHWM) to its
     current RSS; the peak after ``fn`` minus the RSS before is what ``fn`` needed at most.
     """
-    peaks = []
-    for _ in range(repeats):
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _status_kib("VmRSS")
-        fn()
-        peaks.append((_status_kib("VmHWM") - before) / 1024)
-    return statistics.median(peaks)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def memory_child(path: str, kind: str, n_hashes: int, bucket_width: float) -> None:
+    """In a fresh process (no pages freed by earlier calls to reuse): one call's peak."""
+    q, k, v = torch.load(path)
+    core = ClusteredCore(q.shape[-1], n_hashes=n_hashes, bucket_width=bucket_width, seed=0)
+    with torch.no_grad():
+        fn = (lambda: core(q, k, v)) if kind == "clustered" else \
+            (lambda: F.scaled_dot_product_attention(q, k, v))
+        print(json.dumps({"peak_mib": peak_memory_mib(fn)}))
+
+
+def peak_memory(q, k, v, kind: str, args) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "qkv.pt")
+        torch.save((q, k, v), path)
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", path, kind, "--n-hashes",
+             str(args.n_hashes), "--bucket-width", str(args.bucket_width), "--threads",
+             str(args.threads)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
 def layer_benchmark(model, side, args) -> dict:
@@ -105,14 +128,19 @@ def layer_benchmark(model, side, args) -> dict:
         # One cluster for all image tokens: the trivial approximation, for scale.
         mean_out = F.scaled_dot_product_attention(q[:, :, 1:].mean(2, keepdim=True), k, v)
         single = torch.cat([exact[:, :, :1], mean_out.expand(-1, -1, q.shape[2] - 1, -1)], 2)
-        memory = {"softmax": peak_memory_mib(lambda: F.scaled_dot_product_attention(q, k, v)),
-                  "clustered": peak_memory_mib(lambda: core(q, k, v))}
+        memory = {kind: peak_memory(q, k, v, kind, args) for kind in ("softmax", "clustered")}
         medians = alternate({
             "softmax": lambda: F.scaled_dot_product_attention(q, k, v),
             "clustered": lambda: core(q, k, v),
             "hash_and_cluster": lambda: core.cluster(q[:, :, 1:]),
         }, args.repeats)
     rel = lambda a: ((a - exact).norm() / exact.norm()).item()  # noqa: E731
+    sweep = []  # what the bucket width trades: clusters against error (no timing)
+    with torch.no_grad():
+        for width in (1.0, 2.0, 4.0, 8.0, 16.0):
+            other = ClusteredCore(q.shape[-1], n_hashes=args.n_hashes, bucket_width=width, seed=0)
+            sweep.append({"bucket_width": width, "relative_error": rel(other(q, k, v)),
+                          "clusters_mean": other.cluster(q[:, :, 1:]).num_clusters.float().mean().item()})
     return {
         "tokens": q.shape[2], "grid": list(size), "heads": q.shape[1], "head_dim": q.shape[3],
         "median_s": medians,
@@ -123,7 +151,37 @@ def layer_benchmark(model, side, args) -> dict:
         "relative_error": rel(approx),
         "relative_error_one_cluster": rel(single),
         "peak_rss_increase_mib": memory,
+        "bucket_width_sweep": sweep,
     }
+
+
+def time_breakdown(model, x) -> dict:
+    """Share of one profiled forward spent hashing + clustering, in SDPA, in linear layers."""
+    from torch.profiler import profile, record_function
+
+    cores = [m for m in model.modules() if isinstance(m, ClusteredCore)]
+    originals = [core.cluster for core in cores]
+
+    def timed(cluster):
+        def wrapper(q_img):
+            with record_function("hash_and_cluster"):
+                return cluster(q_img)
+        return wrapper
+
+    for core, cluster in zip(cores, originals):
+        core.cluster = timed(cluster)
+    try:
+        with torch.no_grad(), profile() as prof:
+            model(x)
+    finally:
+        for core in cores:
+            del core.cluster  # back to the class's method
+    events = {e.key: e for e in prof.key_averages()}
+    total = sum(e.self_cpu_time_total for e in events.values())
+    share = lambda key: events[key].cpu_time_total / total if key in events else 0.0  # noqa: E731
+    return {"hash_and_cluster": share("hash_and_cluster"),
+            "sdpa": share("aten::_scaled_dot_product_flash_attention_for_cpu"),
+            "linear": share("aten::addmm")}
 
 
 def model_benchmark(side, args) -> dict:
@@ -137,8 +195,6 @@ def model_benchmark(side, args) -> dict:
     x = sample_photos(side)[:1]
     with torch.no_grad(), ccoat.record_clusters(clustered) as records:
         clustered(x)
-        memory = {"softmax": peak_memory_mib(lambda: F.scaled_dot_product_attention(q, k, v)),
-                  "clustered": peak_memory_mib(lambda: core(q, k, v))}
         medians = alternate({"softmax": lambda: softmax(x), "clustered": lambda: clustered(x),
                              "factorized": lambda: factorized(x)}, args.model_repeats)
     return {
@@ -148,6 +204,7 @@ def model_benchmark(side, args) -> dict:
         "clusters_mean_per_block": {name: r["num_clusters"].float().mean().item()
                                     for name, r in records.items()},
         "tokens_per_block": {name: r["ids"].shape[-1] for name, r in records.items()},
+        "clustered_time_shares": time_breakdown(clustered, x),
     }
 
 
@@ -161,8 +218,13 @@ def main() -> None:
     parser.add_argument("--sides", type=int, nargs="+", default=[224, 448])
     parser.add_argument("--model-side", type=int, default=448)
     parser.add_argument("--out", default="results/bench_clustered_attention.json")
+    parser.add_argument("--memory-child", nargs=2, metavar=("QKV_PATH", "KIND"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.memory_child:
+        memory_child(*args.memory_child, args.n_hashes, args.bucket_width)
+        return
 
     torch.manual_seed(0)
     model = ccoat.create_model("coat_lite_tiny").eval()  # random init: no weights offline

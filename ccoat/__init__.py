@@ -17,6 +17,7 @@ import warnings
 # on every page of the book; only that message is silenced.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
+from . import cost  # ccoat.cost.macs(...) is part of the public interface (API.md)
 from .attention import ATTENTION_KINDS
 from .clustering import record_clusters
 from .convert import convert_attention

@@ -8,9 +8,13 @@ with the augmentation and normalisation that suit it:
   smoke runs and tests).
 - ``cifar10`` / ``cifar100``: torchvision's datasets (downloaded where the network allows), or an
   ImageFolder copy with ``train/`` and ``test/`` (or ``val/``) under the data root.
-- a path to an ImageFolder tree with ``train/`` and ``val/`` (or ``test/``), e.g. Imagenette.
+- ``imagenette``: ten easy ImageNet classes; an ImageFolder copy at ``<root>/imagenette``, or
+  torchvision's ``Imagenette`` (downloaded where the network allows);
+- a path to an ImageFolder tree with ``train/`` and ``val/`` (or ``test/``).
 
-The data root is ``data_dir`` or the environment variable ``CCOAT_DATA``. Bad data fails early
+The data root is ``data_dir``, else the environment variable ``CCOAT_DATA``, else the folder
+``shared/data`` beside the checkout when it exists (where this project's machines keep their
+offline copies of CIFAR-10 and Imagenette). Bad data fails early
 and says what is wrong: a missing dataset names the places searched and how to get the data; a
 corrupt image names its file; an empty class folder or val classes unknown to train are named.
 """
@@ -28,6 +32,8 @@ from torchvision import datasets as tvd
 from torchvision import transforms as T
 
 DATA_ENV = "CCOAT_DATA"
+# This project's machines keep offline data beside the checkout, at ../shared/data.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Per-channel statistics of the training images.
 STATS = {
@@ -60,9 +66,11 @@ class DataInfo:
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """``data_dir`` if given, else ``$CCOAT_DATA``, else None."""
+    """``data_dir`` if given, else ``$CCOAT_DATA``, else ``SHARED_DATA`` if it exists, else None."""
     root = data_dir or os.environ.get(DATA_ENV)
-    return Path(root).expanduser() if root else None
+    if root:
+        return Path(root).expanduser()
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +301,31 @@ def _build_datasets(data, root, img_size, randaugment, download):
                         len(train), len(val))
         return train, val, info
 
+    if data == "imagenette":
+        size = img_size or 224
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        train_tf = build_transforms(size, mean, std, True, randaugment=randaugment)
+        val_tf = build_transforms(size, mean, std, False)
+        local = root / "imagenette" if root is not None else None
+        if local is not None and local.is_dir() and find_splits(local):
+            train, val, source = _image_folder_splits(local, train_tf, val_tf)
+            classes = list(train.classes)
+        else:
+            tv_root = root if root is not None else Path.home() / ".cache" / "ccoat" / "data"
+            try:
+                train = tvd.Imagenette(str(tv_root), "train", "320px", download=download, transform=train_tf)
+                val = tvd.Imagenette(str(tv_root), "val", "320px", download=download, transform=val_tf)
+            except (RuntimeError, OSError) as error:
+                raise DatasetNotFoundError(
+                    f"dataset 'imagenette' not found; looked in: {local} (ImageFolder with train/ "
+                    f"and val/); {tv_root} (torchvision's Imagenette). How to get it: on a machine "
+                    "with internet access torchvision downloads it (download=True); offline, put an "
+                    f"ImageFolder copy at DATA_ROOT/imagenette and pass --data-dir DATA_ROOT or set "
+                    f"{DATA_ENV}. ({type(error).__name__}: {error})") from error
+            source, classes = str(Path(tv_root) / "imagenette2-320"), list(train.wnids)
+        info = DataInfo("imagenette", source, 10, size, classes, mean, std, len(train), len(val))
+        return train, val, info
+
     # A path to an ImageFolder tree (absolute, relative, or relative to the data root).
     path = Path(data).expanduser()
     tried = [path] + ([root / data] if root is not None and not path.is_absolute() else [])
@@ -307,7 +340,8 @@ def _build_datasets(data, root, img_size, randaugment, download):
                             mean, std, len(train), len(val))
             return train, val, info
     raise DatasetNotFoundError(
-        f"--data {data!r} is neither 'digits', 'cifar10', 'cifar100' nor an ImageFolder tree; "
+        f"--data {data!r} is neither 'digits', 'cifar10', 'cifar100', 'imagenette' nor an "
+        "ImageFolder tree; "
         "looked for train/ and val/ (or test/) in: " + "; ".join(str(p) for p in tried)
         + ". How to get data: 'digits' needs nothing; for your own images make "
         "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"

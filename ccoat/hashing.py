@@ -31,14 +31,15 @@ import torch.nn as nn
 
 # Bucket width used when none is given, chosen by measurement (ACT used r = 8 on DETR's
 # queries). CoaT-Lite's queries at initialisation have a per-channel std of about
-# 0.02 * sqrt(dim) (the 0.02-std qkv weights on LayerNorm'd tokens): ~0.16 in stage 1, a head
-# norm of ~0.44 for C_head = 8. With 32 hashes a pair collides only when it is much closer than
-# r, so r must be large against the query spread. On sample photos through a random-init
-# CoaT-Lite-Tiny stage 1 (56x56 tokens, benchmarks/bench_clustered_attention.py), r = 2, 4, 8
-# gave about 680, 210 and 60 clusters per head, with relative output errors of 1.4%, 2.3% and
-# 2.7% against exact softmax attention (one cluster for all: 8%): r = 4 is the knee, a tenth of
-# the tokens for most of the accuracy of many more clusters. Training changes the query norm,
-# and r must follow it (notebook 03 shows the trade-off).
+# 0.02 * sqrt(dim) (0.02-std qkv weights on LayerNorm'd tokens): ~0.16 in stage 1, a norm of
+# ~0.45 per head of 8 channels. With 32 hashes a pair shares a cluster only when it is much
+# closer than r (p(c/r)^32, notebook 02), so r must be large against the query spread. On the
+# sample photos through a random-init CoaT-Lite-Tiny stage 1 (notebook 03 and
+# benchmarks/bench_clustered_attention.py, numbers in benchmarks/README.md), r = 4 forms
+# clusters for a few percent of the tokens at an error well below a single cluster's; halving r
+# about halves the error but multiplies the clusters (and the attention cost) about four-fold,
+# doubling it leaves a few dozen clusters, too few to follow the image. Training changes the
+# query norm, and r must follow it.
 DEFAULT_BUCKET_WIDTH = 4.0
 DEFAULT_N_HASHES = 32
 

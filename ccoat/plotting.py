@@ -25,3 +25,9 @@ def set_theme() -> None:
         "axes.spines.right": False,
         "legend.frameon": False,
     })
+
+
+def block_label(name: str) -> str:
+    """``"stages.0.blocks.1"`` -> ``"s1.b2"``: stages and blocks counted from 1, as in the text."""
+    parts = name.split(".")
+    return f"s{int(parts[1]) + 1}.b{int(parts[3]) + 1}"

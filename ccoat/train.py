@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from . import data as cdata
-from .profile import get_profile
+from .profile import choose, get_profile
 from .provenance import provenance
 from .registry import create_model
 
@@ -531,6 +532,33 @@ def _dataset_label(info: cdata.DataInfo) -> str:
             return f"{'CIFAR-10' if info.name == 'cifar10' else 'CIFAR-100'} (JPEG copy) at {info.source}"
         return f"{info.name} (ImageFolder copy) at {info.source}"
     return f"{info.name} at {info.source}"
+
+
+def imagenette_recipe(profile: str | None = None) -> dict:
+    """The book's Imagenette run: CoaT-Lite Tiny, factorized attention, sized by the profile.
+
+    smoke: a few updates at 64 px; cpu: 4 epochs at 64 px (minutes on 2 cores); gpu: 30 epochs
+    at 224 px.
+    """
+    profile = profile or get_profile()
+    return dict(model="coat_lite_tiny", data="imagenette", img_size=choose(smoke=64, cpu=64, gpu=224, profile=profile),
+                epochs=choose(smoke=1, cpu=4, gpu=30, profile=profile), batch_size=64, lr=2e-3,
+                warmup_epochs=0.5, train_subset=choose(smoke=256, cpu=None, gpu=None, profile=profile),
+                val_subset=choose(smoke=128, cpu=None, gpu=None, profile=profile),
+                steps_per_epoch=choose(smoke=3, cpu=None, gpu=None, profile=profile),
+                num_workers=2, seed=0, progress=False)
+
+
+def fit_cached(config: TrainConfig | dict, cache_dir: str | os.PathLike | None = None) -> TrainRun:
+    """:func:`fit`, run once per recipe: the checkpoint is kept under ``cache_dir`` (default
+    ``~/.cache/ccoat/runs``) in a folder named by a hash of the recipe, and a later call with the
+    same recipe resumes from it, finding nothing left to train. Notebooks that need the same
+    trained model share it this way and each still runs on its own."""
+    config = dataclasses.asdict(config) if isinstance(config, TrainConfig) else dict(config)
+    config.pop("out", None), config.pop("resume", None)
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "ccoat" / "runs"
+    return fit(dict(config, out=str(root / key), resume=True))
 
 
 def train(config: TrainConfig | dict) -> list[dict]:

@@ -343,3 +343,14 @@ def test_block_qkv_gives_what_the_block_computes(stage, block):
         torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="expected stage in 0..3"):
         ccoat.clustering.block_qkv(model, x, 4, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("redraw", [False, True])
+def test_cuda_equals_cpu(redraw):
+    q, k, v = _qkv(N=1 + 256)
+    cpu = ClusteredCore(8, n_hashes=16, bucket_width=1.0, max_clusters=40, redraw=redraw, seed=0)
+    gpu = ClusteredCore(8, n_hashes=16, bucket_width=1.0, max_clusters=40, redraw=redraw, seed=0).cuda()
+    expected = cpu(q, k, v)
+    got = gpu(q.cuda(), k.cuda(), v.cuda())
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-5, rtol=1e-4)

@@ -102,3 +102,29 @@ def test_subset_is_fixed_by_seed():
     a, b = cdata.subset(train, 50, seed=1), cdata.subset(train, 50, seed=1)
     assert a.indices == b.indices and len(a) == 50
     assert cdata.subset(train, None) is train
+
+
+def test_imagenette_reads_the_imagefolder_copy_under_the_data_root():
+    train, val, info = cdata.build_datasets("imagenette", data_dir=SHARED_CIFAR, img_size=64)
+    assert (info.n_train, info.n_val, info.num_classes) == (9469, 3925, 10)
+    assert info.classes[0] == "n01440764"  # tench: the folders are ImageNet wnids, sorted
+    image, label = val[0]
+    assert image.shape == (3, 64, 64) and label == 0
+
+
+def test_missing_imagenette_says_where_it_looked_and_how_to_get_it(tmp_path):
+    with pytest.raises(cdata.DatasetNotFoundError) as error:
+        cdata.build_datasets("imagenette", data_dir=tmp_path, download=False)
+    message = str(error.value)
+    assert str(tmp_path / "imagenette") in message and "download" in message and "CCOAT_DATA" in message
+
+
+def test_data_root_prefers_argument_then_environment_then_shared_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv(cdata.DATA_ENV, str(tmp_path / "env"))
+    assert cdata.data_root(tmp_path / "arg") == tmp_path / "arg"
+    assert cdata.data_root() == tmp_path / "env"
+    monkeypatch.delenv(cdata.DATA_ENV)
+    monkeypatch.setattr(cdata, "SHARED_DATA", tmp_path)
+    assert cdata.data_root() == tmp_path
+    monkeypatch.setattr(cdata, "SHARED_DATA", tmp_path / "absent")
+    assert cdata.data_root() is None

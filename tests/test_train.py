@@ -186,3 +186,24 @@ def test_evaluate_reports_clusters_for_clustered_models_only():
     assert list(per_stage) == ["stage1", "stage2", "stage3", "stage4"]
     tokens = [16 * 16, 8 * 8, 4 * 4, 2 * 2]  # image tokens per stage at 32 px
     assert all(1 <= per_stage[s] <= n for s, n in zip(per_stage, tokens))
+
+
+def test_fit_cached_trains_once_then_loads(tmp_path, monkeypatch):
+    recipe = dict(model="coat_lite_tiny_cifar", data="digits", epochs=1, batch_size=32,
+                  steps_per_epoch=2, val_subset=32, num_workers=0, progress=False, seed=0)
+    first = ctrain.fit_cached(recipe, cache_dir=tmp_path)
+    calls = []
+    monkeypatch.setattr(ctrain, "train_step", lambda *a, **k: calls.append(1) or 0.0)
+    again = ctrain.fit_cached(recipe, cache_dir=tmp_path)
+    assert not calls, "a finished cached run trained again"
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), again.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    other = dict(recipe, seed=1)  # another recipe, another folder
+    ctrain.fit_cached(other, cache_dir=tmp_path)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+def test_imagenette_recipe_is_sized_by_profile():
+    smoke, cpu, gpu = (ctrain.imagenette_recipe(p) for p in ("smoke", "cpu", "gpu"))
+    assert smoke["steps_per_epoch"] and cpu["steps_per_epoch"] is None
+    assert (cpu["img_size"], gpu["img_size"]) == (64, 224) and gpu["epochs"] > cpu["epochs"]

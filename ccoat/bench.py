@@ -1,0 +1,344 @@
+"""``python -m ccoat.bench``: the cost sweep behind the book's "Cost audit" chapter.
+
+For every model size × attention kind × input resolution × batch size it records MACs and other
+operations (:func:`ccoat.cost.audit`), parameters, peak memory and throughput (forward, and
+forward + backward), and writes
+
+- ``results/<name>.csv``: one row per configuration;
+- ``results/<name>_components.csv``: one row per configuration × component × stage;
+- ``results/<name>.json``: both tables plus the provenance record (command, git commit, torch,
+  device, threads, profile, date) and the sweep's settings.
+
+The sweep's size follows the run profile (``CCOAT_PROFILE``; every setting can be overridden):
+
+- ``smoke``: CoaT-Lite Tiny at 224, batch 1, every kind, one timed forward pass (under a minute
+  on CPU);
+- ``cpu``: Tiny at 224 to 1024 px, batch 1, every kind, median of 3 after one warm-up;
+- ``gpu``: all four sizes at 224 to 1024 px, batches 1 and 32, median of 10 after 3 warm-ups.
+
+The kinds of one configuration share one set of weights and are timed **interleaved** (one pass
+of each kind in turn, repeated), so a change in machine load hits all kinds alike. A pass that
+would take too long (estimated from the same kind at the previous resolution, scaled by the
+analytic cost) or need too much memory is skipped, and the row says why: exact softmax attention
+at 1024 px has 65,537 tokens in stage 1.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from . import cost
+from .attention import ATTENTION_KINDS
+from .profile import choose, get_profile
+from .provenance import provenance
+from .registry import create_model
+
+RESULTS_DIR = Path("results")
+SIZES = ("tiny", "mini", "small", "medium")
+
+
+def default_settings(profile: str | None = None) -> dict:
+    """The sweep of a run profile."""
+    profile = profile or get_profile()
+    resolutions = [224, 320, 448, 640, 768, 1024]
+    return {
+        "models": choose(smoke=["coat_lite_tiny"], cpu=["coat_lite_tiny"],
+                         gpu=[f"coat_lite_{s}" for s in SIZES], profile=profile),
+        "kinds": list(available_kinds()),
+        "resolutions": choose(smoke=[224], cpu=resolutions, gpu=resolutions, profile=profile),
+        "batch_sizes": choose(smoke=[1], cpu=[1], gpu=[1, 32], profile=profile),
+        "repeats": choose(smoke=1, cpu=3, gpu=10, profile=profile),
+        "warmup": choose(smoke=0, cpu=1, gpu=3, profile=profile),
+        "max_seconds": choose(smoke=10.0, cpu=30.0, gpu=30.0, profile=profile),
+        "train": choose(smoke=False, cpu=True, gpu=True, profile=profile),
+        "device": "cuda" if profile == "gpu" and torch.cuda.is_available() else "cpu",
+        "name": f"cost_{profile}",
+    }
+
+
+def available_kinds() -> tuple[str, ...]:
+    """Every attention kind whose core can be built here (the clustered kinds need
+    :mod:`ccoat.clustering`)."""
+    from .attention import make_core
+
+    kinds = []
+    for kind in ATTENTION_KINDS:
+        try:
+            make_core(kind, head_dim=8)
+        except ImportError:
+            continue
+        kinds.append(kind)
+    return tuple(kinds)
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+class _Guard:
+    """Predicts a pass's time and memory from the same kind's last measured point, scaled by the
+    analytic cost (MACs + other operations), and says why a pass should be skipped."""
+
+    def __init__(self, max_seconds: float, device: torch.device):
+        self.max_seconds = max_seconds
+        self.device = device
+        self.last: dict = {}  # (model, kind, batch, mode) -> (work, seconds, bytes)
+
+    def reason(self, key, work: float) -> str | None:
+        if key not in self.last:
+            return None
+        prev_work, prev_s, prev_bytes = self.last[key]
+        scale = work / prev_work
+        if prev_s is not None and prev_s * scale > self.max_seconds:
+            return (f"estimated {prev_s * scale:.0f} s per pass (measured {prev_s:.2f} s at the "
+                    f"previous size x {scale:.1f} analytic cost) exceeds {self.max_seconds:.0f} s")
+        budget = 0.5 * _available_bytes(self.device)
+        if prev_bytes is not None and prev_bytes * scale > budget:
+            return (f"estimated peak memory {prev_bytes * scale / 2**30:.1f} GiB exceeds half of "
+                    f"the {2 * budget / 2**30:.1f} GiB available")
+        return None
+
+    def record(self, key, work, seconds, nbytes):
+        self.last[key] = (work, seconds, nbytes)
+
+
+def build_models(model_name: str, kinds, device) -> dict:
+    """One model per attention kind, all with the same weights (one state dict loads into every
+    kind; a clustered core's own hashing buffers keep their seeded values)."""
+    torch.manual_seed(0)
+    reference = create_model(model_name, attention="factorized")
+    models = {}
+    for kind in kinds:
+        model = create_model(model_name, attention=kind)
+        model.load_state_dict(reference.state_dict(), strict=False)
+        models[kind] = model.to(device).eval()
+    return models
+
+
+def _measure_config(model_name, models, img_size, batch_size, settings, guard, bar):
+    """All kinds of one (model, size, batch): costs, memory, then interleaved timings."""
+    device = torch.device(settings["device"])
+    kinds = list(models)
+    images = cost.example_images(img_size, batch_size).to(device)
+    rows, components = {}, []
+    for kind, model in models.items():
+        table = cost.audit(model, img_size, batch_size, images=images)
+        work = float(table["macs"].sum() + table["ops"].sum())
+        H, W = cost.check_input(model, img_size, batch_size)
+        shapes = cost.stage_shapes(model, img_size)
+        row = {
+            "model": model_name, "kind": kind, "img_size": img_size, "batch_size": batch_size,
+            "tokens_stage1": shapes[0].tokens, "params": int(table["params"].sum()),
+            "macs": int(table["macs"].sum()), "ops": float(table["ops"].sum()),
+            "attention_macs": int(table.loc[table.component.isin(
+                ("attention", *cost.CLUSTERING_COMPONENTS)), "macs"].sum()),
+            "clusters_per_row_stage1": _clusters_per_row(table),
+        }
+        for mode in ("fwd", "train"):
+            key = (model_name, kind, batch_size, mode)
+            reason = guard.reason(key, work) if mode == "fwd" or settings["train"] else \
+                "not asked for (--no-train)"
+            row[f"peak_mem_{mode}_bytes"], row[f"{mode}_s"], row[f"{mode}_img_s"] = None, None, None
+            row[f"{mode}_repeats"], row[f"{mode}_skipped"] = 0, reason
+            if reason is None:
+                mem = cost.peak_memory(model, img_size, batch_size, train=mode == "train",
+                                       images=images)
+                row[f"peak_mem_{mode}_bytes"] = mem["bytes"]
+                row["memory_method"] = mem["method"]
+        for _, r in table.iterrows():
+            components.append({"model": model_name, "kind": kind, "img_size": img_size,
+                               "batch_size": batch_size, **r.to_dict()})
+        rows[kind] = (row, work)
+        bar.update(1)
+
+    # Interleaved timing: warm-up of every kind, then one pass of each kind per repeat.
+    for mode in ("fwd", "train") if settings["train"] else ("fwd",):
+        timed = [k for k in kinds if rows[k][0][f"{mode}_skipped"] is None]
+        times = {k: [] for k in timed}
+        for i in range(settings["warmup"] + settings["repeats"]):
+            for kind in timed:
+                t = cost.throughput(models[kind], img_size, batch_size, train=mode == "train",
+                                    repeats=1, warmup=0, images=images)["median_s"]
+                if i >= settings["warmup"]:
+                    times[kind].append(t)
+        for kind in timed:
+            row, work = rows[kind]
+            median = statistics.median(times[kind])
+            row[f"{mode}_s"], row[f"{mode}_img_s"] = median, batch_size / median
+            row[f"{mode}_repeats"] = len(times[kind])
+            guard.record((model_name, kind, batch_size, mode), work, median,
+                         row[f"peak_mem_{mode}_bytes"])
+    return [rows[k][0] for k in kinds], components
+
+
+def _clusters_per_row(table) -> float | None:
+    """Mean clusters per (sample, head) row in stage 1's blocks; None without clustering."""
+    counts = table.attrs.get("clusters")
+    stage1 = [v.per_row for (stage, _), v in (counts or {}).items() if stage == "stage1"]
+    return sum(stage1) / len(stage1) if stage1 else None
+
+
+def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str | None = None,
+        progress: bool = True) -> dict:
+    """Run a sweep and write its CSV and JSON files; return the JSON record."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(settings["device"])
+    # The record is taken before the sweep: the code that ran is the code at its start.
+    record_of_run = provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
+                               device=device, command=command, settings=settings)
+    models = {name: build_models(name, settings["kinds"], device) for name in settings["models"]}
+    for kinds in models.values():
+        for img_size in settings["resolutions"]:
+            for batch_size in settings["batch_sizes"]:  # bad settings fail before the sweep
+                cost.check_input(next(iter(kinds.values())), img_size, batch_size)
+    guard = _Guard(settings["max_seconds"], device)
+    rows, components = [], []
+    total = (len(settings["models"]) * len(settings["batch_sizes"]) * len(settings["resolutions"])
+             * len(settings["kinds"]))
+    with tqdm(total=total, desc="cost sweep", disable=not progress) as bar:
+        for model_name in settings["models"]:
+            for batch_size in settings["batch_sizes"]:
+                for img_size in sorted(settings["resolutions"]):
+                    bar.set_postfix(model=model_name, size=img_size, batch=batch_size)
+                    r, c = _measure_config(model_name, models[model_name], img_size, batch_size,
+                                           settings, guard, bar)
+                    rows += r
+                    components += c
+    record = {
+        "provenance": record_of_run,
+        "rows": rows,
+        "components": components,
+    }
+    write(record, out_dir, settings["name"])
+    return record
+
+
+def write(record: dict, out_dir, name: str) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    for suffix, table in (("", record["rows"]), ("_components", record["components"])):
+        fields = list(dict.fromkeys(k for row in table for k in row))
+        with open(out / f"{name}{suffix}.csv", "w", newline="") as f:
+            f.write(f"# {json.dumps(record['provenance'], default=str)}\n")
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(table)
+
+
+def load(path: str | os.PathLike):
+    """A sweep's JSON file -> ``(rows, components, provenance)``; the tables as DataFrames."""
+    import pandas as pd
+
+    record = json.loads(Path(path).read_text())
+    return pd.DataFrame(record["rows"]), pd.DataFrame(record["components"]), record["provenance"]
+
+
+def crossover(rows, kind: str = "clustered", reference: str = "softmax", metric: str = "fwd_s",
+              model: str | None = None, batch_size: int = 1):
+    """The smallest resolution from which ``kind`` is faster (lower ``metric``) than
+    ``reference`` at every larger resolution where both were measured; None if it never is.
+    Returns ``(resolution, table)`` with the two kinds' values side by side."""
+    sel = rows[(rows.batch_size == batch_size) & rows.kind.isin([kind, reference])]
+    if model is not None:
+        sel = sel[sel.model == model]
+    table = sel.pivot_table(index="img_size", columns="kind", values=metric).dropna()
+    if kind not in table or reference not in table:
+        return None, table
+    wins = (table[kind] < table[reference]).to_numpy()
+    for i in range(len(wins)):
+        if wins[i:].all():
+            return int(table.index[i]), table
+    return None, table
+
+
+def plot_sweep(rows, metric: str = "fwd_s", ax=None, model: str | None = None,
+               batch_size: int = 1, logy: bool = True, label: str | None = None):
+    """One line per attention kind: ``metric`` against input resolution."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import KIND_COLORS
+
+    ax = ax or plt.gca()
+    sel = rows[rows.batch_size == batch_size]
+    if model is not None:
+        sel = sel[sel.model == model]
+    for kind, group in sel.groupby("kind", sort=False):
+        group = group.dropna(subset=[metric]).sort_values("img_size")
+        ax.plot(group.img_size, group[metric], marker="o", label=kind,
+                color=KIND_COLORS.get(kind))
+    labels = {"fwd_s": "forward time (s)", "train_s": "forward + backward time (s)",
+              "macs": "MACs", "ops": "other operations", "fwd_img_s": "forward images/s",
+              "train_img_s": "training images/s", "peak_mem_fwd_bytes": "peak memory, forward (bytes)",
+              "peak_mem_train_bytes": "peak memory, training (bytes)"}
+    ax.set_xlabel("input resolution (px)")
+    ax.set_ylabel(label or labels.get(metric, metric))
+    if logy:
+        ax.set_yscale("log")
+    ax.legend()
+    return ax
+
+
+def _parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ccoat.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--profile", choices=("smoke", "cpu", "gpu"),
+                   help="sweep size (default: CCOAT_PROFILE, else from the hardware)")
+    p.add_argument("--models", nargs="+", help="model names, e.g. coat_lite_tiny")
+    p.add_argument("--kinds", nargs="+", choices=ATTENTION_KINDS)
+    p.add_argument("--resolutions", nargs="+", type=int)
+    p.add_argument("--batch-sizes", nargs="+", type=int)
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--max-seconds", type=float, help="skip passes estimated to take longer")
+    p.add_argument("--no-train", dest="train", action="store_false", default=None,
+                   help="time forward passes only")
+    p.add_argument("--device")
+    p.add_argument("--name", help="file stem under --out (default cost_<profile>)")
+    p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    if args.profile:
+        os.environ["CCOAT_PROFILE"] = args.profile
+    settings = default_settings(args.profile)
+    for key in ("models", "kinds", "resolutions", "batch_sizes", "repeats", "warmup",
+                "max_seconds", "train", "device", "name"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    if min(settings["batch_sizes"]) < 1:
+        raise SystemExit(f"batch sizes must be >= 1, got {settings['batch_sizes']}")
+    try:
+        command = "python -m ccoat.bench " + " ".join(shlex.quote(a) for a in
+                                                      (sys.argv[1:] if argv is None else argv))
+        record = run(settings, args.out, command=command.strip(), progress=not args.no_progress)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    n_skipped = sum(1 for r in record["rows"] for m in ("fwd", "train") if r.get(f"{m}_skipped"))
+    print(f"wrote {Path(args.out) / settings['name']}.csv, _components.csv and .json "
+          f"({len(record['rows'])} configurations, {n_skipped} passes skipped)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,811 @@
+"""The cost audit: what every component of a CoaT-Lite forward pass costs.
+
+The seed paper claims that clustering the queries makes CoaT lighter, and reports no numbers.
+This module measures, for one forward pass of a ccoat model, per **component** and per
+**stage**:
+
+- **MACs** (multiply-accumulates) of the matrix products and convolutions, *counted* by torch's
+  :class:`~torch.utils.flop_counter.FlopCounterMode` with its module breakdown, and *derived* by
+  the closed forms of :func:`analytic_costs` (the two agree; the tests check it);
+- **other operations**: the elementwise, reduction, sorting and gathering work that a MAC count
+  does not see (softmax, LayerNorm, GELU, residual adds, and for the clustered kinds the
+  hashing's floor, the sort, the scatter-mean and the broadcast), by documented analytic counts;
+- **parameters** per component (:func:`parameters`);
+- **peak memory** (:func:`peak_memory`) and **throughput** (:func:`throughput`).
+
+Components
+----------
+``patch_embed`` (strided conv of each stage), ``cpe`` (conv position encoding), ``norm`` (every
+LayerNorm), ``qkv``, ``hashing`` / ``clustering`` / ``prototypes`` / ``broadcast`` (the
+clustered kinds' extra steps), ``attention`` (the attention core proper: ``q @ (softmax(k)ᵀ v)``,
+``softmax(q kᵀ) v``, or the same with prototypes in place of the queries), ``crpe`` (conv
+relative position encoding ``q ⊙ DWConv(v)``), ``proj`` (output projection), ``mlp``,
+``residual`` (the two residual adds of each block) and ``head``; :func:`component_times` adds
+``other`` for the time no named module covers.
+
+Conventions
+-----------
+**MACs.** One MAC is one multiply-accumulate. A matrix product ``(m×k) @ (k×n)`` is ``m·k·n``
+MACs; a convolution is ``output elements × C_in/groups × k_h × k_w`` MACs. This is what timm
+publishes as "GMACs" and half of what ``FlopCounterMode`` reports as FLOPs (it counts a
+multiply-accumulate as two FLOPs); :func:`counted_macs` halves it. Bias adds are not MACs.
+Attention through ``scaled_dot_product_attention`` counts its two products, ``2·N_q·N_k·C``.
+
+**Other operations** (analytic only; ``FlopCounterMode`` does not count them), per element:
+
+============================  ==================================================================
+bias add, residual add         1
+scale by a constant            1
+Hadamard product (CRPE)        1, and 1 for adding it to the core's output
+softmax                        5 (max, subtract, exp, sum, divide)
+LayerNorm                      7 (mean: add; centre: subtract; variance: multiply, add;
+                               normalise: multiply; affine: multiply, add)
+GELU (erf form)                5 (scale, erf, add, multiply, multiply)
+hashing                        3 per code (add ``b``, divide by ``r``, floor)
+clustering                     4 per code (its range, shift, multiply-add into the query's
+                               key), ``⌈log₂ M⌉`` comparisons per query for the sort of all
+                               ``M`` keys, 6 per query for ranks, ids and counts; with a cap,
+                               the merge's prototypes, sort of cluster sizes, and nearest-kept
+                               search (its ``cdist`` is MACs)
+prototypes (scatter-mean)      1 per query element accumulated, 1 per query counted,
+                               1 per prototype element divided
+broadcast (gather)             1 per output element copied
+============================  ==================================================================
+
+A transcendental (exp, erf) counts as one operation, like an add: the count says how much
+*elementwise traffic* a step makes, which is what decides its wall-clock on real hardware, not
+how many cycles one element takes. Data movement other than the broadcast (reshapes, the class
+token's concatenation, padding) is not counted.
+
+Peak memory
+-----------
+On CUDA: the caching allocator's ``max_memory_allocated`` during the pass minus what was
+allocated before it (weights and the input batch are excluded). On CPU: the same quantity
+measured by :class:`LiveTensorMemory`, a ``TorchDispatchMode`` that adds up the bytes of every
+tensor storage an operator creates and subtracts them when the storage is freed, and keeps the
+maximum. It sees every tensor the operators allocate, but not a kernel's private scratch memory
+nor the allocator's rounding; on CUDA the two methods agree to within that.
+
+Clustered kinds
+---------------
+The cost of the clustered kinds depends on the data: the number of clusters a query row forms is
+adaptive. :func:`counted_macs` therefore runs a real forward pass for them (on ``images``, by
+default two photos shipped with scikit-learn, resized), reads what each block formed through
+``ccoat.clustering.record_clusters`` (:func:`cluster_counts`), and :func:`analytic_costs` takes
+those counts as input. The cores pad every query row to the largest row's number of clusters
+and compute on the padding too, so the padded width is what the MACs follow. Kinds without
+clustering are counted on the ``meta`` device: no memory, no arithmetic.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import re
+import statistics
+import time
+import weakref
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+COMPONENTS = ("patch_embed", "cpe", "norm", "qkv", "hashing", "clustering", "prototypes",
+              "attention", "broadcast", "crpe", "proj", "mlp", "residual", "head", "other")
+CLUSTERING_COMPONENTS = ("hashing", "clustering", "prototypes", "broadcast")
+CLUSTERED_KINDS = ("clustered", "clustered_factorized")
+STAGES = ("stage1", "stage2", "stage3", "stage4", "head")
+
+# Analytic operation counts per element (see the module docstring).
+OPS_LAYERNORM = 7
+OPS_SOFTMAX = 5
+OPS_GELU = 5
+OPS_HASH_PER_CODE = 3  # add b, divide by r, floor
+OPS_PACK_PER_CODE = 4  # range of the code (aminmax), shift, multiply-add into the key
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes and bad input
+
+
+def _as_hw(img_size) -> tuple[int, int]:
+    if isinstance(img_size, int) and not isinstance(img_size, bool):
+        return img_size, img_size
+    if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and all(
+            isinstance(s, int) and not isinstance(s, bool) for s in img_size):
+        return int(img_size[0]), int(img_size[1])
+    raise ValueError(f"img_size must be an int or a pair (H, W) of ints, got {img_size!r}")
+
+
+def check_input(model: nn.Module, img_size=224, batch_size: int = 1) -> tuple[int, int]:
+    """Return ``(H, W)``; raise ``ValueError`` saying what was expected for a size the model
+    cannot take or a batch size below 1."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    H, W = _as_hw(img_size)
+    stride = model.config.stride
+    if H < 1 or W < 1 or H % stride or W % stride:
+        raise ValueError(f"image side must be a positive multiple of {stride} for this model "
+                         f"(patch {model.config.patch_size}, then three 2x2 patch merges), "
+                         f"got {H}x{W}")
+    return H, W
+
+
+@dataclass(frozen=True)
+class StageShape:
+    """What one stage computes on: its grid, tokens and widths."""
+
+    name: str
+    grid: tuple[int, int]  # (H, W) of the stage's image tokens
+    in_chans: int
+    patch: int
+    dim: int
+    heads: int
+    depth: int
+    hidden: int  # MLP width
+    crpe_windows: dict
+    kind: str
+
+    @property
+    def image_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def tokens(self) -> int:  # class token + image tokens
+        return 1 + self.image_tokens
+
+
+def stage_shapes(model: nn.Module, img_size=224) -> list[StageShape]:
+    """The four stages of ``model`` on an ``img_size`` input."""
+    H, W = check_input(model, img_size)
+    config, kinds = model.config, model.attention_kinds
+    shapes, in_chans = [], model.in_chans
+    for i, (dim, depth, ratio) in enumerate(zip(config.embed_dims, config.depths, config.mlp_ratios)):
+        patch = config.patch_size if i == 0 else 2
+        H, W = H // patch, W // patch
+        shapes.append(StageShape(STAGES[i], (H, W), in_chans, patch, dim, config.num_heads, depth,
+                                 int(dim * ratio), dict(config.crpe_windows), kinds[i]))
+        in_chans = dim
+    return shapes
+
+
+def _clustering_options(model: nn.Module) -> tuple[list, list]:
+    """``n_hashes`` and ``max_clusters`` of each stage's clustered core (None for other kinds)."""
+    cores = [stage.blocks[0].attn.core for stage in model.stages]
+    return ([core.hasher.n_hashes if hasattr(core, "hasher") else None for core in cores],
+            [getattr(core, "max_clusters", None) for core in cores])
+
+
+def _log2(n: int) -> int:
+    """Comparisons per element of a sort of ``n`` elements: ``ceil(log2 n)``."""
+    return max(1, math.ceil(math.log2(max(n, 1))))
+
+
+def example_images(img_size=224, batch_size: int = 1) -> torch.Tensor:
+    """Real photos (scikit-learn's ``china.jpg`` and ``flower.jpg``, CC BY 2.0), resized to
+    ``img_size`` and normalised with ImageNet's statistics: ``(batch_size, 3, H, W)``.
+
+    Clustered attention forms as many clusters as its queries fall into distinct buckets, and
+    noise images have no structure to cluster; photos give a realistic count.
+    """
+    import numpy as np
+    from sklearn.datasets import load_sample_images
+
+    H, W = _as_hw(img_size)
+    photos = [torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+              for img in load_sample_images().images]
+    batch = torch.stack([photos[i % len(photos)] for i in range(batch_size)])
+    batch = nn.functional.interpolate(batch, size=(H, W), mode="bilinear", antialias=True,
+                                      align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting with FlopCounterMode
+
+# Module path inside the model -> component. Shared CPE/CRPE are named by the stage that owns
+# them; parts of a clustered core are matched by the name of the core's child module.
+_COMPONENT_RULES = [
+    (re.compile(r"^stages\.(\d)\.patch_embed\.proj$"), "patch_embed"),
+    (re.compile(r"^stages\.(\d)\.cpe\.proj$"), "cpe"),
+    (re.compile(r"^stages\.(\d)\.crpe\.convs\.\d+$"), "crpe"),
+    (re.compile(r"^stages\.(\d)\.blocks\.\d+\.attn\.qkv$"), "qkv"),
+    (re.compile(r"^stages\.(\d)\.blocks\.\d+\.attn\.proj$"), "proj"),
+    (re.compile(r"^stages\.(\d)\.blocks\.\d+\.mlp\.fc[12]$"), "mlp"),
+    (re.compile(r"^stages\.(\d)\.(?:blocks\.\d+\.norm[12]|patch_embed\.norm)$"), "norm"),
+    (re.compile(r"^head$"), "head"),
+    (re.compile(r"^norm$"), "norm"),
+]
+_CORE = re.compile(r"^stages\.(\d)\.blocks\.\d+\.attn\.core(?:\.(\w+))?")
+# Child module names of a clustered core -> component.
+CORE_CHILD_COMPONENTS = {
+    "hasher": "hashing", "hashing": "hashing", "lsh": "hashing", "e2lsh": "hashing",
+}
+
+
+def _cdist_flops(x1_shape, x2_shape, *args, out_shape=None, **kwargs) -> int:
+    """``cdist`` of ``(..., P, M)`` and ``(..., R, M)``: one ``P x M x R`` product (2 FLOPs/MAC)."""
+    return 2 * math.prod(out_shape) * x1_shape[-1]
+
+
+# Operators FlopCounterMode does not know, and which of them belong to the clustering step.
+# (cdist takes the matrix-product route, _euclidean_dist, when either side has over 25 rows.)
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._cdist_forward: _cdist_flops,
+                        torch.ops.aten._euclidean_dist: _cdist_flops}
+_CLUSTERING_OPS = {"aten._cdist_forward", "aten._euclidean_dist"}
+
+
+def _component_of(path: str) -> tuple[str, str] | None:
+    """``"stages.0.blocks.1.attn.qkv"`` -> ``("qkv", "stage1")``; None for container modules."""
+    for pattern, component in _COMPONENT_RULES:
+        match = pattern.match(path)
+        if match:
+            return component, (STAGES[int(match.group(1))] if match.groups() else "head")
+    match = _CORE.match(path)
+    if match:
+        child = match.group(2)
+        if child is None:
+            return "attention", STAGES[int(match.group(1))]
+        return CORE_CHILD_COMPONENTS.get(child, "attention"), STAGES[int(match.group(1))]
+    return None
+
+
+def _has_clustering(model: nn.Module) -> bool:
+    return any(kind in CLUSTERED_KINDS for kind in model.attention_kinds)
+
+
+def counted_macs(model: nn.Module, img_size=224, batch_size: int = 1,
+                 images: torch.Tensor | None = None) -> dict[tuple[str, str], int]:
+    """MACs per ``(component, stage)`` of one forward pass, counted by ``FlopCounterMode``.
+
+    Every FLOP the counter sees is attributed to exactly one component (the innermost module
+    that a rule names; a core's own FLOPs are ``attention``); a FLOP left over would be an error.
+    """
+    return _count(model, img_size, batch_size, images)[0]
+
+
+def _count(model, img_size, batch_size, images):
+    """``(MACs per (component, stage), clusters per (stage, block) or None)`` from one pass."""
+    check_input(model, img_size, batch_size)
+    root = type(model).__name__ + "."
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    clusters = None
+    with torch.no_grad():
+        if _has_clustering(model):  # the cost depends on the data: run it for real
+            from . import clustering
+
+            x = _images_for(model, img_size, batch_size, images)
+            with _ClusterRecorder(model) as recorder, counter:
+                model(x)
+            clusters = recorder.clusters
+        else:  # shapes only: no memory, no arithmetic
+            H, W = _as_hw(img_size)
+            meta = {name: torch.empty_like(t, device="meta")
+                    for name, t in [*model.named_parameters(), *model.named_buffers()]}
+            x = torch.empty(batch_size, model.in_chans, H, W, device="meta")
+            with counter:
+                functional_call(model, meta, (x,))
+
+    # FLOPs per module path and operator. A module's own FLOPs are its count minus that of its
+    # named children (a core's hasher); within a core, the operators of the cluster cap's
+    # merge step (cdist) are "clustering" and the rest "attention".
+    per_path = {name[len(root):]: ops for name, ops in counter.get_flop_counts().items()
+                if name.startswith(root)}
+    macs: dict[tuple[str, str], int] = defaultdict(int)
+    attributed = 0
+    for path, ops in per_path.items():
+        key = _component_of(path)
+        if key is None:
+            continue
+        own = Counter({str(op): n for op, n in ops.items()})
+        for child, child_ops in per_path.items():
+            if (child.startswith(path + ".") and child.count(".") == path.count(".") + 1
+                    and _component_of(child) is not None):
+                own.subtract({str(op): n for op, n in child_ops.items()})
+        for op, flops in own.items():
+            component = "clustering" if key[0] == "attention" and op in _CLUSTERING_OPS else key[0]
+            macs[(component, key[1])] += flops // 2
+            attributed += flops
+    total = counter.get_total_flops()
+    if attributed != total:
+        raise RuntimeError(f"FlopCounterMode saw {total} FLOPs but only {attributed} belong to a "
+                           f"known component: a module of {type(model).__name__} is not covered "
+                           "by ccoat.cost's rules")
+    return dict(macs), clusters
+
+
+def _images_for(model, img_size, batch_size, images):
+    if images is None:
+        images = example_images(img_size, batch_size)
+    if images.shape[0] != batch_size or tuple(images.shape[-2:]) != _as_hw(img_size):
+        raise ValueError(f"images must have shape ({batch_size}, {model.in_chans}, "
+                         f"{'x'.join(map(str, _as_hw(img_size)))}), got {tuple(images.shape)}")
+    device = next(model.parameters()).device
+    return images.to(device)
+
+
+@dataclass(frozen=True)
+class BlockClusters:
+    """What one block's clustering formed, over all its ``rows = B * heads`` query rows.
+
+    ``total``: clusters summed over rows; ``padded``: the width ``K`` the cores compute with
+    (every row is padded to the largest row's count), so prototype attention runs on
+    ``rows * (1 + K)`` queries (the class token is a cluster of its own). ``before_cap``: the
+    width before ``max_clusters`` merged clusters (equal to ``padded`` without a cap).
+    """
+
+    total: int
+    padded: int
+    before_cap: int
+    rows: int
+
+    @property
+    def per_row(self) -> float:
+        return self.total / self.rows
+
+
+class _ClusterRecorder:
+    """``ccoat.clustering.record_clusters`` (clusters the cores used) plus a forward hook on
+    every hasher (clusters before the cap) -> :class:`BlockClusters` per ``(stage, block)``."""
+
+    def __init__(self, model: nn.Module):
+        from . import clustering
+
+        self.model = model
+        self.record = clustering.record_clusters(model)
+        self.before_cap: dict[str, int] = {}
+        self.clusters: dict[tuple[str, int], BlockClusters] = {}
+
+    def __enter__(self):
+        self.records = self.record.__enter__()
+        self.handles = []
+        for name, module in self.model.named_modules():
+            if name.endswith(".attn.core") and hasattr(module, "hasher"):
+                block = name.removesuffix(".attn.core")
+                self.handles.append(module.hasher.register_forward_hook(
+                    lambda m, args, out, block=block: self.before_cap.__setitem__(
+                        block, out.max_clusters)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.record.__exit__(*exc)
+        for block, entry in self.records.items():
+            s, b = re.match(r"stages\.(\d)\.blocks\.(\d+)", block).groups()
+            num = entry["num_clusters"]  # (B, heads)
+            padded = num.numel() * entry["counts"].shape[-1]
+            self.clusters[(STAGES[int(s)], int(b))] = BlockClusters(
+                int(num.sum()), padded, num.numel() * self.before_cap.get(block, padded // num.numel()),
+                num.numel())
+        return False
+
+
+def cluster_counts(model: nn.Module, img_size=224, batch_size: int = 1,
+                   images: torch.Tensor | None = None) -> dict[tuple[str, int], BlockClusters]:
+    """What the clustering formed in each ``(stage, block)`` of a forward pass on ``images``."""
+    check_input(model, img_size, batch_size)
+    x = _images_for(model, img_size, batch_size, images)
+    with torch.no_grad(), _ClusterRecorder(model) as recorder:
+        model(x)
+    return recorder.clusters
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic counts
+
+
+def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
+                   clusters: dict[tuple[str, int], BlockClusters] | None = None
+                   ) -> dict[tuple[str, str], dict[str, float]]:
+    """Closed-form MACs and other operations per ``(component, stage)``.
+
+    ``clusters`` gives, for the clustered kinds, what each ``(stage, block)`` formed
+    (:func:`cluster_counts`); a block without an entry is costed as if every query were its
+    own cluster (the most a clustered core can cost).
+
+    Per block, with ``N = 1 + H·W`` tokens, width ``C``, ``h`` heads of ``c = C/h`` channels,
+    MLP width ``D``, batch ``B``: ``qkv = 3BNC²``, ``proj = BNC²``, ``mlp = 2BNCD``,
+    ``cpe = 9BHWC``, ``crpe = BHW·Σ_w h_w c w²``; the core: factorized ``2BNCc``, softmax
+    ``2BN²C``. The clustered kinds, with ``L`` hashes and ``Q = Bh(1 + K)`` queries (the class
+    token and ``K`` prototype slots per row, ``K`` the padded width): hashing ``BHWCL`` (every
+    image query against ``L`` projections), clustered ``2QNc`` (queries × keys, then × values),
+    clustered-factorized ``BNCc + Qc²`` (CoaT's context over all tokens, then the queries);
+    with a cap of ``k`` clusters below the ``K₀`` formed, the merge step's ``cdist``
+    ``Bh·K₀·k·c``.
+    """
+    check_input(model, img_size, batch_size)
+    B, clusters = batch_size, clusters or {}
+    n_hashes, max_clusters = _clustering_options(model)
+    costs: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"macs": 0.0, "ops": 0.0})
+
+    def add(component, stage, macs=0.0, ops=0.0):
+        costs[(component, stage)]["macs"] += macs
+        costs[(component, stage)]["ops"] += ops
+
+    for s, sh in enumerate(stage_shapes(model, img_size)):
+        st, N, HW, C, h, D = sh.name, sh.tokens, sh.image_tokens, sh.dim, sh.heads, sh.hidden
+        c = C // h
+        add("patch_embed", st, B * HW * C * sh.in_chans * sh.patch ** 2, B * HW * C)  # + bias
+        add("norm", st, 0, OPS_LAYERNORM * B * HW * C)  # the patch embedding's LayerNorm
+        crpe_macs = B * HW * sum(heads * c * w * w for w, heads in sh.crpe_windows.items())
+        for b in range(sh.depth):
+            add("cpe", st, 9 * B * HW * C, 2 * B * HW * C)  # + bias, + residual
+            add("norm", st, 0, 2 * OPS_LAYERNORM * B * N * C)
+            add("qkv", st, 3 * B * N * C * C, 3 * B * N * C)
+            add("crpe", st, crpe_macs, 2 * B * HW * C + B * N * C)  # bias, ⊙, + core output
+            add("proj", st, B * N * C * C, B * N * C)
+            add("mlp", st, 2 * B * N * C * D, B * N * (D + C) + OPS_GELU * B * N * D)
+            add("residual", st, 0, 2 * B * N * C)
+            rows, M = B * h, B * HW * h  # query rows; image-token queries in all rows
+            if sh.kind == "factorized":
+                # softmax over the keys' tokens; the scale is folded into the c x c context
+                add("attention", st, 2 * B * N * C * c, OPS_SOFTMAX * B * N * C + B * C * c)
+            elif sh.kind == "softmax":
+                add("attention", st, 2 * B * N * N * C, (OPS_SOFTMAX + 1) * rows * N * N)
+            elif sh.kind in CLUSTERED_KINDS:
+                L, cap = n_hashes[s], max_clusters[s]
+                # Without a count, assume every image query is its own cluster (the most).
+                bc = clusters.get((st, b)) or BlockClusters(M, M, M, rows)
+                K, K0 = bc.padded // rows, bc.before_cap // rows  # per row, after / before cap
+                add("hashing", st, B * HW * C * L, OPS_HASH_PER_CODE * M * L)
+                add("clustering", st, 0, M * (OPS_PACK_PER_CODE * L + _log2(M) + 6))
+                if cap is not None and K0 > cap:  # merge into the cap: prototypes, cdist, sort
+                    add("clustering", st, rows * K0 * cap * c,
+                        M * c + rows * K0 * (c + _log2(K0) + cap) + 2 * M)
+                add("prototypes", st, 0, M * c + rows * K * c)  # scatter-add, divide
+                add("broadcast", st, 0, M * c)  # gather
+                Q = rows * (1 + K)  # the class token's query and K prototypes per row
+                if sh.kind == "clustered":
+                    add("attention", st, 2 * Q * N * c, (OPS_SOFTMAX + 1) * Q * N)
+                else:  # softmax(k)ᵀ v over all tokens as in CoaT, then prototypes @ context
+                    add("attention", st, B * N * C * c + Q * c * c,
+                        OPS_SOFTMAX * B * N * C + rows * c * c)
+            else:
+                raise ValueError(f"no cost model for attention kind {sh.kind!r}")
+    C4 = model.config.embed_dims[-1]
+    add("norm", "head", 0, OPS_LAYERNORM * B * (1 + stage_shapes(model, img_size)[-1].image_tokens) * C4)
+    if isinstance(model.head, nn.Linear):
+        add("head", "head", B * C4 * model.head.out_features, B * model.head.out_features)
+    return dict(costs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The audit: one table
+
+
+def audit(model: nn.Module, img_size=224, batch_size: int = 1,
+          images: torch.Tensor | None = None):
+    """One row per ``(component, stage)``: counted and analytic MACs, other operations, and
+    parameters. Returns a ``pandas.DataFrame`` (columns ``component, stage, macs,
+    macs_analytic, ops, params``); the clustered kinds are run on ``images``."""
+    import pandas as pd
+
+    counted, clusters = _count(model, img_size, batch_size, images)
+    analytic = analytic_costs(model, img_size, batch_size, clusters)
+    params = parameters(model, by_stage=True)
+    keys = sorted(set(counted) | set(analytic) | {k for k in params if isinstance(k, tuple)},
+                  key=lambda k: (STAGES.index(k[1]), COMPONENTS.index(k[0])))
+    rows = [{"component": comp, "stage": stage, "macs": counted.get((comp, stage), 0),
+             "macs_analytic": analytic.get((comp, stage), {}).get("macs", 0.0),
+             "ops": analytic.get((comp, stage), {}).get("ops", 0.0),
+             "params": params.get((comp, stage), 0)} for comp, stage in keys]
+    table = pd.DataFrame(rows)
+    table.attrs["clusters"] = clusters  # per (stage, block), summed over batch and heads
+    return table
+
+
+def macs(model: nn.Module, img_size=224, batch_size: int = 1,
+         images: torch.Tensor | None = None) -> dict[str, int]:
+    """MACs of one forward pass per component, counted by ``FlopCounterMode``, plus ``"total"``.
+
+    Components with no matrix product or convolution (``norm``, ``residual``, and the
+    clustering, prototype and broadcast steps) have 0 MACs; their work is in the ``ops`` column
+    of :func:`audit`.
+    """
+    counted = counted_macs(model, img_size, batch_size, images)
+    out = {component: 0 for component in _components_of(model)}
+    for (component, _), value in counted.items():
+        out[component] = out.get(component, 0) + value
+    out["total"] = sum(counted.values())
+    return out
+
+
+def _components_of(model: nn.Module) -> list[str]:
+    clustered = _has_clustering(model)
+    return [c for c in COMPONENTS if c != "other" and (clustered or c not in CLUSTERING_COMPONENTS)]
+
+
+def parameters(model: nn.Module, by_stage: bool = False) -> dict:
+    """Parameter count per component (or per ``(component, stage)``), plus ``"total"``.
+
+    A stage's class token is counted with its patch embedding; shared CPE/CRPE once per stage.
+    """
+    out: dict = defaultdict(int)
+    for name, p in model.named_parameters():
+        match = re.match(r"stages\.(\d)\.(.+)", name)
+        stage = STAGES[int(match.group(1))] if match else "head"
+        rest = match.group(2) if match else name
+        if rest == "cls_token" or rest.startswith("patch_embed.proj"):
+            component = "patch_embed"
+        elif re.search(r"(^|\.)norm\d?\.", rest) or rest.startswith("norm."):
+            component = "norm"
+        else:
+            key = _component_of(re.sub(r"\.(weight|bias|[\w]+)$", "", name))
+            component = key[0] if key else "other"
+        out[(component, stage) if by_stage else component] += p.numel()
+    out["total"] = sum(p.numel() for p in model.parameters())
+    return dict(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+
+
+class LiveTensorMemory(TorchDispatchMode):
+    """Peak bytes of tensor storage created by operators while the mode is active.
+
+    Every operator output whose storage is new is added to a running total, and subtracted when
+    the storage is freed (a weak reference's callback); ``peak`` is the running total's maximum.
+    Storages that existed before (weights, the input) are not counted. Works on any device,
+    ``meta`` included; it does not see a kernel's private scratch memory.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen: dict[int, weakref.ref] = {}
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._seen.pop(key, None)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        # Views and in-place results share an input's storage: nothing new was allocated.
+        inputs = {id(t.untyped_storage()) for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
+        for t in torch.utils._pytree.tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = id(storage)
+            if key in inputs or (key in self._seen and self._seen[key]() is storage):
+                continue
+            nbytes = storage.nbytes()
+            self._seen[key] = weakref.ref(storage, lambda _, k=key, n=nbytes: self._free(k, n))
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        return out
+
+
+def _step(model, x, train: bool):
+    if train:
+        model(x).float().logsumexp(dim=1).mean().backward()
+    else:
+        with torch.no_grad():
+            model(x)
+
+
+def peak_memory(model: nn.Module, img_size=224, batch_size: int = 1, *, train: bool = False,
+                images: torch.Tensor | None = None) -> dict:
+    """Peak memory of one forward pass (``train=True``: forward and backward) beyond the weights
+    and the input, on the model's device. Returns ``{"bytes": ..., "method": ...}``."""
+    check_input(model, img_size, batch_size)
+    x = _input(model, img_size, batch_size, images)
+    device = x.device
+    was_training = model.training
+    model.train(train)
+    try:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            _step(model, x, train)
+            torch.cuda.synchronize(device)
+            peak, method = torch.cuda.max_memory_allocated(device) - before, "cuda allocator"
+        else:
+            with LiveTensorMemory() as tracker:
+                _step(model, x, train)
+            peak, method = tracker.peak, "live tensor storage (dispatch mode)"
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {"bytes": int(peak), "method": method}
+
+
+def _input(model, img_size, batch_size, images):
+    if images is not None or _has_clustering(model):
+        return _images_for(model, img_size, batch_size, images)
+    H, W = _as_hw(img_size)
+    device = next(model.parameters()).device
+    return torch.randn(batch_size, model.in_chans, H, W, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Time
+
+
+def throughput(model: nn.Module, img_size=224, batch_size: int = 1, *, train: bool = False,
+               repeats: int = 5, warmup: int = 1, images: torch.Tensor | None = None) -> dict:
+    """Images per second of a forward pass (``train=True``: forward and backward, in training
+    mode), the median over ``repeats`` timed passes after ``warmup`` untimed ones.
+
+    Returns ``{"images_per_s", "median_s", "times_s"}``. On CUDA the device is synchronised
+    around each pass.
+    """
+    check_input(model, img_size, batch_size)
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    x = _input(model, img_size, batch_size, images)
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    was_training = model.training
+    model.train(train)
+    times = []
+    try:
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            _step(model, x, train)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+            model.zero_grad(set_to_none=True)
+    finally:
+        model.train(was_training)
+    median = statistics.median(times)
+    return {"images_per_s": batch_size / median, "median_s": median, "times_s": times}
+
+
+# Functions of the clustered cores that are steps of their own, timed by wrapping them for the
+# duration of a measurement: (module, function name) -> component.
+CLUSTERING_FUNCTIONS = {
+    ("ccoat.hashing", "clusters_from_codes"): "clustering",
+    ("ccoat.clustering", "limit_clusters"): "clustering",
+    ("ccoat.clustering", "prototypes"): "prototypes",
+    ("ccoat.clustering", "broadcast"): "broadcast",
+}
+
+
+class _Clock:
+    """Exclusive wall-clock time per key over nested regions (modules and functions)."""
+
+    def __init__(self, sync):
+        self.sync = sync
+        self.stack: list = []  # [key, start, children's time]
+        self.spent: dict = defaultdict(float)
+
+    def enter(self, key) -> None:
+        self.sync()
+        self.stack.append([key, time.perf_counter(), 0.0])
+
+    def exit(self) -> None:
+        self.sync()
+        key, start, children = self.stack.pop()
+        elapsed = time.perf_counter() - start
+        self.spent[key] += elapsed - children
+        if self.stack:
+            self.stack[-1][2] += elapsed
+
+    def wrap(self, fn, component):
+        """``fn`` timed as ``component`` of the enclosing module's stage; a call nested in
+        another clustering step stays with that step (the cap's merge computes prototypes)."""
+        def timed(*args, **kwargs):
+            if not self.stack or self.stack[-1][0][0] in set(CLUSTERING_FUNCTIONS.values()):
+                return fn(*args, **kwargs)
+            self.enter((component, self.stack[-1][0][1]))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.exit()
+        return timed
+
+
+@contextlib.contextmanager
+def _timed_functions(clock: _Clock):
+    patched = []
+    for (module_name, name), component in CLUSTERING_FUNCTIONS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            patched.append((module, name, getattr(module, name)))
+            setattr(module, name, clock.wrap(getattr(module, name), component))
+    try:
+        yield
+    finally:
+        for module, name, fn in patched:
+            setattr(module, name, fn)
+
+
+def component_times(model: nn.Module, img_size=224, batch_size: int = 1, *, repeats: int = 3,
+                    warmup: int = 1, images: torch.Tensor | None = None) -> dict:
+    """Wall-clock seconds of one forward pass per ``(component, stage)``, the median over
+    ``repeats`` passes after ``warmup``.
+
+    Forward pre- and post-hooks on every module that a component rule names read the clock, and
+    so do the clustered cores' step functions (:data:`CLUSTERING_FUNCTIONS`, wrapped for the
+    duration); each region's time excludes the regions inside it (a core's time excludes its
+    hasher, prototypes and broadcast). What no region covers (residual adds, reshapes, the class
+    token's concatenation) is ``("other", stage)``, and the model's own glue
+    ``("other", "head")``, so in each pass the parts add up to the whole. On CUDA every region
+    synchronises the device, which slows the pass; the split is meant for the CPU, where
+    kernels run synchronously anyway. ``("total", "all")`` is the whole pass.
+    """
+    check_input(model, img_size, batch_size)
+    x = _input(model, img_size, batch_size, images)
+    clock = _Clock(torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None))
+
+    def pre(key):
+        return lambda module, args: clock.enter(key)
+
+    handles = []
+    for name, module in model.named_modules():
+        key = _component_of(name)
+        if key is None and re.fullmatch(r"stages\.\d", name):
+            key = ("other", STAGES[int(name[-1])])  # the stage itself: its glue
+        if key is not None:
+            handles += [module.register_forward_pre_hook(pre(key)),
+                        module.register_forward_hook(lambda module, args, output: clock.exit())]
+    runs = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _timed_functions(clock):
+            for i in range(warmup + repeats):
+                clock.spent.clear()
+                clock.sync()
+                start = time.perf_counter()
+                model(x)
+                clock.sync()
+                total = time.perf_counter() - start
+                spent = clock.spent
+                # The model's own glue (between stages, the class token read-out) is "other" too.
+                spent[("other", "head")] += total - sum(spent.values())
+                spent[("total", "all")] = total
+                if i >= warmup:
+                    runs.append(dict(spent))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def plot_components(table, value: str = "macs", ax=None, title: str | None = None):
+    """Stacked bars: one bar per stage, one segment per component (``table`` from :func:`audit`
+    or several audits concatenated with a ``label`` column, which then gives one bar each)."""
+    import matplotlib.pyplot as plt
+
+    by = "label" if "label" in table.columns else "stage"
+    pivot = table.pivot_table(index=by, columns="component", values=value, aggfunc="sum",
+                              sort=False).fillna(0)
+    pivot = pivot[[c for c in COMPONENTS if c in pivot.columns and pivot[c].sum() > 0]]
+    ax = ax or plt.gca()
+    bottom = None
+    colors = dict(zip(COMPONENTS, plt.get_cmap("tab20").colors))
+    scale, unit = (1e9, "G") if pivot.values.max() > 1e8 else (1e6, "M")
+    for component in pivot.columns:
+        values = pivot[component].to_numpy() / scale
+        ax.bar(pivot.index.astype(str), values, bottom=bottom, label=component,
+               color=colors[component])
+        bottom = values if bottom is None else bottom + values
+    ax.set_ylabel(f"{value} ({unit})" if value != "params" else f"parameters ({unit})")
+    ax.set_xlabel(by)
+    ax.legend(bbox_to_anchor=(1.0, 1.0), loc="upper left", fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax

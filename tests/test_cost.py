@@ -1,0 +1,236 @@
+"""The cost audit: published MACs, counted = analytic, memory and time facts, bad input."""
+import json
+
+import pytest
+import torch
+
+import ccoat
+from ccoat import bench, cost
+
+# timm's model cards (huggingface.co/timm/coat_lite_*.in1k): GMACs at 224 and parameters (M).
+PUBLISHED = {"tiny": (1.6, 5.7), "mini": (2.0, 11.0), "small": (4.0, 19.8), "medium": (9.8, 44.6)}
+
+
+@pytest.mark.parametrize("size", list(PUBLISHED))
+def test_macs_match_timm_published(size):
+    model = ccoat.create_model(f"coat_lite_{size}")
+    gmacs, mparams = PUBLISHED[size]
+    counted = cost.macs(model, img_size=224, batch_size=1)
+    assert counted["total"] == pytest.approx(gmacs * 1e9, rel=0.03)
+    assert cost.parameters(model)["total"] == pytest.approx(mparams * 1e6, rel=0.01)
+
+
+def test_macs_components_add_up_and_name_every_part():
+    counted = cost.macs(ccoat.create_model("coat_lite_tiny"))
+    assert counted["total"] == sum(v for k, v in counted.items() if k != "total")
+    assert set(counted) == {"patch_embed", "cpe", "norm", "qkv", "attention", "crpe", "proj",
+                            "mlp", "residual", "head", "total"}
+    assert counted["norm"] == counted["residual"] == 0  # no matrix product: ops, not MACs
+    assert all(counted[c] > 0 for c in ("patch_embed", "cpe", "qkv", "attention", "crpe",
+                                        "proj", "mlp", "head"))
+
+
+@pytest.mark.parametrize("kind", ["factorized", "softmax"])
+@pytest.mark.parametrize("img_size,batch_size", [(224, 1), ((96, 160), 3)])
+def test_counted_equals_analytic_per_component(kind, img_size, batch_size):
+    model = ccoat.create_model("coat_lite_mini", attention=kind)
+    table = cost.audit(model, img_size, batch_size)
+    counted = table[table.macs > 0]
+    assert len(counted) == 7 * 4 + 1  # 7 components with products in every stage, and the head
+    assert (counted.macs / counted.macs_analytic).between(0.98, 1.02).all(), counted
+    assert (table[table.macs == 0].macs_analytic == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["clustered", "clustered_factorized"])
+@pytest.mark.parametrize("options", [{}, {"max_clusters": 16}], ids=["adaptive", "capped"])
+def test_counted_equals_analytic_for_clustered_kinds(kind, options):
+    torch.manual_seed(0)
+    model = ccoat.create_model("coat_lite_tiny", attention=kind, **options).eval()
+    table = cost.audit(model, (96, 160), 2)
+    assert set(cost.CLUSTERING_COMPONENTS) <= set(table.component)
+    with_macs = table[table.macs_analytic > 0]
+    assert (with_macs.macs / with_macs.macs_analytic).between(0.98, 1.02).all(), with_macs
+    assert (table[table.macs_analytic == 0].macs == 0).all()
+    clusters = table.attrs["clusters"]
+    assert len(clusters) == 8  # every block reported what it formed
+    if options:  # the cap's merge step is counted (cdist) as clustering
+        assert all(c.padded <= 16 * c.rows for c in clusters.values())
+        merged = table[(table.component == "clustering") & (table.macs > 0)]
+        assert len(merged) >= 1
+
+
+def test_clustered_attention_costs_follow_the_padded_cluster_count():
+    torch.manual_seed(0)
+    model = ccoat.create_model("coat_lite_tiny", attention="clustered").eval()
+    clusters = cost.cluster_counts(model, 224)
+    block = clusters[("stage1", 0)]
+    assert block.rows == 8 and 1 <= block.total <= block.padded <= 8 * 56 * 56
+    # Prototype attention: (1 + K) queries per row against N keys, twice (scores, values).
+    analytic = cost.analytic_costs(model, 224, 1, clusters)[("attention", "stage1")]["macs"]
+    expected = sum(2 * (c.rows + c.padded) * (1 + 56 * 56) * 8
+                   for (stage, _), c in clusters.items() if stage == "stage1")
+    assert analytic == expected
+    # Without counts, every query is its own cluster: the most a clustered core can cost.
+    worst = cost.analytic_costs(model, 224)[("attention", "stage1")]["macs"]
+    assert worst > analytic
+
+
+def test_mixed_kinds_per_stage_are_attributed_to_their_stage():
+    model = ccoat.create_model("coat_lite_tiny", attention=["softmax", "factorized"] * 2)
+    table = cost.audit(model, 128).set_index(["component", "stage"])
+    fact = ccoat.create_model("coat_lite_tiny")
+    fact_table = cost.audit(fact, 128).set_index(["component", "stage"])
+    assert table.loc[("attention", "stage1"), "macs"] > fact_table.loc[("attention", "stage1"), "macs"]
+    assert table.loc[("attention", "stage2"), "macs"] == fact_table.loc[("attention", "stage2"), "macs"]
+    assert table.loc[("mlp", "stage1"), "macs"] == fact_table.loc[("mlp", "stage1"), "macs"]
+
+
+def test_softmax_attention_grows_quadratically_factorized_linearly():
+    soft, fact = (ccoat.create_model("coat_lite_tiny", attention=k) for k in ("softmax", "factorized"))
+    s1, s2 = (cost.macs(soft, r)["attention"] for r in (256, 512))
+    f1, f2 = (cost.macs(fact, r)["attention"] for r in (256, 512))
+    assert 15 < s2 / s1 < 16.5  # tokens x4 -> products x16 (the class token aside)
+    assert 3.9 < f2 / f1 < 4.1
+
+
+def test_parameters_per_component_add_up():
+    model = ccoat.create_model("coat_lite_tiny")
+    params = cost.parameters(model)
+    assert params["total"] == sum(p.numel() for p in model.parameters())
+    assert sum(v for k, v in params.items() if k != "total") == params["total"]
+    assert "other" not in params
+    by_stage = cost.parameters(model, by_stage=True)
+    assert sum(v for k, v in by_stage.items() if k != "total") == params["total"]
+
+
+def test_live_tensor_memory_counts_new_storages_not_views():
+    x, y = torch.randn(100, 100), torch.randn(100, 100)
+    with cost.LiveTensorMemory() as tracker:
+        a = x @ y  # 40,000 bytes
+        b = a.relu()  # 40,000 more
+        del a  # freed
+        _ = b.t(), x.view(-1)  # views allocate nothing
+        c = b * 2  # 40,000 again: two live
+    assert tracker.peak == 80_000
+    assert tracker.live == 80_000
+    del b, c
+
+
+def test_forward_peak_memory_is_linear_in_batch():
+    model = ccoat.create_model("coat_lite_tiny")
+    one = cost.peak_memory(model, 64, 1)
+    four = cost.peak_memory(model, 64, 4)
+    assert one["method"].startswith("live tensor")
+    assert four["bytes"] == pytest.approx(4 * one["bytes"], rel=0.01)
+    train = cost.peak_memory(model, 64, 1, train=True)["bytes"]
+    assert train > one["bytes"] + cost.parameters(model)["total"] * 4  # activations + gradients
+    assert all(p.grad is None for p in model.parameters())  # leaves the model as it was
+
+
+def test_throughput_reports_median_of_repeats():
+    model = ccoat.create_model("coat_lite_tiny").train()
+    result = cost.throughput(model, 64, 2, repeats=3, warmup=1)
+    assert len(result["times_s"]) == 3
+    assert result["median_s"] == sorted(result["times_s"])[1]
+    assert result["images_per_s"] == pytest.approx(2 / result["median_s"])
+    assert model.training  # the mode it came in
+    model.eval()
+    cost.throughput(model, 64, 1, train=True, repeats=1, warmup=0)
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        cost.throughput(model, 64, 1, repeats=0)
+
+
+@pytest.mark.parametrize("img_size,batch_size,match", [
+    (225, 1, "multiple of 32.*225x225"),
+    ((224, 100), 1, "multiple of 32.*224x100"),
+    (0, 1, "multiple of 32.*0x0"),
+    ("224", 1, "img_size must be an int"),
+    (224, 0, "batch_size must be an integer >= 1, got 0"),
+    (224, -2, "batch_size must be an integer >= 1, got -2"),
+    (224, 1.5, "batch_size must be an integer >= 1, got 1.5"),
+])
+def test_bad_input_says_what_was_expected(img_size, batch_size, match):
+    model = ccoat.create_model("coat_lite_tiny")
+    for call in (cost.macs, cost.audit, cost.peak_memory, cost.throughput):
+        with pytest.raises(ValueError, match=match):
+            call(model, img_size, batch_size)
+
+
+def test_cifar_model_takes_multiples_of_16():
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
+    assert cost.macs(model, 32)["total"] > 0
+    with pytest.raises(ValueError, match="multiple of 16.*24x24"):
+        cost.macs(model, 24)
+
+
+def test_bench_writes_results_with_provenance_and_skips_with_a_reason(tmp_path):
+    settings = {"models": ["coat_lite_tiny"], "kinds": ["factorized", "softmax"],
+                "resolutions": [32, 64], "batch_sizes": [1], "repeats": 1, "warmup": 0,
+                "max_seconds": 1e-4, "train": False, "device": "cpu", "name": "t"}
+    record = bench.run(settings, tmp_path, command="test", progress=False)
+    stored = json.loads((tmp_path / "t.json").read_text())
+    for key in ("command", "git_commit", "torch", "device", "threads", "date", "profile"):
+        assert key in stored["provenance"]
+    rows = {(r["kind"], r["img_size"]): r for r in record["rows"]}
+    assert rows[("softmax", 32)]["fwd_s"] > 0  # the first size of a kind is always measured
+    assert rows[("softmax", 64)]["fwd_s"] is None  # estimated far above 1e-4 s: skipped
+    assert "exceeds" in rows[("softmax", 64)]["fwd_skipped"]
+    assert rows[("softmax", 64)]["macs"] > rows[("factorized", 64)]["macs"]  # still counted
+    csv_lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("# {") and len(csv_lines) == 2 + 4
+    rows_df, components, prov = bench.load(tmp_path / "t.json")
+    assert len(rows_df) == 4 and set(components.kind) == {"factorized", "softmax"}
+
+
+def test_bench_refuses_a_size_the_model_cannot_take(tmp_path):
+    settings = bench.default_settings("smoke") | {"resolutions": [100]}
+    with pytest.raises(ValueError, match="multiple of 32"):
+        bench.run(settings, tmp_path, progress=False)
+    with pytest.raises(SystemExit, match="batch sizes must be >= 1"):
+        bench.main(["--batch-sizes", "0", "--out", str(tmp_path)])
+
+
+def test_crossover_is_the_first_size_from_which_a_kind_stays_faster():
+    import pandas as pd
+
+    rows = pd.DataFrame({
+        "kind": ["softmax"] * 4 + ["clustered"] * 4, "batch_size": 1,
+        "img_size": [224, 448, 640, 1024] * 2,
+        "fwd_s": [1.0, 3.0, 9.0, None, 2.0, 2.5, 4.0, 8.0],
+    })
+    at, table = bench.crossover(rows)
+    assert at == 448 and list(table.index) == [224, 448, 640]
+    rows.loc[5, "fwd_s"] = 3.5  # slower at 448: now faster only from 640
+    assert bench.crossover(rows)[0] == 640
+    assert bench.crossover(rows, kind="softmax", reference="clustered")[0] is None
+
+
+def test_component_times_cover_the_pass():
+    model = ccoat.create_model("coat_lite_tiny")
+    times = cost.component_times(model, 64, 1, repeats=1, warmup=0)
+    total = times.pop(("total", "all"))
+    assert sum(times.values()) == pytest.approx(total, rel=1e-6)
+    assert all(t >= 0 for t in times.values())
+    named = {c for c, _ in times}
+    assert set(cost.macs(model)) - {"total", "residual"} <= named  # every component was timed
+    assert {s for _, s in times} == set(cost.STAGES)
+
+
+def test_component_times_split_the_clustering_steps_and_restore_them():
+    from ccoat import clustering, hashing
+
+    originals = (clustering.prototypes, clustering.broadcast, hashing.clusters_from_codes)
+    model = ccoat.create_model("coat_lite_tiny", attention="clustered")
+    times = cost.component_times(model, 64, 1, repeats=1, warmup=0)
+    total = times.pop(("total", "all"))
+    assert sum(times.values()) == pytest.approx(total, rel=1e-6)
+    for component in cost.CLUSTERING_COMPONENTS:
+        assert times[(component, "stage1")] > 0, component
+    assert (clustering.prototypes, clustering.broadcast, hashing.clusters_from_codes) == originals
+
+
+def test_cost_is_reachable_from_the_package():
+    import ccoat as package
+
+    assert package.cost.macs(package.create_model("coat_lite_tiny_cifar"), img_size=32)["total"] > 0
