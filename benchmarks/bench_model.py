@@ -57,7 +57,8 @@ def main() -> None:
         "images_per_s": {k: args.batch_size / v for k, v in med.items()},
         "throughput_ratio_ccoat_over_timm": med["timm"] / med["ccoat"],
         **provenance(command=f"python benchmarks/bench_model.py --batch-size {args.batch_size} "
-                             f"--img-size {args.img_size} --repeats {args.repeats}"),
+                             f"--img-size {args.img_size} --repeats {args.repeats}"
+                             + (f" --threads {args.threads}" if args.threads else "")),
     }
     print(json.dumps(result, indent=2))
 
