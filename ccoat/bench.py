@@ -13,7 +13,7 @@ The sweep's size follows the run profile (``CCOAT_PROFILE``; every setting can b
 
 - ``smoke``: CoaT-Lite Tiny at 224, batch 1, every kind, one timed forward pass (under a minute
   on CPU);
-- ``cpu``: Tiny at 224 to 1024 px, batch 1, every kind, median of 3 after one warm-up;
+- ``cpu``: Tiny at 128 to 1024 px, batch 1, every kind, median of 3 after one warm-up;
 - ``gpu``: all four sizes at 224 to 1024 px, batches 1 and 32, median of 10 after 3 warm-ups.
 
 The kinds of one configuration share one set of weights and are timed **interleaved** (one pass
@@ -49,11 +49,12 @@ def default_settings(profile: str | None = None) -> dict:
     """The sweep of a run profile."""
     profile = profile or get_profile()
     resolutions = [224, 320, 448, 640, 768, 1024]
+    small = [128, 160, 192]  # where clustering overhead and N² attention meet on a CPU
     return {
         "models": choose(smoke=["coat_lite_tiny"], cpu=["coat_lite_tiny"],
                          gpu=[f"coat_lite_{s}" for s in SIZES], profile=profile),
         "kinds": list(available_kinds()),
-        "resolutions": choose(smoke=[224], cpu=resolutions, gpu=resolutions, profile=profile),
+        "resolutions": choose(smoke=[224], cpu=small + resolutions, gpu=resolutions, profile=profile),
         "batch_sizes": choose(smoke=[1], cpu=[1], gpu=[1, 32], profile=profile),
         "repeats": choose(smoke=1, cpu=3, gpu=10, profile=profile),
         "warmup": choose(smoke=0, cpu=1, gpu=3, profile=profile),
@@ -203,6 +204,9 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
     # The record is taken before the sweep: the code that ran is the code at its start.
     record_of_run = provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
                                device=device, command=command, settings=settings)
+    if progress:
+        print(f"cost sweep at commit {record_of_run['git_commit']} on {record_of_run['device']}",
+              file=sys.stderr, flush=True)
     models = {name: build_models(name, settings["kinds"], device) for name in settings["models"]}
     for kinds in models.values():
         for img_size in settings["resolutions"]:
@@ -221,12 +225,9 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
                                            settings, guard, bar)
                     rows += r
                     components += c
-    record = {
-        "provenance": record_of_run,
-        "rows": rows,
-        "components": components,
-    }
-    write(record, out_dir, settings["name"])
+                    # Written after every configuration: a long sweep cut short keeps its rows.
+                    record = {"provenance": record_of_run, "rows": rows, "components": components}
+                    write(record, out_dir, settings["name"])
     return record
 
 
