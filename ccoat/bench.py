@@ -9,15 +9,20 @@ forward + backward), and writes
 - ``results/<name>.json``: both tables plus the provenance record (command, git commit, torch,
   device, threads, profile, date) and the sweep's settings.
 
+Each CSV starts with one ``# {...}`` line holding the provenance record as JSON
+(``pandas.read_csv(path, skiprows=1)`` reads the table); :func:`load` reads the JSON.
+
 The sweep's size follows the run profile (``CCOAT_PROFILE``; every setting can be overridden):
 
 - ``smoke``: CoaT-Lite Tiny at 224, batch 1, every kind, one timed forward pass (under a minute
   on CPU);
-- ``cpu``: Tiny at 224 to 1024 px, batch 1, every kind, median of 3 after one warm-up;
+- ``cpu``: Tiny at 128 to 1024 px, batch 1, every kind, median of 5 after one warm-up;
 - ``gpu``: all four sizes at 224 to 1024 px, batches 1 and 32, median of 10 after 3 warm-ups.
 
 The kinds of one configuration share one set of weights and are timed **interleaved** (one pass
-of each kind in turn, repeated), so a change in machine load hits all kinds alike. A pass that
+of each kind in turn, repeated), so a change in machine load hits all kinds alike; each row also
+records ``fwd_vs_factorized`` / ``train_vs_factorized``, the median over rounds of its time over
+factorized attention's in the same round, the measure least moved by a busy machine. A pass that
 would take too long (estimated from the same kind at the previous resolution, scaled by the
 analytic cost) or need too much memory is skipped, and the row says why: exact softmax attention
 at 1024 px has 65,537 tokens in stage 1.
@@ -49,13 +54,14 @@ def default_settings(profile: str | None = None) -> dict:
     """The sweep of a run profile."""
     profile = profile or get_profile()
     resolutions = [224, 320, 448, 640, 768, 1024]
+    small = [128, 160, 192]  # where clustering overhead and N² attention meet on a CPU
     return {
         "models": choose(smoke=["coat_lite_tiny"], cpu=["coat_lite_tiny"],
                          gpu=[f"coat_lite_{s}" for s in SIZES], profile=profile),
         "kinds": list(available_kinds()),
-        "resolutions": choose(smoke=[224], cpu=resolutions, gpu=resolutions, profile=profile),
+        "resolutions": choose(smoke=[224], cpu=small + resolutions, gpu=resolutions, profile=profile),
         "batch_sizes": choose(smoke=[1], cpu=[1], gpu=[1, 32], profile=profile),
-        "repeats": choose(smoke=1, cpu=3, gpu=10, profile=profile),
+        "repeats": choose(smoke=1, cpu=5, gpu=10, profile=profile),
         "warmup": choose(smoke=0, cpu=1, gpu=3, profile=profile),
         "max_seconds": choose(smoke=10.0, cpu=30.0, gpu=30.0, profile=profile),
         "train": choose(smoke=False, cpu=True, gpu=True, profile=profile),
@@ -177,9 +183,13 @@ def _measure_config(model_name, models, img_size, batch_size, settings, guard, b
                                     repeats=1, warmup=0, images=images)["median_s"]
                 if i >= settings["warmup"]:
                     times[kind].append(t)
+        ref = "factorized" if "factorized" in timed else None
         for kind in timed:
             row, work = rows[kind]
             median = statistics.median(times[kind])
+            if ref is not None:  # per-round ratios: a load change hits both passes of a round
+                row[f"{mode}_vs_factorized"] = statistics.median(
+                    t / r for t, r in zip(times[kind], times[ref]))
             row[f"{mode}_s"], row[f"{mode}_img_s"] = median, batch_size / median
             row[f"{mode}_repeats"] = len(times[kind])
             guard.record((model_name, kind, batch_size, mode), work, median,
@@ -203,6 +213,9 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
     # The record is taken before the sweep: the code that ran is the code at its start.
     record_of_run = provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
                                device=device, command=command, settings=settings)
+    if progress:
+        print(f"cost sweep at commit {record_of_run['git_commit']} on {record_of_run['device']}",
+              file=sys.stderr, flush=True)
     models = {name: build_models(name, settings["kinds"], device) for name in settings["models"]}
     for kinds in models.values():
         for img_size in settings["resolutions"]:
@@ -221,12 +234,9 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
                                            settings, guard, bar)
                     rows += r
                     components += c
-    record = {
-        "provenance": record_of_run,
-        "rows": rows,
-        "components": components,
-    }
-    write(record, out_dir, settings["name"])
+                    # Written after every configuration: a long sweep cut short keeps its rows.
+                    record = {"provenance": record_of_run, "rows": rows, "components": components}
+                    write(record, out_dir, settings["name"])
     return record
 
 

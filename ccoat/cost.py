@@ -784,6 +784,14 @@ def component_times(model: nn.Module, img_size=224, batch_size: int = 1, *, repe
 # ---------------------------------------------------------------------------------------------
 # Figures
 
+# One colour per component in every figure: the attention core red, the clustering steps greens.
+COMPONENT_COLORS = {
+    "patch_embed": "#4c72b0", "cpe": "#a1c9f4", "norm": "#b0b0b0", "qkv": "#dd8452",
+    "hashing": "#1b7837", "clustering": "#5aae61", "prototypes": "#a6dba0",
+    "attention": "#c44e52", "broadcast": "#00441b", "crpe": "#8172b3", "proj": "#937860",
+    "mlp": "#64b5cd", "residual": "#6e6e6e", "head": "#ccb974", "other": "#e0e0e0",
+}
+
 
 def plot_components(table, value: str = "macs", ax=None, title: str | None = None):
     """Stacked bars: one bar per stage, one segment per component (``table`` from :func:`audit`
@@ -796,12 +804,12 @@ def plot_components(table, value: str = "macs", ax=None, title: str | None = Non
     pivot = pivot[[c for c in COMPONENTS if c in pivot.columns and pivot[c].sum() > 0]]
     ax = ax or plt.gca()
     bottom = None
-    colors = dict(zip(COMPONENTS, plt.get_cmap("tab20").colors))
+    colors = COMPONENT_COLORS
     scale, unit = (1e9, "G") if pivot.values.max() > 1e8 else (1e6, "M")
     for component in pivot.columns:
         values = pivot[component].to_numpy() / scale
-        ax.bar(pivot.index.astype(str), values, bottom=bottom, label=component,
-               color=colors[component])
+        ticks = [str(i).replace("stage", "") for i in pivot.index]  # "stage1" -> "1"
+        ax.bar(ticks, values, bottom=bottom, label=component, color=colors[component])
         bottom = values if bottom is None else bottom + values
     ax.set_ylabel(f"{value} ({unit})" if value != "params" else f"parameters ({unit})")
     ax.set_xlabel(by)

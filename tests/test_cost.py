@@ -174,6 +174,8 @@ def test_bench_writes_results_with_provenance_and_skips_with_a_reason(tmp_path):
         assert key in stored["provenance"]
     rows = {(r["kind"], r["img_size"]): r for r in record["rows"]}
     assert rows[("softmax", 32)]["fwd_s"] > 0  # the first size of a kind is always measured
+    assert rows[("factorized", 32)]["fwd_vs_factorized"] == 1.0
+    assert rows[("softmax", 32)]["fwd_vs_factorized"] > 0
     assert rows[("softmax", 64)]["fwd_s"] is None  # estimated far above 1e-4 s: skipped
     assert "exceeds" in rows[("softmax", 64)]["fwd_skipped"]
     assert rows[("softmax", 64)]["macs"] > rows[("factorized", 64)]["macs"]  # still counted
