@@ -1,0 +1,109 @@
+"""Per-component cost of CoaT-Lite Tiny and Clustering CoaT Tiny: counted MACs, other operations,
+parameters and measured forward time, as Markdown tables for benchmarks/README.md.
+
+Both models share one set of (random-init) weights; the clustered model is run on scikit-learn's
+two sample photos (its cluster counts, and so its cost, depend on the images). Time per
+component comes from ``ccoat.cost.component_times`` (module hooks, median of repeats), so the
+table puts counted cost next to wall-clock.
+
+    python benchmarks/cost_components.py [--models coat_lite_tiny ccoat_lite_tiny]
+        [--img-sizes 224 448] [--batch-size 1] [--repeats 5] [--out results/cost_components_tiny.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import ccoat
+from ccoat import cost
+from ccoat.provenance import provenance
+
+
+def component_table(model, img_size: int, batch_size: int, repeats: int) -> tuple[list, dict]:
+    images = cost.example_images(img_size, batch_size)
+    table = cost.audit(model, img_size, batch_size, images=images)
+    by_component = table.groupby("component", sort=False)[["macs", "macs_analytic", "ops",
+                                                           "params"]].sum()
+    times = cost.component_times(model, img_size, batch_size, repeats=repeats, warmup=1,
+                                 images=images)
+    total_time = times.pop(("total", "all"))
+    seconds = {}
+    for (component, _), t in times.items():
+        seconds[component] = seconds.get(component, 0.0) + t
+    rows = []
+    for component in cost.COMPONENTS:
+        if component not in by_component.index and component not in seconds:
+            continue
+        r = by_component.loc[component] if component in by_component.index else None
+        rows.append({
+            "component": component,
+            "macs": int(r.macs) if r is not None else 0,
+            "macs_analytic": float(r.macs_analytic) if r is not None else 0.0,
+            "ops": float(r.ops) if r is not None else 0.0,
+            "params": int(r.params) if r is not None else 0,
+            "seconds": seconds.get(component, 0.0),
+        })
+    total_macs = sum(r["macs"] for r in rows)
+    for r in rows:
+        r["macs_share"] = r["macs"] / total_macs
+        r["time_share"] = r["seconds"] / total_time
+    rows.append({"component": "total", "macs": total_macs,
+                 "macs_analytic": sum(r["macs_analytic"] for r in rows),
+                 "ops": sum(r["ops"] for r in rows), "params": sum(r["params"] for r in rows),
+                 "seconds": total_time, "macs_share": 1.0, "time_share": 1.0})
+    clusters = table.attrs.get("clusters") or {}
+    stage1 = [c.per_row for (s, _), c in clusters.items() if s == "stage1"]
+    meta = {"clusters_per_row_stage1": sum(stage1) / len(stage1) if stage1 else None}
+    return rows, meta
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| component | MMACs | share of MACs | other ops (M) | params (k) | time (ms) | share of time |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['component']} | {r['macs'] / 1e6:,.1f} | {r['macs_share']:.1%} | "
+                     f"{r['ops'] / 1e6:,.1f} | {r['params'] / 1e3:,.1f} | "
+                     f"{r['seconds'] * 1e3:,.1f} | {r['time_share']:.1%} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["coat_lite_tiny", "ccoat_lite_tiny"])
+    p.add_argument("--img-sizes", nargs="+", type=int, default=[224, 448])
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default="results/cost_components_tiny.json")
+    args = p.parse_args()
+
+    command = ("python benchmarks/cost_components.py --models " + " ".join(args.models)
+               + " --img-sizes " + " ".join(map(str, args.img_sizes))
+               + f" --batch-size {args.batch_size} --repeats {args.repeats} --out {args.out}")
+    record = {"provenance": provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
+                                       command=command), "tables": []}
+    torch.manual_seed(0)
+    reference = ccoat.create_model(args.models[0]).eval()
+    for name in args.models:
+        model = ccoat.create_model(name).eval()
+        model.load_state_dict(reference.state_dict(), strict=False)  # one set of weights
+        for img_size in args.img_sizes:
+            rows, meta = component_table(model, img_size, args.batch_size, args.repeats)
+            record["tables"].append({"model": name, "attention": model.attention_kinds[0],
+                                     "img_size": img_size, "batch_size": args.batch_size,
+                                     **meta, "rows": rows})
+            print(f"\n**{name}** ({model.attention_kinds[0]}), {img_size} px, batch "
+                  f"{args.batch_size}" + (f", {meta['clusters_per_row_stage1']:.0f} clusters per "
+                                          "row in stage 1" if meta["clusters_per_row_stage1"] else "")
+                  + "\n")
+            print(markdown(rows))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"\nwrote {out}  ({record['provenance']['device']}, commit {record['provenance']['git_commit']})")
+
+
+if __name__ == "__main__":
+    main()
