@@ -149,6 +149,25 @@ display(Markdown(
     f"softmax attention affordable at high resolution, not a linear attention cheaper."))
 
 # %% [markdown]
+# From which input size on? The cost chapter's resolution sweep (`python -m ccoat.bench`, the
+# whole CoaT-Lite Tiny with each attention kind, timed interleaved in one run) answers it:
+
+# %%
+from ccoat import bench as cost_sweep
+
+sweep_rows, _, sweep_record = cost_sweep.load(RESULTS / "cost_cpu.json")
+print("from:", provenance_line(sweep_record))
+at, both = cost_sweep.crossover(sweep_rows, "clustered", "softmax", "fwd_vs_factorized")
+coat_wins = sweep_rows[(sweep_rows.kind == "clustered") & (sweep_rows.fwd_vs_factorized < 1)]
+display(Markdown(
+    f"Over {both.index.min()}–{both.index.max()} px (where both were measured), the clustered model "
+    + (f"is faster than the softmax model from **{at} px** on ({both.loc[at, 'clustered'] / both.loc[at, 'softmax']:.2f}× "
+       f"its forward time there, {both['clustered'].iloc[-1] / both['softmax'].iloc[-1]:.2f}× at "
+       f"{both.index.max()} px)" if at is not None else "is never faster than the softmax model at every larger size")
+    + f"; it is faster than CoaT-Lite's own factorized attention at "
+    f"**{len(coat_wins)}** of the {int((sweep_rows.kind == 'clustered').sum())} sizes measured."))
+
+# %% [markdown]
 # ## 3. What does clustering cost in accuracy?
 #
 # The committed CIFAR-10 runs train CoaT-Lite Tiny (small-image variant) and Clustering CoaT
