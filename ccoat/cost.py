@@ -811,7 +811,8 @@ def plot_components(table, value: str = "macs", ax=None, title: str | None = Non
         ticks = [str(i).replace("stage", "") for i in pivot.index]  # "stage1" -> "1"
         ax.bar(ticks, values, bottom=bottom, label=component, color=colors[component])
         bottom = values if bottom is None else bottom + values
-    ax.set_ylabel(f"{value} ({unit})" if value != "params" else f"parameters ({unit})")
+    names = {"macs": "multiply-accumulates", "ops": "other operations", "params": "parameters"}
+    ax.set_ylabel(f"{names.get(value, value)} ({unit})")
     ax.set_xlabel(by)
     ax.legend(bbox_to_anchor=(1.0, 1.0), loc="upper left", fontsize="small")
     if title:
