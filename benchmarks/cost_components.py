@@ -2,7 +2,7 @@
 parameters and measured forward time, as Markdown tables for benchmarks/README.md.
 
 Both models share one set of (random-init) weights; the clustered model's hash projections are
-drawn after ``torch.manual_seed(0)``, as in ``python -m ccoat.bench`` and the book. Its cluster
+drawn after ``torch.manual_seed(0)``, so the table repeats. Its cluster
 counts, and so its cost, depend on that draw and on the image (scikit-learn's ``china.jpg`` at
 batch 1, both sample photos at batch 2). Time per
 component comes from ``ccoat.cost.component_times`` (module hooks, median of repeats), so the
@@ -89,7 +89,7 @@ def main() -> None:
     torch.manual_seed(0)
     reference = ccoat.create_model(args.models[0]).eval()
     for name in args.models:
-        torch.manual_seed(0)  # the hash projections of the sweep and the book's chapters: one draw
+        torch.manual_seed(0)  # one repeatable draw of the hash projections (the count depends on it)
         model = ccoat.create_model(name).eval()
         model.load_state_dict(reference.state_dict(), strict=False)  # one set of weights
         for img_size in args.img_sizes:
