@@ -53,3 +53,18 @@ def provenance(*, dataset: str | None = None, device: str | torch.device | None 
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
+
+
+def find_results(name: str | None = None, start: str | os.PathLike | None = None) -> Path | None:
+    """The repository's ``results/`` folder, or the file ``name`` in it; None if there is none.
+
+    Looked for in ``start`` (default: the working directory) and its parents, so a notebook
+    finds it from ``notebooks/`` or from the root, then in the checkout that holds this package
+    (an editable install run from elsewhere). A pip-installed ccoat (Colab) has no results.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for root in (here, *here.parents, Path(__file__).resolve().parents[1]):
+        path = root / "results" / (name or "")
+        if path.exists():
+            return path
+    return None

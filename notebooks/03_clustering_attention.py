@@ -53,7 +53,6 @@ import ccoat  # first: it quiets a progress-bar warning that importing timm prin
 from ccoat import clustering, hashing
 
 import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -63,6 +62,7 @@ from IPython.display import Markdown, display
 from sklearn.datasets import load_sample_images
 
 from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.provenance import find_results
 
 set_theme()
 torch.manual_seed(0)
@@ -268,9 +268,8 @@ display(Markdown(
 # results file records how it was run.
 
 # %%
-results_file = next((p / "results" / "bench_clustered_attention.json"
-                     for p in (Path.cwd(), *Path.cwd().parents) if (p / "results").is_dir()), None)
-if results_file is not None and results_file.exists():
+results_file = find_results("bench_clustered_attention.json")
+if results_file is not None:
     bench = json.loads(results_file.read_text())
     lines = ["| tokens N | clusters (mean) | time clustered / softmax | hashing share | rel. error |",
              "|---|---|---|---|---|"]

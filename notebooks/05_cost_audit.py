@@ -62,6 +62,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import ccoat
 from ccoat import bench, cost
 from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.provenance import find_results
 
 set_theme()
 torch.manual_seed(0)
@@ -291,9 +292,9 @@ per_kind.style.format("{:.3f}").set_caption("GMACs per component")
 # %%
 def results_file(name):
     """A results file of the repository: the local checkout's, else the published one."""
-    for root in (Path.cwd(), *Path.cwd().parents):
-        if (root / "results" / name).exists():
-            return root / "results" / name
+    local = find_results(name)
+    if local is not None:
+        return local
     target = Path(name)
     urllib.request.urlretrieve(f"{CCOAT_REPO.replace('github.com', 'raw.githubusercontent.com')}"
                                f"/main/results/{name}", target)
@@ -384,14 +385,14 @@ memory.style.format("{:.0f}", na_rep="skipped").set_caption("peak memory (MiB), 
 fwd = rows.pivot_table(index="img_size", columns="kind", values="peak_mem_fwd_bytes")
 train = rows.pivot_table(index="img_size", columns="kind", values="peak_mem_train_bytes")
 same = (fwd.max(axis=1) - fwd.min(axis=1)) / fwd.max(axis=1)
-n_hidden = {r: cost.stage_shapes(model, r)[0].tokens * cost.stage_shapes(model, r)[0].hidden * 4
-            for r in fwd.index}
+stage1 = cost.stage_shapes(model, 224)[0]
+hidden_bytes = stage1.tokens * stage1.hidden * 4  # the stage-1 MLP's hidden activation, float32
 spread = ("are equal to within 0.1%" if same.max() < 1e-3 else
           f"differ by at most **{same.max():.1%}**")
 display(Markdown(
     f"At every resolution measured, the forward peaks of the kinds {spread}: at 224 px the peak is {fwd.loc[224].max() / 2**20:.1f} MiB, "
-    f"{fwd.loc[224].max() / n_hidden[224]:.1f}× the stage-1 MLP's hidden activation "
-    f"({n_hidden[224] / 2**20:.1f} MiB, tokens × {cost.stage_shapes(model, 224)[0].hidden} "
+    f"{fwd.loc[224].max() / hidden_bytes:.1f}× the stage-1 MLP's hidden activation "
+    f"({hidden_bytes / 2**20:.1f} MiB, tokens × {stage1.hidden} "
     "channels × 4 bytes). Training keeps activations for the backward pass; at 224 px its peak "
     "is " + ", ".join(f"{train.loc[224, k] / train.loc[224, 'factorized']:.3f}× CoaT-Lite's "
                        f"for {k}" for k in train.columns if k != "factorized") + "."))

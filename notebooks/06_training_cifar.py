@@ -64,6 +64,7 @@ import ccoat
 from ccoat import data as cdata
 from ccoat import train as ctrain
 from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.provenance import find_results
 
 set_theme()
 torch.manual_seed(0)
@@ -227,13 +228,6 @@ display(Markdown(f"In this run the fastest to train was **{fastest}** attention 
 # We plot what those files hold; nothing here is typed by hand.
 
 # %%
-def find_results() -> Path | None:
-    for root in (Path.cwd(), *Path.cwd().parents):
-        if (root / "results").is_dir():
-            return root / "results"
-    return None
-
-
 RESULTS = find_results()
 runs, records = {}, []
 for metrics in sorted(RESULTS.glob("cifar10_*/metrics.jsonl")) if RESULTS else []:

@@ -46,7 +46,6 @@ if "google.colab" in sys.modules:
 import ccoat  # first: it quiets a progress-bar warning that importing timm prints in Jupyter
 
 import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -54,20 +53,15 @@ from IPython.display import Markdown, display
 
 from ccoat import cost
 from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.provenance import find_results
 
 set_theme()
 PROFILE = ccoat.get_profile()
 
 
-def find_results() -> Path:
-    """The repository's results/ folder (the notebook runs from notebooks/ or from the root)."""
-    for candidate in (Path("../results"), Path("results"), Path(ccoat.__file__).resolve().parents[1] / "results"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("results/ not found: run this notebook inside a clone of the repository")
-
-
 RESULTS = find_results()
+if RESULTS is None:
+    raise FileNotFoundError("results/ not found: run this notebook inside a clone of the repository")
 
 
 def provenance_line(record: dict) -> str:
