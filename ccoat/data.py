@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets as tvd
@@ -374,3 +375,111 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
     return DataLoader(dataset, batch_size=batch_size, shuffle=False if sampler is not None else False,
                       sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
                       drop_last=train, persistent_workers=False, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole split on the device
+
+
+def to_uint8_tensor(dataset: Dataset, num_workers: int = 0, batch_size: int = 1000):
+    """Decode every image of ``dataset`` once into ``uint8 (N, 3, H, W)`` and its labels.
+
+    The dataset's own transform is bypassed (images are read as they are stored), so every
+    image must have the same size; a split whose images differ raises ``ValueError``.
+    """
+    from torchvision.transforms.functional import pil_to_tensor
+
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    saved = base.transform
+    base.transform = pil_to_tensor
+    try:
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=_stack_same_size)
+        images, labels = zip(*loader)
+    finally:
+        base.transform = saved
+    sizes = sorted({tuple(x.shape[1:]) for x in images})
+    if len(sizes) > 1:
+        raise ValueError(f"data_on_device needs images of one size; found {sizes}")
+    return torch.cat(images), torch.cat(labels)
+
+
+def _stack_same_size(batch):
+    sizes = sorted({tuple(x.shape) for x, _ in batch})
+    if len(sizes) > 1:
+        raise ValueError(f"data_on_device needs images of one size; found {sizes}")
+    return torch.stack([x for x, _ in batch]), torch.tensor([int(y) for _, y in batch])
+
+
+class DeviceLoader:
+    """Batches of a split held on the device as ``uint8``, augmented there.
+
+    For small images (CIFAR at 32 px) reading and augmenting on the CPU, not the model, limits
+    a GPU's training speed. Here the split is decoded once, kept on the device, and each batch
+    is cut out, augmented (the padded random crop and flip of :func:`build_transforms`, drawn
+    per image) and normalised on the device. The order of the images comes from ``sampler``
+    (a ``DistributedSampler``, as with a ``DataLoader``), and the augmentation of each epoch
+    from a generator seeded by ``(seed, epoch)``, so a resumed run draws what an uninterrupted
+    one draws.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
+                 *, train: bool, sampler=None, crop_padding: int = 0, flip: bool = False,
+                 seed: int = 0):
+        self.images, self.labels = images, labels.to(images.device)
+        self.batch_size, self.train, self.sampler = batch_size, train, sampler
+        self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(mean, device=images.device).view(shape) * 255
+        self.std = torch.tensor(std, device=images.device).view(shape) * 255
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.images)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = F.pad(x.float(), (p, p, p, p), mode="reflect")
+            dy = torch.randint(0, 2 * p + 1, (b, 1), device=x.device, generator=generator)
+            dx = torch.randint(0, 2 * p + 1, (b, 1), device=x.device, generator=generator)
+            rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+            cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+            x = padded[torch.arange(b, device=x.device)[:, None, None, None],
+                       torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+        if self.flip:
+            mirror = torch.rand(b, device=x.device, generator=generator) < 0.5
+            x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        return x
+
+    def __iter__(self):
+        order = torch.tensor(list(self.sampler), device=self.images.device) \
+            if self.sampler is not None else torch.arange(len(self.images), device=self.images.device)
+        generator = None
+        if self.train:
+            epoch = getattr(self.sampler, "epoch", 0)
+            generator = torch.Generator(self.images.device)
+            generator.manual_seed(self.seed * 1_000_003 + epoch)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.train:
+                x = self._augment(x, generator)
+            yield (x.float() - self.mean) / self.std, self.labels[idx]
+
+
+def device_loader(dataset: Dataset, info: DataInfo, batch_size: int, train: bool, device,
+                  sampler=None, augment: bool = True, seed: int = 0,
+                  num_workers: int = 0) -> DeviceLoader:
+    """A :class:`DeviceLoader` for a split of :func:`build_datasets` (small images only: the
+    augmentation on the device is the padded crop and flip used when ``img_size`` is the
+    images' own size, as for CIFAR and digits)."""
+    images, labels = to_uint8_tensor(dataset, num_workers)
+    if images.shape[-1] != info.img_size or images.shape[-2] != info.img_size:
+        raise ValueError(f"data_on_device serves images at their stored size; they are "
+                         f"{tuple(images.shape[-2:])}, but img_size is {info.img_size}")
+    flip = info.name != "digits"  # a mirrored digit is another symbol
+    return DeviceLoader(images.to(device), labels, batch_size, info.mean, info.std, train=train,
+                        sampler=sampler, crop_padding=info.img_size // 8 if augment else 0,
+                        flip=flip and augment, seed=seed)

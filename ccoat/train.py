@@ -50,7 +50,9 @@ from torch.utils.data import DistributedSampler
 from . import data as cdata
 from .profile import choose, get_profile
 from .provenance import provenance
+from .recipes import RECIPES, recipe
 from .registry import create_model
+from .stats import bootstrap_interval
 
 
 @dataclass
@@ -84,6 +86,8 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap on updates per epoch (smoke runs)
     stop_after: int | None = None  # stop after this many epochs (as if interrupted)
     num_workers: int = 2
+    data_on_device: bool = False  # decode the splits once, keep them and augment them on the device
+    time_budget_s: float | None = None  # train for this many seconds; the schedule follows time
     threads: int | None = None  # torch.set_num_threads
     seed: int = 0
     device: str = "auto"
@@ -245,10 +249,12 @@ def _cluster_recorder(model: nn.Module):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = None,
-             channels_last: bool = False, progress: bool = False, desc: str = "eval") -> dict:
+             channels_last: bool = False, progress: bool = False, desc: str = "eval",
+             interval: bool = False) -> dict:
     """Loss, top-1 and top-5 accuracy (%) and throughput (images/s) of ``model`` on ``loader``.
 
-    Under DDP each process evaluates its share and the sums are all-reduced.
+    Under DDP each process evaluates its share and the sums are all-reduced. ``interval=True``
+    adds ``top1_ci95``, the bootstrap 95% interval of top-1 over the images (one process only).
     """
     from tqdm.auto import tqdm
 
@@ -256,6 +262,7 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
     was_training = model.training
     model.eval()
     loss_sum, top1, top5, n = 0.0, 0, 0, 0
+    hits = []  # per image: was the label the top-1 prediction (for the bootstrap interval)
     start = time.perf_counter()
     with _cluster_recorder(_unwrap(model)) as clusters:
         for images, target in tqdm(loader, desc=desc, leave=False, disable=not progress):
@@ -266,6 +273,7 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
                 logits = model(images)
             loss_sum += float(F.cross_entropy(logits.float(), target, reduction="sum"))
             c1, c5 = accuracy(logits, target)
+            hits.append(logits.argmax(dim=1) == target)
             top1, top5, n = top1 + c1, top5 + c5, n + len(target)
             clusters.collect()
         cluster_means = clusters.summary()
@@ -279,6 +287,8 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
               "images_per_s": n / elapsed if elapsed > 0 else float("nan"), "time_s": elapsed}
     if cluster_means:
         result["clusters_per_stage"] = cluster_means
+    if interval and hits and not (dist.is_available() and dist.is_initialized()):
+        result["top1_ci95"] = list(bootstrap_interval(torch.cat(hits).cpu()))
     return result
 
 
@@ -314,6 +324,45 @@ def train_step(model: nn.Module, images: torch.Tensor, target: torch.Tensor, opt
     return loss.item()
 
 
+class TimeBudgetSchedule:
+    """The learning rate of a run sized by wall-clock time rather than by epochs.
+
+    A linear warm-up over the first ``warmup_updates`` updates (from ``lr * 1e-3``), then a
+    cosine from ``lr`` to ``min_lr`` over the training seconds left until ``budget_s``: two
+    models given the same budget both finish their schedule when it is spent, whatever their
+    speed. Training time is measured by the caller (the loss is read back every update, so the
+    device has finished that update's work).
+    """
+
+    def __init__(self, optimizer, lr: float, min_lr: float, budget_s: float, warmup_updates: int):
+        self.optimizer, self.lr, self.min_lr = optimizer, lr, min_lr
+        self.budget_s, self.warmup_updates = float(budget_s), int(warmup_updates)
+        self.warmup_end_s: float | None = None  # training seconds when the warm-up ended
+        self._set(lr * 1e-3 if warmup_updates else lr)
+
+    def _set(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def lr_at(self, updates: int, train_s: float) -> float:
+        if updates < self.warmup_updates:
+            return self.lr * (1e-3 + (1 - 1e-3) * updates / self.warmup_updates)
+        start = self.warmup_end_s if self.warmup_end_s is not None else train_s
+        progress = min(max((train_s - start) / max(self.budget_s - start, 1e-9), 0.0), 1.0)
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+    def step_update(self, updates: int, train_s: float) -> None:
+        if updates >= self.warmup_updates and self.warmup_end_s is None:
+            self.warmup_end_s = train_s
+        self._set(self.lr_at(updates, train_s))
+
+    def state_dict(self) -> dict:
+        return {"warmup_end_s": self.warmup_end_s, "budget_s": self.budget_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.warmup_end_s = state["warmup_end_s"]
+
+
 @dataclass
 class TrainRun:
     """What :func:`fit` hands back: the trained model (unwrapped), per-epoch history, the data."""
@@ -328,6 +377,8 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)  # "cuda": this process's GPU
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
@@ -377,9 +428,17 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
                                        seed=config.seed, drop_last=True)
     val_sampler = DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False) \
         if world > 1 else None
-    pin = device.type == "cuda"
-    train_loader = cdata.make_loader(train_set, local_batch, True, config.num_workers, train_sampler, pin)
-    val_loader = cdata.make_loader(val_set, local_batch, False, config.num_workers, val_sampler, pin)
+    if config.data_on_device:
+        train_loader = cdata.device_loader(train_set, info, local_batch, True, device, train_sampler,
+                                           config.augment, config.seed, config.num_workers)
+        val_loader = cdata.device_loader(val_set, info, local_batch, False, device, val_sampler,
+                                         num_workers=config.num_workers)
+    else:
+        pin = device.type == "cuda"
+        train_loader = cdata.make_loader(train_set, local_batch, True, config.num_workers,
+                                         train_sampler, pin)
+        val_loader = cdata.make_loader(val_set, local_batch, False, config.num_workers,
+                                       val_sampler, pin)
     steps_per_epoch = len(train_loader)
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
@@ -396,10 +455,14 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
     total_updates = config.epochs * steps_per_epoch
     # Warm-up, then a cosine that reaches min_lr at the run's last update.
     warmup_updates = min(int(round(config.warmup_epochs * steps_per_epoch)), total_updates - 1)
-    scheduler = CosineLRScheduler(
-        optimizer, t_initial=max(total_updates - warmup_updates, 1), lr_min=config.min_lr,
-        warmup_t=warmup_updates, warmup_lr_init=config.lr * 1e-3, warmup_prefix=True,
-        t_in_epochs=False)
+    if config.time_budget_s:
+        scheduler = TimeBudgetSchedule(optimizer, config.lr, config.min_lr, config.time_budget_s,
+                                       int(round(config.warmup_epochs * steps_per_epoch)))
+    else:
+        scheduler = CosineLRScheduler(
+            optimizer, t_initial=max(total_updates - warmup_updates, 1), lr_min=config.min_lr,
+            warmup_t=warmup_updates, warmup_lr_init=config.lr * 1e-3, warmup_prefix=True,
+            t_in_epochs=False)
     dtype = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = ModelEmaV3(model, decay=config.ema_decay, device=device) if config.ema_decay else None
@@ -449,8 +512,11 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
             (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh metrics file
 
     elapsed_before = history[-1]["elapsed_s"] if history else 0.0
+    trained_before = history[-1].get("train_elapsed_s", 0.0) if history else 0.0
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
     for epoch in range(start_epoch, end_epoch):
+        if config.time_budget_s and trained_before >= config.time_budget_s:
+            break
         run_model.train()
         train_sampler.set_epoch(epoch)
         loss_sum, seen = 0.0, 0
@@ -458,8 +524,9 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=not (config.progress and main_process), mininterval=2.0)
         data_wait, fetched = 0.0, start
+        budget_spent = False
         for step, (images, target) in enumerate(train_loader):
-            if step >= steps_per_epoch:
+            if step >= steps_per_epoch or budget_spent:
                 break
             data_wait += time.perf_counter() - fetched  # time the step waited for its batch
             images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
@@ -473,7 +540,12 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at epoch {epoch}, step {step}")
             updates += 1
-            scheduler.step_update(num_updates=updates)
+            if config.time_budget_s:
+                trained = trained_before + time.perf_counter() - start
+                scheduler.step_update(updates, trained)
+                budget_spent = trained >= config.time_budget_s  # this epoch ends here
+            else:
+                scheduler.step_update(num_updates=updates)
             if ema is not None:
                 ema.update(model, step=updates)
             loss_sum += loss * len(target)
@@ -495,9 +567,10 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
             "images_per_s": seen / train_time, "val_images_per_s": val["images_per_s"],
             "data_wait_s": data_wait, "train_time_s": train_time,
             "epoch_time_s": epoch_time, "elapsed_s": elapsed_before + epoch_time,
+            "train_elapsed_s": trained_before + train_time,
             "lr": optimizer.param_groups[0]["lr"], "updates": updates,
         }
-        elapsed_before = record["elapsed_s"]
+        elapsed_before, trained_before = record["elapsed_s"], record["train_elapsed_s"]
         if "clusters_per_stage" in val:
             record["clusters_per_stage"] = val["clusters_per_stage"]
         if ema is not None:
@@ -583,7 +656,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     model.load_state_dict(state)
     model.to(device)
     loader = cdata.make_loader(val_set, batch_size, False, num_workers)
-    result = evaluate(model, loader, device, amp_dtype(config.amp, device), progress=progress)
+    result = evaluate(model, loader, device, amp_dtype(config.amp, device), progress=progress,
+                      interval=True)
     return {"checkpoint": str(checkpoint), "model": config.model, "epoch": ckpt["epoch"] + 1,
             "dataset": _dataset_label(info), **result}
 
@@ -600,6 +674,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m ccoat.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig()
+    p.add_argument("--recipe", default=None,
+                   help="start from a named recipe (ccoat.recipes: "
+                        + ", ".join(RECIPES) + "); options given here override it")
     p.add_argument("--model", default=d.model)
     p.add_argument("--data", default=d.data, help="digits, cifar10, cifar100 or an ImageFolder path")
     p.add_argument("--data-dir", default=None, help=f"data root (default: ${cdata.DATA_ENV})")
@@ -628,6 +705,12 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many epochs")
     p.add_argument("--num-workers", type=int, default=d.num_workers)
+    p.add_argument("--data-on-device", action="store_true",
+                   help="decode the splits once and keep and augment them on the device "
+                        "(small images: CIFAR, digits)")
+    p.add_argument("--time-budget", dest="time_budget_s", type=float, default=None,
+                   help="train for this many seconds (--epochs is then an upper bound); the "
+                        "learning-rate schedule follows the training time")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
@@ -638,6 +721,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
                    help="evaluate the checkpoint given by --resume (top-1/top-5, images/s)")
     p.add_argument("--ema", action="store_true", help="with --eval-only: evaluate the EMA weights")
     p.add_argument("--no-progress", action="store_true")
+    known, _ = p.parse_known_args(argv)
+    if known.recipe:
+        p.set_defaults(**recipe(known.recipe))
     args = p.parse_args(argv)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}

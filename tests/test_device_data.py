@@ -1,0 +1,83 @@
+"""ccoat.data.DeviceLoader: a split held as uint8 on the device serves what the CPU path serves."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DistributedSampler
+
+from ccoat import data as cdata
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train, val, info = cdata.build_datasets("digits")
+    return train, val, info
+
+
+def test_uint8_copy_holds_the_stored_images_and_labels(digits):
+    _, val, info = digits
+    images, labels = cdata.to_uint8_tensor(val)
+    assert images.dtype == torch.uint8 and images.shape == (info.n_val, 3, 32, 32)
+    assert labels.tolist() == val.targets
+    # the split's own transform is restored afterwards
+    assert isinstance(val[0][0], torch.Tensor)
+
+
+def test_unaugmented_batches_equal_the_cpu_evaluation_transform(digits):
+    _, val, info = digits
+    loader = cdata.device_loader(val, info, 50, train=False, device="cpu")
+    images, labels = next(iter(loader))
+    expected = torch.stack([val[i][0] for i in range(50)])
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+    assert labels.tolist() == val.targets[:50]
+    assert len(loader) == -(-info.n_val // 50)  # evaluation keeps the last, smaller batch
+
+
+def test_each_augmented_image_is_a_crop_of_the_reflect_padded_image():
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    loader = cdata.DeviceLoader(images, torch.arange(16), 16, (0, 0, 0), (1 / 255,) * 3,
+                                train=True, crop_padding=2, flip=True)
+    out, labels = next(iter(loader))
+    padded = F.pad(images.float(), (2, 2, 2, 2), mode="reflect")
+    for b in range(16):
+        crops = [padded[b, :, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
+        crops += [c.flip(2) for c in crops]
+        assert any(torch.equal(out[b], c) for c in crops), f"image {b} is no crop of its padding"
+    assert labels.tolist() == list(range(16))
+
+
+def test_augmentation_depends_on_seed_and_epoch_only():
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    sampler = DistributedSampler(range(64), num_replicas=1, rank=0, shuffle=True, seed=3)
+
+    def epoch_batches(epoch, seed=0):
+        sampler.set_epoch(epoch)
+        loader = cdata.DeviceLoader(images, torch.arange(64), 16, (0, 0, 0), (1, 1, 1), train=True,
+                                    sampler=sampler, crop_padding=2, flip=True, seed=seed)
+        return torch.cat([x for x, _ in loader])
+
+    assert torch.equal(epoch_batches(1), epoch_batches(1))
+    assert not torch.equal(epoch_batches(1), epoch_batches(2))
+    assert not torch.equal(epoch_batches(1), epoch_batches(1, seed=1))
+
+
+def test_images_of_different_sizes_are_refused():
+    class Mixed(torch.utils.data.Dataset):
+        transform = None
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            from PIL import Image
+
+            return self.transform(Image.new("RGB", (8 + i, 8))), 0
+
+    with pytest.raises(ValueError, match="one size"):
+        cdata.to_uint8_tensor(Mixed())
+
+
+def test_device_loader_refuses_a_resized_split(digits):
+    train, _, info = digits
+    resized = cdata.DataInfo(**{**info.__dict__, "img_size": 64})
+    with pytest.raises(ValueError, match="img_size is 64"):
+        cdata.device_loader(train, resized, 16, train=True, device="cpu")

@@ -1,0 +1,61 @@
+"""Named recipes and runs sized by wall-clock time (ccoat.recipes, TimeBudgetSchedule)."""
+import math
+
+import pytest
+import torch
+
+from ccoat import train as ctrain
+from ccoat.model import CoaTLite, CoaTLiteConfig
+from ccoat.recipes import RECIPES, recipe
+
+
+def test_recipe_fields_are_train_config_fields_and_overrides_win():
+    for name in RECIPES:
+        config = ctrain.TrainConfig(**recipe(name, model="ccoat_lite_tiny_cifar"))
+        assert config.model == "ccoat_lite_tiny_cifar"
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        recipe("nope")
+
+
+def test_command_line_starts_from_the_recipe_and_explicit_options_override_it():
+    config, _ = ctrain.parse_args(["--recipe", "cifar10-gpu-budget", "--time-budget", "60",
+                                   "--model", "ccoat_lite_tiny_cifar"])
+    expected = RECIPES["cifar10-gpu-budget"]
+    assert config.time_budget_s == 60 and config.model == "ccoat_lite_tiny_cifar"
+    assert config.batch_size == expected["batch_size"] and config.data_on_device
+    assert "--recipe cifar10-gpu-budget" in config.command
+
+
+def test_time_budget_schedule_warms_up_then_ends_at_the_floor_when_the_budget_is_spent():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = ctrain.TimeBudgetSchedule(optimizer, lr=1.0, min_lr=0.01, budget_s=100.0,
+                                         warmup_updates=10)
+    lr = lambda: optimizer.param_groups[0]["lr"]  # noqa: E731
+    assert lr() == pytest.approx(1e-3)
+    schedule.step_update(5, 2.0)
+    assert lr() == pytest.approx(1e-3 + (1 - 1e-3) * 0.5)
+    schedule.step_update(10, 4.0)  # warm-up over: the cosine starts at 4 s
+    assert lr() == pytest.approx(1.0)
+    schedule.step_update(500, 52.0)  # half-way through the seconds left
+    assert lr() == pytest.approx(0.01 + 0.5 * 0.99 * (1 + math.cos(math.pi / 2)))
+    schedule.step_update(900, 100.0)
+    assert lr() == pytest.approx(0.01)
+    restored = ctrain.TimeBudgetSchedule(optimizer, 1.0, 0.01, 100.0, 10)
+    restored.load_state_dict(schedule.state_dict())
+    assert restored.lr_at(500, 52.0) == schedule.lr_at(500, 52.0)
+
+
+def test_a_run_with_a_time_budget_stops_when_it_is_spent():
+    torch.manual_seed(0)
+    tiny = CoaTLite(CoaTLiteConfig((16, 16, 32, 32), (1, 1, 1, 1), (2, 2, 2, 2), patch_size=2),
+                    num_classes=10, img_size=32)
+    config = ctrain.TrainConfig(data="digits", epochs=1000, time_budget_s=2.0, batch_size=16,
+                                train_subset=128, val_subset=32, warmup_epochs=0.5, num_workers=0,
+                                device="cpu", threads=1, progress=False, data_on_device=True,
+                                min_lr=1e-5)
+    history = ctrain.fit(config, model=tiny).history
+    assert history[-1]["updates"] > 4, "the budget should outlast the warm-up on any machine"
+    assert 1 <= len(history) < 1000
+    assert history[-1]["train_elapsed_s"] >= 2.0
+    assert all(h["train_elapsed_s"] < 2.0 for h in history[:-1])
+    assert history[-1]["lr"] == pytest.approx(1e-5, rel=1e-3)
