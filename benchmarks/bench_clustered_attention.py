@@ -50,7 +50,7 @@ import torch.nn.functional as F
 import ccoat
 from ccoat.clustering import ClusteredCore, block_qkv
 from ccoat.hashing import DEFAULT_BUCKET_WIDTH, DEFAULT_N_HASHES
-from ccoat.provenance import provenance
+from ccoat.provenance import provenance, write_atomic
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -240,7 +240,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_atomic(out, json.dumps(result, indent=2) + "\n")  # a run cut short keeps the old file
     for side, r in result["layer"].items():
         print(f"N={r['tokens']}: clustered/softmax time {r['time_ratio_clustered_over_softmax']:.3f} "
               f"(softmax {r['median_s']['softmax'] * 1e3:.1f} ms, clustered "

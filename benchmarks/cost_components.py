@@ -21,7 +21,7 @@ import torch
 
 import ccoat
 from ccoat import cost
-from ccoat.provenance import provenance
+from ccoat.provenance import provenance, write_atomic
 
 
 def component_table(model, img_size: int, batch_size: int, repeats: int) -> tuple[list, dict]:
@@ -104,7 +104,7 @@ def main() -> None:
             print(markdown(rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    write_atomic(out, json.dumps(record, indent=1) + "\n")  # a run cut short keeps the old file
     print(f"\nwrote {out}  ({record['provenance']['device']}, commit {record['provenance']['git_commit']})")
 
 

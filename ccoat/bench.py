@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import shlex
@@ -43,7 +44,7 @@ import torch
 from . import cost
 from .attention import ATTENTION_KINDS
 from .profile import choose, get_profile
-from .provenance import provenance
+from .provenance import provenance, write_atomic
 from .registry import create_model
 
 RESULTS_DIR = Path("results")
@@ -204,11 +205,55 @@ def _clusters_per_row(table) -> float | None:
     return sum(stage1) / len(stage1) if stage1 else None
 
 
+def validate_settings(settings: dict) -> dict:
+    """Raise ``ValueError`` naming the option (``--name``) of the first bad setting, before any
+    work. Returns ``settings``."""
+    def bad(key: str, expected: str):
+        raise ValueError(f"--{key.replace('_', '-')} must be {expected}, got {settings[key]!r}")
+
+    def integers(key: str, low: int):
+        values = settings[key]
+        if not isinstance(values, (list, tuple)) or not values or any(
+                not isinstance(v, int) or isinstance(v, bool) or v < low for v in values):
+            raise ValueError(f"--{key.replace('_', '-')}: {key.replace('_', ' ')} must be >= "
+                             f"{low} (a non-empty list of integers), got {values!r}")
+
+    integers("resolutions", 1)
+    integers("batch_sizes", 1)
+    for key, low in (("repeats", 1), ("warmup", 0)):
+        value = settings[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            bad(key, f"an integer >= {low}")
+    if not isinstance(settings["max_seconds"], (int, float)) or not settings["max_seconds"] > 0:
+        bad("max_seconds", "a number > 0")
+    from .registry import MODEL_NAMES
+
+    if not settings["models"] or any(m not in MODEL_NAMES for m in settings["models"]):
+        bad("models", f"model names among {', '.join(MODEL_NAMES)}")
+    if not settings["kinds"] or any(k not in ATTENTION_KINDS for k in settings["kinds"]):
+        bad("kinds", f"attention kinds among {', '.join(ATTENTION_KINDS)}")
+    if not settings["name"] or Path(settings["name"]).name != settings["name"]:
+        bad("name", "a file stem (no folder)")
+    try:
+        device = torch.device(settings["device"])
+    except (RuntimeError, TypeError):
+        bad("device", "cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        bad("device", "cpu here (CUDA is not available)")
+    return settings
+
+
 def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str | None = None,
         progress: bool = True) -> dict:
-    """Run a sweep and write its CSV and JSON files; return the JSON record."""
+    """Run a sweep and write its CSV and JSON files; return the JSON record.
+
+    While the sweep runs, its rows so far are written to ``<name>.partial.*`` after every
+    configuration (a long sweep cut short keeps them); the complete sweep then replaces
+    ``<name>.*`` and the partial files are removed. Every write is atomic, so the files of an
+    earlier complete sweep are never replaced by a partial one."""
     from tqdm.auto import tqdm
 
+    validate_settings(settings)
     device = torch.device(settings["device"])
     # The record is taken before the sweep: the code that ran is the code at its start.
     record_of_run = provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
@@ -225,6 +270,7 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
     rows, components = [], []
     total = (len(settings["models"]) * len(settings["batch_sizes"]) * len(settings["resolutions"])
              * len(settings["kinds"]))
+    partial = f"{settings['name']}.partial"
     with tqdm(total=total, desc="cost sweep", disable=not progress) as bar:
         for model_name in settings["models"]:
             for batch_size in settings["batch_sizes"]:
@@ -234,23 +280,34 @@ def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str |
                                            settings, guard, bar)
                     rows += r
                     components += c
-                    # Written after every configuration: a long sweep cut short keeps its rows.
-                    record = {"provenance": record_of_run, "rows": rows, "components": components}
-                    write(record, out_dir, settings["name"])
+                    write({"provenance": record_of_run, "complete": False, "rows": rows,
+                           "components": components}, out_dir, partial)
+    record = {"provenance": record_of_run, "complete": True, "rows": rows, "components": components}
+    write(record, out_dir, settings["name"])
+    for path in _files(out_dir, partial):
+        path.unlink(missing_ok=True)
     return record
 
 
+def _files(out_dir, name: str) -> list[Path]:
+    out = Path(out_dir)
+    return [out / f"{name}.json", out / f"{name}.csv", out / f"{name}_components.csv"]
+
+
 def write(record: dict, out_dir, name: str) -> None:
+    """``<name>.json``, ``<name>.csv`` and ``<name>_components.csv``, each written atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
-    for suffix, table in (("", record["rows"]), ("_components", record["components"])):
+    json_path, *csv_paths = _files(out, name)
+    for path, table in zip(csv_paths, (record["rows"], record["components"])):
         fields = list(dict.fromkeys(k for row in table for k in row))
-        with open(out / f"{name}{suffix}.csv", "w", newline="") as f:
-            f.write(f"# {json.dumps(record['provenance'], default=str)}\n")
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(table)
+        text = io.StringIO(newline="")
+        text.write(f"# {json.dumps(record['provenance'], default=str)}\n")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(table)
+        write_atomic(path, text.getvalue())
+    write_atomic(json_path, json.dumps(record, indent=1, default=str) + "\n")
 
 
 def load(path: str | os.PathLike):
@@ -336,9 +393,8 @@ def main(argv=None) -> int:
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
-    if min(settings["batch_sizes"]) < 1:
-        raise SystemExit(f"batch sizes must be >= 1, got {settings['batch_sizes']}")
     try:
+        validate_settings(settings)
         command = "python -m ccoat.bench " + " ".join(shlex.quote(a) for a in
                                                       (sys.argv[1:] if argv is None else argv))
         record = run(settings, args.out, command=command.strip(), progress=not args.no_progress)

@@ -68,3 +68,28 @@ def find_results(name: str | None = None, start: str | os.PathLike | None = None
         if path.exists():
             return path
     return None
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` holds either its old content or all of the new
+    one, whenever the process is stopped: a temporary file beside it, flushed to disk, then
+    renamed over it. On any failure the temporary file is removed and an ``OSError`` names the
+    path and the cause (``No space left on device``, ``File too large``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        _write_file(tmp, data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            message = f"could not write {path}: {error.strerror or error}"
+            raise (OSError(error.errno, message) if error.errno else OSError(message)) from error
+        raise
+
+
+def _write_file(path: Path, data: bytes | memoryview) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

@@ -10,7 +10,11 @@
   Mixup/CutMix and RandAugment (timm's);
 - one JSON line of metrics per epoch in ``out/metrics.jsonl``, ``out/run.json`` with the run's
   provenance, and ``out/last.pt``, a checkpoint written atomically (temporary file, then
-  rename) with the model, optimizer, scheduler, scaler, EMA and every RNG state.
+  rename) with the model, optimizer, scheduler, scaler, EMA and every RNG state. The folder is
+  locked while the run trains and stays consistent whenever it stops (:mod:`ccoat.runfolder`).
+
+Every option is checked before any work (:meth:`TrainConfig.validate`). A resumed run, or an
+evaluated checkpoint, is compared with the options given: a difference is refused, listing each.
 
 Resuming (``resume=True``) continues from the last completed epoch so that an interrupted run
 ends with exactly the weights of an uninterrupted one: each epoch's shuffling is a function of
@@ -49,8 +53,9 @@ from torch.utils.data import DistributedSampler
 
 from . import data as cdata
 from .profile import choose, get_profile
-from .provenance import provenance
+from .provenance import provenance, write_atomic
 from .recipes import RECIPES, recipe
+from .runfolder import RunFolder, load_checkpoint, save_checkpoint
 from .registry import create_model
 from .stats import bootstrap_interval
 
@@ -95,6 +100,78 @@ class TrainConfig:
     resume: bool | str = False  # True: out/last.pt; or a checkpoint path
     progress: bool = True
     command: str | None = None  # recorded in run.json (the CLI fills it in)
+    overwrite: bool = False  # out holds a run: move it aside into out/replaced-<date>/
+
+    def validate(self, training: bool = True) -> "TrainConfig":
+        """Raise ``ValueError`` naming the option (``--name``) of the first bad value; called
+        by :func:`fit` and the command line before any work. Returns ``self``."""
+        def bad(name: str, expected: str):
+            value = getattr(self, name)
+            flag = {"time_budget_s": "time-budget"}.get(name, name.replace("_", "-"))
+            raise ValueError(f"{name} (--{flag}) must be {expected}, got {value!r}")
+
+        def check(name: str, expected: str, ok, optional: bool = False):
+            value = getattr(self, name)
+            if not ((optional and value is None) or ok(value)):
+                bad(name, expected + (" or None" if optional else ""))
+
+        def integer(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name in ("epochs", "batch_size"):
+            check(name, "an integer >= 1", lambda v: integer(v) and v >= 1)
+        for name in ("img_size", "train_subset", "val_subset", "steps_per_epoch", "stop_after",
+                     "threads"):
+            check(name, "an integer >= 1", lambda v: integer(v) and v >= 1, optional=True)
+        for name in ("num_workers", "seed"):
+            check(name, "an integer >= 0", lambda v: integer(v) and v >= 0)
+        check("lr", "a number > 0", lambda v: number(v) and v > 0)
+        for name in ("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"):
+            check(name, "a number >= 0", lambda v: number(v) and v >= 0)
+        if self.min_lr > self.lr:
+            bad("min_lr", f"<= lr (--lr) {self.lr}")
+        for name in ("label_smoothing", "drop_path"):
+            check(name, "a number in [0, 1)", lambda v: number(v) and 0 <= v < 1)
+        check("clip_grad", "a number > 0", lambda v: number(v) and v > 0, optional=True)
+        check("time_budget_s", "a number of seconds > 0", lambda v: number(v) and v > 0,
+              optional=True)
+        for name in ("augment", "compile", "channels_last", "data_on_device", "overwrite"):
+            check(name, "True or False", lambda v: isinstance(v, bool))
+        check("ema_decay", "a number in (0, 1)", lambda v: number(v) and 0 < v < 1, optional=True)
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            bad("amp", "one of auto, bf16, fp16, off")
+        from .attention import ATTENTION_KINDS
+        from .registry import MODEL_NAMES
+
+        if self.model not in MODEL_NAMES:
+            bad("model", f"one of {', '.join(MODEL_NAMES)}")
+        kinds = [self.attention] if isinstance(self.attention, str) else self.attention
+        if kinds is not None and (len(kinds) not in (1, 4) or any(k not in ATTENTION_KINDS for k in kinds)):
+            bad("attention", f"one of {', '.join(ATTENTION_KINDS)} (or a list of 4, one per stage)")
+        if not isinstance(self.data, str) or not self.data:
+            bad("data", "digits, cifar10, cifar100, imagenette or an ImageFolder path")
+        if self.randaugment is not None:
+            from timm.data.auto_augment import rand_augment_transform
+
+            try:
+                rand_augment_transform(self.randaugment, {})
+            except Exception:
+                bad("randaugment", 'a timm RandAugment spec such as "rand-m9-mstd0.5"')
+        _device_from(self.device, 0)  # raises naming --device
+        if training:
+            if self.resume is True and not self.out:
+                raise ValueError("resume (--resume) needs out (--out): the folder of the run to "
+                                 "continue")
+            if isinstance(self.resume, str) and self.resume and not self.out:
+                raise ValueError(f"resume (--resume {self.resume}) needs out (--out): where the "
+                                 f"continued run is written")
+            if self.resume and self.overwrite and not isinstance(self.resume, str):
+                raise ValueError("resume (--resume) and overwrite (--overwrite) exclude each "
+                                 "other: continue the run in out, or move it aside")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,11 +245,14 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore :func:`rng_state`. The generators take CPU byte tensors only, whatever device a
+    checkpoint was loaded onto, so every state is brought to the CPU first."""
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # As many GPUs as both machines have.
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][:torch.cuda.device_count()])
 
 
 def seed_everything(seed: int) -> None:
@@ -183,17 +263,8 @@ def seed_everything(seed: int) -> None:
 
 def save_atomic(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: a crash mid-write leaves
-    the previous checkpoint intact, never a truncated one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    the previous checkpoint intact, never a truncated one (:func:`ccoat.runfolder.save_checkpoint`)."""
+    save_checkpoint(obj, path)
 
 
 class ClusterStats:
@@ -282,8 +353,10 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
     elapsed = time.perf_counter() - start
     loss_sum, top1, top5, n = _all_reduce_sum([loss_sum, top1, top5, n], device)
     model.train(was_training)
-    result = {"loss": loss_sum / max(n, 1), "top1": 100.0 * top1 / max(n, 1),
-              "top5": 100.0 * top5 / max(n, 1), "images": int(n),
+    if n == 0:
+        raise ValueError(f"{desc}: the loader gave no images to evaluate")
+    result = {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n,
+              "images": int(n),
               "images_per_s": n / elapsed if elapsed > 0 else float("nan"), "time_s": elapsed}
     if cluster_means:
         result["clusters_per_stage"] = cluster_means
@@ -373,12 +446,28 @@ class TrainRun:
     ema: nn.Module | None = None
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
+def _device_from(name: str, local_rank: int) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` (this process's GPU: the local rank's)
+    or ``cuda:N``; ``ValueError`` naming ``--device`` for anything this machine cannot run."""
     if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)  # "cuda": this process's GPU
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device (--device) must be auto, cpu, cuda or cuda:N, got {name!r}") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device (--device) is {name!r}, but CUDA is not available here")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)  # "cuda": this process's GPU
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"device (--device) is {name!r}, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    device = _device_from(name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
@@ -392,26 +481,125 @@ def _checkpoint_path(config: TrainConfig) -> Path | None:
     return None
 
 
-def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
-    """Train per ``config`` (optionally a given ``model``), returning the model and history."""
-    from timm.data import Mixup
-    from timm.loss import SoftTargetCrossEntropy
-    from timm.scheduler import CosineLRScheduler
-    from timm.utils import ModelEmaV3
-    from tqdm.auto import tqdm
+# Options that may differ between a checkpoint and the run that continues it: where and how the
+# run executes, not what it computes. ``epochs`` may grow: the schedule is rebuilt for it.
+MAY_CHANGE_ON_RESUME = ("epochs", "time_budget_s", "stop_after", "num_workers", "threads",
+                        "device", "out", "resume", "overwrite", "progress", "command", "data_dir",
+                        "compile", "channels_last")
 
+
+def config_differences(saved: dict, config: TrainConfig,
+                       ignore: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> list[str]:
+    """``"name: checkpoint X, now Y"`` for each option of ``config`` that differs from the
+    ``saved`` one (a checkpoint's or ``run.json``'s ``config``), except those in ``ignore``."""
+    now = dataclasses.asdict(config)
+    differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
+                   for name, value in now.items()
+                   if name not in ignore and name in saved and saved[name] != value]
+    if "time_budget_s" in ignore and (saved.get("time_budget_s") is None) != (config.time_budget_s is None):
+        differences.append(f"time_budget_s: checkpoint {saved.get('time_budget_s')!r}, now "
+                           f"{config.time_budget_s!r} (a budget may grow, not come or go)")
+    return differences
+
+
+def _refuse(source, differences: list[str], action: str = "resume") -> None:
+    if differences:
+        raise ValueError(f"{source} was made with other settings; refusing to {action} it "
+                         f"with these (give the checkpoint's values, or another --out):\n  "
+                         + "\n  ".join(differences))
+
+
+def _load_weights(model: nn.Module, state: dict, path, saved_config: dict) -> None:
+    """``load_state_dict``, with one error naming the checkpoint's model instead of a line per
+    mismatched tensor."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        lines = [l.strip() for l in str(error).splitlines()[1:] if l.strip()]
+        raise ValueError(
+            f"checkpoint {path} holds a {saved_config.get('model')} (attention "
+            f"{saved_config.get('attention') or 'its default'}) whose weights do not fit the model "
+            f"being built ({len(lines)} mismatches, first: {lines[0] if lines else error})") from error
+
+
+def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
+        _cache: bool = False) -> TrainRun:
+    """Train per ``config`` (optionally a given ``model``), returning the model and history.
+
+    With ``out``, the run folder is locked for the run's duration (another run into it raises
+    :class:`~ccoat.runfolder.RunFolderBusy`) and kept consistent whenever the run stops
+    (:mod:`ccoat.runfolder`). ``_cache`` (:func:`fit_cached`): wait for the lock, then resume
+    whatever the folder holds.
+    """
     if isinstance(config, dict):
         config = TrainConfig(**config)
+    config.validate()
     if config.threads:
         torch.set_num_threads(config.threads)
-    device_type = "cuda" if config.device == "auto" and torch.cuda.is_available() else \
-        torch.device(config.device if config.device != "auto" else "cpu").type
+    device_type = _device_from(config.device, 0).type
     rank, world, local_rank = setup_distributed(device_type)
     device = _resolve_device(config.device, local_rank)
     main_process = rank == 0
     if config.batch_size % world:
         raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
                          f"got {config.batch_size}")
+    folder = RunFolder(config.out) if config.out and main_process else None
+    try:
+        if folder is not None:
+            folder.lock(wait=_cache, command=config.command)
+            if _cache:
+                config = dataclasses.replace(config, resume=folder.checkpoint.exists()
+                                             or folder.record.exists())
+        return _fit_in_folder(config, model, device, rank, world, folder)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def _resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None, dict | None]:
+    """What a run continues from: ``(checkpoint, None)``, ``(None, run.json)`` for a run stopped
+    before its first checkpoint, or ``(None, None)`` for a new run. Refuses a new run in a folder
+    that holds one (without ``overwrite``) and a resume with nothing to resume from."""
+    folder = RunFolder(config.out) if config.out else None  # read only: every process reads
+    ckpt_path = _checkpoint_path(config)
+    if ckpt_path is not None:
+        if ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path)
+            _refuse(ckpt_path, config_differences(ckpt["config"], config))
+            done = ckpt["epoch"] + 1
+            if config.epochs < done:
+                raise ValueError(f"epochs (--epochs) is {config.epochs}, but {ckpt_path} has "
+                                 f"already completed {done} epochs")
+            return ckpt, None
+        if isinstance(config.resume, str):
+            raise FileNotFoundError(f"resume (--resume {config.resume}): no such checkpoint")
+        record = folder.read_record() if folder is not None else None
+        if record is None:
+            raise ValueError(f"resume (--resume): nothing to resume from in {config.out} (no "
+                             f"last.pt, no run.json); start the run without --resume")
+        _refuse(folder.record, config_differences(record.get("config", {}), config))
+        return None, record
+    if main_process and folder is not None and folder.holds_run() and not config.overwrite:
+        raise ValueError(f"{folder.path} holds a run (last.pt or metrics.jsonl); pass --resume to "
+                         f"continue it, --overwrite to move it aside into "
+                         f"{folder.path}/replaced-<date>/, or choose another --out")
+    return None, None
+
+
+def _fit_in_folder(config: TrainConfig, model: nn.Module | None, device: torch.device,
+                   rank: int, world: int, folder: RunFolder | None) -> TrainRun:
+    """:func:`fit`, its folder (rank 0's, else None) locked."""
+    from timm.data import Mixup
+    from timm.loss import SoftTargetCrossEntropy
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
+    from tqdm.auto import tqdm
+
+    main_process = rank == 0
+    if folder is not None:
+        for path in folder.remove_temporaries():
+            print(f"removed {path}, left by a write that never finished", file=sys.stderr)
+    ckpt, resumed_record = _resume_point(config, main_process)
     seed_everything(config.seed)
 
     # Data: every process builds the same splits; the sampler gives each its share.
@@ -476,18 +664,43 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
     # Resume.
     start_epoch, history, updates = 0, [], 0
     ckpt_path = _checkpoint_path(config)
-    if ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
+    if ckpt is not None:
+        saved_data = ckpt["data"]
+        data_differences = [f"{k}: checkpoint {saved_data.get(k)!r}, now {getattr(info, k)!r}"
+                            for k in ("name", "num_classes", "img_size")
+                            if saved_data.get(k) != getattr(info, k)]
+        kinds = getattr(model, "attention_kinds", None)
+        if ckpt.get("attention_kinds") is not None and kinds is not None and \
+                list(ckpt["attention_kinds"]) != list(kinds):
+            data_differences.append(f"attention kinds: checkpoint {ckpt['attention_kinds']}, "
+                                    f"now {list(kinds)}")
+        _refuse(ckpt_path, data_differences)
+        _load_weights(model, ckpt["model"], ckpt_path, ckpt["config"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, history, updates = ckpt["epoch"] + 1, ckpt["history"], ckpt["updates"]
+        saved_length = ckpt["config"].get("time_budget_s" if config.time_budget_s else "epochs")
+        if config.time_budget_s:  # the schedule keeps its warm-up's end; the budget is this run's
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if saved_length != config.time_budget_s and main_process:
+                print(f"time_budget_s: {saved_length} in {ckpt_path}, now {config.time_budget_s}: "
+                      f"the learning-rate schedule follows the new budget from the next update",
+                      file=sys.stderr, flush=True)
+        elif saved_length == config.epochs:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        else:  # the schedule depends on the run's length: rebuilt, taken up at the same update
+            scheduler.step_update(num_updates=updates)
+            if main_process:
+                print(f"epochs: {saved_length} in {ckpt_path}, now {config.epochs}: the "
+                      f"learning-rate schedule is rebuilt for {config.epochs} epochs and "
+                      f"continues at update {updates} (lr {optimizer.param_groups[0]['lr']:.3g})",
+                      file=sys.stderr, flush=True)
         scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema") is not None:
+        if ema is not None:
+            if ckpt.get("ema") is None:
+                raise ValueError(f"ema_decay (--ema-decay) is {config.ema_decay}, but "
+                                 f"{ckpt_path} holds no EMA weights")
             ema.module.load_state_dict(ckpt["ema"])
         set_rng_state(ckpt["rng"])
-        start_epoch, history, updates = ckpt["epoch"] + 1, ckpt["history"], ckpt["updates"]
-    elif config.resume is not False and isinstance(config.resume, str):
-        raise FileNotFoundError(f"--resume {config.resume}: no such checkpoint")
 
     run_model = model
     if world > 1:
@@ -496,20 +709,33 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
     if config.compile:
         run_model = torch.compile(run_model)
 
-    out = Path(config.out) if config.out else None
-    if out is not None and main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        run_record = provenance(
+    if folder is not None:
+        # The old run is moved aside only now, when this one has its data and model.
+        continued = ckpt is not None or resumed_record is not None
+        if not continued and folder.holds_run():
+            aside = folder.move_aside()
+            print(f"--overwrite: moved the run that was in {folder.path} to {aside}",
+                  file=sys.stderr, flush=True)
+        elif ckpt is not None and Path(ckpt_path).resolve() != folder.checkpoint.resolve() \
+                and folder.holds_run():
+            if not config.overwrite:
+                raise ValueError(f"{folder.path} holds a run of its own; resuming {ckpt_path} "
+                                 f"into it needs --overwrite (moves it aside)")
+            aside = folder.move_aside()
+            print(f"--overwrite: moved the run that was in {folder.path} to {aside}",
+                  file=sys.stderr, flush=True)
+        record = provenance(
             dataset=_dataset_label(info), device=device, command=config.command,
             config=dataclasses.asdict(config), data=dataclasses.asdict(info) | {"classes": None},
             world_size=world, steps_per_epoch=steps_per_epoch,
             parameters=sum(p.numel() for p in model.parameters()),
             attention_kinds=getattr(model, "attention_kinds", None),
-            resumed_from_epoch=start_epoch if start_epoch else None)
-        _write_json_atomic(run_record, out / ("run.json" if not start_epoch else
-                                              f"run_resumed_epoch{start_epoch}.json"))
-        if not start_epoch and (out / "metrics.jsonl").exists():
-            (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh metrics file
+            resumed_from_epoch=start_epoch if ckpt is not None else None)
+        previous = folder.read_record() if ckpt is not None and folder.record.exists() else None
+        if previous is not None:  # the first launch's record stays, nested
+            record["first_launch"] = previous.get("first_launch", previous)
+        folder.write_record(record)
+        folder.write_metrics(history)  # the checkpoint's epochs, each once
 
     elapsed_before = history[-1]["elapsed_s"] if history else 0.0
     trained_before = history[-1].get("train_elapsed_s", 0.0) if history else 0.0
@@ -577,21 +803,19 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
             ema_val = evaluate(ema.module, val_loader, device, dtype, config.channels_last)
             record.update(val_top1_ema=ema_val["top1"], val_top5_ema=ema_val["top5"])
         history.append(record)
-        if main_process:
-            if config.progress:
-                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                                  for k, v in record.items()}), flush=True)
-            if out is not None:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                save_atomic({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "ema": ema.module.state_dict() if ema is not None else None,
-                    "rng": rng_state(), "epoch": epoch, "updates": updates,
-                    "history": history, "config": dataclasses.asdict(config),
-                    "data": dataclasses.asdict(info),
-                }, out / "last.pt")
+        if main_process and config.progress:
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                              for k, v in record.items()}), flush=True)
+        if folder is not None:  # the checkpoint first, then metrics.jsonl from its history
+            folder.write_epoch({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "ema": ema.module.state_dict() if ema is not None else None,
+                "rng": rng_state(), "epoch": epoch, "updates": updates,
+                "history": history, "config": dataclasses.asdict(config),
+                "data": dataclasses.asdict(info),
+                "attention_kinds": list(getattr(model, "attention_kinds", None) or []) or None,
+            })
     return TrainRun(model=model, history=history, info=info, ema=ema.module if ema else None)
 
 
@@ -628,10 +852,11 @@ def fit_cached(config: TrainConfig | dict, cache_dir: str | os.PathLike | None =
     same recipe resumes from it, finding nothing left to train. Notebooks that need the same
     trained model share it this way and each still runs on its own."""
     config = dataclasses.asdict(config) if isinstance(config, TrainConfig) else dict(config)
-    config.pop("out", None), config.pop("resume", None)
+    for name in ("out", "resume", "overwrite"):
+        config.pop(name, None)
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "ccoat" / "runs"
-    return fit(dict(config, out=str(root / key), resume=True))
+    return fit(dict(config, out=str(root / key)), _cache=True)
 
 
 def train(config: TrainConfig | dict) -> list[dict]:
@@ -642,24 +867,37 @@ def train(config: TrainConfig | dict) -> list[dict]:
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, data_dir=None,
                         batch_size: int = 256, num_workers: int = 2, device: str = "auto",
                         use_ema: bool = False, val_subset: int | None = None,
-                        progress: bool = True) -> dict:
-    """Top-1/top-5 (%) and throughput of a checkpoint written by :func:`fit`, on its val split."""
+                        progress: bool = True, expect: dict | None = None) -> dict:
+    """Top-1/top-5 (%) and throughput of a checkpoint written by :func:`fit`, on its val split.
+
+    ``data`` and ``expect`` (options such as ``model``, ``attention``, ``img_size``) say what the
+    caller means to evaluate: a checkpoint made otherwise is refused, listing each difference.
+    ``use_ema`` on a checkpoint without EMA weights is an error, as is ``val_subset`` < 1."""
+    if val_subset is not None and (not isinstance(val_subset, int) or val_subset < 1):
+        raise ValueError(f"val_subset (--val-subset) must be an integer >= 1 or None, got {val_subset!r}")
     device = _resolve_device(device, 0)
-    ckpt = torch.load(checkpoint, map_location=device, weights_only=False)
-    config = TrainConfig(**ckpt["config"])
-    _, val_set, info = cdata.build_datasets(data or config.data, data_dir or config.data_dir,
+    ckpt = load_checkpoint(checkpoint)
+    config = TrainConfig(**{k: v for k, v in ckpt["config"].items()
+                            if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    expect = dict(expect or {}, **({"data": data} if data is not None else {}))
+    saved = dict(ckpt["config"], img_size=ckpt["data"].get("img_size"))
+    _refuse(checkpoint, [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
+                         for k, v in expect.items() if saved.get(k) != v], action="evaluate")
+    if use_ema and ckpt.get("ema") is None:
+        raise ValueError(f"--ema: checkpoint {checkpoint} holds no EMA weights (its run had "
+                         f"ema_decay={config.ema_decay})")
+    _, val_set, info = cdata.build_datasets(config.data, data_dir or config.data_dir,
                                             config.img_size)
     val_set = cdata.subset(val_set, val_subset, seed=config.seed)
     kw = {"attention": config.attention} if config.attention else {}
     model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size, **kw)
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    model.load_state_dict(state)
+    _load_weights(model, ckpt["ema"] if use_ema else ckpt["model"], checkpoint, ckpt["config"])
     model.to(device)
     loader = cdata.make_loader(val_set, batch_size, False, num_workers)
     result = evaluate(model, loader, device, amp_dtype(config.amp, device), progress=progress,
                       interval=True)
     return {"checkpoint": str(checkpoint), "model": config.model, "epoch": ckpt["epoch"] + 1,
-            "dataset": _dataset_label(info), **result}
+            "weights": "ema" if use_ema else "model", "dataset": _dataset_label(info), **result}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,7 +908,8 @@ def _optional(type_):
     return lambda s: None if s.lower() in ("none", "") else type_(s)
 
 
-def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
+def _parser(suppress: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``suppress``: no defaults, so that parsing tells what was given."""
     p = argparse.ArgumentParser(prog="python -m ccoat.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig()
@@ -713,23 +952,38 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
                         "learning-rate schedule follows the training time")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--out", default=None)
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda (the local rank's GPU) "
+                   "or cuda:N")
+    p.add_argument("--out", default=None, help="the run folder (one run per folder, locked)")
     p.add_argument("--resume", nargs="?", const=True, default=False,
-                   help="resume from OUT/last.pt, or from the checkpoint given")
+                   help="resume from OUT/last.pt, or from the checkpoint given; options not given "
+                        "are the checkpoint's, options given must equal them (--epochs may grow)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT holds a run: move it into OUT/replaced-<date>/ and start afresh")
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate the checkpoint given by --resume (top-1/top-5, images/s)")
     p.add_argument("--ema", action="store_true", help="with --eval-only: evaluate the EMA weights")
     p.add_argument("--no-progress", action="store_true")
+    if suppress:
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+    return p
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
+    """The run's config, and the parsed arguments; ``args.explicit`` names the config options
+    given on the command line, directly or by ``--recipe`` (the others are defaults)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = _parser()
     known, _ = p.parse_known_args(argv)
-    if known.recipe:
-        p.set_defaults(**recipe(known.recipe))
+    given = recipe(known.recipe) if known.recipe else {}
+    p.set_defaults(**given)
     args = p.parse_args(argv)
+    args.explicit = (set(vars(_parser(suppress=True).parse_args(argv))) | set(given)) - {"help"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["progress"] = not args.no_progress
-    values["command"] = "python -m ccoat.train " + " ".join(
-        _quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    values["command"] = "python -m ccoat.train " + " ".join(_quote(a) for a in argv)
     return TrainConfig(**values), args
 
 
@@ -739,26 +993,54 @@ def _quote(arg: str) -> str:
     return shlex.quote(str(arg))
 
 
+# Options of where and how a process runs: never taken from the checkpoint on --resume.
+_OF_THIS_PROCESS = ("out", "resume", "overwrite", "command", "progress", "device",
+                    "stop_after", "num_workers", "threads")
+
+
+def _with_saved_options(config: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """``--resume``: the options not given on the command line, from the checkpoint (or, for a
+    run stopped before its first checkpoint, from its ``run.json``)."""
+    path = _checkpoint_path(config)
+    if path is not None and path.exists():
+        saved = load_checkpoint(path)["config"]
+    elif config.resume is True and (Path(config.out) / "run.json").exists():
+        saved = (RunFolder(config.out).read_record() or {}).get("config", {})
+    else:
+        return config
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    taken = {k: v for k, v in saved.items()
+             if k in fields and k not in explicit and k not in _OF_THIS_PROCESS}
+    return dataclasses.replace(config, **taken)
+
+
 def main(argv=None) -> int:
     config, args = parse_args(argv)
+    try:
+        config.validate(training=not args.eval_only)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}")
     if args.eval_only:
         ckpt = _checkpoint_path(config)
         if ckpt is None or not ckpt.exists():
-            raise SystemExit(f"--eval-only needs --resume CHECKPOINT (or --out with last.pt); "
-                             f"got {ckpt}")
+            raise SystemExit(f"error: --eval-only needs --resume CHECKPOINT (or --out with "
+                             f"last.pt); got {ckpt}")
         if config.threads:
             torch.set_num_threads(config.threads)
-        result = evaluate_checkpoint(ckpt, data=args.data if args.data != TrainConfig.data else None,
-                                     data_dir=config.data_dir, batch_size=config.batch_size,
+        expect = {k: getattr(config, k) for k in ("model", "attention", "data", "img_size")
+                  if k in args.explicit}
+        result = evaluate_checkpoint(ckpt, data_dir=config.data_dir, batch_size=config.batch_size,
                                      num_workers=config.num_workers, device=config.device,
                                      use_ema=args.ema, val_subset=config.val_subset,
-                                     progress=config.progress)
+                                     progress=config.progress, expect=expect)
         result["provenance"] = provenance(dataset=result["dataset"], command=config.command)
         print(json.dumps(result, indent=2))
         if config.out:
             Path(config.out).mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(result, Path(config.out) / "eval.json")
+            write_atomic(Path(config.out) / "eval.json", json.dumps(result, indent=2) + "\n")
         return 0
+    if config.resume:
+        config = _with_saved_options(config, args.explicit)
     try:
         fit(config)
     finally:

@@ -207,3 +207,210 @@ def test_imagenette_recipe_is_sized_by_profile():
     smoke, cpu, gpu = (ctrain.imagenette_recipe(p) for p in ("smoke", "cpu", "gpu"))
     assert smoke["steps_per_epoch"] and cpu["steps_per_epoch"] is None
     assert (cpu["img_size"], gpu["img_size"]) == (64, 224) and gpu["epochs"] > cpu["epochs"]
+
+
+# ---------------------------------------------------------------------------------------------
+# One run per folder; resume and evaluation check what they load; options checked first
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(tmp_path):
+    from ccoat.runfolder import RunFolder, RunFolderBusy
+
+    with RunFolder(tmp_path) as holder:
+        holder.lock(command="the first run")
+        with pytest.raises(RunFolderBusy, match=rf"{tmp_path} is in use by another run \(pid "
+                                                rf"{os.getpid()} on .*: the first run\)"):
+            ctrain.fit(small_config(tmp_path, epochs=1), model=tiny_model())
+    assert not (tmp_path / "run.json").exists()
+    ctrain.fit(small_config(tmp_path, epochs=1), model=tiny_model())  # free again
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_stale_lock_is_taken_over_and_said_so(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    (tmp_path / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": "h"}))
+    ctrain.fit(small_config(tmp_path, epochs=1), model=tiny_model())
+    assert f"taking over the lock left by pid {int(dead.stdout)} on h" in capsys.readouterr().err
+
+
+def test_a_new_run_into_a_finished_run_needs_resume_or_overwrite(tmp_path, capsys):
+    ctrain.fit(small_config(tmp_path, epochs=1), model=tiny_model())
+    before = _files(tmp_path)
+    with pytest.raises(ValueError, match=r"holds a run .*--resume.*--overwrite"):
+        ctrain.fit(small_config(tmp_path, epochs=1, lr=2e-3), model=tiny_model())
+    assert _files(tmp_path) == before  # nothing touched
+    with pytest.raises(ValueError, match="fewer than one batch"):  # a run that fails: no change
+        ctrain.fit(small_config(tmp_path, epochs=1, train_subset=8, overwrite=True), model=tiny_model())
+    assert _files(tmp_path) == before
+    ctrain.fit(small_config(tmp_path, epochs=1, lr=2e-3, overwrite=True), model=tiny_model())
+    (aside,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert aside.name.startswith("replaced-") and _files(aside) == before
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["lr"] == 2e-3
+    assert "moved the run" in capsys.readouterr().err
+
+
+def test_resume_needs_a_folder_and_something_to_resume(tmp_path):
+    with pytest.raises(ValueError, match=r"resume \(--resume\) needs out \(--out\)"):
+        ctrain.fit(small_config(None, resume=True), model=tiny_model())
+    with pytest.raises(SystemExit, match=r"resume \(--resume\) needs out"):
+        ctrain.main(["--resume", "--epochs", "1"])
+    with pytest.raises(ValueError, match=r"nothing to resume from in .*no last.pt, no run.json"):
+        ctrain.fit(small_config(tmp_path / "empty", resume=True), model=tiny_model())
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        ctrain.fit(small_config(tmp_path, resume=str(tmp_path / "nope.pt")), model=tiny_model())
+
+
+def test_resume_refuses_other_settings_listing_each_difference(tmp_path):
+    ctrain.fit(small_config(tmp_path, epochs=2, stop_after=1), model=tiny_model())
+    with pytest.raises(ValueError) as caught:
+        ctrain.fit(small_config(tmp_path, epochs=2, resume=True, model="ccoat_lite_tiny_cifar",
+                                lr=5e-4))
+    message = str(caught.value)
+    assert "refusing to resume" in message and str(tmp_path / "last.pt") in message
+    assert "model: checkpoint 'coat_lite_tiny_cifar', now 'ccoat_lite_tiny_cifar'" in message
+    assert "lr: checkpoint 0.001, now 0.0005" in message
+
+
+def test_resume_refuses_other_data_and_names_the_checkpoints_model_on_a_shape_mismatch(tmp_path):
+    tree = str(_write_tree(tmp_path / "tree"))
+    ctrain.fit(small_config(tmp_path / "run", epochs=2, stop_after=1), model=tiny_model())
+    with pytest.raises(ValueError, match=rf"data: checkpoint 'digits', now '{tree}'"):
+        ctrain.fit(small_config(tmp_path / "run", data=tree, epochs=2, resume=True),
+                   model=tiny_model())
+    wider = CoaTLite(CoaTLiteConfig((32, 32, 64, 96), (1, 1, 1, 1), (2, 2, 2, 2), patch_size=2),
+                     num_classes=10, img_size=32)
+    with pytest.raises(ValueError, match=r"holds a coat_lite_tiny_cifar .* do not fit the model "
+                                         r"being built \(\d+ mismatches"):
+        ctrain.fit(small_config(tmp_path / "run", epochs=2, resume=True), model=wider)
+
+
+def test_more_epochs_on_resume_rebuild_the_schedule(tmp_path, capsys):
+    config = dict(train_subset=48, steps_per_epoch=None, warmup_epochs=0, lr=1e-3, min_lr=1e-5)
+    ctrain.fit(small_config(tmp_path, epochs=2, **config), model=tiny_model())
+    assert ctrain.load_checkpoint(tmp_path / "last.pt")["history"][-1]["lr"] == pytest.approx(1e-5)
+    history = ctrain.fit(small_config(tmp_path, epochs=4, resume=True, **config),
+                         model=tiny_model()).history
+    lrs = [h["lr"] for h in history]
+    assert lrs[2] > 1e-4 and lrs[3] == pytest.approx(1e-5)  # not stuck at the old end
+    assert "schedule is rebuilt for 4 epochs" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"epochs \(--epochs\) is 3, but .* already completed 4"):
+        ctrain.fit(small_config(tmp_path, epochs=3, resume=True, **config), model=tiny_model())
+
+
+def test_cli_resume_takes_the_options_not_given_from_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    base = ["--data", "digits", "--steps-per-epoch", "1", "--batch-size", "16",
+            "--val-subset", "16", "--num-workers", "0", "--threads", "1", "--no-progress",
+            "--out", str(out)]
+    ctrain.main(base + ["--epochs", "2", "--stop-after", "1", "--lr", "2e-3"])
+    ctrain.main(["--out", str(out), "--resume", "--no-progress", "--num-workers", "0"])
+    assert [json.loads(l)["epoch"] for l in open(out / "metrics.jsonl")] == [1, 2]
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["lr"] == 2e-3 and record["resumed_from_epoch"] == 1
+    assert "--stop-after 1" in record["first_launch"]["command"]
+    with pytest.raises(ValueError, match="model: checkpoint 'coat_lite_tiny_cifar', now "
+                                         "'ccoat_lite_tiny_cifar'"):  # explicit: compared
+        ctrain.main(["--out", str(out), "--resume", "--model", "ccoat_lite_tiny_cifar"])
+
+
+def test_corrupt_checkpoints_are_a_value_error_naming_the_file(tmp_path):
+    empty, garbage = tmp_path / "empty.pt", tmp_path / "garbage.pt"
+    empty.write_bytes(b"")
+    garbage.write_bytes(b"not a checkpoint at all" * 10)
+    for path in (empty, garbage):
+        with pytest.raises(ValueError, match=rf"checkpoint {path} (is empty|cannot be read)"):
+            ctrain.load_checkpoint(path)
+        with pytest.raises(ValueError, match=rf"checkpoint {path}"):
+            ctrain.evaluate_checkpoint(path, device="cpu", num_workers=0)
+    torch.save({"model": {}}, garbage)
+    with pytest.raises(ValueError, match=rf"{garbage} lacks optimizer"):
+        ctrain.load_checkpoint(garbage)
+    (tmp_path / "run").mkdir()
+    empty.replace(tmp_path / "run" / "last.pt")
+    with pytest.raises(ValueError, match=rf"checkpoint {tmp_path / 'run' / 'last.pt'} is empty"):
+        ctrain.fit(small_config(tmp_path / "run", resume=True), model=tiny_model())
+
+
+def test_eval_only_honours_explicit_options_and_refuses_a_missing_ema(tmp_path):
+    tree = str(_write_tree(tmp_path / "tree"))
+    ctrain.fit(small_config(tmp_path / "run", data=tree, img_size=32, train_subset=None,
+                            val_subset=None, epochs=1), model=tiny_model(num_classes=4))
+    ckpt = str(tmp_path / "run" / "last.pt")
+    args = ["--eval-only", "--resume", ckpt, "--num-workers", "0", "--device", "cpu", "--no-progress"]
+    with pytest.raises(ValueError, match=rf"data: checkpoint '{tree}', now 'digits'"):
+        ctrain.main(args + ["--data", "digits"])  # the parser's default, but given: compared
+    with pytest.raises(ValueError, match="--ema: checkpoint .* holds no EMA weights"):
+        ctrain.main(args + ["--ema"])
+    with pytest.raises(SystemExit, match=r"val_subset \(--val-subset\) must be an integer >= 1"):
+        ctrain.main(args + ["--val-subset", "0"])
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("epochs", 0, r"epochs \(--epochs\) must be an integer >= 1"),
+    ("img_size", 0, r"img_size \(--img-size\) must be an integer >= 1"),
+    ("drop_path", 1.5, r"drop_path \(--drop-path\) must be a number in \[0, 1\)"),
+    ("seed", 1.5, r"seed \(--seed\) must be an integer >= 0"),
+    ("ema_decay", -0.5, r"ema_decay \(--ema-decay\) must be a number in \(0, 1\)"),
+    ("weight_decay", -1.0, r"weight_decay \(--weight-decay\) must be a number >= 0"),
+    ("warmup_epochs", -1.0, r"warmup_epochs \(--warmup-epochs\) must be a number >= 0"),
+    ("mixup", -0.2, r"mixup \(--mixup\) must be a number >= 0"),
+    ("val_subset", 0, r"val_subset \(--val-subset\) must be an integer >= 1"),
+    ("randaugment", "bogus", r"randaugment \(--randaugment\) must be a timm RandAugment spec"),
+    ("model", "coat_huge", r"model \(--model\) must be one of coat_lite_tiny, "),
+    ("attention", "linear", r"attention \(--attention\) must be one of factorized, "),
+    ("device", "gpu", r"device \(--device\) must be auto, cpu, cuda or cuda:N"),
+])
+def test_bad_options_are_refused_before_any_work_naming_the_option(tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        ctrain.fit(small_config(tmp_path / "run", **{option: value}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_names_the_bad_option_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match=r"error: epochs \(--epochs\) must be an integer >= 1, got 0"):
+        ctrain.main(["--epochs", "0", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_refused_naming_the_device_option():
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError, match=rf"device \(--device\) is '{name}', but CUDA is not"):
+            ctrain.TrainConfig(device=name).validate()
+
+
+def test_resume_loads_the_checkpoint_on_the_cpu(tmp_path, monkeypatch):
+    """RNG states must reach ``torch.set_rng_state`` as CPU byte tensors: a checkpoint loaded
+    with ``map_location`` a GPU would hand it CUDA tensors (``TypeError: RNG state must be a
+    torch.ByteTensor``)."""
+    ctrain.fit(small_config(tmp_path, epochs=2, stop_after=1), model=tiny_model())
+    seen = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k.get("map_location")) or load(*a, **k))
+    ctrain.fit(small_config(tmp_path, epochs=2, resume=True), model=tiny_model())
+    assert seen == ["cpu"]
+    state = ctrain.rng_state()
+    ctrain.set_rng_state(state)  # what a CPU load hands back is accepted as is
+    assert torch.equal(torch.get_rng_state(), state["torch"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_device_names_and_resume_on_the_gpu(tmp_path):
+    assert ctrain._device_from("cuda", 0) == torch.device("cuda", 0)
+    assert ctrain._device_from("cuda:0", 3) == torch.device("cuda", 0)
+    full = ctrain.fit(small_config(tmp_path / "full", epochs=2, device="cuda", amp="off"),
+                      model=tiny_model())
+    ctrain.fit(small_config(tmp_path / "cut", epochs=2, stop_after=1, device="cuda", amp="off"),
+               model=tiny_model())
+    resumed = ctrain.fit(small_config(tmp_path / "cut", epochs=2, resume=True, device="cuda",
+                                      amp="off"), model=tiny_model())
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    ctrain.main(["--device", "cuda", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "16",
+                 "--val-subset", "16", "--num-workers", "0", "--no-progress",
+                 "--out", str(tmp_path / "cli")])
+    assert (tmp_path / "cli" / "last.pt").exists()

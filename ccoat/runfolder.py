@@ -1,0 +1,239 @@
+"""A run folder (``--out``) is one consistent record of one run, whenever the run is stopped.
+
+It holds ``run.json`` (how the run was launched), ``last.pt`` (the checkpoint of the last
+completed epoch, with the run's history) and ``metrics.jsonl`` (one line per epoch). The rules
+that keep them consistent:
+
+- **one run per folder:** a run holds an exclusive lock on ``.lock`` (``fcntl.flock``, released
+  by the kernel when the process dies, so a killed run never leaves a lock that blocks); the
+  file names the holder (pid, host, command) for the error a second run gets;
+- **the checkpoint first:** after each epoch ``last.pt`` is written (temporary file, flushed,
+  renamed), then ``metrics.jsonl`` is rewritten, also atomically, from the checkpoint's history.
+  A run stopped at any instant leaves a checkpoint that loads and a ``metrics.jsonl`` that is
+  its history or one epoch short of it; resuming rewrites it from the checkpoint;
+- **nothing is deleted to make room:** a new run in a folder that holds one needs an explicit
+  choice (resume it, or ``overwrite``: the old run's files are moved into ``replaced-<date>/``);
+- temporary files left by a killed run are removed by the next run that takes the lock.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import io
+import json
+import os
+import pickle
+import socket
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .provenance import write_atomic
+
+RUN_FILES = ("last.pt", "metrics.jsonl", "run.json", "eval.json")  # moved aside in this order
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "updates",
+                   "history", "config", "data")
+
+
+class RunFolderBusy(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+_HELD: set[int] = set()  # lock file descriptors held by this process
+
+
+def _drop_inherited_locks() -> None:
+    # A forked child (a DataLoader worker) must not keep its parent's lock alive: closing the
+    # inherited descriptor leaves the parent's lock in place, and lets the kernel release it
+    # the instant the parent dies.
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+class RunFolder:
+    """The folder of one run: its lock, its files and the order in which they are written."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    # -- the lock ------------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    def lock(self, wait: bool = False, command: str | None = None) -> None:
+        """Take the folder's lock, or raise :class:`RunFolderBusy` naming its holder (``wait``:
+        block until it is free). A lock file left by a process that no longer runs is taken
+        over, and a line on stderr says so."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise RunFolderBusy(
+                    f"{self.path} is in use by another run ({_describe(holder)}); wait for it to "
+                    f"end, or choose another --out") from None
+            # The holder before us may have removed the file after we opened it: lock again.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        previous = self._holder(fd)
+        if previous.get("pid") and (previous.get("pid"), previous.get("host")) != \
+                (os.getpid(), socket.gethostname()):
+            print(f"{self.path}: taking over the lock left by {_describe(previous)} (a run "
+                  f"that no longer runs)", file=sys.stderr, flush=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+              "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        self._fd = fd
+        _HELD.add(fd)
+
+    @staticmethod
+    def _holder(fd: int) -> dict:
+        try:
+            return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        except (ValueError, OSError):
+            return {}
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is None:
+            return
+        self.lock_path.unlink(missing_ok=True)  # before unlocking: a waiter then re-opens
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        _HELD.discard(self._fd)
+        self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    # -- what the folder holds -----------------------------------------------------------------
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def record(self) -> Path:
+        return self.path / "run.json"
+
+    def holds_run(self) -> bool:
+        """True when the folder has a checkpoint or measured epochs (a run worth keeping)."""
+        return self.checkpoint.exists() or (self.metrics.exists() and self.metrics.stat().st_size > 0)
+
+    def read_record(self) -> dict | None:
+        try:
+            return json.loads(self.record.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as error:
+            raise ValueError(f"{self.record} is not valid JSON ({error})") from error
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the temporary files of writes that never finished (call with the lock held)."""
+        stale = [p for p in self.path.glob(".*.tmp*") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
+    def move_aside(self) -> Path:
+        """Move the run's files into ``replaced-<UTC date>/`` (checkpoint first: a move cut
+        short leaves no checkpoint described by a record it does not match)."""
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path / f"replaced-{stamp}"
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path / f"replaced-{stamp}-{n}"
+        aside.mkdir()
+        for name in (*RUN_FILES, *(p.name for p in sorted(self.path.glob("run_resumed_epoch*.json")))):
+            if (self.path / name).exists():
+                os.replace(self.path / name, aside / name)
+        return aside
+
+    # -- writes, in the order that keeps the folder consistent ---------------------------------
+    def write_record(self, record: dict) -> None:
+        write_atomic(self.record, json.dumps(record, indent=2, default=str) + "\n")
+
+    def write_epoch(self, checkpoint: dict) -> None:
+        """The checkpoint, then ``metrics.jsonl`` from its history."""
+        save_checkpoint(checkpoint, self.checkpoint)
+        self.write_metrics(checkpoint["history"])
+
+    def write_metrics(self, history: list[dict]) -> None:
+        write_atomic(self.metrics, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def _describe(holder: dict) -> str:
+    if not holder.get("pid"):
+        return "a process that has not written its pid yet"
+    text = f"pid {holder['pid']} on {holder.get('host', '?')}"
+    if holder.get("since"):
+        text += f", since {holder['since']}"
+    if holder.get("command"):
+        text += f": {holder['command']}"
+    return text
+
+
+def save_checkpoint(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to memory, then :func:`~ccoat.provenance.write_atomic`: ``path`` keeps the
+    previous checkpoint until the new one is complete on disk, a failed write leaves no
+    temporary file and raises ``OSError`` naming ``path`` and the cause."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint written by :func:`ccoat.train.fit`, on the CPU (RNG states must be CPU
+    tensors; the model and optimizer move their state to their device when loading it).
+
+    A file that is empty, truncated, not a checkpoint, or lacks a checkpoint's entries raises
+    ``ValueError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): not a checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, ValueError,
+            TypeError, AttributeError, ImportError, IndexError, KeyError, UnicodeDecodeError) as error:
+        raise ValueError(f"checkpoint {path} cannot be read ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'no detail'})") from error
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a ccoat checkpoint")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}: not written by "
+                         f"ccoat.train.fit")
+    return ckpt
