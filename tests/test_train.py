@@ -289,6 +289,14 @@ def test_resume_refuses_other_data_and_names_the_checkpoints_model_on_a_shape_mi
         ctrain.fit(small_config(tmp_path / "run", epochs=2, resume=True), model=wider)
 
 
+def test_a_time_budget_may_grow_on_resume_but_not_come_or_go(tmp_path):
+    ctrain.fit(small_config(tmp_path, epochs=2, stop_after=1), model=tiny_model())
+    with pytest.raises(ValueError, match=r"time_budget_s: checkpoint None, now 60.0 \(a budget may "
+                                         r"grow, not come or go\)"):
+        ctrain.fit(small_config(tmp_path, epochs=2, resume=True, time_budget_s=60.0),
+                   model=tiny_model())
+
+
 def test_more_epochs_on_resume_rebuild_the_schedule(tmp_path, capsys):
     config = dict(train_subset=48, steps_per_epoch=None, warmup_epochs=0, lr=1e-3, min_lr=1e-5)
     ctrain.fit(small_config(tmp_path, epochs=2, **config), model=tiny_model())
@@ -364,6 +372,8 @@ def test_eval_only_honours_explicit_options_and_refuses_a_missing_ema(tmp_path):
     ("model", "coat_huge", r"model \(--model\) must be one of coat_lite_tiny, "),
     ("attention", "linear", r"attention \(--attention\) must be one of factorized, "),
     ("device", "gpu", r"device \(--device\) must be auto, cpu, cuda or cuda:N"),
+    ("time_budget_s", 0.0, r"time_budget_s \(--time-budget\) must be a number of seconds > 0"),
+    ("data_on_device", "yes", r"data_on_device \(--data-on-device\) must be True or False"),
 ])
 def test_bad_options_are_refused_before_any_work_naming_the_option(tmp_path, option, value, message):
     with pytest.raises(ValueError, match=message):
