@@ -104,6 +104,8 @@ def test_subset_is_fixed_by_seed():
     assert cdata.subset(train, None) is train
 
 
+@pytest.mark.skipif(not (SHARED_CIFAR / "imagenette" / "val").is_dir(),
+                    reason=f"no offline Imagenette copy under {SHARED_CIFAR} (ImageFolder with train/ and val/)")
 def test_imagenette_reads_the_imagefolder_copy_under_the_data_root():
     train, val, info = cdata.build_datasets("imagenette", data_dir=SHARED_CIFAR, img_size=64)
     assert (info.n_train, info.n_val, info.num_classes) == (9469, 3925, 10)

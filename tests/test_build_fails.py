@@ -1,0 +1,60 @@
+"""The main job fails loudly: a cell that raises makes ``jupyter-book build`` exit non-zero.
+
+A tiny book (one notebook, one failing cell) is built with the ``execute:`` settings of the
+project's own ``_config.yml``, so the test follows what the real build does.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+JUPYTER_BOOK = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+
+
+def _notebook(*sources: str) -> dict:
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
+              "outputs": [], "source": src} for i, src in enumerate(sources)]
+    return {"cells": [{"cell_type": "markdown", "id": "title", "metadata": {},
+                       "source": "# A chapter that fails"}, *cells],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def _tiny_book(root: Path, *sources: str) -> Path:
+    execute = yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]
+    book = root / "book"
+    book.mkdir()
+    (book / "_config.yml").write_text(yaml.safe_dump(
+        {"title": "tiny", "only_build_toc_files": True, "execute": execute}))
+    (book / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
+    (book / "chapter.ipynb").write_text(json.dumps(_notebook(*sources)))
+    return book
+
+
+def _build(book: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([JUPYTER_BOOK, "build", str(book)], capture_output=True, text=True,
+                          timeout=600, cwd=book.parent)
+
+
+@pytest.mark.skipif(JUPYTER_BOOK is None, reason="jupyter-book is not installed (the [book] or [test] extra)")
+def test_project_config_makes_a_raising_cell_fail_the_build(tmp_path):
+    execute = yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]
+    assert execute["raise_on_error"] is True and execute["allow_errors"] is False
+
+    result = _build(_tiny_book(tmp_path, "x = 1", "raise ValueError('the chapter broke here')"))
+    assert result.returncode != 0, f"the build exited 0 with a failing cell:\n{result.stderr[-2000:]}"
+    assert "chapter" in result.stderr and "ValueError" in result.stderr, result.stderr[-2000:]
+    assert "the chapter broke here" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.skipif(JUPYTER_BOOK is None, reason="jupyter-book is not installed (the [book] or [test] extra)")
+def test_the_same_tiny_book_builds_when_no_cell_raises(tmp_path):
+    result = _build(_tiny_book(tmp_path, "x = 1", "print(x + 1)"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "book" / "_build" / "html" / "chapter.html").is_file()
