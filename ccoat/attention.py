@@ -17,6 +17,7 @@ kind (:mod:`ccoat.clustering`) with the very same parameters.
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -35,6 +36,9 @@ def _check_tokens(n_tokens: int, size: tuple[int, int]) -> None:
         raise ValueError(
             f"expected 1 + H*W = {1 + H * W} tokens (class token + {H}x{W} grid), got {n_tokens}"
         )
+
+
+torch.fx.wrap("_check_tokens")  # one call in a torch.fx graph, checked when the graph runs
 
 
 class ConvPosEnc(nn.Module):
@@ -81,10 +85,8 @@ class ConvRelPosEnc(nn.Module):
         B, h, N, Ch = q.shape  # (B, heads, 1 + H*W, C_head)
         _check_tokens(N, size)
         v_img = v[:, :, 1:].transpose(-1, -2).reshape(B, h * Ch, *size)  # (B, heads*C_head, H, W)
-        conv_v = torch.cat(
-            [conv(part) for conv, part in zip(self.convs, v_img.split(self.channel_splits, dim=1))],
-            dim=1,
-        )
+        parts = v_img.split(self.channel_splits, dim=1)  # one group of heads per window size
+        conv_v = torch.cat([conv(parts[i]) for i, conv in enumerate(self.convs)], dim=1)
         conv_v = conv_v.reshape(B, h, Ch, N - 1).transpose(-1, -2)  # (B, heads, H*W, C_head)
         out = q[:, :, 1:] * conv_v
         return F.pad(out, (0, 0, 1, 0))  # zero row for the class token

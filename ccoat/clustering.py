@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -202,6 +203,12 @@ class _ClusteredCoreBase(nn.Module):
         return clusters
 
     def forward(self, q, k, v, size=None):
+        if isinstance(q, torch.fx.Proxy):
+            raise TypeError(
+                f"torch.fx cannot trace the {self.kind!r} attention kind: how many clusters a row "
+                "of queries forms (the prototypes' shape) depends on the query values, which a "
+                "symbolic trace does not have. Trace a factorized or softmax model, or use "
+                "torch.compile, which runs the clustering between compiled graphs")
         _check_qkv(q, k, v, self.head_dim)
         q_cls, q_img = q[:, :, :1], q[:, :, 1:]
         clusters = self.cluster(q_img)

@@ -65,7 +65,8 @@ def convert_attention(model: nn.Module, kind: str, **options) -> CoaTLite:
         raise ValueError(f"expected a ccoat CoaTLite or a timm CoaT-Lite, got {type(model).__name__}")
     config = _config_of_timm_coat(model)
     ref = next(model.parameters())
-    converted = CoaTLite(config, num_classes=model.num_classes, in_chans=model.in_chans,
+    in_chans = model.patch_embed1.proj.in_channels  # timm < 1.0.2x has no CoaT.in_chans
+    converted = CoaTLite(config, num_classes=model.num_classes, in_chans=in_chans,
                          attention=kind, **options)
     load_timm_weights(converted, model)
     return converted.to(device=ref.device, dtype=ref.dtype).train(model.training)

@@ -234,11 +234,71 @@ def _cdist_flops(x1_shape, x2_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * math.prod(out_shape) * x1_shape[-1]
 
 
-# Operators FlopCounterMode does not know, and which of them belong to the clustering step.
-# (cdist takes the matrix-product route, _euclidean_dist, when either side has over 25 rows.)
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """Attention of ``(B, h, N_q, C)`` queries on ``(B, h_kv, N_k, C)`` keys and
+    ``(B, h_kv, N_k, C_v)`` values: ``q kᵀ`` and ``(·) v`` for every query head, 2 FLOPs/MAC."""
+    B, h, n_q, c = query_shape
+    n_k, c_v = key_shape[-2], value_shape[-1]
+    return 2 * B * h * n_q * n_k * (c + c_v)
+
+
+# The fused kernels behind ``scaled_dot_product_attention``, all with (B, heads, N, C) inputs.
+# Which one runs depends on the device, the dtype, the shapes and the torch version; torch's own
+# counter has formulas for some of them, not the same ones in every version (torch 2.11 counted
+# 0 for attention that torch 2.15 counts right). ccoat registers its formula for every one that
+# the installed torch has, so the count is the same on every supported torch. The math fallback
+# decomposes into matrix products, which every torch counts; it is listed in case a torch
+# dispatches it whole.
+SDPA_OPS = tuple(
+    getattr(torch.ops.aten, name) for name in (
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable",
+        "_scaled_dot_product_attention_math",
+        "_scaled_dot_product_attention_math_for_mps",
+    ) if hasattr(torch.ops.aten, name)
+)
+
+# Operators FlopCounterMode does not know (or not on every torch), and which of them belong to
+# the clustering step. (cdist takes the matrix-product route, _euclidean_dist, when either side
+# has over 25 rows.)
 _EXTRA_FLOP_FORMULAS = {torch.ops.aten._cdist_forward: _cdist_flops,
-                        torch.ops.aten._euclidean_dist: _cdist_flops}
+                        torch.ops.aten._euclidean_dist: _cdist_flops,
+                        **{op: _sdpa_flops for op in SDPA_OPS}}
 _CLUSTERING_OPS = {"aten._cdist_forward", "aten._euclidean_dist"}
+
+
+class _UncountedAttention(TorchDispatchMode):
+    """Raise instead of letting an attention kernel that ``registry`` has no formula for count 0
+    (a fused kernel of a newer torch): a MAC count that silently drops the attention is wrong."""
+
+    def __init__(self, registry):
+        super().__init__()
+        self.registry = registry
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func._overloadpacket
+        name = str(packet)
+        if "attention" in name and "backward" not in name and packet not in self.registry:
+            raise RuntimeError(f"ccoat.cost has no FLOP formula for {name} (torch "
+                               f"{torch.__version__}); add it to ccoat.cost.SDPA_OPS")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def flop_counter(depth: int | None = None):
+    """A :class:`~torch.utils.flop_counter.FlopCounterMode` that counts what ccoat's cost model
+    counts on every supported torch: torch's formulas plus ccoat's for ``cdist`` and for every
+    fused attention kernel (:data:`SDPA_OPS`). An attention kernel without a formula raises.
+
+    ``with ccoat.cost.flop_counter() as counter: ...; counter.get_total_flops()`` (FLOPs, two
+    per MAC).
+    """
+    counter = FlopCounterMode(display=False, depth=depth, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    with counter, _UncountedAttention(counter.flop_registry):
+        yield counter
 
 
 def _component_of(path: str) -> tuple[str, str] | None:
@@ -274,14 +334,11 @@ def _count(model, img_size, batch_size, images):
     """``(MACs per (component, stage), clusters per (stage, block) or None)`` from one pass."""
     check_input(model, img_size, batch_size)
     root = type(model).__name__ + "."
-    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_EXTRA_FLOP_FORMULAS)
     clusters = None
     with torch.no_grad():
         if _has_clustering(model):  # the cost depends on the data: run it for real
-            from . import clustering
-
             x = _images_for(model, img_size, batch_size, images)
-            with _ClusterRecorder(model) as recorder, counter:
+            with _ClusterRecorder(model) as recorder, flop_counter() as counter:
                 model(x)
             clusters = recorder.clusters
         else:  # shapes only: no memory, no arithmetic
@@ -289,7 +346,7 @@ def _count(model, img_size, batch_size, images):
             meta = {name: torch.empty_like(t, device="meta")
                     for name, t in [*model.named_parameters(), *model.named_buffers()]}
             x = torch.empty(batch_size, model.in_chans, H, W, device="meta")
-            with counter:
+            with flop_counter() as counter:
                 functional_call(model, meta, (x,))
 
     # FLOPs per module path and operator. A module's own FLOPs are its count minus that of its

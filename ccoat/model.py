@@ -19,8 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.fx
 import torch.nn as nn
 from timm.layers import DropPath, trunc_normal_
+from torch.utils.checkpoint import checkpoint
 
 from .attention import DEFAULT_CRPE_WINDOWS, ConvAttention, ConvPosEnc, ConvRelPosEnc
 
@@ -125,13 +127,60 @@ class Stage(nn.Module):
             for i in range(depth)
         )
 
+        self.grad_checkpointing = False
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """``(B, C_in, H_in, W_in)`` -> tokens ``(B, 1 + H*W, C)``, class token first, and ``(H, W)``."""
         x, size = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
-            x = block(x, size, self.cpe, self.crpe)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                # Keep only the block's input; its activations are recomputed in the backward.
+                x = checkpoint(block, x, size, self.cpe, self.crpe, use_reentrant=False)
+            else:
+                x = block(x, size, self.cpe, self.crpe)
         return x, size
+
+
+def _check_image_batch(x, in_chans: int, stride: int) -> None:
+    """``ValueError`` saying what was expected when ``x`` is not a valid image batch.
+
+    A plain function that ``torch.fx`` keeps as one call (``torch.fx.wrap`` below), so that a
+    traced model checks its input as the eager one does.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        got = f"a {x.dim()}-D tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) \
+            else type(x).__name__
+        raise ValueError(f"expected a 4-D image batch (B, C, H, W), got {got}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"expected {in_chans} input channels, got {x.shape[1]} "
+                         f"(input shape {tuple(x.shape)})")
+    H, W = x.shape[-2:]
+    if H % stride or W % stride or H == 0 or W == 0:
+        raise ValueError(f"image side must be divisible by {stride}, got {H}x{W}")
+
+
+torch.fx.wrap("_check_image_batch")
+
+
+def _to_grid(tokens: torch.Tensor, size) -> torch.Tensor:
+    """Tokens ``(B, 1 + H*W, C)`` -> image grid ``(B, C, H, W)``, the class token dropped."""
+    return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, *size)
+
+
+def _take_indices(n: int, indices) -> list[int]:
+    """timm's convention: ``None`` all ``n``, an int the last ``indices``, a sequence those
+    (negative counts from the end); ``ValueError`` for an index out of range."""
+    if indices is None:
+        return list(range(n))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= n:
+            raise ValueError(f"expected to take 1..{n} stages, got {indices}")
+        return list(range(n - indices, n))
+    taken = sorted({i + n if i < 0 else i for i in indices})
+    if not taken or taken[0] < 0 or taken[-1] >= n:
+        raise ValueError(f"expected stage indices in -{n}..{n - 1}, got {list(indices)}")
+    return taken
 
 
 def _as_stage_list(value, name: str) -> list:
@@ -147,6 +196,21 @@ class CoaTLite(nn.Module):
 
     ``attention`` is one kind for all stages or a list of four; clustering options
     (``n_hashes``, ``bucket_width``, ``max_clusters``, ...) go to the clustered kinds.
+
+    It has timm's model interface: ``pretrained_cfg``/``default_cfg`` (set by
+    :func:`ccoat.create_model`), ``feature_info``, ``forward_features``, ``forward_head``,
+    ``forward_intermediates``, ``get_classifier``/``reset_classifier``, ``no_weight_decay``,
+    ``set_grad_checkpointing``; ``features_only=True`` gives :class:`CoaTLiteFeatures`. Where it
+    cannot behave as a timm model:
+
+    - ``torch.fx`` traces the factorized and softmax kinds, not the clustered ones: how many
+      clusters a row of queries forms (the prototypes' shape) depends on the query values, and
+      a symbolic trace has no values (an error says so);
+    - ``torch.compile`` compiles every kind, but the clustered kinds break the graph where the
+      cluster count is read back to size the prototypes (and where the code ranges size the
+      packing of the hash codes);
+    - checkpointing a clustered core with ``redraw=True`` and its own ``seed`` would draw other
+      projections when recomputed, so :meth:`set_grad_checkpointing` refuses it.
     """
 
     def __init__(self, config: CoaTLiteConfig, num_classes: int = 1000, in_chans: int = 3,
@@ -157,7 +221,14 @@ class CoaTLite(nn.Module):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.default_img_size = img_size
-        self.num_features = config.embed_dims[-1]
+        self.num_features = self.head_hidden_size = config.embed_dims[-1]
+        self.global_pool = "token"  # the class token is what the head classifies
+        self.grad_checkpointing = False
+        # timm's per-stage feature description: channels, stride from the input, module.
+        self.feature_info = [
+            dict(num_chs=dim, reduction=config.patch_size * 2 ** i, module=f"stages.{i}")
+            for i, dim in enumerate(config.embed_dims)
+        ]
         kinds = _as_stage_list(attention, "attention")
         drop_paths = torch.linspace(0, drop_path_rate, sum(config.depths)).tolist()
 
@@ -191,33 +262,71 @@ class CoaTLite(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {f"stages.{i}.cls_token" for i in range(4)}
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's layer groups (for layer-wise learning-rate decay): stem, then each stage."""
+        return dict(stem=r"^stages\.0\.(patch_embed|cls_token|cpe|crpe)",
+                    blocks=[(r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                            (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward instead of keeping them."""
+        if enable:
+            private = [name for name, m in self.named_modules()
+                       if getattr(m, "redraw", False) and getattr(m, "generator", None) is not None]
+            if private:
+                raise ValueError("gradient checkpointing would redraw other hash projections when it "
+                                 f"recomputes the blocks of {private[0]} (redraw=True with a seed); "
+                                 "use redraw=False or no seed")
+        self.grad_checkpointing = bool(enable)
+        for stage in self.stages:
+            stage.grad_checkpointing = bool(enable)
+
     @property
     def attention_kinds(self) -> list[str]:
         return [stage.blocks[0].attn.kind for stage in self.stages]
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` saying what was expected when ``x`` is not a valid image batch."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            got = f"a {x.dim()}-D tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) \
-                else type(x).__name__
-            raise ValueError(f"expected a 4-D image batch (B, C, H, W), got {got}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]} "
-                             f"(input shape {tuple(x.shape)})")
-        H, W = x.shape[-2:]
-        stride = self.config.stride
-        if H % stride or W % stride or H == 0 or W == 0:
-            raise ValueError(f"image side must be divisible by {stride}, got {H}x{W}")
+        _check_image_batch(x, self.in_chans, self.config.stride)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> last stage's normalised tokens ``(B, 1 + H/32*W/32, C)``."""
         self.check_input(x)
-        B = x.shape[0]
         for i, stage in enumerate(self.stages):
             x, size = stage(x)
             if i < len(self.stages) - 1:  # drop the class token, back to an image grid
-                x = x[:, 1:].transpose(1, 2).reshape(B, -1, *size)
+                x = _to_grid(x, size)
         return self.norm(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False):
+        """The stage maps ``(B, C_i, H_i, W_i)`` (class token dropped), as timm's models give them.
+
+        ``indices``: ``None`` all four stages, an int the last ``indices``, or a list of stage
+        indices. ``norm`` applies the final LayerNorm to the last stage's map (the only stage it
+        belongs to, as in timm's CoaT-Lite). Returns the maps, or ``(final tokens, maps)`` unless
+        ``intermediates_only``; with ``stop_early`` the stages past the last index are not run
+        and the final tokens are the last stage run.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take = _take_indices(len(self.stages), indices)
+        self.check_input(x)
+        last = take[-1] if stop_early or intermediates_only else len(self.stages) - 1
+        maps = []
+        for i, stage in enumerate(self.stages[:last + 1]):
+            x, size = stage(x)
+            if i in take:
+                tokens = self.norm(x) if norm and i == len(self.stages) - 1 else x
+                maps.append(_to_grid(tokens, size))
+            if i < last:
+                x = _to_grid(x, size)
+        if intermediates_only:
+            return maps
+        return (self.norm(x) if last == len(self.stages) - 1 else x), maps
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x[:, 0])  # the class token
@@ -226,9 +335,47 @@ class CoaTLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new head for ``num_classes`` (0: none, ``forward`` gives the pooled features).
+
+        ``global_pool`` may only be ``"token"``: CoaT-Lite classifies its class token.
+        """
+        if global_pool not in (None, "token"):
+            raise ValueError(f"global_pool must be 'token' (CoaT-Lite classifies its class "
+                             f"token), got {global_pool!r}")
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        weight = self.norm.weight
+        self.head = (nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
+                     if num_classes > 0 else nn.Identity())
+        self.head.train(self.training)
+
+
+class CoaTLiteFeatures(nn.Module):
+    """``features_only=True``: a CoaT-Lite that returns its stage maps ``[(B, C_i, H_i, W_i)]``.
+
+    As timm's feature extractors: ``feature_info`` (a :class:`timm.models.FeatureInfo`:
+    ``channels()``, ``reduction()``, ``module_name()``) describes the ``out_indices`` stages;
+    stages past the last one asked for, the final norm and the head are removed.
+    """
+
+    def __init__(self, model: CoaTLite, out_indices=(0, 1, 2, 3)):
+        super().__init__()
+        from timm.models import FeatureInfo
+
+        self.out_indices = _take_indices(len(model.stages), out_indices)
+        model.stages = model.stages[:self.out_indices[-1] + 1]
+        model.norm = nn.Identity()
+        model.reset_classifier(0)
+        self.model = model
+        self.feature_info = FeatureInfo(model.feature_info, self.out_indices)
+        self.pretrained_cfg = self.default_cfg = getattr(model, "pretrained_cfg", {})
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(x, self.out_indices, intermediates_only=True)

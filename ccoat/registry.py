@@ -18,7 +18,7 @@ import sys
 
 import torch.nn as nn
 
-from .model import CONFIGS, CoaTLite, config_for
+from .model import CONFIGS, CoaTLite, CoaTLiteFeatures, config_for
 
 SIZES = tuple(CONFIGS)
 # The default attention kind of each family.
@@ -38,14 +38,48 @@ def parse_name(name: str) -> tuple[str, str, bool]:
     return family, size, small_image
 
 
+def pretrained_cfg(name: str, num_classes: int = 1000, img_size: int | None = None,
+                   in_chans: int = 3) -> dict:
+    """timm's ``pretrained_cfg`` of a ccoat model: what ``timm.data.resolve_data_config`` and
+    ``create_transform`` read (input size, mean/std, interpolation, crop) and where the first
+    convolution and the classifier are.
+
+    The ImageNet sizes take timm's CoaT-Lite evaluation settings (their pretrained weights load
+    into every kind); the ``*_cifar`` models take CIFAR-10's statistics, 32x32 and no crop.
+    """
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from .data import STATS
+
+    _, size, small_image = parse_name(name)
+    if img_size is None:
+        img_size = 32 if small_image else 224
+    mean, std = STATS["cifar10"] if small_image else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    return {
+        "architecture": name, "tag": "", "url": "",
+        "hf_hub_id": None if small_image else f"timm/coat_lite_{size}.in1k",  # weights, via timm
+        "num_classes": num_classes, "input_size": (in_chans, img_size, img_size), "pool_size": None,
+        "crop_pct": 1.0 if small_image else 0.9, "crop_mode": "center",
+        "interpolation": "bilinear" if small_image else "bicubic",
+        "fixed_input_size": False,  # any side divisible by the model's stride
+        "mean": tuple(mean), "std": tuple(std),
+        "first_conv": "stages.0.patch_embed.proj", "classifier": "head", "license": "mit",
+    }
+
+
 def create_model(name: str, *, pretrained: bool = False, num_classes: int = 1000,
-                 img_size: int | None = None, attention=None, **kwargs) -> nn.Module:
+                 img_size: int | None = None, attention=None, features_only: bool = False,
+                 out_indices=(0, 1, 2, 3), pretrained_cfg_overlay: dict | None = None,
+                 **kwargs) -> nn.Module:
     """Build a CoaT-Lite or Clustering CoaT by name.
 
     ``attention`` overrides the family's default kind (one kind, or a list of four, one per
     stage); clustering options (``n_hashes``, ``bucket_width``, ``max_clusters``, ...) are
     keyword arguments. ``pretrained=True`` loads timm's ImageNet weights of the same size
-    (through the Hugging Face hub, where the network allows).
+    (through the Hugging Face hub, where the network allows). ``features_only=True`` gives the
+    stage maps of ``out_indices`` (:class:`ccoat.model.CoaTLiteFeatures`), as timm does.
+    The model's ``pretrained_cfg`` (and its alias ``default_cfg``) is :func:`pretrained_cfg`,
+    updated with ``pretrained_cfg_overlay``.
     """
     family, size, small_image = parse_name(name)
     if img_size is None:
@@ -61,12 +95,17 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int = 1000
 
         reference = timm.create_model(f"coat_lite_{size}", pretrained=True, num_classes=num_classes)
         load_timm_weights(model, reference)
+    cfg = pretrained_cfg(name, num_classes, img_size, model.in_chans)
+    cfg.update(pretrained_cfg_overlay or {})
+    model.pretrained_cfg = model.default_cfg = cfg
+    if features_only:
+        return CoaTLiteFeatures(model, out_indices)
     return model
 
 
 def _timm_entry(name: str):
     def entry(pretrained: bool = False, **kwargs) -> nn.Module:
-        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        for key in ("pretrained_cfg", "cache_dir"):
             kwargs.pop(key, None)  # timm's own bookkeeping, not model options
         return create_model(name, pretrained=pretrained, **kwargs)
 

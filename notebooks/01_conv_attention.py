@@ -55,7 +55,6 @@ import timm
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
-from torch.utils.flop_counter import FlopCounterMode
 
 from ccoat.plotting import KIND_COLORS, set_theme
 
@@ -214,8 +213,9 @@ assert gap <= 1e-5
 # $N \times C_h$: $2 N^2 C_h$ multiply-accumulates (MACs). Factorized attention multiplies
 # $C_h \times N$ by $N \times C_h$ and $N \times C_h$ by $C_h \times C_h$: $2 N C_h^2$ MACs.
 # With $C_h = 8$ in CoaT-Lite's first stage, softmax attention is $N / C_h$ times as costly.
-# We count both with PyTorch's `FlopCounterMode` (which reports FLOPs, 2 per MAC) and time them
-# on this machine, for stage-1 grids of growing images.
+# We count both with PyTorch's `FlopCounterMode` (which reports FLOPs, 2 per MAC), through
+# `ccoat.cost.flop_counter`, which adds the formula for the fused attention kernels that some
+# torch versions count as 0, and time them on this machine, for stage-1 grids of growing images.
 
 # %%
 sides = ccoat.choose(smoke=[8, 16, 32], cpu=[8, 16, 32, 48, 64], gpu=[8, 16, 32, 48, 64, 96])
@@ -223,7 +223,7 @@ repeats = ccoat.choose(smoke=2, cpu=5, gpu=10)
 
 
 def counted_macs(fn, *args):
-    with FlopCounterMode(display=False) as counter:
+    with ccoat.cost.flop_counter() as counter:
         fn(*args)
     return counter.get_total_flops() / 2
 
