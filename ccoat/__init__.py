@@ -12,6 +12,12 @@ Importing ccoat registers its model names with timm.
 """
 import warnings
 
+import torch as _torch
+
+from ._versions import check_torch as _check_torch
+
+_check_torch(_torch.__version__)  # one clear error for a torch older than the floor
+
 # timm imports tqdm.auto (through huggingface_hub), which warns "IProgress not found" in a Jupyter
 # kernel without ipywidgets. ccoat's progress bars are plain text bars, so the warning is noise
 # on every page of the book; only that message is silenced.

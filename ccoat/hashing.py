@@ -24,6 +24,7 @@ a row-wise sort (tested to agree); everything is vectorised over batch and heads
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -83,15 +84,16 @@ def e2lsh_codes(x: torch.Tensor, projections: torch.Tensor, offsets: torch.Tenso
     return torch.floor(projected / bucket_width).view(*x.shape[:-1], -1)
 
 
-def dense_rank(key: torch.Tensor) -> tuple[torch.Tensor, int]:
+def dense_rank(key: torch.Tensor, count: bool = True) -> tuple[torch.Tensor, int | None]:
     """Rank of every entry of a 1-D tensor among its distinct values: ``(ranks, n_distinct)``.
 
     Order-preserving (equal values share a rank, smaller values get smaller ranks), so it can
     replace a key without changing any comparison. One sort; ``torch.unique(return_inverse=True)``
-    does the same but is much slower on CPU for large inputs.
+    does the same but is much slower on CPU for large inputs. ``count=False`` returns ``None``
+    for ``n_distinct``: reading it is a device-to-host copy (and a ``torch.compile`` graph break).
     """
     if key.numel() == 0:
-        return torch.zeros_like(key, dtype=torch.long), 0
+        return torch.zeros_like(key, dtype=torch.long), 0 if count else None
     sorted_key, order = torch.sort(key)
     new_value = torch.ones_like(sorted_key, dtype=torch.long)
     new_value[0] = 0
@@ -99,7 +101,7 @@ def dense_rank(key: torch.Tensor) -> tuple[torch.Tensor, int]:
     ranks_sorted = new_value.cumsum(0)
     ranks = torch.empty_like(ranks_sorted)
     ranks[order] = ranks_sorted
-    return ranks, int(ranks_sorted[-1]) + 1
+    return ranks, (int(ranks_sorted[-1]) + 1 if count else None)
 
 
 @dataclass
@@ -137,16 +139,17 @@ def clusters_from_codes(codes: torch.Tensor, points: torch.Tensor | None = None)
         empty = torch.zeros(B, h, 0, dtype=torch.long, device=device)
         return Clusters(empty, empty, torch.zeros(B, h, dtype=torch.long, device=device))
     flat = codes.reshape(M, n)  # (M, n_hashes), M = B*heads*N
-    low, high = torch.aminmax(flat, dim=0)  # per hash function
-    if flat.is_floating_point() and not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+    # The range of every hash function, read back once (the packing below is sized by it);
+    # the finiteness check uses the same numbers, with no second read-back.
+    low, high = torch.stack(torch.aminmax(flat, dim=0)).tolist()  # per hash function
+    if not all(math.isfinite(v) for v in (*low, *high)):
         bad = int((~torch.isfinite(points)).sum()) if points is not None else 0
         if bad:
             raise ValueError(f"cannot hash non-finite queries: {bad} NaN/inf values in a "
                              f"tensor of shape {tuple(points.shape)} (expected finite values)")
         raise ValueError("expected finite hash codes, got NaN/inf (codes overflow float32 when "
                          "bucket_width is too small for the queries)")
-    radices = [int(r) + 1 for r in (high - low).tolist()]
-    low = low.tolist()
+    radices = [int(h - lo) + 1 for lo, h in zip(low, high)]
 
     # The leading digit: which (batch, head) row a token belongs to. Then each code, shifted to
     # start at 0, as one more digit: key = key * radix_j + digit_j.
@@ -163,7 +166,7 @@ def clusters_from_codes(codes: torch.Tensor, points: torch.Tensor | None = None)
             key, key_range = dense_rank(key)  # shrink to at most M values, losslessly
         key = key * radix + digit
         key_range *= radix
-    global_ids, _ = dense_rank(key)  # lexicographic rank of (row, code_1, ..., code_n)
+    global_ids, _ = dense_rank(key, count=False)  # lexicographic rank of (row, code_1, ..., code_n)
     global_ids = global_ids.view(rows, N)
     # Row r's ids form one contiguous range: shift it to start at 0.
     first = global_ids.amin(1, keepdim=True)

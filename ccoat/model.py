@@ -348,7 +348,7 @@ class CoaTLite(nn.Module):
             raise ValueError(f"global_pool must be 'token' (CoaT-Lite classifies its class "
                              f"token), got {global_pool!r}")
         self.num_classes = num_classes
-        weight = self.norm.weight
+        weight = self.stages[0].cls_token
         self.head = (nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
                      if num_classes > 0 else nn.Identity())
         self.head.train(self.training)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-JUPYTER_BOOK = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+JUPYTER_BOOK = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))  # this environment's
 
 
 def _notebook(*sources: str) -> dict:
