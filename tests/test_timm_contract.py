@@ -57,13 +57,23 @@ def test_pretrained_cfg_resolves_a_data_config_and_transform_that_the_model_take
         assert model(x).shape == (1, cfg["num_classes"])
 
 
+def test_small_image_models_take_cifar10_statistics():
+    from ccoat import data, registry
+
+    assert registry.CIFAR10_STATS == data.STATS["cifar10"]
+    cfg = _model("ccoat_lite_tiny_cifar").pretrained_cfg
+    assert (cfg["mean"], cfg["std"]) == data.STATS["cifar10"] and cfg["input_size"] == (3, 32, 32)
+
+
 @pytest.mark.parametrize("name", TIMM_NAMES)
 def test_timm_create_model_gives_the_same_model_and_cfg(name):
-    model = timm.create_model(name, num_classes=7)
+    model = timm.create_model(name, num_classes=7, pretrained_cfg_overlay=dict(crop_pct=0.95))
     assert isinstance(model, ccoat.CoaTLite)
-    assert model.pretrained_cfg["architecture"] == name and model.pretrained_cfg["num_classes"] == 7
-    overlay = timm.create_model(name, pretrained_cfg_overlay=dict(crop_pct=0.95))
-    assert overlay.pretrained_cfg["crop_pct"] == 0.95
+    cfg = model.pretrained_cfg
+    assert cfg["architecture"] == name and cfg["num_classes"] == model.num_classes == 7
+    assert cfg["crop_pct"] == 0.95  # the overlay, as timm applies it
+    assert {k: v for k, v in cfg.items() if k not in ("num_classes", "crop_pct")} == \
+        {k: v for k, v in _model(name).pretrained_cfg.items() if k not in ("num_classes", "crop_pct")}
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
