@@ -78,6 +78,7 @@ def e2lsh_codes(x: torch.Tensor, projections: torch.Tensor, offsets: torch.Tenso
     if x.shape[-1] != projections.shape[0]:
         raise ValueError(f"expected vectors of dimension {projections.shape[0]} (the hash "
                          f"projections' dimension), got shape {tuple(x.shape)}")
+    x = x.detach()  # codes carry no gradient (floor's is zero everywhere it is defined)
     with torch.autocast(device_type=x.device.type, enabled=False):
         projected = torch.addmm(offsets.float(), x.reshape(-1, x.shape[-1]).float(),
                                 projections.float())  # (M, n_hashes)
@@ -141,7 +142,8 @@ def clusters_from_codes(codes: torch.Tensor, points: torch.Tensor | None = None)
     flat = codes.reshape(M, n)  # (M, n_hashes), M = B*heads*N
     # The range of every hash function, read back once (the packing below is sized by it);
     # the finiteness check uses the same numbers, with no second read-back.
-    low, high = torch.stack(torch.aminmax(flat, dim=0)).tolist()  # per hash function
+    low, high = torch.aminmax(flat, dim=0)  # per hash function
+    low, high = torch.stack([low, high]).tolist()
     if not all(math.isfinite(v) for v in (*low, *high)):
         bad = int((~torch.isfinite(points)).sum()) if points is not None else 0
         if bad:
