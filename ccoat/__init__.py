@@ -6,6 +6,7 @@ Public interface (see the book and ``docs``):
 - :func:`load_timm_weights`: timm's CoaT-Lite weights into a ccoat model;
 - :func:`convert_attention`: swap the attention kind of a ccoat or timm CoaT-Lite, keeping weights;
 - :func:`record_clusters`: see which queries the clustered cores put together;
+- :func:`cluster_tokens`: run a CoaT-Lite's blocks on token-cluster prototypes, keeping weights;
 - :func:`get_profile`: the run profile (``CCOAT_PROFILE``: smoke, cpu or gpu).
 
 Importing ccoat registers its model names with timm.
@@ -31,6 +32,7 @@ from .model import CONFIGS, CoaTLite, CoaTLiteConfig
 from .profile import choose, get_profile
 from .registry import MODEL_NAMES, create_model, register_with_timm
 from .timm_weights import load_timm_weights
+from .token_clustering import cluster_tokens, record_token_clusters
 
 __version__ = "0.1.0"
 
@@ -38,5 +40,6 @@ register_with_timm()
 
 __all__ = [
     "ATTENTION_KINDS", "CONFIGS", "CoaTLite", "CoaTLiteConfig", "MODEL_NAMES", "choose",
-    "convert_attention", "create_model", "get_profile", "load_timm_weights", "record_clusters",
+    "cluster_tokens", "convert_attention", "create_model", "get_profile", "load_timm_weights",
+    "record_clusters", "record_token_clusters",
 ]

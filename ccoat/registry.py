@@ -71,6 +71,7 @@ def pretrained_cfg(name: str, num_classes: int = 1000, img_size: int | None = No
 def create_model(name: str, *, pretrained: bool = False, num_classes: int = 1000,
                  img_size: int | None = None, attention=None, features_only: bool = False,
                  out_indices=(0, 1, 2, 3), pretrained_cfg_overlay: dict | None = None,
+                 token_clustering: str | None = None, keep: float = 0.5, token_stages=(1, 2),
                  **kwargs) -> nn.Module:
     """Build a CoaT-Lite or Clustering CoaT by name.
 
@@ -80,7 +81,9 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int = 1000
     (through the Hugging Face hub, where the network allows). ``features_only=True`` gives the
     stage maps of ``out_indices`` (:class:`ccoat.model.CoaTLiteFeatures`), as timm does.
     The model's ``pretrained_cfg`` (and its alias ``default_cfg``) is :func:`pretrained_cfg`,
-    updated with ``pretrained_cfg_overlay``.
+    updated with ``pretrained_cfg_overlay``. ``token_clustering`` (``"pool"``, ``"bipartite"``
+    or ``"lsh"``) makes the blocks of ``token_stages`` run on ``keep`` of their image tokens
+    (:func:`ccoat.token_clustering.cluster_tokens`).
     """
     family, size, small_image = parse_name(name)
     if img_size is None:
@@ -96,6 +99,10 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int = 1000
 
         reference = timm.create_model(f"coat_lite_{size}", pretrained=True, num_classes=num_classes)
         load_timm_weights(model, reference)
+    if token_clustering is not None:
+        from .token_clustering import cluster_tokens
+
+        cluster_tokens(model, token_clustering, keep=keep, stages=token_stages)
     cfg = pretrained_cfg(name, num_classes, img_size, model.in_chans)
     cfg.update(pretrained_cfg_overlay or {})
     model.pretrained_cfg = model.default_cfg = cfg

@@ -1,0 +1,282 @@
+"""Token clustering: run a CoaT block's projections, attention and MLP on cluster prototypes.
+
+Clustering the *queries* (ACT, :mod:`ccoat.clustering`) can only shrink the attention core, 1.4%
+of CoaT-Lite Tiny's MACs. The qkv and output projections and the MLP, about 90%, still run on
+every token. Clustering the **tokens** shrinks them all: a block merges the image tokens into
+``K`` prototypes (the size-weighted mean of each cluster), runs its sub-layers on the class
+token and the prototypes, and broadcasts each prototype's update back to the tokens of its
+cluster. The residual stream keeps full resolution, and the stage's two convolutions, CPE and
+CRPE, see the full grid (as TCFormer scatters tokens back to a map for its convolutions).
+
+Three ways to form ``K = round(keep * N)`` clusters of a stage's ``N`` image tokens, each with a
+fixed number of clusters per image, so shapes depend only on ``keep``, never on the data:
+
+- ``"pool"``: fixed windows of neighbouring tokens (the trivial baseline);
+- ``"bipartite"``: ToMe's bipartite soft matching (Bolya et al., 2023), in rounds of at most
+  half the tokens;
+- ``"lsh"``: the seed's E2LSH codes of the tokens (:mod:`ccoat.hashing`), read as a sort order:
+  tokens with equal codes are neighbours in it, and the order is cut into ``K`` equal runs.
+
+The CRPE term ``q * DWConv(v)`` is computed on the full grid from each token's prototype and
+averaged back over the cluster, so within a cluster it is the cluster's mean: the one place
+where a block on clusters of equal tokens differs from the block on all tokens (a window's
+border sees other neighbours than its inside).
+
+Attention on prototypes is *proportional* (ToMe): a prototype of ``s`` tokens enters the keys'
+softmax with weight ``s`` (``log s`` added to its logits), which is exact for CoaT's factorized
+attention when the tokens of a cluster are equal.
+
+Public interface: :func:`cluster_tokens` converts a trained CoaT-Lite without retraining;
+:func:`record_token_clusters` records the assignments for figures.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .hashing import draw_projections, e2lsh_codes
+
+METHODS = ("pool", "bipartite", "lsh")
+
+
+# ---------------------------------------------------------------------------------------------
+# Merge and unmerge
+
+
+def merge(x: torch.Tensor, assign: torch.Tensor, num_clusters: int,
+          sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Size-weighted means of ``x (B, N, C)`` over clusters ``assign (B, N)`` in ``[0, K)``.
+
+    ``sizes (B, N)`` weighs each token (default 1). Returns the prototypes ``(B, K, C)`` and the
+    clusters' sizes ``(B, K)``; an empty cluster has size 0 and a zero prototype.
+    """
+    B, N, C = x.shape
+    w = torch.ones(B, N, device=x.device, dtype=x.dtype) if sizes is None else sizes.to(x.dtype)
+    total = x.new_zeros(B, num_clusters, C).scatter_add_(
+        1, assign[..., None].expand(-1, -1, C), x * w[..., None])
+    size = w.new_zeros(B, num_clusters).scatter_add_(1, assign, w)
+    return total / size.clamp(min=1e-6)[..., None], size
+
+
+def unmerge(prototypes: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """Give every token its cluster's prototype: ``(B, K, C)``, ``(B, N)`` -> ``(B, N, C)``."""
+    return prototypes.gather(1, assign[..., None].expand(-1, -1, prototypes.shape[-1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Forming clusters: image tokens (B, N, C) on an (H, W) grid -> assignment (B, N) to K clusters
+
+
+def budget(keep: float, n_tokens: int) -> int:
+    """The number of clusters for ``n_tokens`` image tokens at a budget ``keep`` (at least 1)."""
+    return max(1, min(n_tokens, round(keep * n_tokens)))
+
+
+def pool_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
+    """Windows of neighbouring tokens: the grid cut into about ``k`` rectangles."""
+    H, W = size
+    gh = max(1, min(H, round(math.sqrt(k * H / W))))
+    gw = max(1, min(W, round(k / gh)))
+    rows = torch.arange(H, device=x.device) * gh // H
+    cols = torch.arange(W, device=x.device) * gw // W
+    assign = (rows[:, None] * gw + cols[None, :]).flatten()
+    return assign.expand(x.shape[0], -1), gh * gw
+
+
+def bipartite_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
+    """ToMe's bipartite soft matching, repeated until ``k`` clusters are left.
+
+    Each round splits the current units into alternate sets A and B, links every unit of A to
+    its most similar unit of B (cosine similarity), and merges the ``r`` best-linked units of A
+    into their partners (``r`` at most the size of A).
+    """
+    B, N, _ = x.shape
+    assign = torch.arange(N, device=x.device).expand(B, -1)
+    features, sizes, m = x, None, N
+    while m > k:
+        r = min(m - k, m // 2)
+        metric = F.normalize(features, dim=-1)
+        a, b = metric[:, ::2], metric[:, 1::2]  # (B, ceil(m/2), C), (B, floor(m/2), C)
+        best, partner = (a @ b.transpose(1, 2)).max(dim=-1)  # (B, |A|)
+        order = best.argsort(dim=-1, descending=True)
+        merged, kept = order[:, :r], order[:, r:]
+        n_b = b.shape[1]
+        ids_a = torch.empty_like(partner)
+        ids_a.scatter_(1, merged, partner.gather(1, merged))  # a merged unit joins its partner
+        ids_a.scatter_(1, kept, n_b + torch.arange(kept.shape[1], device=x.device).expand(B, -1))
+        ids = torch.empty(B, m, dtype=torch.long, device=x.device)
+        ids[:, ::2] = ids_a
+        ids[:, 1::2] = torch.arange(n_b, device=x.device)
+        m -= r
+        features, sizes = merge(features, ids, m, sizes)
+        assign = ids.gather(1, assign)
+    return assign, m
+
+
+class LSHOrder(nn.Module):
+    """E2LSH codes of the (normalised) tokens as a sort order, cut into ``k`` equal runs."""
+
+    def __init__(self, dim: int, n_hashes: int = 6, bucket_width: float = 0.5, seed: int = 0):
+        super().__init__()
+        a, b = draw_projections(dim, n_hashes, bucket_width, torch.Generator().manual_seed(seed))
+        self.register_buffer("projections", a)
+        self.register_buffer("offsets", b)
+        self.bucket_width = bucket_width
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
+        B, N, _ = x.shape
+        codes = e2lsh_codes(F.normalize(x.float(), dim=-1), self.projections, self.offsets,
+                            self.bucket_width)  # (B, N, n_hashes)
+        order = torch.arange(N, device=x.device).expand(B, -1)
+        for h in reversed(range(codes.shape[-1])):  # lexicographic: a stable sort per hash
+            key = codes[..., h].gather(1, order)
+            order = order.gather(1, key.argsort(dim=1, stable=True))
+        run = torch.arange(N, device=x.device) * k // N  # position in the order -> run
+        assign = torch.empty_like(order)
+        assign.scatter_(1, order, run.expand(B, -1))
+        return assign, k
+
+
+# ---------------------------------------------------------------------------------------------
+# A serial block on clusters
+
+
+def _per_head(t: torch.Tensor, heads: int) -> torch.Tensor:
+    B, N, C = t.shape
+    return t.reshape(B, N, heads, C // heads).transpose(1, 2)  # (B, heads, N, C_head)
+
+
+def _joined(t: torch.Tensor) -> torch.Tensor:
+    B, h, N, Ch = t.shape
+    return t.transpose(1, 2).reshape(B, N, h * Ch)
+
+
+class TokenClusteredBlock(nn.Module):
+    """A CoaT-Lite serial block whose sub-layers run on the class token and ``K`` prototypes.
+
+    It holds the block's own modules under their own names (``norm1``, ``attn``, ``norm2``,
+    ``mlp``), so a state dict loads into either. The clusters are formed once per block from
+    the tokens after the CPE and used for both sub-layers.
+    """
+
+    def __init__(self, block: nn.Module, method: str, keep: float, **options):
+        super().__init__()
+        if block.attn.kind not in ("factorized", "softmax"):
+            raise ValueError(f"token clustering runs factorized or softmax attention on "
+                             f"prototypes; this block's attention is {block.attn.kind!r}")
+        self.norm1, self.attn, self.norm2 = block.norm1, block.attn, block.norm2
+        self.mlp, self.drop_path = block.mlp, block.drop_path
+        self.method, self.keep = method, keep
+        self.proportional = options.pop("proportional", True)
+        self.lsh = LSHOrder(self.norm1.normalized_shape[0], **options) if method == "lsh" else None
+        if method != "lsh" and options:
+            raise ValueError(f"token clustering method {method!r} takes no options, got "
+                             f"{sorted(options)}")
+        self.record: dict | None = None  # filled by record_token_clusters
+
+    def form_clusters(self, tokens: torch.Tensor, size) -> tuple[torch.Tensor, int]:
+        k = budget(self.keep, tokens.shape[1])
+        if self.method == "pool":
+            return pool_clusters(tokens, size, k)
+        if self.method == "bipartite":
+            return bipartite_clusters(tokens, size, k)
+        return self.lsh(tokens, size, k)
+
+    def attention(self, t, sizes, assign, size, crpe) -> torch.Tensor:
+        """Conv-attention of ``t = [class token, prototypes] (B, 1 + K, C)``."""
+        attn = self.attn
+        B, M, C = t.shape
+        q, k, v = attn.qkv(t).reshape(B, M, 3, C).unbind(2)
+        q, k, v = (_per_head(z, attn.num_heads) for z in (q, k, v))  # (B, heads, 1 + K, C_head)
+        weight = F.pad(sizes, (1, 0), value=1.0)  # (B, 1 + K): the class token counts once
+        bias = weight.clamp(min=1e-6).log()[:, None, :, None] if self.proportional else 0
+        if attn.kind == "factorized":  # softmax over tokens: a cluster of s tokens weighs s
+            context = (k + bias).softmax(dim=2).transpose(-1, -2) @ v
+            out = q @ (context * q.shape[-1] ** -0.5)
+        else:
+            mask = bias.transpose(-1, -2).to(q.dtype) if self.proportional else None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # CRPE on the full grid: every token carries its prototype's q and v.
+        full = lambda z: torch.cat(  # noqa: E731
+            [z[:, :, :1], _per_head(unmerge(_joined(z[:, :, 1:]), assign), attn.num_heads)], 2)
+        rel = crpe(full(q), full(v), size)  # (B, heads, 1 + N, C_head)
+        rel_proto, _ = merge(_joined(rel[:, :, 1:]), assign, M - 1)
+        out = out + torch.cat([rel[:, :, :1], _per_head(rel_proto, attn.num_heads)], dim=2)
+        return attn.proj(_joined(out))
+
+    def forward(self, x: torch.Tensor, size, cpe, crpe) -> torch.Tensor:
+        x = cpe(x, size)
+        cls, tokens = x[:, :1], x[:, 1:]
+        assign, k = self.form_clusters(tokens, size)
+        prototypes, sizes = merge(tokens, assign, k)
+        if self.record is not None:
+            self.record.update(assign=assign.detach(), sizes=sizes.detach(), size=size)
+        y = self.attention(self.norm1(torch.cat([cls, prototypes], 1)), sizes, assign, size, crpe)
+        x = x + self.drop_path(torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1))
+        prototypes, _ = merge(x[:, 1:], assign, k)
+        y = self.mlp(self.norm2(torch.cat([x[:, :1], prototypes], 1)))
+        return x + self.drop_path(torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Converting a model
+
+
+def _check(method, keep, stages, n_stages: int = 4) -> tuple[int, ...]:
+    if method not in METHODS:
+        raise ValueError(f"token clustering method must be one of {METHODS}, got {method!r}")
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    stages = tuple(stages)
+    bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, int)
+           or not 1 <= s <= n_stages]
+    if bad or not stages:
+        raise ValueError(f"stages must be stage numbers from 1 to {n_stages}, got {stages!r}")
+    return stages
+
+
+def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(1, 2),
+                   **options) -> nn.Module:
+    """Make the blocks of ``stages`` (numbered from 1) run on ``keep`` of their image tokens.
+
+    ``model`` is a ccoat CoaT-Lite (converted in place and returned) or a timm CoaT-Lite
+    (converted to ccoat first, every weight kept). ``options``: ``proportional`` (default True)
+    and, for ``"lsh"``, ``n_hashes``, ``bucket_width`` and ``seed``. No weight changes: with
+    ``keep=1`` the model computes what it computed before.
+    """
+    stages = _check(method, keep, stages)
+    if not hasattr(model, "stages"):  # a timm CoaT-Lite
+        from .convert import convert_attention
+
+        model = convert_attention(model, "factorized")
+    for number in stages:
+        blocks = model.stages[number - 1].blocks
+        for j, block in enumerate(blocks):
+            if isinstance(block, TokenClusteredBlock):
+                raise ValueError(f"stage {number} is already token-clustered")
+            blocks[j] = TokenClusteredBlock(block, method, keep, **dict(options))
+    return model
+
+
+class record_token_clusters(contextlib.AbstractContextManager):
+    """``with record_token_clusters(model) as records: model(x)`` fills, for every
+    token-clustered block ``"stages.i.blocks.j"``, the last pass's ``assign (B, N)``, cluster
+    ``sizes (B, K)`` and grid ``size``."""
+
+    def __init__(self, model: nn.Module):
+        self.blocks = {name: m for name, m in model.named_modules()
+                       if isinstance(m, TokenClusteredBlock)}
+        self.records: dict[str, dict] = {}
+
+    def __enter__(self) -> dict:
+        for name, block in self.blocks.items():
+            block.record = self.records.setdefault(name, {})
+        return self.records
+
+    def __exit__(self, *exc) -> None:
+        for block in self.blocks.values():
+            block.record = None
