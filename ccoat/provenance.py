@@ -93,3 +93,50 @@ def _write_file(path: Path, data: bytes | memoryview) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def raw_url(repo: str, path: str, branch: str = "main") -> str:
+    """The address of one committed file: ``https://github.com/o/r`` -> raw.githubusercontent.com."""
+    prefix = "https://github.com/"
+    if not repo.startswith(prefix):
+        raise ValueError(f"repository must be a GitHub address ({prefix}owner/name), got {repo!r}")
+    return f"https://raw.githubusercontent.com/{repo[len(prefix):].strip('/')}/{branch}/{path}"
+
+
+def results_file(name: str, repo: str | None = None, *, branch: str = "main",
+                 start: str | os.PathLike | None = None) -> Path | None:
+    """The committed results file ``results/<name>``: the checkout's, else fetched from ``repo``.
+
+    A notebook run inside a clone reads the file where it is (:func:`find_results`). Without a
+    checkout (a pip install on Colab) the file is downloaded once from the repository on GitHub
+    into ``results/<name>`` under ``start`` (default: the working directory), where the next call
+    finds it. Returns None when neither the checkout nor the repository has the file.
+    """
+    local = find_results(name, start=start)
+    if local is not None or repo is None:
+        return local
+    import urllib.error
+    import urllib.request
+
+    url = raw_url(repo, f"results/{name}", branch)
+    target = Path(start or Path.cwd()) / "results" / name
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data = response.read()
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, data)
+    return target
+
+
+def shorten_paths(text: str, data_root: str | os.PathLike | None) -> str:
+    """``text`` with the data root written as ``$CCOAT_DATA``: records name the paths of the
+    machine that made them, which mean nothing to a reader."""
+    if not data_root:
+        return text
+    for root in {str(Path(data_root).resolve()), str(data_root).rstrip("/")}:
+        text = text.replace(root, "$CCOAT_DATA")
+    return text

@@ -34,7 +34,7 @@
 # - see why factorized attention costs $O(N C^2)$ while softmax attention costs $O(N^2 C)$,
 #   counted and timed.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
 import sys
 
@@ -42,10 +42,12 @@ CCOAT_REPO = "https://github.com/ccoat-book/ccoat"
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True
+    )
 
-# %%
-import ccoat  # first: it quiets a progress-bar warning that importing timm prints in Jupyter
+# %% tags=["hide-input"]
+import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 from ccoat import attention as ca
 
 import time
@@ -74,9 +76,13 @@ print(f"profile: {PROFILE}, torch {torch.__version__}, timm {timm.__version__}")
 # %%
 B, C, heads, H, W = 2, 64, 8, 56, 56
 N, Ch = 1 + H * W, C // heads
-x = torch.randn(B, N, C)  # (B, N, C): class token first, then the grid in row-major order
+x = torch.randn(
+    B, N, C
+)  # (B, N, C): class token first, then the grid in row-major order
 qkv = torch.nn.Linear(C, 3 * C)
-q, k, v = qkv(x).reshape(B, N, 3, heads, Ch).permute(2, 0, 3, 1, 4)  # each (B, heads, N, C_h)
+q, k, v = (
+    qkv(x).reshape(B, N, 3, heads, Ch).permute(2, 0, 3, 1, 4)
+)  # each (B, heads, N, C_h)
 print("q, k, v:", tuple(q.shape))
 
 # %% [markdown]
@@ -91,10 +97,13 @@ print("q, k, v:", tuple(q.shape))
 # The bracket is a $C_h \times C_h$ matrix — a summary of all values, weighted by the keys —
 # and every query reads from that summary. Nothing of size $N \times N$ is ever formed.
 
+
 # %%
 def factorized_attention(q, k, v):
-    context = k.softmax(dim=2).transpose(-1, -2) @ v  # (B, heads, C_h, C_h): one summary per head
-    return (q @ context) * Ch**-0.5                    # (B, heads, N, C_h)
+    context = (
+        k.softmax(dim=2).transpose(-1, -2) @ v
+    )  # (B, heads, C_h, C_h): one summary per head
+    return (q @ context) * Ch**-0.5  # (B, heads, N, C_h)
 
 
 out = factorized_attention(q, k, v)
@@ -109,8 +118,12 @@ print("factorized attention matches ccoat:", tuple(out.shape))
 # %%
 exact = F.scaled_dot_product_attention(q, k, v)
 rel = ((out - exact).norm() / exact.norm()).item()
-display(Markdown(f"Relative difference between factorized and softmax attention on these random "
-                 f"tokens: **{rel:.2f}** — a different operator, not an approximation."))
+display(
+    Markdown(
+        f"Relative difference between factorized and softmax attention on these random "
+        f"tokens: **{rel:.2f}** — a different operator, not an approximation."
+    )
+)
 
 # %% [markdown]
 # ## Conv relative position encoding (CRPE)
@@ -124,24 +137,39 @@ display(Markdown(f"Relative difference between factorized and softmax attention 
 # %%
 windows = {3: 2, 5: 3, 7: 3}  # window -> number of heads
 convs = torch.nn.ModuleList(
-    torch.nn.Conv2d(n * Ch, n * Ch, w, padding=w // 2, groups=n * Ch) for w, n in windows.items()
+    torch.nn.Conv2d(n * Ch, n * Ch, w, padding=w // 2, groups=n * Ch)
+    for w, n in windows.items()
 )
 
 
 def crpe(q, v, size):
     H, W = size
-    v_img = v[:, :, 1:].transpose(-1, -2).reshape(B, heads * Ch, H, W)  # (B, heads*C_h, H, W)
-    parts = v_img.split([n * Ch for n in windows.values()], dim=1)      # one part per window
+    v_img = (
+        v[:, :, 1:].transpose(-1, -2).reshape(B, heads * Ch, H, W)
+    )  # (B, heads*C_h, H, W)
+    parts = v_img.split(
+        [n * Ch for n in windows.values()], dim=1
+    )  # one part per window
     conv_v = torch.cat([conv(p) for conv, p in zip(convs, parts)], dim=1)
-    conv_v = conv_v.reshape(B, heads, Ch, H * W).transpose(-1, -2)      # (B, heads, H*W, C_h)
-    return F.pad(q[:, :, 1:] * conv_v, (0, 0, 1, 0))                    # zero row for the class token
+    conv_v = conv_v.reshape(B, heads, Ch, H * W).transpose(
+        -1, -2
+    )  # (B, heads, H*W, C_h)
+    return F.pad(q[:, :, 1:] * conv_v, (0, 0, 1, 0))  # zero row for the class token
 
 
 library_crpe = ca.ConvRelPosEnc(Ch, heads, windows)
-library_crpe.load_state_dict({f"convs.{i}.{p}": getattr(c, p) for i, c in enumerate(convs)
-                              for p in ("weight", "bias")})
+library_crpe.load_state_dict(
+    {
+        f"convs.{i}.{p}": getattr(c, p)
+        for i, c in enumerate(convs)
+        for p in ("weight", "bias")
+    }
+)
 torch.testing.assert_close(crpe(q, v, (H, W)), library_crpe(q, v, (H, W)))
-print("CRPE matches ccoat; class-token row is zero:", bool((crpe(q, v, (H, W))[:, :, 0] == 0).all()))
+print(
+    "CRPE matches ccoat; class-token row is zero:",
+    bool((crpe(q, v, (H, W))[:, :, 0] == 0).all()),
+)
 
 # %% [markdown]
 # ## Conv position encoding (CPE)
@@ -202,8 +230,12 @@ images = torch.randn(2, 3, 224, 224)
 with torch.no_grad():
     gap = (model(images) - reference(images)).abs().max().item()
 n_params = sum(p.numel() for p in model.parameters())
-display(Markdown(f"CoaT-Lite Tiny: {n_params / 1e6:.2f} M parameters in both; the largest "
-                 f"difference between ccoat's and timm's logits is **{gap:.1e}** (float32)."))
+display(
+    Markdown(
+        f"CoaT-Lite Tiny: {n_params / 1e6:.2f} M parameters in both; the largest "
+        f"difference between ccoat's and timm's logits is **{gap:.1e}** (float32)."
+    )
+)
 assert gap <= 1e-5
 
 # %% [markdown]
@@ -218,7 +250,9 @@ assert gap <= 1e-5
 # torch versions count as 0, and time them on this machine, for stage-1 grids of growing images.
 
 # %%
-sides = ccoat.choose(smoke=[8, 16, 32], cpu=[8, 16, 32, 48, 64], gpu=[8, 16, 32, 48, 64, 96])
+sides = ccoat.choose(
+    smoke=[8, 16, 32], cpu=[8, 16, 32, 48, 64], gpu=[8, 16, 32, 48, 64, 96]
+)
 repeats = ccoat.choose(smoke=2, cpu=5, gpu=10)
 
 
@@ -243,9 +277,18 @@ with torch.no_grad():
     for side in sides:
         n = side * side + 1
         qq, kk, vv = torch.randn(3, 1, heads, n, Ch).unbind(0)
-        for kind, fn in [("factorized", ca.factorized_attention), ("softmax", ca.softmax_attention)]:
-            rows.append(dict(kind=kind, N=n, macs=counted_macs(fn, qq, kk, vv),
-                             seconds=median_time(fn, qq, kk, vv)))
+        for kind, fn in [
+            ("factorized", ca.factorized_attention),
+            ("softmax", ca.softmax_attention),
+        ]:
+            rows.append(
+                dict(
+                    kind=kind,
+                    N=n,
+                    macs=counted_macs(fn, qq, kk, vv),
+                    seconds=median_time(fn, qq, kk, vv),
+                )
+            )
 
 # The counter sees the two matrix products; check them against the formulas above.
 for r in rows:
@@ -258,23 +301,37 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 4))
 for kind in ("factorized", "softmax"):
     sel = [r for r in rows if r["kind"] == kind]
     n = [r["N"] for r in sel]
-    axes[0].loglog(n, [r["macs"] for r in sel], "o-", color=KIND_COLORS[kind], label=kind)
-    axes[1].loglog(n, [r["seconds"] * 1e3 for r in sel], "o-", color=KIND_COLORS[kind], label=kind)
+    axes[0].loglog(
+        n, [r["macs"] for r in sel], "o-", color=KIND_COLORS[kind], label=kind
+    )
+    axes[1].loglog(
+        n, [r["seconds"] * 1e3 for r in sel], "o-", color=KIND_COLORS[kind], label=kind
+    )
 axes[0].set(xlabel="tokens N", ylabel="MACs (counted)", title="Counted cost")
-axes[1].set(xlabel="tokens N", ylabel="time per call (ms, median)", title="Measured time, CPU" if
-            not torch.cuda.is_available() else "Measured time")
+axes[1].set(
+    xlabel="tokens N",
+    ylabel="time per call (ms, median)",
+    title="Measured time, CPU" if not torch.cuda.is_available() else "Measured time",
+)
 axes[0].legend()
 fig.suptitle("Attention core alone, 8 heads of 8 channels, batch 1")
 fig.tight_layout()
 
 # %%
 last = {r["kind"]: r for r in rows if r["N"] == max(x["N"] for x in rows)}
-display(Markdown(
-    f"At $N = {last['softmax']['N']}$ tokens the counted cost of softmax attention is "
-    f"**{last['softmax']['macs'] / last['factorized']['macs']:.0f}×** that of factorized attention "
-    f"and its measured time **{last['softmax']['seconds'] / last['factorized']['seconds']:.1f}×**. "
-    "Measured times bend away from the counts at small $N$, where fixed per-call overheads "
-    "dominate: a FLOP count is a model of time, not a measurement of it."))
+display(
+    Markdown(
+        f"At $N = {last['softmax']['N']}$ tokens the counted cost of softmax attention "
+        "is "
+        f"**{last['softmax']['macs'] / last['factorized']['macs']:.0f}×** that of "
+        "factorized attention "
+        "and its measured time "
+        f"**{last['softmax']['seconds'] / last['factorized']['seconds']:.1f}×**. "
+        "Measured times bend away from the counts at small $N$, where fixed per-call "
+        "overheads "
+        "dominate: a FLOP count is a model of time, not a measurement of it."
+    )
+)
 
 # %% [markdown]
 # ## Summary

@@ -36,7 +36,7 @@
 # - turn tuples of codes into cluster ids without collisions, and check `ccoat.hashing`
 #   against the hand-written version.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
 import sys
 
@@ -44,10 +44,12 @@ CCOAT_REPO = "https://github.com/ccoat-book/ccoat"
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True
+    )
 
-# %%
-import ccoat  # first: it quiets a progress-bar warning that importing timm prints in Jupyter
+# %% tags=["hide-input"]
+import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 from ccoat import hashing
 
 import math
@@ -74,6 +76,7 @@ print(f"profile: {PROFILE}, torch {torch.__version__}")
 # Two points land in the same bucket when their projections are close *and* no bucket border
 # falls between them. Drawn in the plane, one hash function paints parallel stripes.
 
+
 # %%
 def e2lsh(x, a, b, r):
     """x: (M, d), a: (d, n), b: (n,) -> integer codes (M, n)."""
@@ -82,8 +85,12 @@ def e2lsh(x, a, b, r):
 
 d, r = 2, 1.0
 a, b = torch.randn(d, 1), torch.rand(1) * r
-grid = torch.stack(torch.meshgrid(torch.linspace(-3, 3, 300), torch.linspace(-3, 3, 300),
-                                  indexing="xy"), dim=-1).reshape(-1, 2)  # (90000, 2)
+grid = torch.stack(
+    torch.meshgrid(
+        torch.linspace(-3, 3, 300), torch.linspace(-3, 3, 300), indexing="xy"
+    ),
+    dim=-1,
+).reshape(-1, 2)  # (90000, 2)
 codes = e2lsh(grid, a, b, r)
 print("bucket codes on the grid:", codes.min().item(), "to", codes.max().item())
 
@@ -98,10 +105,17 @@ codes3 = e2lsh(grid, a3, b3, r)
 _, cell = torch.unique(codes3, dim=0, return_inverse=True)
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-for ax, values, title in [(axes[0], codes[:, 0], "one hash: stripes"),
-                          (axes[1], cell, f"{n_show} hashes: cells")]:
-    ax.imshow((values % 9).reshape(300, 300).numpy(), extent=(-3, 3, -3, 3), origin="lower",
-              cmap="tab10", interpolation="nearest")
+for ax, values, title in [
+    (axes[0], codes[:, 0], "one hash: stripes"),
+    (axes[1], cell, f"{n_show} hashes: cells"),
+]:
+    ax.imshow(
+        (values % 9).reshape(300, 300).numpy(),
+        extent=(-3, 3, -3, 3),
+        origin="lower",
+        cmap="tab10",
+        interpolation="nearest",
+    )
     ax.set(xlabel="$x_1$", ylabel="$x_2$", title=title)
     ax.grid(False)
 fig.suptitle(f"E2LSH buckets in the plane, bucket width r = {r}")
@@ -120,12 +134,13 @@ fig.tight_layout()
 # of distance. We measure it: pairs at a set distance in $d = 8$ dimensions (CoaT-Lite's
 # first-stage head size), each hashed by many independent functions.
 
+
 # %%
 def collision_probability(c_over_r):
-    """Datar et al. (2004), Gaussian E2LSH: P[h(x) = h(y)] at distance c, bucket width r."""
+    """Datar et al. (2004), Gaussian E2LSH: P[h(x) = h(y)] at distance c, width r."""
     s = 1.0 / torch.as_tensor(c_over_r, dtype=torch.float64)  # r / c
     Phi = torch.special.ndtr(-s)
-    return 1 - 2 * Phi - 2 / (math.sqrt(2 * math.pi) * s) * (1 - torch.exp(-s ** 2 / 2))
+    return 1 - 2 * Phi - 2 / (math.sqrt(2 * math.pi) * s) * (1 - torch.exp(-(s**2) / 2))
 
 
 def measured_collision(c, r, d=8, n_pairs=None, n_functions=None):
@@ -138,22 +153,34 @@ def measured_collision(c, r, d=8, n_pairs=None, n_functions=None):
     return (e2lsh(x, a, b, r) == e2lsh(y, a, b, r)).double().mean().item()
 
 
-ratios = torch.tensor(ccoat.choose(smoke=[0.1, 0.5, 1, 2, 4],
-                                   cpu=[0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6],
-                                   gpu=[0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8]))
-measured = torch.tensor([measured_collision(float(c), r=1.0) for c in ratios], dtype=torch.float64)
+ratios = torch.tensor(
+    ccoat.choose(
+        smoke=[0.1, 0.5, 1, 2, 4],
+        cpu=[0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6],
+        gpu=[0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8],
+    )
+)
+measured = torch.tensor(
+    [measured_collision(float(c), r=1.0) for c in ratios], dtype=torch.float64
+)
 closed = collision_probability(ratios)
 worst = (measured - closed).abs().max().item()
-print(f"largest gap between measured and closed-form collision probability: {worst:.3f}")
+print(
+    f"largest gap between measured and closed-form collision probability: {worst:.3f}"
+)
 
 # %%
 fine = torch.logspace(-2.5, math.log10(float(ratios.max())), 300)
 fig, ax = plt.subplots()
 ax.plot(fine, collision_probability(fine), label="closed form (Datar et al. 2004)")
 ax.plot(ratios, measured, "o", label="measured, d = 8")
-ax.set(xlabel="distance / bucket width  (c / r)", ylabel="P[same code], one hash",
-       title="E2LSH collision probability")
+ax.set(
+    xlabel="distance / bucket width  (c / r)",
+    ylabel="P[same code], one hash",
+    title="E2LSH collision probability",
+)
 ax.legend()
+plt.show()
 
 # %% [markdown]
 # The measured points sit on the curve (the gap is sampling noise, shrinking with more pairs).
@@ -172,16 +199,29 @@ ax.legend()
 fig, ax = plt.subplots()
 for n in (1, 4, 16, 32):
     ax.plot(fine, collision_probability(fine) ** n, label=f"n = {n} hashes")
-ax.set(xlabel="distance / bucket width  (c / r)", ylabel="P[same cluster]", xscale="log",
-       title="All n codes must agree: p(c)ⁿ")
+ax.set(
+    xlabel="distance / bucket width  (c / r)",
+    ylabel="P[same cluster]",
+    xscale="log",
+    title="All n codes must agree: p(c)ⁿ",
+)
 ax.legend()
+plt.show()
 
 # %%
-half = {n: fine[(collision_probability(fine) ** n - 0.5).abs().argmin()].item() for n in (1, 32)}
-display(Markdown(
-    f"A pair collides with probability one half at $c \\approx {half[1]:.2f}\\,r$ with one hash, "
-    f"and at $c \\approx {half[32]:.3f}\\,r$ with 32: for the same clusters, 32 hashes need a "
-    f"bucket about **{half[1] / half[32]:.0f}×** wider."))
+half = {
+    n: fine[(collision_probability(fine) ** n - 0.5).abs().argmin()].item()
+    for n in (1, 32)
+}
+display(
+    Markdown(
+        f"A pair collides with probability one half at $c \\approx {half[1]:.2f}\\,r$ "
+        "with one hash, "
+        f"and at $c \\approx {half[32]:.3f}\\,r$ with 32: for the same clusters, 32 "
+        "hashes need a "
+        f"bucket about **{half[1] / half[32]:.0f}×** wider."
+    )
+)
 
 # %% [markdown]
 # ## What the bucket width does to the number of clusters
@@ -192,15 +232,26 @@ display(Markdown(
 
 # %%
 points = torch.randn(1, 1, 1000, 8)
-widths = ccoat.choose(smoke=[0.25, 1, 4, 16, 64], cpu=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
-                      gpu=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128])
+widths = ccoat.choose(
+    smoke=[0.25, 1, 4, 16, 64],
+    cpu=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+    gpu=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128],
+)
 fig, ax = plt.subplots()
 for n in (4, 16, 32):
-    counts = [hashing.E2LSH(8, n, w, seed=0)(points).num_clusters.item() for w in widths]
+    counts = [
+        hashing.E2LSH(8, n, w, seed=0)(points).num_clusters.item() for w in widths
+    ]
     ax.plot(widths, counts, "o-", label=f"n = {n} hashes")
-ax.set(xscale="log", yscale="log", xlabel="bucket width r", ylabel="clusters among 1,000 points",
-       title="Adaptive number of clusters")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="bucket width r",
+    ylabel="clusters among 1,000 points",
+    title="Adaptive number of clusters",
+)
 ax.legend()
+plt.show()
 
 # %% [markdown]
 # ## From code tuples to cluster ids
@@ -209,6 +260,7 @@ ax.legend()
 # tuple. ACT's code packs a tuple into one integer by adding the codes, shifted,
 # $\mathrm{key} = \sum_j \mathrm{code}_j \cdot 2^{s j}$. Codes can be negative and larger than
 # $2^s$, so different tuples can give the same key, and unrelated points then share a cluster.
+
 
 # %%
 def shifted_sum(codes, shift=1):
@@ -225,6 +277,7 @@ print("tuples:", tuples.tolist(), "-> shifted-sum keys:", shifted_sum(tuples).to
 # the rows then get contiguous ranges of ids, and subtracting each row's first id numbers its
 # clusters from 0.
 
+
 # %%
 def cluster_ids_by_hand(codes):
     """codes (B, heads, N, n) -> ids (B, heads, N), numbered from 0 within each row."""
@@ -236,7 +289,10 @@ def cluster_ids_by_hand(codes):
     return (ids - ids.amin(dim=1, keepdim=True)).view(B, h, N)
 
 
-print("ids of the four tuples:", cluster_ids_by_hand(tuples.view(1, 1, 4, 2)).flatten().tolist())
+print(
+    "ids of the four tuples:",
+    cluster_ids_by_hand(tuples.view(1, 1, 4, 2)).flatten().tolist(),
+)
 
 # %% [markdown]
 # `ccoat.hashing` computes the same ids faster: it writes each tuple as one integer in a
@@ -246,17 +302,29 @@ print("ids of the four tuples:", cluster_ids_by_hand(tuples.view(1, 1, 4, 2)).fl
 # hand-written version, and the library's E2LSH codes against ours.
 
 # %%
-B, heads, N, n_hashes, width = 2, 8, ccoat.choose(smoke=256, cpu=3136, gpu=3136), 32, 4.0
+B, heads, N, n_hashes, width = (
+    2,
+    8,
+    ccoat.choose(smoke=256, cpu=3136, gpu=3136),
+    32,
+    4.0,
+)
 queries = torch.randn(B, heads, N, 8) * 0.5
 lsh = hashing.E2LSH(8, n_hashes, width, seed=0)
-ours = e2lsh(queries.reshape(-1, 8), lsh.projections, lsh.offsets, width).view(B, heads, N, -1)
+ours = e2lsh(queries.reshape(-1, 8), lsh.projections, lsh.offsets, width).view(
+    B, heads, N, -1
+)
 torch.testing.assert_close(lsh.codes(queries).long(), ours)
 clusters = lsh(queries)
 assert torch.equal(clusters.ids, cluster_ids_by_hand(ours))
-display(Markdown(
-    f"`ccoat.hashing` agrees with the hand-written codes and ids: {B} images × {heads} heads × "
-    f"{N} queries form between **{clusters.num_clusters.min().item()}** and "
-    f"**{clusters.num_clusters.max().item()}** clusters per row."))
+display(
+    Markdown(
+        f"`ccoat.hashing` agrees with the hand-written codes and ids: {B} images × "
+        f"{heads} heads × "
+        f"{N} queries form between **{clusters.num_clusters.min().item()}** and "
+        f"**{clusters.num_clusters.max().item()}** clusters per row."
+    )
+)
 
 # %% [markdown]
 # ## Summary

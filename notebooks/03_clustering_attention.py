@@ -38,7 +38,7 @@
 #   follow the bucket width $r$ and the number of hashes;
 # - draw the clusters over the photo.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
 import sys
 
@@ -46,23 +46,26 @@ CCOAT_REPO = "https://github.com/ccoat-book/ccoat"
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True
+    )
 
-# %%
-import ccoat  # first: it quiets a progress-bar warning that importing timm prints in Jupyter
+# %% tags=["hide-input"]
+import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 from ccoat import clustering, hashing
 
 import json
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
 from sklearn.datasets import load_sample_images
 
 from ccoat.plotting import KIND_COLORS, set_theme
-from ccoat.provenance import find_results
+from ccoat.provenance import results_file
 
 set_theme()
 torch.manual_seed(0)
@@ -86,9 +89,13 @@ print(f"profile: {PROFILE}, torch {torch.__version__}")
 
 # %%
 side = ccoat.choose(smoke=128, cpu=224, gpu=224)
-photos = np.stack([np.asarray(im) for im in load_sample_images().images])  # (2, 427, 640, 3)
+photos = np.stack(
+    [np.asarray(im) for im in load_sample_images().images]
+)  # (2, 427, 640, 3)
 images = torch.tensor(photos).permute(0, 3, 1, 2).float() / 255
-images = F.interpolate(images, size=(side, side), mode="bilinear", antialias=True).clamp(0, 1)
+images = F.interpolate(
+    images, size=(side, side), mode="bilinear", antialias=True
+).clamp(0, 1)
 mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 inputs = (images - mean.view(3, 1, 1)) / std.view(3, 1, 1)  # (2, 3, side, side)
 
@@ -96,12 +103,18 @@ model = ccoat.create_model("coat_lite_tiny").eval()  # random init, seed 0
 with torch.no_grad():
     q, k, v, (H, W) = clustering.block_qkv(model, inputs, stage=0, block=0)
 B, heads, N, Ch = q.shape  # (2, 8, 1 + H*W, 8)
-display(Markdown(
-    f"{B} photos at {side}×{side} px give a {H}×{W} grid: N = {N} tokens with the class token, "
-    f"{heads} heads of {Ch} channels. The queries have a per-channel standard deviation of "
-    f"**{q.std().item():.3f}** and a mean norm per head of **{q.norm(dim=-1).mean().item():.2f}**: "
-    f"the scale the bucket width is measured against (ccoat's default is r = "
-    f"{hashing.DEFAULT_BUCKET_WIDTH} with {hashing.DEFAULT_N_HASHES} hashes)."))
+display(
+    Markdown(
+        f"{B} photos at {side}×{side} px give a {H}×{W} grid: N = {N} tokens with the "
+        "class token, "
+        f"{heads} heads of {Ch} channels. The queries have a per-channel standard "
+        "deviation of "
+        f"**{q.std().item():.3f}** and a mean norm per head of "
+        f"**{q.norm(dim=-1).mean().item():.2f}**: "
+        f"the scale the bucket width is measured against (ccoat's default is r = "
+        f"{hashing.DEFAULT_BUCKET_WIDTH} with {hashing.DEFAULT_N_HASHES} hashes)."
+    )
+)
 
 # %% [markdown]
 # ## Prototypes and broadcast, by hand
@@ -115,30 +128,45 @@ display(Markdown(
 # %%
 q_img = q[:, :, 1:]  # (B, heads, H*W, C_h): the image tokens' queries
 lsh = hashing.E2LSH(Ch, n_hashes=32, bucket_width=4.0, seed=0)
-clusters = lsh(q_img)  # ids (B, heads, H*W), counts (B, heads, K), num_clusters (B, heads)
+clusters = lsh(
+    q_img
+)  # ids (B, heads, H*W), counts (B, heads, K), num_clusters (B, heads)
 K = clusters.max_clusters
 
 
 def prototypes_by_hand(x, ids, counts):
     B, h, n, C = x.shape
     K = counts.shape[-1]
-    slot = ids + K * torch.arange(B * h).view(B, h, 1)  # (B, heads, n): a slot per (row, cluster)
+    slot = ids + K * torch.arange(B * h).view(
+        B, h, 1
+    )  # (B, heads, n): a slot per (row, cluster)
     sums = torch.zeros(B * h * K, C).index_add_(0, slot.flatten(), x.reshape(-1, C))
-    return (sums / counts.reshape(-1, 1).clamp(min=1)).view(B, h, K, C)  # (B, heads, K, C)
+    return (sums / counts.reshape(-1, 1).clamp(min=1)).view(
+        B, h, K, C
+    )  # (B, heads, K, C)
 
 
 def broadcast_by_hand(y, ids):
-    return torch.gather(y, 2, ids.unsqueeze(-1).expand(-1, -1, -1, y.shape[-1]))  # (B, heads, n, C)
+    return torch.gather(
+        y, 2, ids.unsqueeze(-1).expand(-1, -1, -1, y.shape[-1])
+    )  # (B, heads, n, C)
 
 
 protos = prototypes_by_hand(q_img, clusters.ids, clusters.counts)
 torch.testing.assert_close(protos, clustering.prototypes(q_img, clusters))
-torch.testing.assert_close(broadcast_by_hand(protos, clusters.ids), clustering.broadcast(protos, clusters))
-display(Markdown(
-    f"Prototypes and broadcast agree with `ccoat.clustering`. The {H * W} image queries of a row "
-    f"form {clusters.num_clusters.min().item()} to {clusters.num_clusters.max().item()} clusters "
-    f"(mean **{clusters.num_clusters.float().mean().item():.0f}**, "
-    f"{clusters.num_clusters.float().mean().item() / (H * W):.1%} of the tokens)."))
+torch.testing.assert_close(
+    broadcast_by_hand(protos, clusters.ids), clustering.broadcast(protos, clusters)
+)
+display(
+    Markdown(
+        f"Prototypes and broadcast agree with `ccoat.clustering`. The {H * W} image "
+        "queries of a row "
+        f"form {clusters.num_clusters.min().item()} to "
+        f"{clusters.num_clusters.max().item()} clusters "
+        f"(mean **{clusters.num_clusters.float().mean().item():.0f}**, "
+        f"{clusters.num_clusters.float().mean().item() / (H * W):.1%} of the tokens)."
+    )
+)
 
 # %% [markdown]
 # ## Clustered attention, by hand
@@ -149,12 +177,17 @@ display(Markdown(
 # receives its cluster's output. The CRPE term $q \odot \mathrm{DWConv}(v)$ is not part of this
 # core: `ConvAttention` adds it with every token's own query, as in the seed's module.
 
+
 # %%
 def clustered_attention_by_hand(q, k, v, lsh):
     q_cls, q_img = q[:, :, :1], q[:, :, 1:]
     c = lsh(q_img)
-    queries = torch.cat([q_cls, prototypes_by_hand(q_img, c.ids, c.counts)], dim=2)  # (B, h, 1+K, C)
-    attn = (queries @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)  # (B, h, 1+K, N)
+    queries = torch.cat(
+        [q_cls, prototypes_by_hand(q_img, c.ids, c.counts)], dim=2
+    )  # (B, h, 1+K, C)
+    attn = (queries @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(
+        dim=-1
+    )  # (B, h, 1+K, N)
     out = attn @ v  # (B, heads, 1 + K, C_h)
     return torch.cat([out[:, :, :1], broadcast_by_hand(out[:, :, 1:], c.ids)], dim=2)
 
@@ -164,12 +197,19 @@ with torch.no_grad():
     ours = clustered_attention_by_hand(q, k, v, lsh)
     torch.testing.assert_close(ours, core(q, k, v))
     exact = F.scaled_dot_product_attention(q, k, v)
-    singletons = clustering.ClusteredCore(Ch, n_hashes=32, bucket_width=1e-6, seed=0)(q, k, v)
+    singletons = clustering.ClusteredCore(Ch, n_hashes=32, bucket_width=1e-6, seed=0)(
+        q, k, v
+    )
 gap = (singletons - exact).abs().max().item()
-display(Markdown(
-    f"The hand-written clustered attention equals `ccoat`'s `ClusteredCore`. With a bucket "
-    f"width of $10^{{-6}}$ every query is its own cluster and the result is exact softmax "
-    f"attention: largest difference **{gap:.1e}**."))
+display(
+    Markdown(
+        "The hand-written clustered attention equals `ccoat`'s `ClusteredCore`. With "
+        "a bucket "
+        f"width of $10^{{-6}}$ every query is its own cluster and the result is exact "
+        "softmax "
+        f"attention: largest difference **{gap:.1e}**."
+    )
+)
 
 # %% [markdown]
 # ## The clusters, drawn over the photo
@@ -181,11 +221,15 @@ display(Markdown(
 
 # %%
 widths_shown = (2.0, 4.0, 8.0)
-fig, axes = plt.subplots(B, 1 + len(widths_shown), figsize=(3.2 * (1 + len(widths_shown)), 3.2 * B))
+fig, axes = plt.subplots(
+    B, 1 + len(widths_shown), figsize=(3.2 * (1 + len(widths_shown)), 3.2 * B)
+)
 rng = np.random.default_rng(0)
 palette = rng.random((4096, 3))
 for j, width in enumerate(widths_shown):
-    clustered_model = ccoat.convert_attention(model, "clustered", bucket_width=width, seed=0)
+    clustered_model = ccoat.convert_attention(
+        model, "clustered", bucket_width=width, seed=0
+    )
     with torch.no_grad(), ccoat.record_clusters(clustered_model) as records:
         clustered_model(inputs)
     ids = records["stages.0.blocks.0"]["ids"][:, 0].view(B, H, W)  # first head
@@ -195,10 +239,16 @@ for j, width in enumerate(widths_shown):
             axes[i, 0].set(title="photo", xticks=[], yticks=[])
         overlay = palette[ids[i].numpy() % len(palette)]
         axes[i, j + 1].imshow(images[i].permute(1, 2, 0).numpy())
-        axes[i, j + 1].imshow(overlay, alpha=0.6, extent=(0, side, side, 0), interpolation="nearest")
+        axes[i, j + 1].imshow(
+            overlay, alpha=0.6, extent=(0, side, side, 0), interpolation="nearest"
+        )
         n_clusters = records["stages.0.blocks.0"]["num_clusters"][i, 0].item()
-        axes[i, j + 1].set(title=f"r = {width}: {n_clusters} clusters", xticks=[], yticks=[])
-fig.suptitle("E2LSH clusters of the first head's queries, 32 hashes (random-init CoaT-Lite Tiny)")
+        axes[i, j + 1].set(
+            title=f"r = {width}: {n_clusters} clusters", xticks=[], yticks=[]
+        )
+fig.suptitle(
+    "E2LSH clusters of the first head's queries, 32 hashes (random-init CoaT-Lite Tiny)"
+)
 fig.tight_layout()
 
 # %% [markdown]
@@ -213,50 +263,99 @@ fig.tight_layout()
 # \lVert \text{exact} \rVert$, on both photos and all heads.
 
 # %%
-widths = ccoat.choose(smoke=[1.0, 4.0, 16.0], cpu=[0.5, 1, 2, 4, 8, 16, 32],
-                      gpu=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64])
+widths = ccoat.choose(
+    smoke=[1.0, 4.0, 16.0],
+    cpu=[0.5, 1, 2, 4, 8, 16, 32],
+    gpu=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+)
 hash_counts = ccoat.choose(smoke=[8, 32], cpu=[4, 8, 16, 32], gpu=[4, 8, 16, 32, 64])
 relative_error = lambda out: ((out - exact).norm() / exact.norm()).item()  # noqa: E731
 
 with torch.no_grad():
     mean_query_out = F.scaled_dot_product_attention(q_img.mean(2, keepdim=True), k, v)
-    one_cluster = torch.cat([exact[:, :, :1], mean_query_out.expand(-1, -1, N - 1, -1)], dim=2)
+    one_cluster = torch.cat(
+        [exact[:, :, :1], mean_query_out.expand(-1, -1, N - 1, -1)], dim=2
+    )
     rows = []
     for n in hash_counts:
         for width in widths:
             core = clustering.ClusteredCore(Ch, n_hashes=n, bucket_width=width, seed=0)
             clusters = core.cluster(q_img)
-            rows.append(dict(n_hashes=n, r=width, error=relative_error(core(q, k, v)),
-                             clusters=clusters.num_clusters.float().mean().item()))
+            rows.append(
+                dict(
+                    n_hashes=n,
+                    r=width,
+                    error=relative_error(core(q, k, v)),
+                    clusters=clusters.num_clusters.float().mean().item(),
+                )
+            )
 baseline = relative_error(one_cluster)
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+fig, grid = plt.subplots(2, 2, figsize=(10, 7.5))
+axes = [grid[0, 0], grid[0, 1], grid[1, 0]]  # the fourth panel holds the legend
 for n in hash_counts:
     sel = [row for row in rows if row["n_hashes"] == n]
-    axes[0].plot([s["r"] for s in sel], [s["clusters"] / (N - 1) for s in sel], "o-", label=f"{n} hashes")
-    axes[1].plot([s["r"] for s in sel], [s["error"] for s in sel], "o-", label=f"{n} hashes")
-    axes[2].plot([s["clusters"] / (N - 1) for s in sel], [s["error"] for s in sel], "o-", label=f"{n} hashes")
+    axes[0].plot(
+        [s["r"] for s in sel],
+        [s["clusters"] / (N - 1) for s in sel],
+        "o-",
+        label=f"{n} hashes",
+    )
+    axes[1].plot(
+        [s["r"] for s in sel], [s["error"] for s in sel], "o-", label=f"{n} hashes"
+    )
+    axes[2].plot(
+        [s["clusters"] / (N - 1) for s in sel],
+        [s["error"] for s in sel],
+        "o-",
+        label=f"{n} hashes",
+    )
 for ax in axes[1:]:
     ax.axhline(baseline, color="grey", ls="--", label="one cluster")
-axes[0].set(xscale="log", yscale="log", xlabel="bucket width r", ylabel="clusters / image tokens",
-            title="Clusters formed")
-axes[1].set(xscale="log", xlabel="bucket width r", ylabel="relative error", title="Approximation error")
-axes[2].set(xscale="log", xlabel="clusters / image tokens",
-            ylabel="relative error", title="Error against cost")
-axes[2].legend()
-fig.suptitle(f"Clustered vs exact softmax attention, stage 1 of random-init CoaT-Lite Tiny, {side} px photos")
+axes[0].set(
+    xscale="log",
+    yscale="log",
+    xlabel="bucket width r",
+    ylabel="clusters / image tokens",
+    title="Clusters formed",
+)
+axes[1].set(
+    xscale="log",
+    xlabel="bucket width r",
+    ylabel="relative error",
+    title="Approximation error",
+)
+axes[2].set(
+    xscale="log",
+    xlabel="clusters / image tokens",
+    ylabel="relative error",
+    title="Error against cost",
+)
+grid[1, 1].axis("off")
+grid[1, 1].legend(*axes[2].get_legend_handles_labels(), loc="center")
+fig.suptitle(
+    "Clustered vs exact softmax attention\nstage 1 of random-init CoaT-Lite Tiny, "
+    f"{side} px photos"
+)
 fig.tight_layout()
 
 # %%
 default = min(rows, key=lambda row: abs(row["r"] - 4.0) + abs(row["n_hashes"] - 32))
-display(Markdown(
-    f"With {default['n_hashes']} hashes and r = {default['r']}, the image tokens form "
-    f"{default['clusters']:.0f} clusters per row on average ({default['clusters'] / (N - 1):.1%} "
-    f"of them), and the relative error is **{default['error']:.4f}**, against "
-    f"**{baseline:.4f}** for a single cluster. The error falls as clusters are added, but slowly: "
-    "on these untrained features most of the output is the shared average, and the part that "
-    "depends on the query is what the clusters must capture."))
+display(
+    Markdown(
+        f"With {default['n_hashes']} hashes and r = {default['r']}, the image tokens "
+        "form "
+        f"{default['clusters']:.0f} clusters per row on average "
+        f"({default['clusters'] / (N - 1):.1%} "
+        f"of them), and the relative error is **{default['error']:.4f}**, against "
+        f"**{baseline:.4f}** for a single cluster. The error falls as clusters are "
+        "added, but slowly: "
+        "on these untrained features most of the output is the shared average, and the "
+        "part that "
+        "depends on the query is what the clusters must capture."
+    )
+)
 
 # %% [markdown]
 # ## What it costs: the measured benchmark
@@ -268,23 +367,42 @@ display(Markdown(
 # results file records how it was run.
 
 # %%
-results_file = find_results("bench_clustered_attention.json")
-if results_file is not None:
-    bench = json.loads(results_file.read_text())
-    lines = ["| tokens N | clusters (mean) | time clustered / softmax | hashing share | rel. error |",
-             "|---|---|---|---|---|"]
-    for r in bench["layer"].values():
-        lines.append(f"| {r['tokens']} | {r['clusters_mean']:.0f} | "
-                     f"{r['time_ratio_clustered_over_softmax']:.3f} | "
-                     f"{r['hash_and_cluster_share_of_clustered']:.0%} | {r['relative_error']:.4f} |")
+bench_file = results_file("bench_clustered_attention.json", CCOAT_REPO)
+if bench_file is not None:
+    bench = json.loads(bench_file.read_text())
+    layer = pd.DataFrame(
+        [
+            {
+                "tokens N": r["tokens"],
+                "clusters (mean)": round(r["clusters_mean"]),
+                "time clustered / softmax": round(
+                    r["time_ratio_clustered_over_softmax"], 3
+                ),
+                "hashing share": f"{r['hash_and_cluster_share_of_clustered']:.0%}",
+                "rel. error": round(r["relative_error"], 4),
+            }
+            for r in bench["layer"].values()
+        ]
+    ).set_index("tokens N")
+    display(layer)
     m = bench["model"]
-    display(Markdown("\n".join(lines) + f"\n\nWhole model at {m['img_size']} px: ccoat_lite_tiny "
-                     f"takes **{m['time_ratio_clustered_over_softmax']:.2f}×** the time of "
-                     f"coat_lite_tiny with softmax attention. (r = {bench['bucket_width']}, "
-                     f"{bench['n_hashes']} hashes; {bench['device']}, {bench['threads']} thread(s), "
-                     f"commit {bench['git_commit'][:10]}, {bench['date']}.)"))
+    display(
+        Markdown(
+            f"Whole model at {m['img_size']} px: ccoat_lite_tiny takes "
+            f"**{m['time_ratio_clustered_over_softmax']:.2f}×** the time of "
+            "coat_lite_tiny with "
+            f"softmax attention. (r = {bench['bucket_width']}, {bench['n_hashes']} "
+            "hashes; "
+            f"{bench['device']}, {bench['threads']} thread(s), commit "
+            f"{bench['git_commit'][:10]}, "
+            f"{bench['date'][:10]}.)"
+        )
+    )
 else:
-    print("no results/bench_clustered_attention.json: run benchmarks/bench_clustered_attention.py")
+    print(
+        "no results/bench_clustered_attention.json: run "
+        "benchmarks/bench_clustered_attention.py"
+    )
 
 # %% [markdown]
 # ## Clustering CoaT's own attention
@@ -299,7 +417,9 @@ else:
 
 # %%
 with torch.no_grad():
-    fcore = clustering.ClusteredFactorizedCore(Ch, n_hashes=32, bucket_width=4.0, seed=0)
+    fcore = clustering.ClusteredFactorizedCore(
+        Ch, n_hashes=32, bucket_width=4.0, seed=0
+    )
     factorized = ccoat.attention.factorized_attention(q, k, v)
     c = fcore.cluster(q_img)
     averaged = clustering.broadcast(clustering.prototypes(factorized[:, :, 1:], c), c)
@@ -307,12 +427,19 @@ with torch.no_grad():
     f_error = ((fcore(q, k, v) - factorized).norm() / factorized.norm()).item()
     moved = clustering.broadcast(clustering.prototypes(q_img, c), c)
     q_error = ((moved - q_img).norm() / q_img.norm()).item()
-display(Markdown(
-    f"Clustered factorized attention equals the cluster-averaged factorized output. Its "
-    f"relative error against factorized attention is **{f_error:.2f}**, of the order of how far "
-    f"the queries move to their prototypes (**{q_error:.2f}** of their norm) and far above the "
-    f"error of clustered softmax attention: at this bucket width the clusters are loose, and "
-    f"only the softmax's averaging hides it."))
+display(
+    Markdown(
+        "Clustered factorized attention equals the cluster-averaged factorized "
+        "output. Its "
+        f"relative error against factorized attention is **{f_error:.2f}**, of the "
+        "order of how far "
+        f"the queries move to their prototypes (**{q_error:.2f}** of their norm) and "
+        "far above the "
+        "error of clustered softmax attention: at this bucket width the clusters are "
+        "loose, and "
+        f"only the softmax's averaging hides it."
+    )
+)
 
 # %% [markdown]
 # ## Summary

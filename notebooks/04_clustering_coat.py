@@ -33,7 +33,7 @@
 #   and measure how far its outputs move;
 # - look inside a forward pass: how many clusters each block forms.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
 import sys
 
@@ -41,10 +41,14 @@ CCOAT_REPO = "https://github.com/ccoat-book/ccoat"
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True
+    )
 
-# %%
-import ccoat  # first: it quiets a progress-bar warning that importing timm prints in Jupyter
+# %% tags=["hide-input"]
+import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
+
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -80,8 +84,13 @@ def n_params(model):
 
 
 assert n_params(coat) == n_params(ccoat_model)
-assert [n for n, _ in coat.named_parameters()] == [n for n, _ in ccoat_model.named_parameters()]
-print(f"CoaT-Lite Tiny and Clustering CoaT Tiny: {n_params(coat):,} parameters each, same names")
+assert [n for n, _ in coat.named_parameters()] == [
+    n for n, _ in ccoat_model.named_parameters()
+]
+print(
+    f"CoaT-Lite Tiny and Clustering CoaT Tiny: {n_params(coat):,} parameters each, "
+    "same names"
+)
 
 # %% [markdown]
 # ## Four kinds of attention, one set of weights
@@ -94,13 +103,22 @@ print(f"CoaT-Lite Tiny and Clustering CoaT Tiny: {n_params(coat):,} parameters e
 
 # %%
 state = coat.state_dict()
-models = {kind: ccoat.create_model("coat_lite_tiny", attention=kind) for kind in ccoat.ATTENTION_KINDS}
+models = {
+    kind: ccoat.create_model("coat_lite_tiny", attention=kind)
+    for kind in ccoat.ATTENTION_KINDS
+}
 for kind, model in models.items():
     result = model.load_state_dict(state, strict=False)
-    assert not result.unexpected_keys and not [k for k in result.missing_keys if "hasher" not in k]
-    print(f"{kind:22s} loaded CoaT-Lite's weights; kinds per stage: {model.attention_kinds}")
+    assert not result.unexpected_keys and not [
+        k for k in result.missing_keys if "hasher" not in k
+    ]
+    print(
+        f"{kind}: loaded CoaT-Lite's weights; kinds per stage:", *model.attention_kinds
+    )
 
-mixed = ccoat.create_model("coat_lite_tiny", attention=["clustered", "clustered", "factorized", "factorized"])
+mixed = ccoat.create_model(
+    "coat_lite_tiny", attention=["clustered", "clustered", "factorized", "factorized"]
+)
 print("per-stage choice:", mixed.attention_kinds)
 
 # %% [markdown]
@@ -110,7 +128,7 @@ print("per-stage choice:", mixed.attention_kinds)
 # (training scripts, feature extractors, benchmarks) can build them by name.
 
 # %%
-print(timm.list_models("ccoat_lite_*"))
+print(textwrap.fill(", ".join(timm.list_models("ccoat_lite_*")), 80))
 from_timm = timm.create_model("ccoat_lite_tiny", num_classes=10)
 print(type(from_timm).__name__, from_timm.attention_kinds)
 
@@ -130,19 +148,34 @@ print(type(from_timm).__name__, from_timm.attention_kinds)
 # %%
 IMG = ccoat.choose(smoke=96, cpu=224, gpu=224)  # image side, px
 reference, weights = None, "random weights (the smoke and cpu profiles do not download)"
-if PROFILE == "gpu":  # the download is tried on the gpu profile only: offline it times out slowly
+if (
+    PROFILE == "gpu"
+):  # the download is tried on the gpu profile only: offline it times out slowly
     try:
-        reference = timm.create_model("coat_lite_tiny", pretrained=True, img_size=IMG).eval()
+        reference = timm.create_model(
+            "coat_lite_tiny", pretrained=True, img_size=IMG
+        ).eval()
         weights = "timm's ImageNet-1k weights"
     except Exception as error:  # no network: say so, and go on with random weights
-        weights = f"random weights (pretrained weights unavailable: {type(error).__name__})"
+        weights = (
+            f"random weights (pretrained weights unavailable: {type(error).__name__})"
+        )
 if reference is None:
-    reference = timm.create_model("coat_lite_tiny", pretrained=False, img_size=IMG).eval()
+    reference = timm.create_model(
+        "coat_lite_tiny", pretrained=False, img_size=IMG
+    ).eval()
 print("CoaT-Lite Tiny with", weights)
 
 # Real photos, resized to IMG x IMG and normalised as for ImageNet.
-photos = torch.tensor(np.stack(load_sample_images().images), dtype=torch.float32).permute(0, 3, 1, 2) / 255
-photos = torch.nn.functional.interpolate(photos, size=(IMG, IMG), mode="bilinear", antialias=True)
+photos = (
+    torch.tensor(np.stack(load_sample_images().images), dtype=torch.float32).permute(
+        0, 3, 1, 2
+    )
+    / 255
+)
+photos = torch.nn.functional.interpolate(
+    photos, size=(IMG, IMG), mode="bilinear", antialias=True
+)
 mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 photos = (photos - mean[:, None, None]) / std[:, None, None]
 
@@ -154,7 +187,9 @@ def logit_change(kind, **options):
     model = ccoat.convert_attention(reference, kind, **options).eval()
     with torch.no_grad():
         out = model(photos)
-    return ((out - base).norm() / base.norm()).item(), (out.argmax(1) == base.argmax(1)).float().mean().item()
+    return ((out - base).norm() / base.norm()).item(), (
+        out.argmax(1) == base.argmax(1)
+    ).float().mean().item()
 
 
 # %% [markdown]
@@ -177,7 +212,11 @@ assert same < 1e-5
 # kind keeps CoaT's operator and clusters only its queries.
 
 # %%
-widths = ccoat.choose(smoke=[0.5, 2.0], cpu=[0.25, 0.5, 1.0, 2.0, 4.0], gpu=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
+widths = ccoat.choose(
+    smoke=[0.5, 2.0],
+    cpu=[0.25, 0.5, 1.0, 2.0, 4.0],
+    gpu=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
+)
 rows = []
 for kind in ("clustered", "clustered_factorized"):
     for r in widths:
@@ -187,21 +226,48 @@ for kind in ("clustered", "clustered_factorized"):
 fig, ax = plt.subplots()
 for kind in ("clustered", "clustered_factorized"):
     sel = [row for row in rows if row["kind"] == kind]
-    ax.plot([row["r"] for row in sel], [row["change"] for row in sel], "o-", color=KIND_COLORS[kind], label=kind)
-ax.axhline(softmax_change, color=KIND_COLORS["softmax"], ls="--", label="softmax (exact), for reference")
-ax.set(xscale="log", xlabel="bucket width r", ylabel="relative change of the logits",
-       title=f"Converting CoaT-Lite Tiny without retraining ({'pretrained' if 'ImageNet' in weights else 'random'} weights)")
+    ax.plot(
+        [row["r"] for row in sel],
+        [row["change"] for row in sel],
+        "o-",
+        color=KIND_COLORS[kind],
+        label=kind,
+    )
+ax.axhline(
+    softmax_change,
+    color=KIND_COLORS["softmax"],
+    ls="--",
+    label="softmax (exact), for reference",
+)
+ax.set(
+    xscale="log",
+    xlabel="bucket width r",
+    ylabel="relative change of the logits",
+    title="Converting CoaT-Lite Tiny without retraining "
+    f"({'pretrained' if 'ImageNet' in weights else 'random'} weights)",
+)
+ax.set_xticks(widths, [f"{r:g}" for r in widths], minor=False)
+ax.minorticks_off()
 ax.legend()
 fig.tight_layout()
 
 # %%
-best = min((row for row in rows if row["kind"] == "clustered"), key=lambda row: row["change"])
-display(Markdown(
-    f"Swapping CoaT's factorized attention for exact softmax attention alone moves the logits by "
-    f"**{softmax_change:.0%}** (relative norm). The seed's clustered core can do no better than "
-    f"exact softmax attention, which it approximates: its smallest change here is "
-    f"**{best['change']:.0%}** (r = {best['r']}). `clustered_factorized` stays close to the "
-    f"original at small r, because it approximates the operator the weights were trained with."))
+best = min(
+    (row for row in rows if row["kind"] == "clustered"), key=lambda row: row["change"]
+)
+display(
+    Markdown(
+        "Swapping CoaT's factorized attention for exact softmax attention alone moves "
+        "the logits by "
+        f"**{softmax_change:.0%}** (relative norm). The seed's clustered core can do "
+        "no better than "
+        f"exact softmax attention, which it approximates: its smallest change here is "
+        f"**{best['change']:.0%}** (r = {best['r']}). `clustered_factorized` stays "
+        "close to the "
+        "original at small r, because it approximates the operator the weights were "
+        "trained with."
+    )
+)
 
 # %% [markdown]
 # ## Inside a forward pass: clusters per block
@@ -215,24 +281,42 @@ model = ccoat.convert_attention(reference, "clustered", seed=0).eval()
 with ccoat.record_clusters(model) as records, torch.no_grad():
     model(photos[:1])
 tokens = {name: rec["ids"].shape[-1] for name, rec in records.items()}
-clusters = {name: rec["num_clusters"].float().mean().item() for name, rec in records.items()}
+clusters = {
+    name: rec["num_clusters"].float().mean().item() for name, rec in records.items()
+}
 
 fig, ax = plt.subplots(figsize=(8, 3.5))
 names = list(records)
-ax.bar(range(len(names)), [tokens[n] for n in names], color="lightgray", label="image tokens N")
-ax.bar(range(len(names)), [clusters[n] for n in names], color=KIND_COLORS["clustered"],
-       label="clusters (mean over heads)")
+ax.bar(
+    range(len(names)),
+    [tokens[n] for n in names],
+    color="lightgray",
+    label="image tokens N",
+)
+ax.bar(
+    range(len(names)),
+    [clusters[n] for n in names],
+    color=KIND_COLORS["clustered"],
+    label="clusters (mean over heads)",
+)
 ax.set_xticks(range(len(names)), [block_label(n) for n in names])
-ax.set(yscale="log", xlabel="block (s = stage, b = block)", ylabel="count", title=f"Clusters formed per block, one photo, {IMG} px")
+ax.set(
+    yscale="log",
+    xlabel="block (s = stage, b = block)",
+    ylabel="count",
+    title=f"Clusters formed per block, one photo, {IMG} px",
+)
 ax.legend()
 fig.tight_layout()
 
 # %%
-display(Markdown(
-    "Clusters per image token, block by block: " +
-    ", ".join(f"{block_label(n)}: {clusters[n] / tokens[n]:.2f}"
-              for n in names) +
-    ". A ratio near 1 means clustering saves nothing in that block."))
+display(
+    Markdown(
+        "Clusters per image token, block by block: "
+        + ", ".join(f"{block_label(n)}: {clusters[n] / tokens[n]:.2f}" for n in names)
+        + ". A ratio near 1 means clustering saves nothing in that block."
+    )
+)
 
 # %% [markdown]
 # ## Summary

@@ -38,7 +38,7 @@
 # - find, from measurements, the input resolution from which clustered attention is faster than
 #   exact softmax attention.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
 import sys
 
@@ -46,12 +46,12 @@ CCOAT_REPO = "https://github.com/ccoat-book/ccoat"
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True
+    )
 
-# %%
+# %% tags=["hide-input"]
 import json
-import urllib.request
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -62,13 +62,14 @@ from torch.utils.flop_counter import FlopCounterMode
 import ccoat
 from ccoat import bench, cost
 from ccoat.plotting import KIND_COLORS, set_theme
-from ccoat.provenance import find_results
+from ccoat.provenance import results_file
 
 set_theme()
 torch.manual_seed(0)
 PROFILE = ccoat.get_profile()
 KINDS = bench.available_kinds()
-print(f"profile: {PROFILE}, torch {torch.__version__}, attention kinds here: {', '.join(KINDS)}")
+print(f"profile: {PROFILE}, torch {torch.__version__}")
+print(f"attention kinds here: {', '.join(KINDS)}")
 
 # %% [markdown]
 # ## Counting one block by hand
@@ -86,12 +87,14 @@ print(f"profile: {PROFILE}, torch {torch.__version__}, attention kinds here: {',
 C, heads, ratio, side = 64, 8, 8, 224 // 4
 HW, N, Ch, D = side * side, 1 + side * side, C // heads, ratio * C
 by_hand = {
-    "cpe": HW * C * 3 * 3,                                          # depthwise 3x3 on the grid
-    "qkv": N * C * 3 * C,                                           # (N, C) @ (C, 3C)
-    "attention": heads * (Ch * N * Ch + N * Ch * Ch),               # softmax(k)ᵀ v, then q @ context
-    "crpe": HW * Ch * (2 * 3 * 3 + 3 * 5 * 5 + 3 * 7 * 7),          # depthwise 3/5/7 on 2/3/3 heads
+    "cpe": HW * C * 3 * 3,  # depthwise 3x3 on the grid
+    "qkv": N * C * 3 * C,  # (N, C) @ (C, 3C)
+    "attention": heads * (Ch * N * Ch + N * Ch * Ch),  # softmax(k)ᵀ v, then q @ context
+    "crpe": HW
+    * Ch
+    * (2 * 3 * 3 + 3 * 5 * 5 + 3 * 7 * 7),  # depthwise 3/5/7 on 2/3/3 heads
     "proj": N * C * C,
-    "mlp": N * C * D + N * D * C,                                   # fc1, fc2
+    "mlp": N * C * D + N * D * C,  # fc1, fc2
 }
 for name, value in by_hand.items():
     print(f"{name:>9}: {value / 1e6:7.2f} M MACs")
@@ -109,9 +112,12 @@ with torch.no_grad(), FlopCounterMode(display=False, depth=None) as counter:
     stage.blocks[0](x, (side, side), stage.cpe, stage.crpe)
 flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
 counted = {
-    "cpe": flops["ConvPosEnc"], "qkv": flops["SerialBlock.attn.qkv"],
-    "attention": flops["SerialBlock.attn.core"], "crpe": flops["ConvRelPosEnc"],
-    "proj": flops["SerialBlock.attn.proj"], "mlp": flops["SerialBlock.mlp"],
+    "cpe": flops["ConvPosEnc"],
+    "qkv": flops["SerialBlock.attn.qkv"],
+    "attention": flops["SerialBlock.attn.core"],
+    "crpe": flops["ConvRelPosEnc"],
+    "proj": flops["SerialBlock.attn.proj"],
+    "mlp": flops["SerialBlock.mlp"],
 }
 counted = {name: value // 2 for name, value in counted.items()}  # FLOPs -> MACs
 assert counted == by_hand, (counted, by_hand)
@@ -142,14 +148,20 @@ published = {"tiny": 1.6, "mini": 2.0, "small": 4.0, "medium": 9.8}
 sizes = []
 for size, gmacs in published.items():
     m = ccoat.create_model(f"coat_lite_{size}")
-    sizes.append({"model": f"coat_lite_{size}", "published GMACs": gmacs,
-                  "ccoat.cost GMACs": cost.macs(m)["total"] / 1e9,
-                  "parameters (M)": cost.parameters(m)["total"] / 1e6})
+    sizes.append(
+        {
+            "model": f"coat_lite_{size}",
+            "published GMACs": gmacs,
+            "ccoat.cost GMACs": cost.macs(m)["total"] / 1e9,
+            "parameters (M)": cost.parameters(m)["total"] / 1e6,
+        }
+    )
 sizes = pd.DataFrame(sizes).set_index("model")
 sizes["difference"] = sizes["ccoat.cost GMACs"] / sizes["published GMACs"] - 1
 assert sizes["difference"].abs().max() < 0.03
-sizes.style.format({"ccoat.cost GMACs": "{:.3f}", "parameters (M)": "{:.2f}",
-                    "difference": "{:+.1%}"})
+sizes.style.format(
+    {"ccoat.cost GMACs": "{:.3f}", "parameters (M)": "{:.2f}", "difference": "{:+.1%}"}
+)
 
 # %% [markdown]
 # ## Where CoaT-Lite's cost goes
@@ -170,18 +182,29 @@ fig.tight_layout()
 
 # %%
 share = tiny.groupby("component")["macs"].sum() / tiny["macs"].sum()
-# The seed clusters the queries. In factorized attention a query meets the values only in
-# q @ context: N·C·C_h MACs per block, half of the core's count.
-query_side = sum(
-    sh.depth * sh.tokens * sh.dim * (sh.dim // sh.heads) for sh in cost.stage_shapes(model, 224)
-) / tiny["macs"].sum()
-display(Markdown(
-    f"The MLP holds **{share['mlp']:.0%}** of CoaT-Lite Tiny's MACs and the qkv and output "
-    f"projections **{share['qkv'] + share['proj']:.0%}**. The attention core — everything the "
-    f"seed's module replaces — holds **{share['attention']:.1%}**, and the query-side product "
-    f"$q\\,(\\mathrm{{softmax}}(k)^\\top v)$, the only part that sees each query, "
-    f"**{query_side:.1%}**. The CRPE term $q \\odot \\mathrm{{DWConv}}(v)$ also needs every "
-    f"query ({share['crpe']:.1%})."))
+# The seed clusters the queries. In factorized attention a query meets the values only
+# in q @ context: N·C·C_h MACs per block, half of the core's count.
+query_side = (
+    sum(
+        sh.depth * sh.tokens * sh.dim * (sh.dim // sh.heads)
+        for sh in cost.stage_shapes(model, 224)
+    )
+    / tiny["macs"].sum()
+)
+display(
+    Markdown(
+        f"The MLP holds **{share['mlp']:.0%}** of CoaT-Lite Tiny's MACs and the qkv "
+        "and output "
+        f"projections **{share['qkv'] + share['proj']:.0%}**. The attention core — "
+        "everything the "
+        f"seed's module replaces — holds **{share['attention']:.1%}**, and the "
+        "query-side product "
+        f"$q\\,(\\mathrm{{softmax}}(k)^\\top v)$, the only part that sees each query, "
+        f"**{query_side:.1%}**. The CRPE term $q \\odot \\mathrm{{DWConv}}(v)$ also "
+        "needs every "
+        f"query ({share['crpe']:.1%})."
+    )
+)
 
 # %% [markdown]
 # ## MACs are not time
@@ -199,20 +222,30 @@ compare = pd.DataFrame({"share of MACs": share, "share of time": time_share}).fi
 compare = compare.loc[[c for c in cost.COMPONENTS if c in compare.index]]
 ax = compare.plot.bar(figsize=(9, 3.8), rot=30)
 ax.set_ylabel("share of the forward pass")
-ax.set_title(f"CoaT-Lite Tiny, 224 px, batch 1: counted vs measured "
-             f"({'GPU' if torch.cuda.is_available() else 'CPU'})")
+ax.set_title(
+    f"CoaT-Lite Tiny, 224 px, batch 1: counted vs measured "
+    f"({'GPU' if torch.cuda.is_available() else 'CPU'})"
+)
 ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
 plt.tight_layout()
 
 # %%
-display(Markdown(
-    f"One forward pass took {total_time * 1e3:.0f} ms here. The MLP's **{share['mlp']:.0%}** of "
-    f"the MACs took **{time_share.get('mlp', 0):.0%}** of the time; the depthwise convolutions "
-    f"(CPE and CRPE), **{share['cpe'] + share['crpe']:.1%}** of the MACs, took "
-    f"**{time_share.get('cpe', 0) + time_share.get('crpe', 0):.0%}**, and the attention core "
-    f"**{time_share.get('attention', 0):.0%}**. Dense matrix products run near the machine's "
-    "peak; depthwise convolutions, softmaxes and reshapes move much data for little arithmetic, "
-    "so they cost far more time than their MACs say."))
+display(
+    Markdown(
+        f"One forward pass took {total_time * 1e3:.0f} ms here. The MLP's "
+        f"**{share['mlp']:.0%}** of "
+        f"the MACs took **{time_share.get('mlp', 0):.0%}** of the time; the depthwise "
+        "convolutions "
+        f"(CPE and CRPE), **{share['cpe'] + share['crpe']:.1%}** of the MACs, took "
+        f"**{time_share.get('cpe', 0) + time_share.get('crpe', 0):.0%}**, and the "
+        "attention core "
+        f"**{time_share.get('attention', 0):.0%}**. Dense matrix products run near the "
+        "machine's "
+        "peak; depthwise convolutions, softmaxes and reshapes move much data for "
+        "little arithmetic, "
+        "so they cost far more time than their MACs say."
+    )
+)
 
 # %% [markdown]
 # ## The attention kinds side by side
@@ -245,8 +278,10 @@ for col, kind in enumerate(KINDS):
     for row in range(2):
         if col < len(KINDS) - 1:
             axes[row, col].get_legend().remove()
-fig.suptitle(f"CoaT-Lite Tiny at {audit_sizes[0]} px by attention kind: MACs (top) and other "
-             "operations (bottom) per stage and component")
+fig.suptitle(
+    f"CoaT-Lite Tiny at {audit_sizes[0]} px by attention kind: MACs (top) and other "
+    "operations (bottom) per stage and component"
+)
 fig.tight_layout()
 
 # %% [markdown]
@@ -260,20 +295,35 @@ if "clustered" in KINDS:
     table = audits[(audits.kind == "clustered") & (audits.img_size == audit_sizes[0])]
     blocks = cluster_info[("clustered", audit_sizes[0])]
     sh = cost.stage_shapes(models["clustered"], audit_sizes[0])[0]
-    formula = sum(2 * (c.rows + c.padded) * sh.tokens * (sh.dim // sh.heads)
-                  for (stage, _), c in blocks.items() if stage == "stage1")
-    counted_attention = table[(table.component == "attention") & (table.stage == "stage1")].macs.item()
+    formula = sum(
+        2 * (c.rows + c.padded) * sh.tokens * (sh.dim // sh.heads)
+        for (stage, _), c in blocks.items()
+        if stage == "stage1"
+    )
+    counted_attention = table[
+        (table.component == "attention") & (table.stage == "stage1")
+    ].macs.item()
     assert counted_attention == formula
     per_row = [c.per_row for (stage, _), c in blocks.items() if stage == "stage1"]
-    display(Markdown(
-        f"Stage 1 at {audit_sizes[0]} px: {sh.image_tokens} image queries per head fall into "
-        f"**{min(per_row):.0f}–{max(per_row):.0f}** clusters per row (mean over the batch and "
-        f"heads of each block); prototype attention counts {counted_attention / 1e6:.1f} M MACs, "
-        "as the formula says."))
+    display(
+        Markdown(
+            f"Stage 1 at {audit_sizes[0]} px: {sh.image_tokens} image queries per head "
+            "fall into "
+            f"**{min(per_row):.0f}–{max(per_row):.0f}** clusters per row (mean over "
+            "the batch and "
+            "heads of each block); prototype attention counts "
+            f"{counted_attention / 1e6:.1f} M MACs, "
+            "as the formula says."
+        )
+    )
 
 # %%
-per_kind = audits.pivot_table(index=["img_size", "kind"], columns="component", values="macs",
-                              aggfunc="sum").fillna(0) / 1e9
+per_kind = (
+    audits.pivot_table(
+        index=["img_size", "kind"], columns="component", values="macs", aggfunc="sum"
+    ).fillna(0)
+    / 1e9
+)
 per_kind["total"] = per_kind.sum(axis=1)
 per_kind = per_kind[[c for c in [*cost.COMPONENTS, "total"] if c in per_kind.columns]]
 per_kind.style.format("{:.3f}").set_caption("GMACs per component")
@@ -290,29 +340,41 @@ per_kind.style.format("{:.3f}").set_caption("GMACs per component")
 # resolution *interleaved* (one pass of each kind in turn), which keeps their ratios fair.
 
 # %%
-def results_file(name):
-    """A results file of the repository: the local checkout's, else the published one."""
-    local = find_results(name)
-    if local is not None:
-        return local
-    target = Path(name)
-    urllib.request.urlretrieve(f"{CCOAT_REPO.replace('github.com', 'raw.githubusercontent.com')}"
-                               f"/main/results/{name}", target)
-    return target
-
-
-sweep_name = "cost_gpu.json" if PROFILE == "gpu" and torch.cuda.is_available() else "cost_cpu.json"
-rows, components, record = bench.load(results_file(sweep_name))
-print(json.dumps({k: record[k] for k in ("command", "git_commit", "device", "torch", "threads",
-                                          "profile", "date")}, indent=1))
+sweep_name = (
+    "cost_gpu.json"
+    if PROFILE == "gpu" and torch.cuda.is_available()
+    else "cost_cpu.json"
+)
+rows, components, record = bench.load(results_file(sweep_name, CCOAT_REPO))
+print(
+    json.dumps(
+        {
+            k: record[k]
+            for k in (
+                "command",
+                "git_commit",
+                "device",
+                "torch",
+                "threads",
+                "profile",
+                "date",
+            )
+        },
+        indent=1,
+    )
+)
 skipped = rows[rows.fwd_skipped.notna() | rows.train_skipped.notna()]
 skipped[["kind", "img_size", "fwd_skipped", "train_skipped"]].fillna("measured")
 
 # %%
 fig, axes = plt.subplots(2, 2, figsize=(12, 8))
 bench.plot_sweep(rows, "macs", ax=axes[0, 0], label="MACs (counted)")
-bench.plot_sweep(rows, "fwd_vs_factorized", ax=axes[0, 1],
-                 label="forward time / factorized's, same round")
+bench.plot_sweep(
+    rows,
+    "fwd_vs_factorized",
+    ax=axes[0, 1],
+    label="forward time / factorized's, same round",
+)
 bench.plot_sweep(rows, "fwd_s", ax=axes[1, 0])
 bench.plot_sweep(rows, "train_s", ax=axes[1, 1])
 axes[0, 0].set_title("counted cost")
@@ -338,37 +400,79 @@ rows["time / CoaT-Lite"] = rows.fwd_vs_factorized  # median of per-round ratios
 others = rows[(rows.kind != "factorized") & rows["time / CoaT-Lite"].notna()]
 fig, ax = plt.subplots(figsize=(6.5, 5))
 for kind, group in others.groupby("kind", sort=False):
-    ax.scatter(group["MACs / CoaT-Lite"], group["time / CoaT-Lite"], color=KIND_COLORS[kind],
-               label=kind, s=40)
-    for _, r in group.iterrows():
-        ax.annotate(f"{r.img_size}", (r["MACs / CoaT-Lite"], r["time / CoaT-Lite"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
-lims = [0.8, max(others["MACs / CoaT-Lite"].max(), others["time / CoaT-Lite"].max()) * 1.3]
+    ax.scatter(
+        group["MACs / CoaT-Lite"],
+        group["time / CoaT-Lite"],
+        color=KIND_COLORS[kind],
+        label=kind,
+        s=40,
+    )
+    ends = group[group.img_size.isin([group.img_size.min(), group.img_size.max()])]
+    for (
+        _,
+        r,
+    ) in ends.iterrows():  # label each kind's smallest and largest size: no overlaps
+        ax.annotate(
+            f"{r.img_size}",
+            (r["MACs / CoaT-Lite"], r["time / CoaT-Lite"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+lims = [
+    0.8,
+    max(others["MACs / CoaT-Lite"].max(), others["time / CoaT-Lite"].max()) * 1.3,
+]
 ax.plot(lims, lims, color="grey", lw=1, ls="--", label="time follows MACs")
-ax.set(xscale="log", yscale="log", xlabel="MACs relative to CoaT-Lite (factorized)",
-       ylabel="forward time relative to CoaT-Lite", title="Counted cost against measured time\n"
-       f"(labels: input px; {record['device']})")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="MACs relative to CoaT-Lite (factorized)",
+    ylabel="forward time relative to CoaT-Lite",
+    title="Counted cost against measured time\n"
+    f"(labels: smallest and largest input px; {record['device']})",
+)
 ax.legend(fontsize="small")
 fig.tight_layout()
-ratios = others.pivot_table(index="img_size", columns="kind",
-                            values=["MACs / CoaT-Lite", "time / CoaT-Lite"])
-ratios.style.format("{:.2f}")
+ratios = others.pivot_table(
+    index="img_size", columns="kind", values=["MACs / CoaT-Lite", "time / CoaT-Lite"]
+)
+ratios = ratios.rename(
+    columns={"MACs / CoaT-Lite": "MACs", "time / CoaT-Lite": "time"}
+).T
+ratios.index.names = ["relative to CoaT-Lite", "kind"]
+ratios.style.format("{:.2f}").set_caption("columns: input px")
 
 # %%
 others = others.assign(per_mac=others["time / CoaT-Lite"] / others["MACs / CoaT-Lite"])
 verdicts = []
 for kind, group in others.groupby("kind", sort=False):
     med, lo, hi = group.per_mac.median(), group.per_mac.min(), group.per_mac.max()
-    reading = ("slower than its MACs say" if med > 1.1 else
-               "faster than its MACs say" if med < 0.9 else "about as its MACs say")
-    verdicts.append(f"- **{kind}**: {med:.2f}× CoaT-Lite's time per MAC (median over "
-                    f"{len(group)} resolutions; {lo:.2f}–{hi:.2f}): {reading}.")
-display(Markdown("\n".join(verdicts) + "\n\n"
-    "The clustered kinds' hashing, sort, scatter-mean and gather have almost no MACs but "
-    "take time (the component times above show them); exact softmax attention runs its "
-    "$N^2$ products in one fused kernel (PyTorch's flash attention for the CPU), whose rate "
-    "differs from that of CoaT-Lite's many small operations. A MAC count ranks the kinds, "
-    "but it does not price them."))
+    reading = (
+        "slower than its MACs say"
+        if med > 1.1
+        else "faster than its MACs say"
+        if med < 0.9
+        else "about as its MACs say"
+    )
+    verdicts.append(
+        f"- **{kind}**: {med:.2f}× CoaT-Lite's time per MAC (median over "
+        f"{len(group)} resolutions; {lo:.2f}–{hi:.2f}): {reading}."
+    )
+display(
+    Markdown(
+        "\n".join(verdicts) + "\n\n"
+        "The clustered kinds' hashing, sort, scatter-mean and gather have almost no "
+        "MACs but "
+        "take time (the component times above show them); exact softmax attention runs "
+        "its "
+        "$N^2$ products in one fused kernel (PyTorch's flash attention for the CPU), "
+        "whose rate "
+        "differs from that of CoaT-Lite's many small operations. A MAC count ranks the "
+        "kinds, "
+        "but it does not price them."
+    )
+)
 
 # %% [markdown]
 # Memory tells the same story from another side. The forward pass's peak (tensor storage
@@ -376,26 +480,56 @@ display(Markdown("\n".join(verdicts) + "\n\n"
 # time; with a fused attention kernel that is not the attention at all.
 
 # %%
-memory = rows.pivot_table(index="img_size", columns="kind",
-                          values=["peak_mem_fwd_bytes", "peak_mem_train_bytes"]) / 2**20
+memory = (
+    rows.pivot_table(
+        index="img_size",
+        columns="kind",
+        values=["peak_mem_fwd_bytes", "peak_mem_train_bytes"],
+    )
+    / 2**20
+)
 print(f"method: {rows.memory_method.dropna().iloc[0]}")
-memory.style.format("{:.0f}", na_rep="skipped").set_caption("peak memory (MiB), batch 1")
+memory = memory.rename(
+    columns={"peak_mem_fwd_bytes": "forward", "peak_mem_train_bytes": "training"}
+).T
+memory.index.names = ["pass", "kind"]
+memory.style.format("{:.0f}", na_rep="skipped").set_caption(
+    "peak memory (MiB), batch 1; columns: input px"
+)
 
 # %%
 fwd = rows.pivot_table(index="img_size", columns="kind", values="peak_mem_fwd_bytes")
-train = rows.pivot_table(index="img_size", columns="kind", values="peak_mem_train_bytes")
+train = rows.pivot_table(
+    index="img_size", columns="kind", values="peak_mem_train_bytes"
+)
 same = (fwd.max(axis=1) - fwd.min(axis=1)) / fwd.max(axis=1)
 stage1 = cost.stage_shapes(model, 224)[0]
-hidden_bytes = stage1.tokens * stage1.hidden * 4  # the stage-1 MLP's hidden activation, float32
-spread = ("are equal to within 0.1%" if same.max() < 1e-3 else
-          f"differ by at most **{same.max():.1%}**")
-display(Markdown(
-    f"At every resolution measured, the forward peaks of the kinds {spread}: at 224 px the peak is {fwd.loc[224].max() / 2**20:.1f} MiB, "
-    f"{fwd.loc[224].max() / hidden_bytes:.1f}× the stage-1 MLP's hidden activation "
-    f"({hidden_bytes / 2**20:.1f} MiB, tokens × {stage1.hidden} "
-    "channels × 4 bytes). Training keeps activations for the backward pass; at 224 px its peak "
-    "is " + ", ".join(f"{train.loc[224, k] / train.loc[224, 'factorized']:.3f}× CoaT-Lite's "
-                       f"for {k}" for k in train.columns if k != "factorized") + "."))
+hidden_bytes = (
+    stage1.tokens * stage1.hidden * 4
+)  # the stage-1 MLP's hidden activation, float32
+spread = (
+    "are equal to within 0.1%"
+    if same.max() < 1e-3
+    else f"differ by at most **{same.max():.1%}**"
+)
+display(
+    Markdown(
+        f"At every resolution measured, the forward peaks of the kinds {spread}: at "
+        f"224 px the peak is {fwd.loc[224].max() / 2**20:.1f} MiB, "
+        f"{fwd.loc[224].max() / hidden_bytes:.1f}× the stage-1 MLP's hidden activation "
+        f"({hidden_bytes / 2**20:.1f} MiB, tokens × {stage1.hidden} "
+        "channels × 4 bytes). Training keeps activations for the backward pass; at 224 "
+        "px its peak "
+        "is "
+        + ", ".join(
+            f"{train.loc[224, k] / train.loc[224, 'factorized']:.3f}× CoaT-Lite's "
+            f"for {k}"
+            for k in train.columns
+            if k != "factorized"
+        )
+        + "."
+    )
+)
 
 # %% [markdown]
 # ## Conclusion
@@ -407,10 +541,14 @@ at_224 = rows[rows.img_size == 224].set_index("kind")
 wins_over_coat, beats_softmax = {}, None
 lines = [
     f"1. **What the seed's module can touch.** At 224 px the attention core is "
-    f"{share['attention']:.1%} of CoaT-Lite Tiny's MACs, and the query-side product that "
-    f"clustering the queries can shrink is {query_side:.1%}. A clustering that cost nothing "
-    f"would save at most {query_side:.1%} of CoaT-Lite's MACs; the MLP ({share['mlp']:.0%}) "
-    f"and the projections ({share['qkv'] + share['proj']:.0%}) see every token whatever the "
+    f"{share['attention']:.1%} of CoaT-Lite Tiny's MACs, and the query-side product "
+    "that "
+    f"clustering the queries can shrink is {query_side:.1%}. A clustering that cost "
+    "nothing "
+    f"would save at most {query_side:.1%} of CoaT-Lite's MACs; the MLP "
+    f"({share['mlp']:.0%}) "
+    f"and the projections ({share['qkv'] + share['proj']:.0%}) see every token "
+    "whatever the "
     "attention does.",
 ]
 for kind in [k for k in ("clustered", "clustered_factorized") if k in at_224.index]:
@@ -418,39 +556,61 @@ for kind in [k for k in ("clustered", "clustered_factorized") if k in at_224.ind
     wins_over_coat[kind] = int(faster.sum())
     lines.append(
         f"{len(lines) + 1}. **{kind} against CoaT-Lite.** At 224 px it needs "
-        f"{at_224.loc[kind, 'macs'] / at_224.loc['factorized', 'macs']:.2f}× CoaT-Lite's MACs "
+        f"{at_224.loc[kind, 'macs'] / at_224.loc['factorized', 'macs']:.2f}× "
+        "CoaT-Lite's MACs "
         f"and {at_224.loc[kind, 'fwd_vs_factorized']:.2f}× its forward "
-        f"time; it is faster than CoaT-Lite at {int(faster.sum())} of the {int(faster.notna().sum())} "
-        "resolutions measured.")
-soft_ratio = rows[rows.kind == "softmax"].set_index("img_size").fwd_vs_factorized.dropna()
+        f"time; it is faster than CoaT-Lite at {int(faster.sum())} of the "
+        f"{int(faster.notna().sum())} "
+        "resolutions measured."
+    )
+soft_ratio = (
+    rows[rows.kind == "softmax"].set_index("img_size").fwd_vs_factorized.dropna()
+)
 lines.append(
     f"{len(lines) + 1}. **Where clustering has room.** Exact softmax attention takes "
-    f"{soft_ratio.iloc[0]:.1f}× CoaT-Lite's forward time at {soft_ratio.index[0]} px and "
-    f"{soft_ratio.iloc[-1]:.1f}× at {soft_ratio.index[-1]} px, the largest size the sweep "
-    "measured it at (beyond, its estimated time passed the sweep's limit).")
+    f"{soft_ratio.iloc[0]:.1f}× CoaT-Lite's forward time at {soft_ratio.index[0]} px "
+    "and "
+    f"{soft_ratio.iloc[-1]:.1f}× at {soft_ratio.index[-1]} px, the largest size the "
+    "sweep "
+    "measured it at (beyond, its estimated time passed the sweep's limit)."
+)
 if "clustered" in set(rows.kind):
-    # Times relative to factorized attention in the same round: the fairest comparison here.
-    for metric, what in (("fwd_vs_factorized", "forward"), ("train_vs_factorized",
-                                                           "forward + backward")):
+    # Times relative to factorized attention in the same round: the fairest comparison.
+    for metric, what in (
+        ("fwd_vs_factorized", "forward"),
+        ("train_vs_factorized", "forward + backward"),
+    ):
         at, table = bench.crossover(rows, "clustered", "softmax", metric)
         beats_softmax = at if metric == "fwd_vs_factorized" else beats_softmax
         if at is None:
-            text = "clustered attention is not faster at any resolution where both were measured"
+            text = (
+                "clustered attention is not faster at any resolution where both were "
+                "measured"
+            )
         else:
             first = "the smallest size measured, " if at == table.index.min() else ""
-            text = (f"clustered attention is faster from **{at} px** ({first}"
-                    f"{table.loc[at, 'clustered'] / table.loc[at, 'softmax']:.2f}× softmax's "
-                    f"time there) at every larger size where both were measured "
-                    f"(up to {table.index.max()} px, where it takes "
-                    f"{table['clustered'].iloc[-1] / table['softmax'].iloc[-1]:.2f}×)")
-        lines.append(f"{len(lines) + 1}. **Clustered against softmax attention, {what}** "
-                     f"({record['device']}): {text}.")
+            text = (
+                f"clustered attention is faster from **{at} px** ({first}"
+                f"{table.loc[at, 'clustered'] / table.loc[at, 'softmax']:.2f}× "
+                "softmax's "
+                f"time there) at every larger size where both were measured "
+                f"(up to {table.index.max()} px, where it takes "
+                f"{table['clustered'].iloc[-1] / table['softmax'].iloc[-1]:.2f}×)"
+            )
+        lines.append(
+            f"{len(lines) + 1}. **Clustered against softmax attention, {what}** "
+            f"({record['device']}): {text}."
+        )
 if wins_over_coat and not any(wins_over_coat.values()) and beats_softmax is not None:
     lines.append(
-        "\n**In short:** the seed's module does not make CoaT-Lite cheaper — CoaT's factorized "
-        "attention already does little work per query, and clustering adds its own — but it "
-        f"does make exact softmax attention cheaper, in MACs and in measured time, from "
-        f"{beats_softmax} px on.")
+        "\n**In short:** the seed's module does not make CoaT-Lite cheaper — CoaT's "
+        "factorized "
+        "attention already does little work per query, and clustering adds its own — "
+        "but it "
+        "does make exact softmax attention cheaper, in MACs and in measured time, "
+        "from "
+        f"{beats_softmax} px on."
+    )
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]

@@ -36,7 +36,7 @@
 #   against epochs and against wall-clock time;
 # - read the committed real runs from `results/`, together with the record of how each was made.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
 import sys
 
@@ -44,13 +44,18 @@ CCOAT_REPO = "https://github.com/ccoat-book/ccoat"
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True
+    )
 
-# %%
+# %% tags=["hide-input"]
+import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
+
 import importlib.util
 import json
 import math
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -60,11 +65,10 @@ import torch
 from IPython.display import Markdown, display
 from timm.scheduler import CosineLRScheduler
 
-import ccoat
 from ccoat import data as cdata
 from ccoat import train as ctrain
 from ccoat.plotting import KIND_COLORS, set_theme
-from ccoat.provenance import find_results
+from ccoat.provenance import results_file, shorten_paths
 
 set_theme()
 torch.manual_seed(0)
@@ -85,21 +89,34 @@ print(f"profile: {PROFILE}, torch {torch.__version__}, timm {timm.__version__}")
 #   \eta_{min} + \tfrac12 (\eta - \eta_{min}) \left(1 + \cos\left(\pi \tfrac{t - W}{T}\right)\right) & t \ge W.
 # \end{cases}$$
 
+
 # %%
-def warmup_cosine(t: int, peak: float, floor: float, warmup: int, total: int, start: float) -> float:
-    """The learning rate at update ``t``: linear warm-up from ``start``, then cosine to ``floor``."""
+def warmup_cosine(
+    t: int, peak: float, floor: float, warmup: int, total: int, start: float
+) -> float:
+    """The learning rate at update ``t``: warm-up, then cosine down to ``floor``."""
     if t < warmup:
         return start + (peak - start) * t / warmup
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * (t - warmup) / total))
 
 
 peak, floor, warmup, total = 1e-3, 1e-5, 50, 450
-ours = [warmup_cosine(t, peak, floor, warmup, total, peak * 1e-3) for t in range(warmup + total)]
+ours = [
+    warmup_cosine(t, peak, floor, warmup, total, peak * 1e-3)
+    for t in range(warmup + total)
+]
 
-# The same schedule from timm, configured as ccoat.train configures it (stepped per update).
+# The same schedule from timm, configured as ccoat.train does (stepped per update).
 optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=peak)
-scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=floor, warmup_t=warmup,
-                              warmup_lr_init=peak * 1e-3, warmup_prefix=True, t_in_epochs=False)
+scheduler = CosineLRScheduler(
+    optimizer,
+    t_initial=total,
+    lr_min=floor,
+    warmup_t=warmup,
+    warmup_lr_init=peak * 1e-3,
+    warmup_prefix=True,
+    t_in_epochs=False,
+)
 theirs = []
 for t in range(warmup + total):
     scheduler.step_update(num_updates=t)
@@ -125,12 +142,23 @@ plt.show()
 # %%
 DATA = ccoat.choose(smoke="digits", cpu="cifar10", gpu="cifar10")
 shared = Path("../../shared/data")
-DATA_DIR = os.environ.get("CCOAT_DATA") or (str(shared) if (shared / "cifar10").is_dir() else None)
+DATA_DIR = os.environ.get("CCOAT_DATA") or (
+    str(shared) if (shared / "cifar10").is_dir() else None
+)
 train_set, val_set, info = cdata.build_datasets(DATA, DATA_DIR, augment=False)
-print(f"{info.name}: {info.n_train} train / {info.n_val} val images, {info.num_classes} classes, "
-      f"{info.img_size}x{info.img_size} px, read from {info.source}")
+source = shorten_paths(
+    str(info.source), cdata.data_root(DATA_DIR)
+)  # relative to the data root
+print(
+    f"{info.name}: {info.n_train} train / {info.n_val} val images, "
+    f"{info.num_classes} classes, {info.img_size}x{info.img_size} px"
+)
+print(f"read from {source}")
 
-mean, std = torch.tensor(info.mean)[:, None, None], torch.tensor(info.std)[:, None, None]
+mean, std = (
+    torch.tensor(info.mean)[:, None, None],
+    torch.tensor(info.std)[:, None, None],
+)
 fig, axes = plt.subplots(2, 8, figsize=(10, 3))
 for ax, i in zip(axes.flat, torch.randperm(len(train_set))[:16].tolist()):
     image, label = train_set[i]
@@ -154,32 +182,66 @@ plt.show()
 
 # %%
 RECIPE = ccoat.choose(
-    smoke=dict(data="digits", epochs=2, batch_size=16, train_subset=64, val_subset=64,
-               steps_per_epoch=2, num_workers=0, warmup_epochs=0.5),
-    cpu=dict(data="cifar10", epochs=2, batch_size=64, train_subset=1000, val_subset=500,
-             num_workers=1, warmup_epochs=0.5),
-    gpu=dict(data="cifar10", epochs=100, batch_size=256, lr=2e-3, warmup_epochs=5,
-             randaugment="rand-m9-mstd0.5", mixup=0.8, cutmix=1.0, ema_decay=0.9998,
-             num_workers=4),
+    smoke=dict(
+        data="digits",
+        epochs=2,
+        batch_size=16,
+        train_subset=64,
+        val_subset=64,
+        steps_per_epoch=2,
+        num_workers=0,
+        warmup_epochs=0.5,
+    ),
+    cpu=dict(
+        data="cifar10",
+        epochs=2,
+        batch_size=64,
+        train_subset=1000,
+        val_subset=500,
+        num_workers=1,
+        warmup_epochs=0.5,
+    ),
+    gpu=dict(
+        data="cifar10",
+        epochs=100,
+        batch_size=256,
+        lr=2e-3,
+        warmup_epochs=5,
+        randaugment="rand-m9-mstd0.5",
+        mixup=0.8,
+        cutmix=1.0,
+        ema_decay=0.9998,
+        num_workers=4,
+    ),
 )
-RECIPE.update(data_dir=DATA_DIR, seed=0, progress=PROFILE != "smoke")
-print(json.dumps(RECIPE, indent=1))
+# progress=False: no progress bars in the book (each run's result is printed below)
+RECIPE.update(data_dir=DATA_DIR, seed=0, progress=False)
+print(shorten_paths(json.dumps(RECIPE, indent=1), cdata.data_root(DATA_DIR)))
 
 has_clustering = importlib.util.find_spec("ccoat.clustering") is not None
-MODELS = {"factorized": dict(model="coat_lite_tiny_cifar"),
-          "softmax": dict(model="coat_lite_tiny_cifar", attention="softmax")}
+MODELS = {
+    "factorized": dict(model="coat_lite_tiny_cifar"),
+    "softmax": dict(model="coat_lite_tiny_cifar", attention="softmax"),
+}
 if has_clustering:
     MODELS["clustered"] = dict(model="ccoat_lite_tiny_cifar")
 else:
-    print("ccoat.clustering is not in this installation yet: training factorized and softmax only")
+    print(
+        "ccoat.clustering is not in this installation yet: training factorized and "
+        "softmax only"
+    )
 
 # %%
 histories = {}
 for kind, model_args in MODELS.items():
-    histories[kind] = pd.DataFrame(ctrain.train(ctrain.TrainConfig(**RECIPE, **model_args)))
+    histories[kind] = pd.DataFrame(
+        ctrain.train(ctrain.TrainConfig(**RECIPE, **model_args))
+    )
     last = histories[kind].iloc[-1]
-    print(f"{kind:>10}: val top-1 {last.val_top1:.1f}% after {int(last.epoch)} epochs, "
-          f"{last.elapsed_s:.0f} s, {last.images_per_s:.0f} training images/s")
+    print(
+        f"{kind:>10}: val top-1 {last.val_top1:.1f}% after {int(last.epoch)} epochs, "
+        f"{last.elapsed_s:.0f} s, {last.images_per_s:.0f} training images/s"
+    )
 
 # %% [markdown]
 # ## Learning curves
@@ -187,6 +249,7 @@ for kind, model_args in MODELS.items():
 # Accuracy against epochs compares what each kind learns from the same data; accuracy against
 # wall-clock time compares what each buys for the same compute, which is the question clustered
 # attention is meant to answer.
+
 
 # %%
 def plot_curves(histories: dict, title: str) -> None:
@@ -207,15 +270,23 @@ def plot_curves(histories: dict, title: str) -> None:
 plot_curves(histories, f"This notebook's runs ({PROFILE} profile, {info.name})")
 
 # %%
-summary = pd.DataFrame({kind: h.iloc[-1][["val_top1", "val_top5", "images_per_s", "elapsed_s"]]
-                        for kind, h in histories.items()}).T
+summary = pd.DataFrame(
+    {
+        kind: h.iloc[-1][["val_top1", "val_top5", "images_per_s", "elapsed_s"]]
+        for kind, h in histories.items()
+    }
+).T
 display(summary.round(2))
 fastest = summary.images_per_s.idxmax()
-display(Markdown(f"In this run the fastest to train was **{fastest}** attention at "
-                 f"{summary.images_per_s.max():.0f} images/s; the best val top-1 was "
-                 f"{summary.val_top1.max():.1f}% (**{summary.val_top1.idxmax()}**). "
-                 f"With the {PROFILE} profile's few updates these numbers say little about the "
-                 "models; the committed runs below trained longer."))
+display(
+    Markdown(
+        f"In this run the fastest to train was **{fastest}** attention at "
+        f"{summary.images_per_s.max():.0f} images/s; the best val top-1 was "
+        f"{summary.val_top1.max():.1f}% (**{summary.val_top1.idxmax()}**). "
+        f"With the {PROFILE} profile's few updates these numbers say little about the "
+        "models; the committed runs below trained longer."
+    )
+)
 
 # %% [markdown]
 # ## The committed real runs
@@ -228,32 +299,62 @@ display(Markdown(f"In this run the fastest to train was **{fastest}** attention 
 # We plot what those files hold; nothing here is typed by hand.
 
 # %%
-RESULTS = find_results()
-runs, records = {}, []
-for metrics in sorted(RESULTS.glob("cifar10_*/metrics.jsonl")) if RESULTS else []:
-    run = json.loads((metrics.parent / "run.json").read_text())
+# The committed runs; without a checkout (Colab) they are fetched from the repository.
+RUN_NAMES = ["cifar10_coat_lite_tiny_cifar", "cifar10_ccoat_lite_tiny_cifar"]
+runs, records, commands = {}, [], []
+for name in RUN_NAMES:
+    metrics = results_file(f"{name}/metrics.jsonl", CCOAT_REPO)
+    if metrics is None:
+        continue
+    run = json.loads(results_file(f"{name}/run.json", CCOAT_REPO).read_text())
+    root = run["config"]["data_dir"]  # the data root of the machine that ran it
     kind = (run.get("attention_kinds") or ["?"])[0]
     runs[kind] = pd.read_json(metrics, lines=True)
-    records.append({"run": metrics.parent.name, "kind": kind, "epochs": len(runs[kind]),
-                    "last epoch's val top-1 (%)": round(runs[kind].val_top1.iloc[-1], 2),
-                    "val images per epoch": run["data"]["n_val"] if not run["config"]["val_subset"]
-                    else run["config"]["val_subset"],
-                    "dataset": run["dataset"], "device": run["device"],
-                    "threads": run["threads"], "commit": run["git_commit"][:10],
-                    "date": run["date"], "command": run["command"]})
-    evaluated = metrics.parent / "eval.json"  # the final checkpoint on the whole test split
-    if evaluated.exists():
+    records.append(
+        {
+            "run": name,
+            "kind": kind,
+            "epochs": len(runs[kind]),
+            "last epoch's val top-1 (%)": round(runs[kind].val_top1.iloc[-1], 2),
+            "val images per epoch": run["data"]["n_val"]
+            if not run["config"]["val_subset"]
+            else run["config"]["val_subset"],
+            "dataset": shorten_paths(run["dataset"], root),
+            "device": run["device"],
+            "threads": run["threads"],
+            "commit": run["git_commit"][:10],
+            "date": run["date"][:10],
+        }
+    )
+    commands.append(f"{name}, trained by: {shorten_paths(run['command'], root)}")
+    evaluated = results_file(
+        f"{name}/eval.json", CCOAT_REPO
+    )  # the final checkpoint, all test images
+    if evaluated is not None:
         final = json.loads(evaluated.read_text())
-        records[-1].update({"test top-1 (%), all images": round(final["top1"], 2),
-                            "test images": final["images"],
-                            "eval command": final["provenance"]["command"]})
+        records[-1].update(
+            {
+                "test top-1 (%), all images": round(final["top1"], 2),
+                "test images": final["images"],
+            }
+        )
+        commands.append(
+            f"{name}, evaluated by: "
+            f"{shorten_paths(final['provenance']['command'], root)}"
+        )
 if records:
-    with pd.option_context("display.max_colwidth", None):
-        display(pd.DataFrame(records).set_index("run"))
+    display(
+        pd.DataFrame(records).set_index("run").T
+    )  # one column per run: fits the page
+    print(
+        "\n".join(
+            textwrap.fill(c, 88, subsequent_indent="    ", break_on_hyphens=False)
+            for c in commands
+        )
+    )
     plot_curves(runs, "Committed runs (see the table for how each was made)")
 else:
-    print("no committed results/ folder next to this notebook (on Colab, clone the repository "
-          "to see them)")
+    print("no committed runs found in results/ or in the repository")
 
 # %% [markdown]
 # For the clustered model each epoch's line also records how many clusters the queries formed,
@@ -269,16 +370,34 @@ if clustered_runs:
     ax.plot(range(1, 5), tokens, "k--", label="image tokens (no clustering)")
     for kind, h in clustered_runs.items():
         for _, row in h.iterrows():
-            ax.plot(range(1, 5), [row.clusters_per_stage[s] for s in stages], "o-",
-                    color=KIND_COLORS.get(kind), alpha=0.4 + 0.6 * row.epoch / h.epoch.max(),
-                    label=f"{kind}, epoch {int(row.epoch)}")
-    ax.set(xlabel="stage", ylabel="clusters (mean over images and heads)", yscale="log",
-           xticks=range(1, 5), title="Clusters per stage, committed clustered run")
+            ax.plot(
+                range(1, 5),
+                [row.clusters_per_stage[s] for s in stages],
+                "o-",
+                color=KIND_COLORS.get(kind),
+                alpha=0.4 + 0.6 * row.epoch / h.epoch.max(),
+                label=f"{kind}, epoch {int(row.epoch)}",
+            )
+    ax.set(
+        xlabel="stage",
+        ylabel="clusters (mean over images and heads)",
+        yscale="log",
+        xticks=range(1, 5),
+        title="Clusters per stage, committed clustered run",
+    )
     ax.legend(fontsize=8)
     plt.show()
     last = next(iter(clustered_runs.values())).iloc[-1].clusters_per_stage
-    display(Markdown("After the last epoch the queries formed " + ", ".join(
-        f"{last[s]:.1f} clusters for {n} tokens in {s}" for s, n in zip(stages, tokens)) + "."))
+    display(
+        Markdown(
+            "After the last epoch the queries formed "
+            + ", ".join(
+                f"{last[s]:.1f} clusters for {n} tokens in {s}"
+                for s, n in zip(stages, tokens)
+            )
+            + "."
+        )
+    )
 else:
     print("no committed clustered run with cluster counts here")
 

@@ -31,7 +31,7 @@
 # - measure how the number of clusters varies across images, blocks and heads;
 # - relate cluster counts to the cost savings the seed hoped for.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
 import sys
 
@@ -39,10 +39,15 @@ CCOAT_REPO = "https://github.com/ccoat-book/ccoat"
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True
+    )
 
-# %%
-import ccoat  # first: it quiets a progress-bar warning that importing timm prints in Jupyter
+# %% tags=["hide-input"]
+import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
+
+import logging
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -57,6 +62,8 @@ from ccoat import train as ctrain
 from ccoat.plotting import KIND_COLORS, block_label, set_theme
 
 set_theme()
+# Smoke runs train one epoch; timm's scheduler then warns that its cosine does nothing.
+logging.getLogger("timm.scheduler").setLevel(logging.ERROR)
 PROFILE = ccoat.get_profile()
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 print("profile:", PROFILE)
@@ -73,16 +80,25 @@ print("profile:", PROFILE)
 recipe = ctrain.imagenette_recipe()
 IMG_SIZE = recipe["img_size"]
 run = ctrain.fit_cached(recipe)
-print(f"val top-1 of the trained model: {run.history[-1]['val_top1']:.1f}% (Imagenette, {IMG_SIZE} px)")
+print(
+    f"val top-1 of the trained model: {run.history[-1]['val_top1']:.1f}% (Imagenette, "
+    f"{IMG_SIZE} px)"
+)
 model = ccoat.convert_attention(run.model, "clustered", seed=0).to(DEVICE).eval()
 
 _, val_set, info = cdata.build_datasets("imagenette", img_size=IMG_SIZE)
 n_images = ccoat.choose(smoke=8, cpu=64, gpu=256)
-images, labels = next(iter(cdata.make_loader(cdata.subset(val_set, n_images, seed=1), batch_size=n_images, train=False)))
+images, labels = next(
+    iter(
+        cdata.make_loader(
+            cdata.subset(val_set, n_images, seed=1), batch_size=n_images, train=False
+        )
+    )
+)
 with torch.no_grad(), ccoat.record_clusters(model) as records:
     model(images.to(DEVICE))
 records = {name: {k: v.cpu() for k, v in rec.items()} for name, rec in records.items()}
-print("blocks recorded:", list(records))
+print(textwrap.fill("blocks recorded: " + ", ".join(records), 80))
 
 # %% [markdown]
 # ## Clusters over the image
@@ -93,7 +109,10 @@ print("blocks recorded:", list(records))
 # read as RGB. Tokens in one cluster share one colour exactly; similar prototypes look alike.
 
 # %%
-mean, std = torch.tensor(info.mean)[:, None, None], torch.tensor(info.std)[:, None, None]
+mean, std = (
+    torch.tensor(info.mean)[:, None, None],
+    torch.tensor(info.std)[:, None, None],
+)
 
 
 def show_image(ax, i):
@@ -101,12 +120,17 @@ def show_image(ax, i):
 
 
 def prototype_colours(rec, i, head):
-    """(H*W, 3) colours: each token gets its prototype's first three principal components."""
-    ids, protos = rec["ids"][i, head], rec["prototypes"][i, head, : int(rec["num_clusters"][i, head])]
+    """(H*W, 3) colours: each token's prototype's first three principal components."""
+    ids, protos = (
+        rec["ids"][i, head],
+        rec["prototypes"][i, head, : int(rec["num_clusters"][i, head])],
+    )
     centred = protos - protos.mean(0)
     if len(protos) < 2:
         return torch.full((len(ids), 3), 0.5)
-    _, _, v = torch.pca_lowrank(centred, q=min(3, len(protos) - 1, centred.shape[1]), center=False)
+    _, _, v = torch.pca_lowrank(
+        centred, q=min(3, len(protos) - 1, centred.shape[1]), center=False
+    )
     pcs = centred @ v
     pcs = torch.nn.functional.pad(pcs, (0, 3 - pcs.shape[1]))
     lo, hi = pcs.min(0).values, pcs.max(0).values
@@ -115,7 +139,7 @@ def prototype_colours(rec, i, head):
 
 def grid_of(rec):
     n = rec["ids"].shape[-1]
-    side = int(round(n ** 0.5))
+    side = int(round(n**0.5))
     return side, n // side
 
 
@@ -134,9 +158,15 @@ for row, name in enumerate(blocks):
         axes[row, col + 1].set_title(f"head {head}: {k} of {H * W}", fontsize=9)
 for ax in axes.flat:
     ax.set_xticks([]), ax.set_yticks([])
-label = timm.data.ImageNetInfo().label_name_to_description(info.classes[labels[i]]).split(",")[0]
-fig.suptitle(f"First block of each stage: tokens coloured by their cluster's prototype; "
-             f"'k of N': clusters of tokens (a {label})")
+label = (
+    timm.data.ImageNetInfo()
+    .label_name_to_description(info.classes[labels[i]])
+    .split(",")[0]
+)
+fig.suptitle(
+    f"First block of each stage: tokens coloured by their cluster's prototype; "
+    f"'k of N': clusters of tokens (a {label})"
+)
 fig.tight_layout()
 
 # %% [markdown]
@@ -153,24 +183,46 @@ for name, rec in records.items():
     stage = int(name.split(".")[1]) + 1
     for img in range(rec["num_clusters"].shape[0]):
         for head in range(rec["num_clusters"].shape[1]):
-            rows.append(dict(block=block_label(name), stage=stage,
-                             head=head, clusters=int(rec["num_clusters"][img, head]), tokens=n_tokens))
+            rows.append(
+                dict(
+                    block=block_label(name),
+                    stage=stage,
+                    head=head,
+                    clusters=int(rec["num_clusters"][img, head]),
+                    tokens=n_tokens,
+                )
+            )
 counts = pd.DataFrame(rows)
 counts["fraction"] = counts["clusters"] / counts["tokens"]
 
 fig, ax = plt.subplots(figsize=(9, 4))
-sns.boxplot(data=counts, x="block", y="fraction", hue="stage", palette="crest", ax=ax, legend=False)
-ax.set(ylabel="clusters / tokens", xlabel="block (s = stage, b = block)",
-       title=f"Cluster counts over {n_images} validation images and 8 heads (default bucket width)")
+sns.boxplot(
+    data=counts,
+    x="block",
+    y="fraction",
+    hue="stage",
+    palette="crest",
+    ax=ax,
+    legend=False,
+)
+ax.set(
+    ylabel="clusters / tokens",
+    xlabel="block (s = stage, b = block)",
+    title=f"Cluster counts, {n_images} validation images, 8 heads, default r",
+)
 fig.tight_layout()
 
 # %%
 per_stage = counts.groupby("stage")["fraction"].median()
-display(Markdown(
-    "Median clusters per token, by stage: " +
-    ", ".join(f"stage {s}: **{f:.2f}**" for s, f in per_stage.items()) +
-    ". The seed's saving in the attention core scales with this fraction; a stage where it "
-    "stays near 1 gains nothing from clustering and pays for the hashing."))
+display(
+    Markdown(
+        "Median clusters per token, by stage: "
+        + ", ".join(f"stage {s}: **{f:.2f}**" for s, f in per_stage.items())
+        + ". The seed's saving in the attention core scales with this fraction; "
+        "a stage where it stays near 1 gains nothing from clustering and pays for "
+        "the hashing."
+    )
+)
 
 # %% [markdown]
 # ## Cluster sizes
@@ -180,20 +232,77 @@ display(Markdown(
 
 # %%
 stage1 = [name for name in records if name.startswith("stages.0")]
-sizes = torch.cat([records[n]["counts"][records[n]["counts"] > 0].flatten() for n in stage1]).numpy()
+sizes = torch.cat(
+    [records[n]["counts"][records[n]["counts"] > 0].flatten() for n in stage1]
+).numpy()
 fig, ax = plt.subplots()
-ax.hist(sizes, bins=np.logspace(0, np.log10(max(sizes.max(), 2)), 30), color=KIND_COLORS["clustered"])
-ax.set(xscale="log", yscale="log", xlabel="tokens in the cluster", ylabel="number of clusters",
-       title="Cluster sizes in stage 1")
+ax.hist(
+    sizes,
+    bins=np.logspace(0, np.log10(max(sizes.max(), 2)), 30),
+    color=KIND_COLORS["clustered"],
+)
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="tokens in the cluster",
+    ylabel="number of clusters",
+    title="Cluster sizes in stage 1",
+)
 fig.tight_layout()
-display(Markdown(f"In stage 1, **{(sizes == 1).mean():.0%}** of clusters are singletons and the largest "
-                 f"holds {int(sizes.max())} tokens."))
+display(
+    Markdown(
+        f"In stage 1, **{(sizes == 1).mean():.0%}** of clusters are singletons and the "
+        "largest "
+        f"holds {int(sizes.max())} tokens."
+    )
+)
+
+# %% [markdown]
+# ## What this build's data can and cannot show
+#
+# The pictures are only as telling as the model behind them. Which case this build is in
+# follows from its own numbers:
+
+# %%
+fraction_1, top1 = per_stage.loc[1], run.history[-1]["val_top1"]
+model_is = (
+    f"the model was trained at the `{PROFILE}` profile ({recipe['epochs']} epoch(s) at "
+    f"{IMG_SIZE} px, val top-1 {top1:.1f}%)"
+)
+if fraction_1 > 0.9:
+    reading = (
+        f"In stage 1 nearly every token is its own cluster (median {fraction_1:.2f} "
+        "clusters per token), so the maps above show noise: with clusters this small "
+        "they "
+        "cannot show whether clusters follow regions of the image. Here "
+        f"{model_is}; a longer-trained model (the `gpu` profile) is needed to see that."
+    )
+elif fraction_1 > 0.5:
+    reading = (
+        f"In stage 1 a cluster holds few tokens (median {fraction_1:.2f} clusters per "
+        "token): the maps show small groups of tokens, not whole regions, so they say "
+        f"little about whether clusters follow the image. Here {model_is}."
+    )
+else:
+    reading = (
+        f"In stage 1 clusters hold several tokens each (median {fraction_1:.2f} "
+        "clusters "
+        "per token), so the maps can show where clusters follow the image: uniform "
+        "areas "
+        f"in one colour, detailed ones broken into many. Here {model_is}."
+    )
+display(
+    Markdown(
+        reading + " The counts and sizes above hold at any profile: they are "
+        "measured, for this model, on these images."
+    )
+)
 
 # %% [markdown]
 # ## Summary
 #
-# - Clusters are regions of the image, not scattered tokens: in the figures above, look for
-#   uniform areas (background, sky) painted in one colour and detailed areas broken into many.
+# - Whether clusters are regions of the image depends on the model: with few tokens per
+#   cluster the maps show noise; the section above says which case this build is in.
 # - The number of clusters differs between heads of one block, because each head hashes its own
 #   queries, and between stages, because query scales differ.
 # - The fraction of clusters per token is the quantity that decides the seed's saving; it is

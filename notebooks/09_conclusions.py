@@ -32,7 +32,7 @@
 # - say where clustering attention does pay, and by how much;
 # - know what the clustering costs in accuracy, and the limits of these measurements.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
 import sys
 
@@ -40,34 +40,52 @@ CCOAT_REPO = "https://github.com/ccoat-book/ccoat"
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"git+{CCOAT_REPO}"], check=True
+    )
 
-# %%
-import ccoat  # first: it quiets a progress-bar warning that importing timm prints in Jupyter
+# %% tags=["hide-input"]
+import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
 import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
 from ccoat import cost
 from ccoat.plotting import KIND_COLORS, set_theme
-from ccoat.provenance import find_results
+from ccoat.provenance import results_file, shorten_paths
 
 set_theme()
 PROFILE = ccoat.get_profile()
 
 
-RESULTS = find_results()
-if RESULTS is None:
-    raise FileNotFoundError("results/ not found: run this notebook inside a clone of the repository")
+def committed(name: str) -> Path:
+    """results/<name>: the checkout's, else fetched from the repository (Colab)."""
+    path = results_file(name, CCOAT_REPO)
+    if path is None:
+        raise FileNotFoundError(
+            f"results/{name} is neither in this checkout nor in {CCOAT_REPO}"
+        )
+    return path
+
+
+DOLLAR = "\\$"  # a literal dollar sign in Markdown, where $...$ is maths
 
 
 def provenance_line(record: dict) -> str:
-    return (f"`{record.get('command', '?')}` at commit {str(record.get('git_commit', '?'))[:10]}, "
-            f"{record.get('device', '?')}, {record.get('threads', '?')} thread(s), profile "
-            f"{record.get('profile', '?')}, {record.get('date', '?')}")
+    data_root = (record.get("config") or {}).get(
+        "data_dir"
+    )  # the data root of the machine that ran it
+    command = shorten_paths(str(record.get("command", "?")), data_root)
+    return (
+        f"`{command}` at commit {str(record.get('git_commit', '?'))[:10]}, "
+        f"{record.get('device', '?')}, {record.get('threads', '?')} thread(s), profile "
+        f"{record.get('profile', '?')}, {str(record.get('date', '?'))[:10]}"
+    )
 
 
 # %% [markdown]
@@ -87,25 +105,45 @@ for img in sizes:
         torch.manual_seed(0)
         counts[(name, img)] = cost.macs(ccoat.create_model(name), img_size=img)
 
-rows = []
-for (name, img), c in counts.items():
-    rows.append(f"| {name} | {img} | {c['total'] / 1e9:.2f} | {c['attention'] / 1e9:.3f} | "
-                f"{sum(c.get(k, 0) for k in cost.CLUSTERING_COMPONENTS) / 1e9:.3f} | "
-                f"{c['mlp'] / 1e9:.2f} | {(c['qkv'] + c['proj']) / 1e9:.2f} |")
-display(Markdown("| model | px | total GMACs | attention core | hashing + clustering | MLP | qkv + proj |\n"
-                 "|---|---|---|---|---|---|---|\n" + "\n".join(rows)))
+table = pd.DataFrame(
+    [
+        {
+            "model": name,
+            "px": img,
+            "total": c["total"] / 1e9,
+            "attention core": c["attention"] / 1e9,
+            "hashing + clustering": sum(c.get(k, 0) for k in cost.CLUSTERING_COMPONENTS)
+            / 1e9,
+            "MLP": c["mlp"] / 1e9,
+            "qkv + proj": (c["qkv"] + c["proj"]) / 1e9,
+        }
+        for (name, img), c in counts.items()
+    ]
+).set_index(["model", "px"])
+table.style.format("{:.2f}").format(
+    "{:.3f}", subset=["attention core", "hashing + clustering"]
+).set_caption("GMACs of one forward pass, by component")
 
 # %%
 base, seed = counts[("coat_lite_tiny", 224)], counts[("ccoat_lite_tiny", 224)]
 touchable = base["attention"] / base["total"]
-display(Markdown(
-    f"At 224 px, the part of CoaT-Lite Tiny that the seed's module replaces (the attention core) is "
-    f"**{touchable:.1%}** of its multiply-accumulates; the MLPs are {base['mlp'] / base['total']:.0%} and "
-    f"the qkv and output projections {(base['qkv'] + base['proj']) / base['total']:.0%}. Replacing "
-    f"factorized attention with the seed's clustered attention changes the total from "
-    f"{base['total'] / 1e9:.2f} to **{seed['total'] / 1e9:.2f} GMACs** "
-    f"({seed['total'] / base['total'] - 1:+.0%}): softmax attention of prototypes against all keys "
-    f"costs more than CoaT's factorized attention, which is already linear in the number of tokens."))
+display(
+    Markdown(
+        "At 224 px, the part of CoaT-Lite Tiny that the seed's module replaces (the "
+        "attention core) is "
+        f"**{touchable:.1%}** of its multiply-accumulates; the MLPs are "
+        f"{base['mlp'] / base['total']:.0%} and "
+        "the qkv and output projections "
+        f"{(base['qkv'] + base['proj']) / base['total']:.0%}. Replacing "
+        "factorized attention with the seed's clustered attention changes the total "
+        "from "
+        f"{base['total'] / 1e9:.2f} to **{seed['total'] / 1e9:.2f} GMACs** "
+        f"({seed['total'] / base['total'] - 1:+.0%}): softmax attention of prototypes "
+        "against all keys "
+        "costs more than CoaT's factorized attention, which is already linear in the "
+        "number of tokens."
+    )
+)
 
 # %% [markdown]
 # That count is one draw. The number of clusters, and so the cost, depends on the image and on
@@ -120,31 +158,47 @@ draws = []
 for draw in range(ccoat.choose(smoke=2, cpu=10, gpu=10)):
     torch.manual_seed(1000 + draw)  # a new draw of every block's hash projections
     model = ccoat.create_model("ccoat_lite_tiny").eval()
-    model.load_state_dict(weights, strict=False)  # the hash buffers are not in a CoaT-Lite state dict
+    model.load_state_dict(
+        weights, strict=False
+    )  # the hash buffers are not in a CoaT-Lite state dict
     for i in range(len(photos)):
-        draws.append(cost.macs(model, 224, images=photos[i:i + 1])["total"] / base["total"])
-display(Markdown(
-    f"Over {len(draws) // 2} draws of the projections and 2 photos, Clustering CoaT Tiny at 224 px "
-    f"needs **{min(draws):.2f}× to {max(draws):.2f}×** CoaT-Lite Tiny's MACs: "
-    + ("more in every case." if min(draws) > 1 else "not more in every case.")))
+        draws.append(
+            cost.macs(model, 224, images=photos[i : i + 1])["total"] / base["total"]
+        )
+display(
+    Markdown(
+        f"Over {len(draws) // 2} draws of the projections and 2 photos, Clustering "
+        "CoaT Tiny at 224 px "
+        f"needs **{min(draws):.2f}× to {max(draws):.2f}×** CoaT-Lite Tiny's MACs: "
+        + ("more in every case." if min(draws) > 1 else "not more in every case.")
+    )
+)
 
 # %% [markdown]
 # Then time. The clustered-attention benchmark (`benchmarks/bench_clustered_attention.py`) timed
 # the whole models at 448 px on this project's CPU:
 
 # %%
-bench = json.loads((RESULTS / "bench_clustered_attention.json").read_text())
+bench = json.loads(committed("bench_clustered_attention.json").read_text())
 model_times = bench["model"]["median_s"]
 print("from:", provenance_line(bench))
 fig, ax = plt.subplots(figsize=(6, 3))
 kinds = ["factorized", "clustered", "softmax"]
 ax.barh(kinds, [model_times[k] for k in kinds], color=[KIND_COLORS[k] for k in kinds])
-ax.set(xlabel="forward time, batch 1 (s, median)", title=f"CoaT-Lite Tiny at {bench['model']['img_size']} px, CPU, by attention kind")
+ax.set(
+    xlabel="forward time, batch 1 (s, median)",
+    title=f"CoaT-Lite Tiny at {bench['model']['img_size']} px, CPU, by attention kind",
+)
 fig.tight_layout()
-display(Markdown(
-    f"Measured, Clustering CoaT Tiny takes **{bench['model']['time_ratio_clustered_over_factorized']:.2f}×** "
-    f"the forward time of CoaT-Lite Tiny with its own factorized attention. **The seed's module does "
-    f"not make CoaT-Lite cheaper**, in counted operations or in time."))
+display(
+    Markdown(
+        "Measured, Clustering CoaT Tiny takes "
+        f"**{bench['model']['time_ratio_clustered_over_factorized']:.2f}×** "
+        "the forward time of CoaT-Lite Tiny with its own factorized attention. **The "
+        "seed's module does "
+        f"not make CoaT-Lite cheaper**, in counted operations or in time."
+    )
+)
 
 # %% [markdown]
 # ## 2. Where does clustering pay?
@@ -155,16 +209,29 @@ display(Markdown(
 # %%
 layer = bench["layer"]
 for key, rec in layer.items():
-    print(f"one layer, {rec['tokens']} tokens: clustered/softmax time {rec['time_ratio_clustered_over_softmax']:.3f}, "
-          f"{rec['clusters_mean']:.0f} clusters per head on average, relative output error {rec['relative_error']:.3f}")
+    print(
+        f"one layer, {rec['tokens']} tokens: clustered/softmax time "
+        f"{rec['time_ratio_clustered_over_softmax']:.3f}, "
+        f"{rec['clusters_mean']:.0f} clusters per head on average, relative output "
+        f"error {rec['relative_error']:.3f}"
+    )
 largest = max(layer.values(), key=lambda r: r["tokens"])
-display(Markdown(
-    f"One attention layer of CoaT-Lite's first stage (C = 64, 8 heads) on real image features: with "
-    f"{largest['tokens']} tokens the clustered layer takes **{largest['time_ratio_clustered_over_softmax']:.2f}×** "
-    f"the time of exact softmax attention (PyTorch's SDPA), and the whole clustered model at "
-    f"{bench['model']['img_size']} px takes **{bench['model']['time_ratio_clustered_over_softmax']:.2f}×** the "
-    f"time of the same model with softmax attention. That is where ACT's idea pays: it makes "
-    f"softmax attention affordable at high resolution, not a linear attention cheaper."))
+display(
+    Markdown(
+        "One attention layer of CoaT-Lite's first stage (C = 64, 8 heads) on real "
+        "image features: with "
+        f"{largest['tokens']} tokens the clustered layer takes "
+        f"**{largest['time_ratio_clustered_over_softmax']:.2f}×** "
+        "the time of exact softmax attention (PyTorch's SDPA), and the whole "
+        "clustered model at "
+        f"{bench['model']['img_size']} px takes "
+        f"**{bench['model']['time_ratio_clustered_over_softmax']:.2f}×** the "
+        "time of the same model with softmax attention. That is where ACT's idea "
+        "pays: it makes "
+        "softmax attention affordable at high resolution, not a linear attention "
+        "cheaper."
+    )
+)
 
 # %% [markdown]
 # From which input size on? The cost chapter's resolution sweep (`python -m ccoat.bench`, the
@@ -173,17 +240,30 @@ display(Markdown(
 # %%
 from ccoat import bench as cost_sweep
 
-sweep_rows, _, sweep_record = cost_sweep.load(RESULTS / "cost_cpu.json")
+sweep_rows, _, sweep_record = cost_sweep.load(committed("cost_cpu.json"))
 print("from:", provenance_line(sweep_record))
 at, both = cost_sweep.crossover(sweep_rows, "clustered", "softmax", "fwd_vs_factorized")
-coat_wins = sweep_rows[(sweep_rows.kind == "clustered") & (sweep_rows.fwd_vs_factorized < 1)]
-display(Markdown(
-    f"Over {both.index.min()}–{both.index.max()} px (where both were measured), the clustered model "
-    + (f"is faster than the softmax model from **{at} px** on ({both.loc[at, 'clustered'] / both.loc[at, 'softmax']:.2f}× "
-       f"its forward time there, {both['clustered'].iloc[-1] / both['softmax'].iloc[-1]:.2f}× at "
-       f"{both.index.max()} px)" if at is not None else "is never faster than the softmax model at every larger size")
-    + f"; it is faster than CoaT-Lite's own factorized attention at "
-    f"**{len(coat_wins)}** of the {int((sweep_rows.kind == 'clustered').sum())} sizes measured."))
+coat_wins = sweep_rows[
+    (sweep_rows.kind == "clustered") & (sweep_rows.fwd_vs_factorized < 1)
+]
+display(
+    Markdown(
+        f"Over {both.index.min()}–{both.index.max()} px (where both were measured), "
+        "the clustered model "
+        + (
+            f"is faster than the softmax model from **{at} px** on "
+            f"({both.loc[at, 'clustered'] / both.loc[at, 'softmax']:.2f}× "
+            "its forward time there, "
+            f"{both['clustered'].iloc[-1] / both['softmax'].iloc[-1]:.2f}× at "
+            f"{both.index.max()} px)"
+            if at is not None
+            else "is never faster than the softmax model at every larger size"
+        )
+        + f"; it is faster than CoaT-Lite's own factorized attention at "
+        f"**{len(coat_wins)}** of the {int((sweep_rows.kind == 'clustered').sum())} "
+        "sizes measured."
+    )
+)
 
 # %% [markdown]
 # ## 3. What does clustering cost in accuracy?
@@ -193,28 +273,44 @@ display(Markdown(
 # image subset), so the accuracies are far from converged; they compare the two models, nothing
 # more.
 
+
 # %%
 def load_run(folder: str):
-    path = RESULTS / folder
-    if not (path / "metrics.jsonl").exists():
+    metrics = results_file(f"{folder}/metrics.jsonl", CCOAT_REPO)
+    if metrics is None:
         return None
-    history = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    run = json.loads((path / "run.json").read_text())
-    final = json.loads((path / "eval.json").read_text()) if (path / "eval.json").exists() else None
+    history = [
+        json.loads(line) for line in metrics.read_text().splitlines() if line.strip()
+    ]
+    run = json.loads(committed(f"{folder}/run.json").read_text())
+    evaluated = results_file(f"{folder}/eval.json", CCOAT_REPO)
+    final = json.loads(evaluated.read_text()) if evaluated is not None else None
     return dict(history=history, run=run, eval=final)
 
 
-runs = {name: load_run(f"cifar10_{name}") for name in ("coat_lite_tiny_cifar", "ccoat_lite_tiny_cifar")}
+runs = {
+    name: load_run(f"cifar10_{name}")
+    for name in ("coat_lite_tiny_cifar", "ccoat_lite_tiny_cifar")
+}
 lines = []
 for name, r in runs.items():
     if r is None:
         lines.append(f"- `{name}`: no committed run in `results/`.")
         continue
-    test = f"{r['eval']['top1']:.2f}% on all {r['eval']['images']} test images" if r["eval"] else \
-        f"{r['history'][-1]['val_top1']:.2f}% on the 2,000-image test subset (last epoch)"
-    lines.append(f"- `{name}`: top-1 **{test}**, {len(r['history'])} epochs, "
-                 f"{sum(h['epoch_time_s'] for h in r['history']) / 60:.0f} min of training. "
-                 f"Dataset: {r['run']['dataset']}. Run: {provenance_line(r['run'])}.")
+    test = (
+        f"{r['eval']['top1']:.2f}% on all {r['eval']['images']} test images"
+        if r["eval"]
+        else f"{r['history'][-1]['val_top1']:.2f}% on the 2,000-image test subset "
+        "(last epoch)"
+    )
+    dataset = shorten_paths(r["run"]["dataset"], r["run"]["config"]["data_dir"])
+    minutes = sum(h["epoch_time_s"] for h in r["history"]) / 60
+    lines.append(
+        f"- `{name}`: top-1 **{test}**, {len(r['history'])} epochs, {minutes:.0f} min "
+        "of "
+        f"training. Dataset: {dataset.replace('$', DOLLAR)}. Run: "
+        f"{provenance_line(r['run'])}."
+    )
 display(Markdown("CIFAR-10 (JPEG copy):\n\n" + "\n".join(lines)))
 
 # %% [markdown]

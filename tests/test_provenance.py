@@ -25,3 +25,56 @@ def test_find_results_walks_up_to_the_results_folder(tmp_path, monkeypatch):
     assert prov.find_results("missing.json", start=start) is None
     (tmp_path / "bare").mkdir()
     assert prov.find_results(start=tmp_path / "bare") is None
+
+
+def test_results_file_prefers_the_checkout_then_fetches_from_the_repository(tmp_path, monkeypatch):
+    import io
+    import urllib.error
+    import urllib.request
+
+    from ccoat import provenance as prov
+
+    monkeypatch.setattr(prov, "__file__", str(tmp_path / "site" / "ccoat" / "provenance.py"))
+    asked = []
+
+    def fake_urlopen(url, timeout=None):  # the network call, stubbed
+        asked.append(url)
+        if url.endswith("missing.json"):
+            raise urllib.error.HTTPError(url, 404, "Not Found", {}, None)
+        return io.BytesIO(b'{"fetched": true}')
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    repo = "https://github.com/owner/name"
+    bare = tmp_path / "colab"
+    bare.mkdir()
+    path = prov.results_file("cifar10_x/run.json", repo, start=bare)
+    assert path == bare / "results" / "cifar10_x" / "run.json"
+    assert json.loads(path.read_text()) == {"fetched": True}
+    assert asked == ["https://raw.githubusercontent.com/owner/name/main/results/cifar10_x/run.json"]
+    assert prov.results_file("cifar10_x/run.json", repo, start=bare) == path  # found, not fetched
+    assert len(asked) == 1
+    assert prov.results_file("missing.json", repo, start=bare) is None
+    assert prov.results_file("other.json", None, start=bare) is None  # no repository: no fetch
+    (tmp_path / "clone" / "results").mkdir(parents=True)
+    (tmp_path / "clone" / "results" / "a.json").write_text("{}")
+    assert prov.results_file("a.json", repo, start=tmp_path / "clone") == tmp_path / "clone" / "results" / "a.json"
+    assert len(asked) == 2
+
+
+def test_raw_url_wants_a_github_address():
+    import pytest
+
+    from ccoat.provenance import raw_url
+
+    assert raw_url("https://github.com/a/b/", "results/x.json") == \
+        "https://raw.githubusercontent.com/a/b/main/results/x.json"
+    with pytest.raises(ValueError, match="GitHub address"):
+        raw_url("https://gitlab.com/a/b", "x")
+
+
+def test_shorten_paths_writes_the_data_root_as_a_variable():
+    from ccoat.provenance import shorten_paths
+
+    text = "--data-dir /srv/data --epochs 3; CIFAR-10 at /srv/data/cifar10"
+    assert shorten_paths(text, "/srv/data/") == "--data-dir $CCOAT_DATA --epochs 3; CIFAR-10 at $CCOAT_DATA/cifar10"
+    assert shorten_paths(text, None) == text
