@@ -112,9 +112,8 @@ for kind, model in models.items():
     assert not result.unexpected_keys and not [
         k for k in result.missing_keys if "hasher" not in k
     ]
-    print(
-        f"{kind}: loaded CoaT-Lite's weights; kinds per stage:", *model.attention_kinds
-    )
+    kinds = ", ".join(sorted(set(model.attention_kinds)))
+    print(f"{kind}: loaded CoaT-Lite's weights; attention of every stage: {kinds}")
 
 mixed = ccoat.create_model(
     "coat_lite_tiny", attention=["clustered", "clustered", "factorized", "factorized"]

@@ -48,6 +48,7 @@ if "google.colab" in sys.modules:
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -76,13 +77,15 @@ def committed(name: str) -> Path:
 DOLLAR = "\\$"  # a literal dollar sign in Markdown, where $...$ is maths
 
 
-def provenance_line(record: dict) -> str:
+def provenance_line(record: dict, markdown: bool = False) -> str:
+    """How a result was made, in one line; the command as code in Markdown."""
     data_root = (record.get("config") or {}).get(
         "data_dir"
-    )  # the data root of the machine that ran it
+    )  # of the machine that ran it
     command = shorten_paths(str(record.get("command", "?")), data_root)
+    command = f"`{command}`" if markdown else command
     return (
-        f"`{command}` at commit {str(record.get('git_commit', '?'))[:10]}, "
+        f"{command} at commit {str(record.get('git_commit', '?'))[:10]}, "
         f"{record.get('device', '?')}, {record.get('threads', '?')} thread(s), profile "
         f"{record.get('profile', '?')}, {str(record.get('date', '?'))[:10]}"
     )
@@ -181,7 +184,7 @@ display(
 # %%
 bench = json.loads(committed("bench_clustered_attention.json").read_text())
 model_times = bench["model"]["median_s"]
-print("from:", provenance_line(bench))
+print(textwrap.fill("from: " + provenance_line(bench), 80, break_on_hyphens=False))
 fig, ax = plt.subplots(figsize=(6, 3))
 kinds = ["factorized", "clustered", "softmax"]
 ax.barh(kinds, [model_times[k] for k in kinds], color=[KIND_COLORS[k] for k in kinds])
@@ -208,13 +211,19 @@ display(
 
 # %%
 layer = bench["layer"]
-for key, rec in layer.items():
-    print(
-        f"one layer, {rec['tokens']} tokens: clustered/softmax time "
-        f"{rec['time_ratio_clustered_over_softmax']:.3f}, "
-        f"{rec['clusters_mean']:.0f} clusters per head on average, relative output "
-        f"error {rec['relative_error']:.3f}"
-    )
+display(
+    pd.DataFrame(
+        {
+            "tokens": rec["tokens"],
+            "time, clustered / softmax": round(
+                rec["time_ratio_clustered_over_softmax"], 3
+            ),
+            "clusters per head (mean)": round(rec["clusters_mean"]),
+            "relative output error": round(rec["relative_error"], 3),
+        }
+        for rec in layer.values()
+    ).set_index("tokens")
+)
 largest = max(layer.values(), key=lambda r: r["tokens"])
 display(
     Markdown(
@@ -241,7 +250,9 @@ display(
 from ccoat import bench as cost_sweep
 
 sweep_rows, _, sweep_record = cost_sweep.load(committed("cost_cpu.json"))
-print("from:", provenance_line(sweep_record))
+print(
+    textwrap.fill("from: " + provenance_line(sweep_record), 80, break_on_hyphens=False)
+)
 at, both = cost_sweep.crossover(sweep_rows, "clustered", "softmax", "fwd_vs_factorized")
 coat_wins = sweep_rows[
     (sweep_rows.kind == "clustered") & (sweep_rows.fwd_vs_factorized < 1)
@@ -309,7 +320,7 @@ for name, r in runs.items():
         f"- `{name}`: top-1 **{test}**, {len(r['history'])} epochs, {minutes:.0f} min "
         "of "
         f"training. Dataset: {dataset.replace('$', DOLLAR)}. Run: "
-        f"{provenance_line(r['run'])}."
+        f"{provenance_line(r['run'], markdown=True)}."
     )
 display(Markdown("CIFAR-10 (JPEG copy):\n\n" + "\n".join(lines)))
 
