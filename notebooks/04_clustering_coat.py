@@ -113,7 +113,7 @@ for kind, model in models.items():
         k for k in result.missing_keys if "hasher" not in k
     ]
     kinds = ", ".join(sorted(set(model.attention_kinds)))
-    print(f"{kind}: loaded CoaT-Lite's weights; attention of every stage: {kinds}")
+    print(f"{kind}: CoaT-Lite's weights loaded; every stage: {kinds}")
 
 mixed = ccoat.create_model(
     "coat_lite_tiny", attention=["clustered", "clustered", "factorized", "factorized"]

@@ -329,7 +329,8 @@ per_kind = per_kind[[c for c in [*cost.COMPONENTS, "total"] if c in per_kind.col
 # Components with no MACs to three decimals (their cost is in "other operations") are
 # left out of the table, so that it fits the page; the caption names them.
 none = [c for c in per_kind.columns if (per_kind[c].round(3) == 0).all()]
-per_kind.drop(columns=none).style.format("{:.3f}").set_caption(
+per_kind = per_kind.drop(columns=none).rename_axis(index=["px", "kind"], columns=None)
+per_kind.style.format("{:.3f}").set_caption(
     f"GMACs per component (0.000 for every kind: {', '.join(none)})"
 )
 
