@@ -120,7 +120,8 @@ exact = F.scaled_dot_product_attention(q, k, v)
 rel = ((out - exact).norm() / exact.norm()).item()
 display(
     Markdown(
-        f"Relative difference between factorized and softmax attention on these random "
+        "Relative difference between factorized and softmax attention on these "
+        "random "
         f"tokens: **{rel:.2f}** — a different operator, not an approximation."
     )
 )
@@ -321,7 +322,8 @@ fig.tight_layout()
 last = {r["kind"]: r for r in rows if r["N"] == max(x["N"] for x in rows)}
 display(
     Markdown(
-        f"At $N = {last['softmax']['N']}$ tokens the counted cost of softmax attention "
+        f"At $N = {last['softmax']['N']}$ tokens the counted cost of softmax "
+        "attention "
         "is "
         f"**{last['softmax']['macs'] / last['factorized']['macs']:.0f}×** that of "
         "factorized attention "

@@ -140,7 +140,9 @@ def collision_probability(c_over_r):
     """Datar et al. (2004), Gaussian E2LSH: P[h(x) = h(y)] at distance c, width r."""
     s = 1.0 / torch.as_tensor(c_over_r, dtype=torch.float64)  # r / c
     Phi = torch.special.ndtr(-s)
-    return 1 - 2 * Phi - 2 / (math.sqrt(2 * math.pi) * s) * (1 - torch.exp(-(s**2) / 2))
+    return (
+        1 - 2 * Phi - 2 / (math.sqrt(2 * math.pi) * s) * (1 - torch.exp(-(s**2) / 2))
+    )
 
 
 def measured_collision(c, r, d=8, n_pairs=None, n_functions=None):

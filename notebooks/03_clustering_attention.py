@@ -247,7 +247,8 @@ for j, width in enumerate(widths_shown):
             title=f"r = {width}: {n_clusters} clusters", xticks=[], yticks=[]
         )
 fig.suptitle(
-    "E2LSH clusters of the first head's queries, 32 hashes (random-init CoaT-Lite Tiny)"
+    "E2LSH clusters of the first head's queries, 32 hashes (random-init CoaT-Lite "
+    "Tiny)"
 )
 fig.tight_layout()
 
@@ -351,7 +352,8 @@ display(
         f"of them), and the relative error is **{default['error']:.4f}**, against "
         f"**{baseline:.4f}** for a single cluster. The error falls as clusters are "
         "added, but slowly: "
-        "on these untrained features most of the output is the shared average, and the "
+        "on these untrained features most of the output is the shared average, and "
+        "the "
         "part that "
         "depends on the query is what the clusters must capture."
     )

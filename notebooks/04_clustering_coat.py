@@ -146,7 +146,10 @@ print(type(from_timm).__name__, from_timm.attention_kinds)
 
 # %%
 IMG = ccoat.choose(smoke=96, cpu=224, gpu=224)  # image side, px
-reference, weights = None, "random weights (the smoke and cpu profiles do not download)"
+reference, weights = (
+    None,
+    "random weights (the smoke and cpu profiles do not download)",
+)
 if (
     PROFILE == "gpu"
 ):  # the download is tried on the gpu profile only: offline it times out slowly

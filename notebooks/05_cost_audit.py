@@ -89,7 +89,8 @@ HW, N, Ch, D = side * side, 1 + side * side, C // heads, ratio * C
 by_hand = {
     "cpe": HW * C * 3 * 3,  # depthwise 3x3 on the grid
     "qkv": N * C * 3 * C,  # (N, C) @ (C, 3C)
-    "attention": heads * (Ch * N * Ch + N * Ch * Ch),  # softmax(k)ᵀ v, then q @ context
+    "attention": heads
+    * (Ch * N * Ch + N * Ch * Ch),  # softmax(k)ᵀ v, then q @ context
     "crpe": HW
     * Ch
     * (2 * 3 * 3 + 3 * 5 * 5 + 3 * 7 * 7),  # depthwise 3/5/7 on 2/3/3 heads
@@ -239,7 +240,8 @@ display(
         f"(CPE and CRPE), **{share['cpe'] + share['crpe']:.1%}** of the MACs, took "
         f"**{time_share.get('cpe', 0) + time_share.get('crpe', 0):.0%}**, and the "
         "attention core "
-        f"**{time_share.get('attention', 0):.0%}**. Dense matrix products run near the "
+        f"**{time_share.get('attention', 0):.0%}**. Dense matrix products run near "
+        "the "
         "machine's "
         "peak; depthwise convolutions, softmaxes and reshapes move much data for "
         "little arithmetic, "
@@ -307,7 +309,8 @@ if "clustered" in KINDS:
     per_row = [c.per_row for (stage, _), c in blocks.items() if stage == "stage1"]
     display(
         Markdown(
-            f"Stage 1 at {audit_sizes[0]} px: {sh.image_tokens} image queries per head "
+            f"Stage 1 at {audit_sizes[0]} px: {sh.image_tokens} image queries per "
+            "head "
             "fall into "
             f"**{min(per_row):.0f}–{max(per_row):.0f}** clusters per row (mean over "
             "the batch and "
@@ -330,6 +333,7 @@ per_kind = per_kind[[c for c in [*cost.COMPONENTS, "total"] if c in per_kind.col
 # left out of the table, so that it fits the page; the caption names them.
 none = [c for c in per_kind.columns if (per_kind[c].round(3) == 0).all()]
 per_kind = per_kind.drop(columns=none).rename_axis(index=["px", "kind"], columns=None)
+per_kind.columns = [c.replace("_", " ") for c in per_kind.columns]  # lets headers wrap
 per_kind.style.format("{:.3f}").set_caption(
     f"GMACs per component (0.000 for every kind: {', '.join(none)})"
 )
@@ -470,11 +474,13 @@ display(
         "\n".join(verdicts) + "\n\n"
         "The clustered kinds' hashing, sort, scatter-mean and gather have almost no "
         "MACs but "
-        "take time (the component times above show them); exact softmax attention runs "
+        "take time (the component times above show them); exact softmax attention "
+        "runs "
         "its "
         "$N^2$ products in one fused kernel (PyTorch's flash attention for the CPU), "
         "whose rate "
-        "differs from that of CoaT-Lite's many small operations. A MAC count ranks the "
+        "differs from that of CoaT-Lite's many small operations. A MAC count ranks "
+        "the "
         "kinds, "
         "but it does not price them."
     )
@@ -522,9 +528,11 @@ display(
     Markdown(
         f"At every resolution measured, the forward peaks of the kinds {spread}: at "
         f"224 px the peak is {fwd.loc[224].max() / 2**20:.1f} MiB, "
-        f"{fwd.loc[224].max() / hidden_bytes:.1f}× the stage-1 MLP's hidden activation "
+        f"{fwd.loc[224].max() / hidden_bytes:.1f}× the stage-1 MLP's hidden "
+        "activation "
         f"({hidden_bytes / 2**20:.1f} MiB, tokens × {stage1.hidden} "
-        "channels × 4 bytes). Training keeps activations for the backward pass; at 224 "
+        "channels × 4 bytes). Training keeps activations for the backward pass; at "
+        "224 "
         "px its peak "
         "is "
         + ", ".join(

@@ -97,7 +97,9 @@ def warmup_cosine(
     """The learning rate at update ``t``: warm-up, then cosine down to ``floor``."""
     if t < warmup:
         return start + (peak - start) * t / warmup
-    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * (t - warmup) / total))
+    return floor + 0.5 * (peak - floor) * (
+        1 + math.cos(math.pi * (t - warmup) / total)
+    )
 
 
 peak, floor, warmup, total = 1e-3, 1e-5, 50, 450

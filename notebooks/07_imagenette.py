@@ -85,9 +85,12 @@ print("profile:", PROFILE, "| device:", DEVICE)
 recipe = ctrain.imagenette_recipe()  # the same run as the clusters chapter's
 IMG_SIZE = recipe["img_size"]
 train_set, val_set, info = cdata.build_datasets("imagenette", img_size=IMG_SIZE)
-source = shorten_paths(str(info.source), cdata.data_root())  # relative to the data root
+source = shorten_paths(
+    str(info.source), cdata.data_root()
+)  # relative to the data root
 print(
-    f"Imagenette: {len(train_set)} train / {len(val_set)} val images at {IMG_SIZE} px, "
+    f"Imagenette: {len(train_set)} train / {len(val_set)} val images at {IMG_SIZE} "
+    "px, "
     f"from {source}"
 )
 
@@ -123,7 +126,8 @@ if model is None:
     seconds = run.history[-1]["elapsed_s"]
     model, trained_how = (
         run.model,
-        f"trained here: {recipe['epochs']} epochs at {IMG_SIZE} px, {seconds:.0f} s of "
+        f"trained here: {recipe['epochs']} epochs at {IMG_SIZE} px, {seconds:.0f} s "
+        "of "
         "training",
     )
     print(trained_how)
@@ -150,7 +154,9 @@ val_loader = cdata.make_loader(
 def evaluate(kind, **options):
     # convert_attention swaps a ccoat model's cores in place: convert a copy.
     converted = (
-        ccoat.convert_attention(copy.deepcopy(model), kind, **options).to(DEVICE).eval()
+        ccoat.convert_attention(copy.deepcopy(model), kind, **options)
+        .to(DEVICE)
+        .eval()
     )
     correct = seen = 0
     clusters = []
@@ -229,7 +235,8 @@ display(
         f"**{by_kind['clustered_factorized']['top1']:.1%}**; to exact softmax "
         "attention "
         f"**{by_kind['softmax']['top1']:.1%}**. The clustered kinds take "
-        f"{time_ratio('clustered'):.2f}× and {time_ratio('clustered_factorized'):.2f}× "
+        f"{time_ratio('clustered'):.2f}× and "
+        f"{time_ratio('clustered_factorized'):.2f}× "
         "the time of the original per image."
     )
 )

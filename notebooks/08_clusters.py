@@ -251,7 +251,8 @@ ax.set(
 fig.tight_layout()
 display(
     Markdown(
-        f"In stage 1, **{(sizes == 1).mean():.0%}** of clusters are singletons and the "
+        f"In stage 1, **{(sizes == 1).mean():.0%}** of clusters are singletons and "
+        "the "
         "largest "
         f"holds {int(sizes.max())} tokens."
     )
@@ -266,7 +267,8 @@ display(
 # %%
 fraction_1, top1 = per_stage.loc[1], run.history[-1]["val_top1"]
 model_is = (
-    f"the model was trained at the `{PROFILE}` profile ({recipe['epochs']} epoch(s) at "
+    f"the model was trained at the `{PROFILE}` profile ({recipe['epochs']} epoch(s) "
+    "at "
     f"{IMG_SIZE} px, val top-1 {top1:.1f}%)"
 )
 if fraction_1 > 0.9:
@@ -275,7 +277,8 @@ if fraction_1 > 0.9:
         "clusters per token), so the maps above show noise: with clusters this small "
         "they "
         "cannot show whether clusters follow regions of the image. Here "
-        f"{model_is}; a longer-trained model (the `gpu` profile) is needed to see that."
+        f"{model_is}; a longer-trained model (the `gpu` profile) is needed to see "
+        "that."
     )
 elif fraction_1 > 0.5:
     reading = (

@@ -86,7 +86,8 @@ def provenance_line(record: dict, markdown: bool = False) -> str:
     command = f"`{command}`" if markdown else command
     return (
         f"{command} at commit {str(record.get('git_commit', '?'))[:10]}, "
-        f"{record.get('device', '?')}, {record.get('threads', '?')} thread(s), profile "
+        f"{record.get('device', '?')}, {record.get('threads', '?')} thread(s), "
+        "profile "
         f"{record.get('profile', '?')}, {str(record.get('date', '?'))[:10]}"
     )
 
@@ -115,7 +116,9 @@ table = pd.DataFrame(
             "px": img,
             "total": c["total"] / 1e9,
             "attention core": c["attention"] / 1e9,
-            "hashing + clustering": sum(c.get(k, 0) for k in cost.CLUSTERING_COMPONENTS)
+            "hashing + clustering": sum(
+                c.get(k, 0) for k in cost.CLUSTERING_COMPONENTS
+            )
             / 1e9,
             "MLP": c["mlp"] / 1e9,
             "qkv + proj": (c["qkv"] + c["proj"]) / 1e9,
@@ -253,7 +256,9 @@ sweep_rows, _, sweep_record = cost_sweep.load(committed("cost_cpu.json"))
 print(
     textwrap.fill("from: " + provenance_line(sweep_record), 80, break_on_hyphens=False)
 )
-at, both = cost_sweep.crossover(sweep_rows, "clustered", "softmax", "fwd_vs_factorized")
+at, both = cost_sweep.crossover(
+    sweep_rows, "clustered", "softmax", "fwd_vs_factorized"
+)
 coat_wins = sweep_rows[
     (sweep_rows.kind == "clustered") & (sweep_rows.fwd_vs_factorized < 1)
 ]
