@@ -76,13 +76,11 @@ print(f"profile: {PROFILE}, torch {torch.__version__}, timm {timm.__version__}")
 # %%
 B, C, heads, H, W = 2, 64, 8, 56, 56
 N, Ch = 1 + H * W, C // heads
-x = torch.randn(
-    B, N, C
-)  # (B, N, C): class token first, then the grid in row-major order
+# (B, N, C): class token first, then the grid in row-major order
+x = torch.randn(B, N, C)
 qkv = torch.nn.Linear(C, 3 * C)
-q, k, v = (
-    qkv(x).reshape(B, N, 3, heads, Ch).permute(2, 0, 3, 1, 4)
-)  # each (B, heads, N, C_h)
+# each (B, heads, N, C_h)
+q, k, v = qkv(x).reshape(B, N, 3, heads, Ch).permute(2, 0, 3, 1, 4)
 print("q, k, v:", tuple(q.shape))
 
 # %% [markdown]
@@ -100,9 +98,8 @@ print("q, k, v:", tuple(q.shape))
 
 # %%
 def factorized_attention(q, k, v):
-    context = (
-        k.softmax(dim=2).transpose(-1, -2) @ v
-    )  # (B, heads, C_h, C_h): one summary per head
+    # (B, heads, C_h, C_h): one summary per head
+    context = k.softmax(dim=2).transpose(-1, -2) @ v
     return (q @ context) * Ch**-0.5  # (B, heads, N, C_h)
 
 
@@ -145,16 +142,13 @@ convs = torch.nn.ModuleList(
 
 def crpe(q, v, size):
     H, W = size
-    v_img = (
-        v[:, :, 1:].transpose(-1, -2).reshape(B, heads * Ch, H, W)
-    )  # (B, heads*C_h, H, W)
-    parts = v_img.split(
-        [n * Ch for n in windows.values()], dim=1
-    )  # one part per window
+    # (B, heads*C_h, H, W)
+    v_img = v[:, :, 1:].transpose(-1, -2).reshape(B, heads * Ch, H, W)
+    # one part per window
+    parts = v_img.split([n * Ch for n in windows.values()], dim=1)
     conv_v = torch.cat([conv(p) for conv, p in zip(convs, parts)], dim=1)
-    conv_v = conv_v.reshape(B, heads, Ch, H * W).transpose(
-        -1, -2
-    )  # (B, heads, H*W, C_h)
+    # (B, heads, H*W, C_h)
+    conv_v = conv_v.reshape(B, heads, Ch, H * W).transpose(-1, -2)
     return F.pad(q[:, :, 1:] * conv_v, (0, 0, 1, 0))  # zero row for the class token
 
 

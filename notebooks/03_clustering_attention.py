@@ -89,9 +89,8 @@ print(f"profile: {PROFILE}, torch {torch.__version__}")
 
 # %%
 side = ccoat.choose(smoke=128, cpu=224, gpu=224)
-photos = np.stack(
-    [np.asarray(im) for im in load_sample_images().images]
-)  # (2, 427, 640, 3)
+# (2, 427, 640, 3)
+photos = np.stack([np.asarray(im) for im in load_sample_images().images])
 images = torch.tensor(photos).permute(0, 3, 1, 2).float() / 255
 images = F.interpolate(
     images, size=(side, side), mode="bilinear", antialias=True
@@ -128,28 +127,24 @@ display(
 # %%
 q_img = q[:, :, 1:]  # (B, heads, H*W, C_h): the image tokens' queries
 lsh = hashing.E2LSH(Ch, n_hashes=32, bucket_width=4.0, seed=0)
-clusters = lsh(
-    q_img
-)  # ids (B, heads, H*W), counts (B, heads, K), num_clusters (B, heads)
+# ids (B, heads, H*W), counts (B, heads, K), num_clusters (B, heads)
+clusters = lsh(q_img)
 K = clusters.max_clusters
 
 
 def prototypes_by_hand(x, ids, counts):
     B, h, n, C = x.shape
     K = counts.shape[-1]
-    slot = ids + K * torch.arange(B * h).view(
-        B, h, 1
-    )  # (B, heads, n): a slot per (row, cluster)
+    # (B, heads, n): a slot per (row, cluster)
+    slot = ids + K * torch.arange(B * h).view(B, h, 1)
     sums = torch.zeros(B * h * K, C).index_add_(0, slot.flatten(), x.reshape(-1, C))
-    return (sums / counts.reshape(-1, 1).clamp(min=1)).view(
-        B, h, K, C
-    )  # (B, heads, K, C)
+    # (B, heads, K, C)
+    return (sums / counts.reshape(-1, 1).clamp(min=1)).view(B, h, K, C)
 
 
 def broadcast_by_hand(y, ids):
-    return torch.gather(
-        y, 2, ids.unsqueeze(-1).expand(-1, -1, -1, y.shape[-1])
-    )  # (B, heads, n, C)
+    # (B, heads, n, C)
+    return torch.gather(y, 2, ids.unsqueeze(-1).expand(-1, -1, -1, y.shape[-1]))
 
 
 protos = prototypes_by_hand(q_img, clusters.ids, clusters.counts)
@@ -182,12 +177,10 @@ display(
 def clustered_attention_by_hand(q, k, v, lsh):
     q_cls, q_img = q[:, :, :1], q[:, :, 1:]
     c = lsh(q_img)
-    queries = torch.cat(
-        [q_cls, prototypes_by_hand(q_img, c.ids, c.counts)], dim=2
-    )  # (B, h, 1+K, C)
-    attn = (queries @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(
-        dim=-1
-    )  # (B, h, 1+K, N)
+    # (B, h, 1+K, C)
+    queries = torch.cat([q_cls, prototypes_by_hand(q_img, c.ids, c.counts)], dim=2)
+    # (B, h, 1+K, N)
+    attn = (queries @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
     out = attn @ v  # (B, heads, 1 + K, C_h)
     return torch.cat([out[:, :, :1], broadcast_by_hand(out[:, :, 1:], c.ids)], dim=2)
 

@@ -516,9 +516,8 @@ train = rows.pivot_table(
 )
 same = (fwd.max(axis=1) - fwd.min(axis=1)) / fwd.max(axis=1)
 stage1 = cost.stage_shapes(model, 224)[0]
-hidden_bytes = (
-    stage1.tokens * stage1.hidden * 4
-)  # the stage-1 MLP's hidden activation, float32
+# the stage-1 MLP's hidden activation, float32
+hidden_bytes = stage1.tokens * stage1.hidden * 4
 spread = (
     "are equal to within 0.1%"
     if same.max() < 1e-3

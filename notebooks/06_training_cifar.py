@@ -148,9 +148,8 @@ DATA_DIR = os.environ.get("CCOAT_DATA") or (
     str(shared) if (shared / "cifar10").is_dir() else None
 )
 train_set, val_set, info = cdata.build_datasets(DATA, DATA_DIR, augment=False)
-source = shorten_paths(
-    str(info.source), cdata.data_root(DATA_DIR)
-)  # relative to the data root
+# relative to the data root
+source = shorten_paths(str(info.source), cdata.data_root(DATA_DIR))
 print(
     f"{info.name}: {info.n_train} train / {info.n_val} val images, "
     f"{info.num_classes} classes, {info.img_size}x{info.img_size} px"
@@ -329,9 +328,8 @@ for name in RUN_NAMES:
         }
     )
     commands.append(f"{name}, trained by: {shorten_paths(run['command'], root)}")
-    evaluated = results_file(
-        f"{name}/eval.json", CCOAT_REPO
-    )  # the final checkpoint, all test images
+    # the final checkpoint, all test images
+    evaluated = results_file(f"{name}/eval.json", CCOAT_REPO)
     if evaluated is not None:
         final = json.loads(evaluated.read_text())
         records[-1].update(
@@ -345,9 +343,8 @@ for name in RUN_NAMES:
             f"{shorten_paths(final['provenance']['command'], root)}"
         )
 if records:
-    display(
-        pd.DataFrame(records).set_index("run").T
-    )  # one column per run: fits the page
+    # one column per run: fits the page
+    display(pd.DataFrame(records).set_index("run").T)
     print(
         "\n".join(
             textwrap.fill(c, 88, subsequent_indent="    ", break_on_hyphens=False)

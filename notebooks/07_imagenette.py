@@ -85,9 +85,8 @@ print("profile:", PROFILE, "| device:", DEVICE)
 recipe = ctrain.imagenette_recipe()  # the same run as the clusters chapter's
 IMG_SIZE = recipe["img_size"]
 train_set, val_set, info = cdata.build_datasets("imagenette", img_size=IMG_SIZE)
-source = shorten_paths(
-    str(info.source), cdata.data_root()
-)  # relative to the data root
+# relative to the data root
+source = shorten_paths(str(info.source), cdata.data_root())
 print(
     f"Imagenette: {len(train_set)} train / {len(val_set)} val images at {IMG_SIZE} "
     "px, "

@@ -79,9 +79,8 @@ DOLLAR = "\\$"  # a literal dollar sign in Markdown, where $...$ is maths
 
 def provenance_line(record: dict, markdown: bool = False) -> str:
     """How a result was made, in one line; the command as code in Markdown."""
-    data_root = (record.get("config") or {}).get(
-        "data_dir"
-    )  # of the machine that ran it
+    # of the machine that ran it
+    data_root = (record.get("config") or {}).get("data_dir")
     command = shorten_paths(str(record.get("command", "?")), data_root)
     command = f"`{command}`" if markdown else command
     return (
@@ -164,9 +163,8 @@ draws = []
 for draw in range(ccoat.choose(smoke=2, cpu=10, gpu=10)):
     torch.manual_seed(1000 + draw)  # a new draw of every block's hash projections
     model = ccoat.create_model("ccoat_lite_tiny").eval()
-    model.load_state_dict(
-        weights, strict=False
-    )  # the hash buffers are not in a CoaT-Lite state dict
+    # the hash buffers are not in a CoaT-Lite state dict
+    model.load_state_dict(weights, strict=False)
     for i in range(len(photos)):
         draws.append(
             cost.macs(model, 224, images=photos[i : i + 1])["total"] / base["total"]
