@@ -118,8 +118,7 @@ rel = ((out - exact).norm() / exact.norm()).item()
 display(
     Markdown(
         "Relative difference between factorized and softmax attention on these "
-        "random "
-        f"tokens: **{rel:.2f}** — a different operator, not an approximation."
+        f"random tokens: **{rel:.2f}** — a different operator, not an approximation."
     )
 )
 
@@ -317,15 +316,13 @@ last = {r["kind"]: r for r in rows if r["N"] == max(x["N"] for x in rows)}
 display(
     Markdown(
         f"At $N = {last['softmax']['N']}$ tokens the counted cost of softmax "
-        "attention "
-        "is "
+        "attention is "
         f"**{last['softmax']['macs'] / last['factorized']['macs']:.0f}×** that of "
-        "factorized attention "
-        "and its measured time "
+        "factorized attention and its measured time "
         f"**{last['softmax']['seconds'] / last['factorized']['seconds']:.1f}×**. "
         "Measured times bend away from the counts at small $N$, where fixed per-call "
-        "overheads "
-        "dominate: a FLOP count is a model of time, not a measurement of it."
+        "overheads dominate: a FLOP count is a model of time, not a measurement of "
+        "it."
     )
 )
 

@@ -218,10 +218,8 @@ half = {
 display(
     Markdown(
         f"A pair collides with probability one half at $c \\approx {half[1]:.2f}\\,r$ "
-        "with one hash, "
-        f"and at $c \\approx {half[32]:.3f}\\,r$ with 32: for the same clusters, 32 "
-        "hashes need a "
-        f"bucket about **{half[1] / half[32]:.0f}×** wider."
+        f"with one hash, and at $c \\approx {half[32]:.3f}\\,r$ with 32: for the same "
+        f"clusters, 32 hashes need a bucket about **{half[1] / half[32]:.0f}×** wider."
     )
 )
 
@@ -322,8 +320,8 @@ assert torch.equal(clusters.ids, cluster_ids_by_hand(ours))
 display(
     Markdown(
         f"`ccoat.hashing` agrees with the hand-written codes and ids: {B} images × "
-        f"{heads} heads × "
-        f"{N} queries form between **{clusters.num_clusters.min().item()}** and "
+        f"{heads} heads × {N} queries form between "
+        f"**{clusters.num_clusters.min().item()}** and "
         f"**{clusters.num_clusters.max().item()}** clusters per row."
     )
 )

@@ -105,13 +105,11 @@ B, heads, N, Ch = q.shape  # (2, 8, 1 + H*W, 8)
 display(
     Markdown(
         f"{B} photos at {side}×{side} px give a {H}×{W} grid: N = {N} tokens with the "
-        "class token, "
-        f"{heads} heads of {Ch} channels. The queries have a per-channel standard "
-        "deviation of "
-        f"**{q.std().item():.3f}** and a mean norm per head of "
-        f"**{q.norm(dim=-1).mean().item():.2f}**: "
-        f"the scale the bucket width is measured against (ccoat's default is r = "
-        f"{hashing.DEFAULT_BUCKET_WIDTH} with {hashing.DEFAULT_N_HASHES} hashes)."
+        f"class token, {heads} heads of {Ch} channels. The queries have a per-channel "
+        f"standard deviation of **{q.std().item():.3f}** and a mean norm per head of "
+        f"**{q.norm(dim=-1).mean().item():.2f}**: the scale the bucket width is "
+        f"measured against (ccoat's default is r = {hashing.DEFAULT_BUCKET_WIDTH} "
+        f"with {hashing.DEFAULT_N_HASHES} hashes)."
     )
 )
 
@@ -155,10 +153,9 @@ torch.testing.assert_close(
 display(
     Markdown(
         f"Prototypes and broadcast agree with `ccoat.clustering`. The {H * W} image "
-        "queries of a row "
-        f"form {clusters.num_clusters.min().item()} to "
-        f"{clusters.num_clusters.max().item()} clusters "
-        f"(mean **{clusters.num_clusters.float().mean().item():.0f}**, "
+        f"queries of a row form {clusters.num_clusters.min().item()} to "
+        f"{clusters.num_clusters.max().item()} clusters (mean "
+        f"**{clusters.num_clusters.float().mean().item():.0f}**, "
         f"{clusters.num_clusters.float().mean().item() / (H * W):.1%} of the tokens)."
     )
 )
@@ -197,10 +194,8 @@ gap = (singletons - exact).abs().max().item()
 display(
     Markdown(
         "The hand-written clustered attention equals `ccoat`'s `ClusteredCore`. With "
-        "a bucket "
-        f"width of $10^{{-6}}$ every query is its own cluster and the result is exact "
-        "softmax "
-        f"attention: largest difference **{gap:.1e}**."
+        f"a bucket width of $10^{{-6}}$ every query is its own cluster and the result "
+        f"is exact softmax attention: largest difference **{gap:.1e}**."
     )
 )
 
@@ -339,16 +334,12 @@ default = min(rows, key=lambda row: abs(row["r"] - 4.0) + abs(row["n_hashes"] - 
 display(
     Markdown(
         f"With {default['n_hashes']} hashes and r = {default['r']}, the image tokens "
-        "form "
-        f"{default['clusters']:.0f} clusters per row on average "
-        f"({default['clusters'] / (N - 1):.1%} "
-        f"of them), and the relative error is **{default['error']:.4f}**, against "
-        f"**{baseline:.4f}** for a single cluster. The error falls as clusters are "
-        "added, but slowly: "
-        "on these untrained features most of the output is the shared average, and "
-        "the "
-        "part that "
-        "depends on the query is what the clusters must capture."
+        f"form {default['clusters']:.0f} clusters per row on average "
+        f"({default['clusters'] / (N - 1):.1%} of them), and the relative error is "
+        f"**{default['error']:.4f}**, against **{baseline:.4f}** for a single "
+        "cluster. The error falls as clusters are added, but slowly: on these "
+        "untrained features most of the output is the shared average, and the part "
+        "that depends on the query is what the clusters must capture."
     )
 )
 
@@ -385,12 +376,9 @@ if bench_file is not None:
         Markdown(
             f"Whole model at {m['img_size']} px: ccoat_lite_tiny takes "
             f"**{m['time_ratio_clustered_over_softmax']:.2f}×** the time of "
-            "coat_lite_tiny with "
-            f"softmax attention. (r = {bench['bucket_width']}, {bench['n_hashes']} "
-            "hashes; "
-            f"{bench['device']}, {bench['threads']} thread(s), commit "
-            f"{bench['git_commit'][:10]}, "
-            f"{bench['date'][:10]}.)"
+            f"coat_lite_tiny with softmax attention. (r = {bench['bucket_width']}, "
+            f"{bench['n_hashes']} hashes; {bench['device']}, {bench['threads']} "
+            f"thread(s), commit {bench['git_commit'][:10]}, {bench['date'][:10]}.)"
         )
     )
 else:
@@ -425,14 +413,11 @@ with torch.no_grad():
 display(
     Markdown(
         "Clustered factorized attention equals the cluster-averaged factorized "
-        "output. Its "
-        f"relative error against factorized attention is **{f_error:.2f}**, of the "
-        "order of how far "
-        f"the queries move to their prototypes (**{q_error:.2f}** of their norm) and "
-        "far above the "
-        "error of clustered softmax attention: at this bucket width the clusters are "
-        "loose, and "
-        f"only the softmax's averaging hides it."
+        "output. Its relative error against factorized attention is "
+        f"**{f_error:.2f}**, of the order of how far the queries move to their "
+        f"prototypes (**{q_error:.2f}** of their norm) and far above the error of "
+        "clustered softmax attention: at this bucket width the clusters are loose, "
+        "and only the softmax's averaging hides it."
     )
 )
 

@@ -259,15 +259,12 @@ best = min(
 )
 display(
     Markdown(
-        "Swapping CoaT's factorized attention for exact softmax attention alone moves "
-        "the logits by "
-        f"**{softmax_change:.0%}** (relative norm). The seed's clustered core can do "
-        "no better than "
-        f"exact softmax attention, which it approximates: its smallest change here is "
-        f"**{best['change']:.0%}** (r = {best['r']}). `clustered_factorized` stays "
-        "close to the "
-        "original at small r, because it approximates the operator the weights were "
-        "trained with."
+        "Swapping CoaT's factorized attention for exact softmax attention alone "
+        f"moves the logits by **{softmax_change:.0%}** (relative norm). The seed's "
+        "clustered core can do no better than exact softmax attention, which it "
+        f"approximates: its smallest change here is **{best['change']:.0%}** (r = "
+        f"{best['r']}). `clustered_factorized` stays close to the original at small "
+        "r, because it approximates the operator the weights were trained with."
     )
 )
 

@@ -195,15 +195,12 @@ query_side = (
 display(
     Markdown(
         f"The MLP holds **{share['mlp']:.0%}** of CoaT-Lite Tiny's MACs and the qkv "
-        "and output "
-        f"projections **{share['qkv'] + share['proj']:.0%}**. The attention core — "
-        "everything the "
-        f"seed's module replaces — holds **{share['attention']:.1%}**, and the "
-        "query-side product "
+        f"and output projections **{share['qkv'] + share['proj']:.0%}**. The "
+        "attention core — everything the seed's module replaces — holds "
+        f"**{share['attention']:.1%}**, and the query-side product "
         f"$q\\,(\\mathrm{{softmax}}(k)^\\top v)$, the only part that sees each query, "
         f"**{query_side:.1%}**. The CRPE term $q \\odot \\mathrm{{DWConv}}(v)$ also "
-        "needs every "
-        f"query ({share['crpe']:.1%})."
+        f"needs every query ({share['crpe']:.1%})."
     )
 )
 
@@ -224,7 +221,7 @@ compare = compare.loc[[c for c in cost.COMPONENTS if c in compare.index]]
 ax = compare.plot.bar(figsize=(9, 3.8), rot=30)
 ax.set_ylabel("share of the forward pass")
 ax.set_title(
-    f"CoaT-Lite Tiny, 224 px, batch 1: counted vs measured "
+    "CoaT-Lite Tiny, 224 px, batch 1: counted vs measured "
     f"({'GPU' if torch.cuda.is_available() else 'CPU'})"
 )
 ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
@@ -234,18 +231,14 @@ plt.tight_layout()
 display(
     Markdown(
         f"One forward pass took {total_time * 1e3:.0f} ms here. The MLP's "
-        f"**{share['mlp']:.0%}** of "
-        f"the MACs took **{time_share.get('mlp', 0):.0%}** of the time; the depthwise "
-        "convolutions "
-        f"(CPE and CRPE), **{share['cpe'] + share['crpe']:.1%}** of the MACs, took "
+        f"**{share['mlp']:.0%}** of the MACs took **{time_share.get('mlp', 0):.0%}** "
+        "of the time; the depthwise convolutions (CPE and CRPE), "
+        f"**{share['cpe'] + share['crpe']:.1%}** of the MACs, took "
         f"**{time_share.get('cpe', 0) + time_share.get('crpe', 0):.0%}**, and the "
-        "attention core "
-        f"**{time_share.get('attention', 0):.0%}**. Dense matrix products run near "
-        "the "
-        "machine's "
-        "peak; depthwise convolutions, softmaxes and reshapes move much data for "
-        "little arithmetic, "
-        "so they cost far more time than their MACs say."
+        f"attention core **{time_share.get('attention', 0):.0%}**. Dense matrix "
+        "products run near the machine's peak; depthwise convolutions, softmaxes and "
+        "reshapes move much data for little arithmetic, so they cost far more time "
+        "than their MACs say."
     )
 )
 
@@ -310,13 +303,9 @@ if "clustered" in KINDS:
     display(
         Markdown(
             f"Stage 1 at {audit_sizes[0]} px: {sh.image_tokens} image queries per "
-            "head "
-            "fall into "
-            f"**{min(per_row):.0f}–{max(per_row):.0f}** clusters per row (mean over "
-            "the batch and "
-            "heads of each block); prototype attention counts "
-            f"{counted_attention / 1e6:.1f} M MACs, "
-            "as the formula says."
+            f"head fall into **{min(per_row):.0f}–{max(per_row):.0f}** clusters per "
+            "row (mean over the batch and heads of each block); prototype attention "
+            f"counts {counted_attention / 1e6:.1f} M MACs, as the formula says."
         )
     )
 
@@ -466,23 +455,17 @@ for kind, group in others.groupby("kind", sort=False):
         else "about as its MACs say"
     )
     verdicts.append(
-        f"- **{kind}**: {med:.2f}× CoaT-Lite's time per MAC (median over "
-        f"{len(group)} resolutions; {lo:.2f}–{hi:.2f}): {reading}."
+        f"- **{kind}**: {med:.2f}× CoaT-Lite's time per MAC (median over {len(group)} "
+        f"resolutions; {lo:.2f}–{hi:.2f}): {reading}."
     )
 display(
     Markdown(
         "\n".join(verdicts) + "\n\n"
         "The clustered kinds' hashing, sort, scatter-mean and gather have almost no "
-        "MACs but "
-        "take time (the component times above show them); exact softmax attention "
-        "runs "
-        "its "
-        "$N^2$ products in one fused kernel (PyTorch's flash attention for the CPU), "
-        "whose rate "
-        "differs from that of CoaT-Lite's many small operations. A MAC count ranks "
-        "the "
-        "kinds, "
-        "but it does not price them."
+        "MACs but take time (the component times above show them); exact softmax "
+        "attention runs its $N^2$ products in one fused kernel (PyTorch's flash "
+        "attention for the CPU), whose rate differs from that of CoaT-Lite's many "
+        "small operations. A MAC count ranks the kinds, but it does not price them."
     )
 )
 
@@ -528,15 +511,12 @@ display(
         f"At every resolution measured, the forward peaks of the kinds {spread}: at "
         f"224 px the peak is {fwd.loc[224].max() / 2**20:.1f} MiB, "
         f"{fwd.loc[224].max() / hidden_bytes:.1f}× the stage-1 MLP's hidden "
-        "activation "
-        f"({hidden_bytes / 2**20:.1f} MiB, tokens × {stage1.hidden} "
+        f"activation ({hidden_bytes / 2**20:.1f} MiB, tokens × {stage1.hidden} "
         "channels × 4 bytes). Training keeps activations for the backward pass; at "
-        "224 "
-        "px its peak "
-        "is "
+        "224 px its peak is "
         + ", ".join(
-            f"{train.loc[224, k] / train.loc[224, 'factorized']:.3f}× CoaT-Lite's "
-            f"for {k}"
+            f"{train.loc[224, k] / train.loc[224, 'factorized']:.3f}× CoaT-Lite's for "
+            f"{k}"
             for k in train.columns
             if k != "factorized"
         )
@@ -553,16 +533,12 @@ display(
 at_224 = rows[rows.img_size == 224].set_index("kind")
 wins_over_coat, beats_softmax = {}, None
 lines = [
-    f"1. **What the seed's module can touch.** At 224 px the attention core is "
+    "1. **What the seed's module can touch.** At 224 px the attention core is "
     f"{share['attention']:.1%} of CoaT-Lite Tiny's MACs, and the query-side product "
-    "that "
-    f"clustering the queries can shrink is {query_side:.1%}. A clustering that cost "
-    "nothing "
-    f"would save at most {query_side:.1%} of CoaT-Lite's MACs; the MLP "
-    f"({share['mlp']:.0%}) "
-    f"and the projections ({share['qkv'] + share['proj']:.0%}) see every token "
-    "whatever the "
-    "attention does.",
+    f"that clustering the queries can shrink is {query_side:.1%}. A clustering that "
+    f"cost nothing would save at most {query_side:.1%} of CoaT-Lite's MACs; the MLP "
+    f"({share['mlp']:.0%}) and the projections ({share['qkv'] + share['proj']:.0%}) "
+    "see every token whatever the attention does.",
 ]
 for kind in [k for k in ("clustered", "clustered_factorized") if k in at_224.index]:
     faster = rows[(rows.kind == kind)].set_index("img_size").fwd_vs_factorized < 1
@@ -570,11 +546,9 @@ for kind in [k for k in ("clustered", "clustered_factorized") if k in at_224.ind
     lines.append(
         f"{len(lines) + 1}. **{kind} against CoaT-Lite.** At 224 px it needs "
         f"{at_224.loc[kind, 'macs'] / at_224.loc['factorized', 'macs']:.2f}× "
-        "CoaT-Lite's MACs "
-        f"and {at_224.loc[kind, 'fwd_vs_factorized']:.2f}× its forward "
-        f"time; it is faster than CoaT-Lite at {int(faster.sum())} of the "
-        f"{int(faster.notna().sum())} "
-        "resolutions measured."
+        f"CoaT-Lite's MACs and {at_224.loc[kind, 'fwd_vs_factorized']:.2f}× its "
+        f"forward time; it is faster than CoaT-Lite at {int(faster.sum())} of the "
+        f"{int(faster.notna().sum())} resolutions measured."
     )
 soft_ratio = (
     rows[rows.kind == "softmax"].set_index("img_size").fwd_vs_factorized.dropna()
@@ -582,10 +556,8 @@ soft_ratio = (
 lines.append(
     f"{len(lines) + 1}. **Where clustering has room.** Exact softmax attention takes "
     f"{soft_ratio.iloc[0]:.1f}× CoaT-Lite's forward time at {soft_ratio.index[0]} px "
-    "and "
-    f"{soft_ratio.iloc[-1]:.1f}× at {soft_ratio.index[-1]} px, the largest size the "
-    "sweep "
-    "measured it at (beyond, its estimated time passed the sweep's limit)."
+    f"and {soft_ratio.iloc[-1]:.1f}× at {soft_ratio.index[-1]} px, the largest size "
+    "the sweep measured it at (beyond, its estimated time passed the sweep's limit)."
 )
 if "clustered" in set(rows.kind):
     # Times relative to factorized attention in the same round: the fairest comparison.
@@ -602,11 +574,10 @@ if "clustered" in set(rows.kind):
             )
         else:
             first = "the smallest size measured, " if at == table.index.min() else ""
+            there = table.loc[at, "clustered"] / table.loc[at, "softmax"]
             text = (
-                f"clustered attention is faster from **{at} px** ({first}"
-                f"{table.loc[at, 'clustered'] / table.loc[at, 'softmax']:.2f}× "
-                "softmax's "
-                f"time there) at every larger size where both were measured "
+                f"clustered attention is faster from **{at} px** ({first}{there:.2f}× "
+                "softmax's time there) at every larger size where both were measured "
                 f"(up to {table.index.max()} px, where it takes "
                 f"{table['clustered'].iloc[-1] / table['softmax'].iloc[-1]:.2f}×)"
             )
@@ -617,12 +588,9 @@ if "clustered" in set(rows.kind):
 if wins_over_coat and not any(wins_over_coat.values()) and beats_softmax is not None:
     lines.append(
         "\n**In short:** the seed's module does not make CoaT-Lite cheaper — CoaT's "
-        "factorized "
-        "attention already does little work per query, and clustering adds its own — "
-        "but it "
-        "does make exact softmax attention cheaper, in MACs and in measured time, "
-        "from "
-        f"{beats_softmax} px on."
+        "factorized attention already does little work per query, and clustering "
+        "adds its own — but it does make exact softmax attention cheaper, in MACs "
+        f"and in measured time, from {beats_softmax} px on."
     )
 display(Markdown("\n".join(lines)))
 

@@ -151,8 +151,8 @@ train_set, val_set, info = cdata.build_datasets(DATA, DATA_DIR, augment=False)
 # relative to the data root
 source = shorten_paths(str(info.source), cdata.data_root(DATA_DIR))
 print(
-    f"{info.name}: {info.n_train} train / {info.n_val} val images, "
-    f"{info.num_classes} classes, {info.img_size}x{info.img_size} px"
+    f"{info.name}: {info.n_train} train / {info.n_val} val images, {info.num_classes} "
+    f"classes, {info.img_size}x{info.img_size} px"
 )
 print(f"read from {source}")
 
@@ -283,9 +283,9 @@ display(
     Markdown(
         f"In this run the fastest to train was **{fastest}** attention at "
         f"{summary.images_per_s.max():.0f} images/s; the best val top-1 was "
-        f"{summary.val_top1.max():.1f}% (**{summary.val_top1.idxmax()}**). "
-        f"With the {PROFILE} profile's few updates these numbers say little about the "
-        "models; the committed runs below trained longer."
+        f"{summary.val_top1.max():.1f}% (**{summary.val_top1.idxmax()}**). With the "
+        f"{PROFILE} profile's few updates these numbers say little about the models; "
+        "the committed runs below trained longer."
     )
 )
 

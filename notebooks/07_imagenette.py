@@ -89,8 +89,7 @@ train_set, val_set, info = cdata.build_datasets("imagenette", img_size=IMG_SIZE)
 source = shorten_paths(str(info.source), cdata.data_root())
 print(
     f"Imagenette: {len(train_set)} train / {len(val_set)} val images at {IMG_SIZE} "
-    "px, "
-    f"from {source}"
+    f"px, from {source}"
 )
 
 
@@ -126,8 +125,7 @@ if model is None:
     model, trained_how = (
         run.model,
         f"trained here: {recipe['epochs']} epochs at {IMG_SIZE} px, {seconds:.0f} s "
-        "of "
-        "training",
+        "of training",
     )
     print(trained_how)
     print(json.dumps(run.history[-1], indent=1))
@@ -227,16 +225,15 @@ def time_ratio(kind):
 display(
     Markdown(
         "Trained with factorized attention, the model reaches "
-        f"**{by_kind['factorized']['top1']:.1%}** "
-        f"top-1 on the {len(val_loader.dataset)} validation images evaluated here. "
-        "Converted to the seed's clustered attention it reaches "
+        f"**{by_kind['factorized']['top1']:.1%}** top-1 on the "
+        f"{len(val_loader.dataset)} validation images evaluated here. Converted to "
+        "the seed's clustered attention it reaches "
         f"**{by_kind['clustered']['top1']:.1%}**; to clustered-factorized attention "
         f"**{by_kind['clustered_factorized']['top1']:.1%}**; to exact softmax "
-        "attention "
-        f"**{by_kind['softmax']['top1']:.1%}**. The clustered kinds take "
+        f"attention **{by_kind['softmax']['top1']:.1%}**. The clustered kinds take "
         f"{time_ratio('clustered'):.2f}× and "
-        f"{time_ratio('clustered_factorized'):.2f}× "
-        "the time of the original per image."
+        f"{time_ratio('clustered_factorized'):.2f}× the time of the original per "
+        "image."
     )
 )
 
@@ -311,14 +308,13 @@ display(
     Markdown(
         f"Over bucket widths {min(widths)} to {max(widths)}, top-1 spans "
         f"**{min(acc):.1f}–{max(acc):.1f}%** on {n_val} validation images (highest at "
-        "r = "
-        f"{best['bucket_width']}), against a standard error of about {noise:.1f} "
-        "points per "
-        f"accuracy. {trend}. At the `{PROFILE}` profile the model is {trained_how}: "
+        f"r = {best['bucket_width']}), against a standard error of about {noise:.1f} "
+        f"points per accuracy. {trend}. At the `{PROFILE}` profile the model is "
+        f"{trained_how}: "
         + (
             "this sweep can show how a briefly trained model converts, not how a "
-            "well-trained one "
-            "does (the `gpu` profile starts from timm's ImageNet weights)."
+            "well-trained one does (the `gpu` profile starts from timm's ImageNet "
+            "weights)."
             if PROFILE != "gpu"
             else "this sweep shows how a well-trained model converts."
         )

@@ -164,8 +164,8 @@ label = (
     .split(",")[0]
 )
 fig.suptitle(
-    f"First block of each stage: tokens coloured by their cluster's prototype; "
-    f"'k of N': clusters of tokens (a {label})"
+    "First block of each stage: tokens coloured by their cluster's prototype; 'k of "
+    f"N': clusters of tokens (a {label})"
 )
 fig.tight_layout()
 
@@ -252,9 +252,7 @@ fig.tight_layout()
 display(
     Markdown(
         f"In stage 1, **{(sizes == 1).mean():.0%}** of clusters are singletons and "
-        "the "
-        "largest "
-        f"holds {int(sizes.max())} tokens."
+        f"the largest holds {int(sizes.max())} tokens."
     )
 )
 
@@ -268,31 +266,28 @@ display(
 fraction_1, top1 = per_stage.loc[1], run.history[-1]["val_top1"]
 model_is = (
     f"the model was trained at the `{PROFILE}` profile ({recipe['epochs']} epoch(s) "
-    "at "
-    f"{IMG_SIZE} px, val top-1 {top1:.1f}%)"
+    f"at {IMG_SIZE} px, val top-1 {top1:.1f}%)"
 )
 if fraction_1 > 0.9:
     reading = (
         f"In stage 1 nearly every token is its own cluster (median {fraction_1:.2f} "
         "clusters per token), so the maps above show noise: with clusters this small "
-        "they "
-        "cannot show whether clusters follow regions of the image. Here "
+        "they cannot show whether clusters follow regions of the image. Here "
         f"{model_is}; a longer-trained model (the `gpu` profile) is needed to see "
         "that."
     )
 elif fraction_1 > 0.5:
     reading = (
         f"In stage 1 a cluster holds few tokens (median {fraction_1:.2f} clusters per "
-        "token): the maps show small groups of tokens, not whole regions, so they say "
-        f"little about whether clusters follow the image. Here {model_is}."
+        "token): the maps show small groups of tokens, not whole regions, so they "
+        f"say little about whether clusters follow the image. Here {model_is}."
     )
 else:
     reading = (
         f"In stage 1 clusters hold several tokens each (median {fraction_1:.2f} "
-        "clusters "
-        "per token), so the maps can show where clusters follow the image: uniform "
-        "areas "
-        f"in one colour, detailed ones broken into many. Here {model_is}."
+        "clusters per token), so the maps can show where clusters follow the image: "
+        "uniform areas in one colour, detailed ones broken into many. Here "
+        f"{model_is}."
     )
 display(
     Markdown(

@@ -86,8 +86,7 @@ def provenance_line(record: dict, markdown: bool = False) -> str:
     return (
         f"{command} at commit {str(record.get('git_commit', '?'))[:10]}, "
         f"{record.get('device', '?')}, {record.get('threads', '?')} thread(s), "
-        "profile "
-        f"{record.get('profile', '?')}, {str(record.get('date', '?'))[:10]}"
+        f"profile {record.get('profile', '?')}, {str(record.get('date', '?'))[:10]}"
     )
 
 
@@ -135,18 +134,14 @@ touchable = base["attention"] / base["total"]
 display(
     Markdown(
         "At 224 px, the part of CoaT-Lite Tiny that the seed's module replaces (the "
-        "attention core) is "
-        f"**{touchable:.1%}** of its multiply-accumulates; the MLPs are "
-        f"{base['mlp'] / base['total']:.0%} and "
-        "the qkv and output projections "
-        f"{(base['qkv'] + base['proj']) / base['total']:.0%}. Replacing "
+        f"attention core) is **{touchable:.1%}** of its multiply-accumulates; the "
+        f"MLPs are {base['mlp'] / base['total']:.0%} and the qkv and output "
+        f"projections {(base['qkv'] + base['proj']) / base['total']:.0%}. Replacing "
         "factorized attention with the seed's clustered attention changes the total "
-        "from "
-        f"{base['total'] / 1e9:.2f} to **{seed['total'] / 1e9:.2f} GMACs** "
+        f"from {base['total'] / 1e9:.2f} to **{seed['total'] / 1e9:.2f} GMACs** "
         f"({seed['total'] / base['total'] - 1:+.0%}): softmax attention of prototypes "
-        "against all keys "
-        "costs more than CoaT's factorized attention, which is already linear in the "
-        "number of tokens."
+        "against all keys costs more than CoaT's factorized attention, which is "
+        "already linear in the number of tokens."
     )
 )
 
@@ -172,8 +167,8 @@ for draw in range(ccoat.choose(smoke=2, cpu=10, gpu=10)):
 display(
     Markdown(
         f"Over {len(draws) // 2} draws of the projections and 2 photos, Clustering "
-        "CoaT Tiny at 224 px "
-        f"needs **{min(draws):.2f}× to {max(draws):.2f}×** CoaT-Lite Tiny's MACs: "
+        f"CoaT Tiny at 224 px needs **{min(draws):.2f}× to {max(draws):.2f}×** "
+        "CoaT-Lite Tiny's MACs: "
         + ("more in every case." if min(draws) > 1 else "not more in every case.")
     )
 )
@@ -197,10 +192,10 @@ fig.tight_layout()
 display(
     Markdown(
         "Measured, Clustering CoaT Tiny takes "
-        f"**{bench['model']['time_ratio_clustered_over_factorized']:.2f}×** "
-        "the forward time of CoaT-Lite Tiny with its own factorized attention. **The "
-        "seed's module does "
-        f"not make CoaT-Lite cheaper**, in counted operations or in time."
+        f"**{bench['model']['time_ratio_clustered_over_factorized']:.2f}×** the "
+        "forward time of CoaT-Lite Tiny with its own factorized attention. **The "
+        "seed's module does not make CoaT-Lite cheaper**, in counted operations or "
+        "in time."
     )
 )
 
@@ -229,17 +224,14 @@ largest = max(layer.values(), key=lambda r: r["tokens"])
 display(
     Markdown(
         "One attention layer of CoaT-Lite's first stage (C = 64, 8 heads) on real "
-        "image features: with "
-        f"{largest['tokens']} tokens the clustered layer takes "
-        f"**{largest['time_ratio_clustered_over_softmax']:.2f}×** "
-        "the time of exact softmax attention (PyTorch's SDPA), and the whole "
-        "clustered model at "
+        f"image features: with {largest['tokens']} tokens the clustered layer takes "
+        f"**{largest['time_ratio_clustered_over_softmax']:.2f}×** the time of exact "
+        "softmax attention (PyTorch's SDPA), and the whole clustered model at "
         f"{bench['model']['img_size']} px takes "
-        f"**{bench['model']['time_ratio_clustered_over_softmax']:.2f}×** the "
-        "time of the same model with softmax attention. That is where ACT's idea "
-        "pays: it makes "
-        "softmax attention affordable at high resolution, not a linear attention "
-        "cheaper."
+        f"**{bench['model']['time_ratio_clustered_over_softmax']:.2f}×** the time of "
+        "the same model with softmax attention. That is where ACT's idea pays: it "
+        "makes softmax attention affordable at high resolution, not a linear "
+        "attention cheaper."
     )
 )
 
@@ -266,8 +258,8 @@ display(
         "the clustered model "
         + (
             f"is faster than the softmax model from **{at} px** on "
-            f"({both.loc[at, 'clustered'] / both.loc[at, 'softmax']:.2f}× "
-            "its forward time there, "
+            f"({both.loc[at, 'clustered'] / both.loc[at, 'softmax']:.2f}× its forward "
+            "time there, "
             f"{both['clustered'].iloc[-1] / both['softmax'].iloc[-1]:.2f}× at "
             f"{both.index.max()} px)"
             if at is not None
@@ -321,8 +313,7 @@ for name, r in runs.items():
     minutes = sum(h["epoch_time_s"] for h in r["history"]) / 60
     lines.append(
         f"- `{name}`: top-1 **{test}**, {len(r['history'])} epochs, {minutes:.0f} min "
-        "of "
-        f"training. Dataset: {dataset.replace('$', DOLLAR)}. Run: "
+        f"of training. Dataset: {dataset.replace('$', DOLLAR)}. Run: "
         f"{provenance_line(r['run'], markdown=True)}."
     )
 display(Markdown("CIFAR-10 (JPEG copy):\n\n" + "\n".join(lines)))
