@@ -37,3 +37,21 @@ def test_every_notebook_is_in_the_book():
     toc = (NOTEBOOKS.parent / "book" / "_toc.yml").read_text()
     missing = [s.stem for s in SOURCES if f"notebooks/{s.stem}" not in toc]
     assert not missing, f"notebooks missing from book/_toc.yml: {missing}"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_install_and_import_cells_are_collapsed_and_name_the_configured_repository(source):
+    """The Colab install cell and the import cell are folded away in the book (hide-input),
+    and the install cell's CCOAT_REPO, from which chapters fetch results/ on Colab, is the
+    repository that _config.yml names."""
+    import yaml
+
+    config = yaml.safe_load((NOTEBOOKS.parent / "_config.yml").read_text())
+    code = [c for c in jupytext.read(source).cells if c.cell_type == "code"]
+    install, imports = code[0], code[1]
+    assert '"google.colab" in sys.modules' in install.source, f"{source.name}: install cell first"
+    for cell in (install, imports):
+        assert "hide-input" in cell.metadata.get("tags", []), \
+            f"{source.name}: cell {cell.source.splitlines()[0]!r} should be tagged hide-input"
+    assert f'CCOAT_REPO = "{config["repository"]["url"]}"' in install.source, \
+        f"{source.name}: CCOAT_REPO differs from repository.url in _config.yml"
