@@ -1,4 +1,5 @@
-"""One figure theme for the whole book, and small plotting helpers the notebooks share."""
+"""One figure theme for the whole book, and small helpers the notebooks share to show results:
+plotting, and :func:`glue`, which places a computed number in the prose of the built book."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -31,3 +32,18 @@ def block_label(name: str) -> str:
     """``"stages.0.blocks.1"`` -> ``"s1.b2"``: stages and blocks counted from 1, as in the text."""
     parts = name.split(".")
     return f"s{int(parts[1]) + 1}.b{int(parts[3]) + 1}"
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Place ``value`` in the book's prose, where a Markdown cell writes
+    ``{glue:text}`name:.2f```; the number stays computed, the prose stays prose.
+
+    In the book this is myst-nb's ``glue``. Where myst-nb is not installed (Colab), the value
+    is printed under the cell instead, so the reader still sees it.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        print(f"{name} = {value}")
+        return
+    myst_glue(name, value, display=display)

@@ -56,9 +56,8 @@ import matplotlib.pyplot as plt
 import timm
 import torch
 import torch.nn.functional as F
-from IPython.display import Markdown, display
 
-from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.plotting import KIND_COLORS, glue, set_theme
 
 set_theme()
 torch.manual_seed(0)
@@ -114,13 +113,11 @@ print("factorized attention matches ccoat:", tuple(out.shape))
 
 # %%
 exact = F.scaled_dot_product_attention(q, k, v)
-rel = ((out - exact).norm() / exact.norm()).item()
-display(
-    Markdown(
-        "Relative difference between factorized and softmax attention on these "
-        f"random tokens: **{rel:.2f}** — a different operator, not an approximation."
-    )
-)
+glue("rel", ((out - exact).norm() / exact.norm()).item())
+
+# %% [markdown]
+# Relative difference between factorized and softmax attention on these random tokens:
+# **{glue:text}`rel:.2f`** — a different operator, not an approximation.
 
 # %% [markdown]
 # ## Conv relative position encoding (CRPE)
@@ -223,14 +220,13 @@ model = ccoat.load_timm_weights(ccoat.create_model("coat_lite_tiny"), reference)
 images = torch.randn(2, 3, 224, 224)
 with torch.no_grad():
     gap = (model(images) - reference(images)).abs().max().item()
-n_params = sum(p.numel() for p in model.parameters())
-display(
-    Markdown(
-        f"CoaT-Lite Tiny: {n_params / 1e6:.2f} M parameters in both; the largest "
-        f"difference between ccoat's and timm's logits is **{gap:.1e}** (float32)."
-    )
-)
 assert gap <= 1e-5
+glue("params_m", sum(p.numel() for p in model.parameters()) / 1e6)
+glue("gap", gap)
+
+# %% [markdown]
+# CoaT-Lite Tiny: {glue:text}`params_m:.2f` M parameters in both; the largest difference
+# between ccoat's and timm's logits is **{glue:text}`gap:.1e`** (float32).
 
 # %% [markdown]
 # ## Why factorized attention is linear in $N$
@@ -313,18 +309,16 @@ fig.tight_layout()
 
 # %%
 last = {r["kind"]: r for r in rows if r["N"] == max(x["N"] for x in rows)}
-display(
-    Markdown(
-        f"At $N = {last['softmax']['N']}$ tokens the counted cost of softmax "
-        "attention is "
-        f"**{last['softmax']['macs'] / last['factorized']['macs']:.0f}×** that of "
-        "factorized attention and its measured time "
-        f"**{last['softmax']['seconds'] / last['factorized']['seconds']:.1f}×**. "
-        "Measured times bend away from the counts at small $N$, where fixed per-call "
-        "overheads dominate: a FLOP count is a model of time, not a measurement of "
-        "it."
-    )
-)
+glue("n_last", last["softmax"]["N"])
+glue("macs_ratio", last["softmax"]["macs"] / last["factorized"]["macs"])
+glue("time_ratio", last["softmax"]["seconds"] / last["factorized"]["seconds"])
+
+# %% [markdown]
+# At $N$ = {glue:text}`n_last` tokens the counted cost of softmax attention is
+# **{glue:text}`macs_ratio:.0f`×** that of factorized attention and its measured time
+# **{glue:text}`time_ratio:.1f`×**. Measured times bend away from the counts at small $N$,
+# where fixed per-call overheads dominate: a FLOP count is a model of time, not a
+# measurement of it.
 
 # %% [markdown]
 # ## Summary

@@ -56,9 +56,8 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import Markdown, display
 
-from ccoat.plotting import set_theme
+from ccoat.plotting import glue, set_theme
 
 set_theme()
 torch.manual_seed(0)
@@ -215,13 +214,14 @@ half = {
     n: fine[(collision_probability(fine) ** n - 0.5).abs().argmin()].item()
     for n in (1, 32)
 }
-display(
-    Markdown(
-        f"A pair collides with probability one half at $c \\approx {half[1]:.2f}\\,r$ "
-        f"with one hash, and at $c \\approx {half[32]:.3f}\\,r$ with 32: for the same "
-        f"clusters, 32 hashes need a bucket about **{half[1] / half[32]:.0f}×** wider."
-    )
-)
+glue("half_1", half[1])
+glue("half_32", half[32])
+glue("wider", half[1] / half[32])
+
+# %% [markdown]
+# A pair collides with probability one half at $c \approx$ {glue:text}`half_1:.2f` $r$ with
+# one hash, and at $c \approx$ {glue:text}`half_32:.3f` $r$ with 32: for the same clusters,
+# 32 hashes need a bucket about **{glue:text}`wider:.0f`×** wider.
 
 # %% [markdown]
 # ## What the bucket width does to the number of clusters
@@ -317,14 +317,16 @@ ours = e2lsh(queries.reshape(-1, 8), lsh.projections, lsh.offsets, width).view(
 torch.testing.assert_close(lsh.codes(queries).long(), ours)
 clusters = lsh(queries)
 assert torch.equal(clusters.ids, cluster_ids_by_hand(ours))
-display(
-    Markdown(
-        f"`ccoat.hashing` agrees with the hand-written codes and ids: {B} images × "
-        f"{heads} heads × {N} queries form between "
-        f"**{clusters.num_clusters.min().item()}** and "
-        f"**{clusters.num_clusters.max().item()}** clusters per row."
-    )
-)
+glue("B", B)
+glue("heads", heads)
+glue("N", N)
+glue("fewest", clusters.num_clusters.min().item())
+glue("most", clusters.num_clusters.max().item())
+
+# %% [markdown]
+# `ccoat.hashing` agrees with the hand-written codes and ids: {glue:text}`B` images ×
+# {glue:text}`heads` heads × {glue:text}`N` queries form between **{glue:text}`fewest`**
+# and **{glue:text}`most`** clusters per row.
 
 # %% [markdown]
 # ## Summary

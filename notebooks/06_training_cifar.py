@@ -254,7 +254,7 @@ for kind, model_args in MODELS.items():
 
 # %%
 def plot_curves(histories: dict, title: str) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
     for kind, h in histories.items():
         color = KIND_COLORS.get(kind)
         axes[0].plot(h.epoch, h.train_loss, "o-", color=color, label=kind)
@@ -265,6 +265,7 @@ def plot_curves(histories: dict, title: str) -> None:
     axes[2].set(xlabel="wall-clock time (min)", ylabel="val top-1 (%)")
     axes[0].legend()
     fig.suptitle(title)
+    fig.tight_layout()
     plt.show()
 
 
@@ -391,7 +392,7 @@ if clustered_runs:
         Markdown(
             "After the last epoch the queries formed "
             + ", ".join(
-                f"{last[s]:.1f} clusters for {n} tokens in {s}"
+                f"{last[s]:.1f} clusters for {n} tokens in stage {s[5:]}"
                 for s, n in zip(stages, tokens)
             )
             + "."
