@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 from sklearn.datasets import load_sample_images
 
-from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.plotting import KIND_COLORS, glue, set_theme
 from ccoat.provenance import results_file
 
 set_theme()
@@ -102,16 +102,20 @@ model = ccoat.create_model("coat_lite_tiny").eval()  # random init, seed 0
 with torch.no_grad():
     q, k, v, (H, W) = clustering.block_qkv(model, inputs, stage=0, block=0)
 B, heads, N, Ch = q.shape  # (2, 8, 1 + H*W, 8)
-display(
-    Markdown(
-        f"{B} photos at {side}×{side} px give a {H}×{W} grid: N = {N} tokens with the "
-        f"class token, {heads} heads of {Ch} channels. The queries have a per-channel "
-        f"standard deviation of **{q.std().item():.3f}** and a mean norm per head of "
-        f"**{q.norm(dim=-1).mean().item():.2f}**: the scale the bucket width is "
-        f"measured against (ccoat's default is r = {hashing.DEFAULT_BUCKET_WIDTH} "
-        f"with {hashing.DEFAULT_N_HASHES} hashes)."
-    )
-)
+for name, value in dict(B=B, side=side, H=H, W=W, N=N, heads=heads, Ch=Ch).items():
+    glue(name, value)
+glue("q_std", q.std().item())
+glue("q_norm", q.norm(dim=-1).mean().item())
+glue("default_r", hashing.DEFAULT_BUCKET_WIDTH)
+glue("default_n", hashing.DEFAULT_N_HASHES)
+
+# %% [markdown]
+# {glue:text}`B` photos at {glue:text}`side` px square give a {glue:text}`H` × {glue:text}`W`
+# grid: N = {glue:text}`N` tokens with the class token, {glue:text}`heads` heads of
+# {glue:text}`Ch` channels. The queries have a per-channel standard deviation of
+# **{glue:text}`q_std:.3f`** and a mean norm per head of **{glue:text}`q_norm:.2f`**: the
+# scale the bucket width is measured against (ccoat's default is r =
+# {glue:text}`default_r` with {glue:text}`default_n` hashes).
 
 # %% [markdown]
 # ## Prototypes and broadcast, by hand
@@ -150,15 +154,16 @@ torch.testing.assert_close(protos, clustering.prototypes(q_img, clusters))
 torch.testing.assert_close(
     broadcast_by_hand(protos, clusters.ids), clustering.broadcast(protos, clusters)
 )
-display(
-    Markdown(
-        f"Prototypes and broadcast agree with `ccoat.clustering`. The {H * W} image "
-        f"queries of a row form {clusters.num_clusters.min().item()} to "
-        f"{clusters.num_clusters.max().item()} clusters (mean "
-        f"**{clusters.num_clusters.float().mean().item():.0f}**, "
-        f"{clusters.num_clusters.float().mean().item() / (H * W):.1%} of the tokens)."
-    )
-)
+glue("image_tokens", H * W)
+glue("fewest", clusters.num_clusters.min().item())
+glue("most", clusters.num_clusters.max().item())
+glue("mean_clusters", clusters.num_clusters.float().mean().item())
+glue("cluster_share", clusters.num_clusters.float().mean().item() / (H * W))
+
+# %% [markdown]
+# Prototypes and broadcast agree with `ccoat.clustering`. The {glue:text}`image_tokens`
+# image queries of a row form {glue:text}`fewest` to {glue:text}`most` clusters (mean
+# **{glue:text}`mean_clusters:.0f`**, {glue:text}`cluster_share:.1%` of the tokens).
 
 # %% [markdown]
 # ## Clustered attention, by hand
@@ -190,14 +195,12 @@ with torch.no_grad():
     singletons = clustering.ClusteredCore(Ch, n_hashes=32, bucket_width=1e-6, seed=0)(
         q, k, v
     )
-gap = (singletons - exact).abs().max().item()
-display(
-    Markdown(
-        "The hand-written clustered attention equals `ccoat`'s `ClusteredCore`. With "
-        f"a bucket width of $10^{{-6}}$ every query is its own cluster and the result "
-        f"is exact softmax attention: largest difference **{gap:.1e}**."
-    )
-)
+glue("gap", (singletons - exact).abs().max().item())
+
+# %% [markdown]
+# The hand-written clustered attention equals `ccoat`'s `ClusteredCore`. With a bucket width
+# of $10^{-6}$ every query is its own cluster and the result is exact softmax attention:
+# largest difference **{glue:text}`gap:.1e`**.
 
 # %% [markdown]
 # ## The clusters, drawn over the photo
@@ -331,17 +334,20 @@ fig.tight_layout()
 
 # %%
 default = min(rows, key=lambda row: abs(row["r"] - 4.0) + abs(row["n_hashes"] - 32))
-display(
-    Markdown(
-        f"With {default['n_hashes']} hashes and r = {default['r']}, the image tokens "
-        f"form {default['clusters']:.0f} clusters per row on average "
-        f"({default['clusters'] / (N - 1):.1%} of them), and the relative error is "
-        f"**{default['error']:.4f}**, against **{baseline:.4f}** for a single "
-        "cluster. The error falls as clusters are added, but slowly: on these "
-        "untrained features most of the output is the shared average, and the part "
-        "that depends on the query is what the clusters must capture."
-    )
-)
+glue("d_hashes", default["n_hashes"])
+glue("d_r", default["r"])
+glue("d_clusters", default["clusters"])
+glue("d_share", default["clusters"] / (N - 1))
+glue("d_error", default["error"])
+glue("baseline", baseline)
+
+# %% [markdown]
+# With {glue:text}`d_hashes` hashes and r = {glue:text}`d_r`, the image tokens form
+# {glue:text}`d_clusters:.0f` clusters per row on average ({glue:text}`d_share:.1%` of them),
+# and the relative error is **{glue:text}`d_error:.4f`**, against
+# **{glue:text}`baseline:.4f`** for a single cluster. The error falls as clusters are added,
+# but slowly: on these untrained features most of the output is the shared average, and the
+# part that depends on the query is what the clusters must capture.
 
 # %% [markdown]
 # ## What it costs: the measured benchmark
@@ -410,16 +416,15 @@ with torch.no_grad():
     f_error = ((fcore(q, k, v) - factorized).norm() / factorized.norm()).item()
     moved = clustering.broadcast(clustering.prototypes(q_img, c), c)
     q_error = ((moved - q_img).norm() / q_img.norm()).item()
-display(
-    Markdown(
-        "Clustered factorized attention equals the cluster-averaged factorized "
-        "output. Its relative error against factorized attention is "
-        f"**{f_error:.2f}**, of the order of how far the queries move to their "
-        f"prototypes (**{q_error:.2f}** of their norm) and far above the error of "
-        "clustered softmax attention: at this bucket width the clusters are loose, "
-        "and only the softmax's averaging hides it."
-    )
-)
+glue("f_error", f_error)
+glue("q_error", q_error)
+
+# %% [markdown]
+# Clustered factorized attention equals the cluster-averaged factorized output. Its relative
+# error against factorized attention is **{glue:text}`f_error:.2f`**, of the order of how far
+# the queries move to their prototypes (**{glue:text}`q_error:.2f`** of their norm) and far
+# above the error of clustered softmax attention: at this bucket width the clusters are
+# loose, and only the softmax's averaging hides it.
 
 # %% [markdown]
 # ## Summary

@@ -52,12 +52,12 @@ import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import timm
 import torch
-from IPython.display import Markdown, display
 from sklearn.datasets import load_sample_images
 
-from ccoat.plotting import KIND_COLORS, block_label, set_theme
+from ccoat.plotting import KIND_COLORS, block_label, glue, set_theme
 
 set_theme()
 torch.manual_seed(0)
@@ -257,16 +257,17 @@ fig.tight_layout()
 best = min(
     (row for row in rows if row["kind"] == "clustered"), key=lambda row: row["change"]
 )
-display(
-    Markdown(
-        "Swapping CoaT's factorized attention for exact softmax attention alone "
-        f"moves the logits by **{softmax_change:.0%}** (relative norm). The seed's "
-        "clustered core can do no better than exact softmax attention, which it "
-        f"approximates: its smallest change here is **{best['change']:.0%}** (r = "
-        f"{best['r']}). `clustered_factorized` stays close to the original at small "
-        "r, because it approximates the operator the weights were trained with."
-    )
-)
+glue("softmax_change", softmax_change)
+glue("best_change", best["change"])
+glue("best_r", best["r"])
+
+# %% [markdown]
+# Swapping CoaT's factorized attention for exact softmax attention alone moves the logits by
+# **{glue:text}`softmax_change:.0%`** (relative norm). The seed's clustered core can do no
+# better than exact softmax attention, which it approximates: its smallest change here is
+# **{glue:text}`best_change:.0%`** (r = {glue:text}`best_r`). `clustered_factorized` stays
+# close to the original at small r, because it approximates the operator the weights were
+# trained with.
 
 # %% [markdown]
 # ## Inside a forward pass: clusters per block
@@ -309,13 +310,11 @@ ax.legend()
 fig.tight_layout()
 
 # %%
-display(
-    Markdown(
-        "Clusters per image token, block by block: "
-        + ", ".join(f"{block_label(n)}: {clusters[n] / tokens[n]:.2f}" for n in names)
-        + ". A ratio near 1 means clustering saves nothing in that block."
-    )
-)
+ratio = {block_label(n): clusters[n] / tokens[n] for n in names}
+pd.DataFrame([ratio], index=["clusters per image token"]).round(2)
+
+# %% [markdown]
+# A ratio near 1 means clustering saves nothing in that block.
 
 # %% [markdown]
 # ## Summary
