@@ -41,6 +41,8 @@ def glue(name: str, value, display: bool = False) -> None:
     In the book this is myst-nb's ``glue``. Where myst-nb is not installed (Colab), the value
     is printed under the cell instead, so the reader still sees it.
     """
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()  # numpy or torch scalar -> Python number: its text is the number
     try:
         from myst_nb import glue as myst_glue
     except ImportError:

@@ -61,7 +61,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import ccoat
 from ccoat import bench, cost
-from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.plotting import KIND_COLORS, glue, set_theme
 from ccoat.provenance import results_file
 
 set_theme()
@@ -192,17 +192,19 @@ query_side = (
     )
     / tiny["macs"].sum()
 )
-display(
-    Markdown(
-        f"The MLP holds **{share['mlp']:.0%}** of CoaT-Lite Tiny's MACs and the qkv "
-        f"and output projections **{share['qkv'] + share['proj']:.0%}**. The "
-        "attention core — everything the seed's module replaces — holds "
-        f"**{share['attention']:.1%}**, and the query-side product "
-        f"$q\\,(\\mathrm{{softmax}}(k)^\\top v)$, the only part that sees each query, "
-        f"**{query_side:.1%}**. The CRPE term $q \\odot \\mathrm{{DWConv}}(v)$ also "
-        f"needs every query ({share['crpe']:.1%})."
-    )
-)
+glue("mlp_share", share["mlp"])
+glue("proj_share", share["qkv"] + share["proj"])
+glue("core_share", share["attention"])
+glue("query_side", query_side)
+glue("crpe_share", share["crpe"])
+
+# %% [markdown]
+# The MLP holds **{glue:text}`mlp_share:.0%`** of CoaT-Lite Tiny's MACs and the qkv and output
+# projections **{glue:text}`proj_share:.0%`**. The attention core — everything the seed's
+# module replaces — holds **{glue:text}`core_share:.1%`**, and the query-side product
+# $q\,(\mathrm{softmax}(k)^\top v)$, the only part that sees each query,
+# **{glue:text}`query_side:.1%`**. The CRPE term $q \odot \mathrm{DWConv}(v)$ also needs every
+# query ({glue:text}`crpe_share:.1%`).
 
 # %% [markdown]
 # ## MACs are not time
@@ -228,19 +230,19 @@ ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
 plt.tight_layout()
 
 # %%
-display(
-    Markdown(
-        f"One forward pass took {total_time * 1e3:.0f} ms here. The MLP's "
-        f"**{share['mlp']:.0%}** of the MACs took **{time_share.get('mlp', 0):.0%}** "
-        "of the time; the depthwise convolutions (CPE and CRPE), "
-        f"**{share['cpe'] + share['crpe']:.1%}** of the MACs, took "
-        f"**{time_share.get('cpe', 0) + time_share.get('crpe', 0):.0%}**, and the "
-        f"attention core **{time_share.get('attention', 0):.0%}**. Dense matrix "
-        "products run near the machine's peak; depthwise convolutions, softmaxes and "
-        "reshapes move much data for little arithmetic, so they cost far more time "
-        "than their MACs say."
-    )
-)
+glue("pass_ms", total_time * 1e3)
+glue("mlp_time", time_share.get("mlp", 0))
+glue("dw_share", share["cpe"] + share["crpe"])
+glue("dw_time", time_share.get("cpe", 0) + time_share.get("crpe", 0))
+glue("core_time", time_share.get("attention", 0))
+
+# %% [markdown]
+# One forward pass took {glue:text}`pass_ms:.0f` ms here. The MLP's
+# **{glue:text}`mlp_share:.0%`** of the MACs took **{glue:text}`mlp_time:.0%`** of the time;
+# the depthwise convolutions (CPE and CRPE), **{glue:text}`dw_share:.1%`** of the MACs, took
+# **{glue:text}`dw_time:.0%`**, and the attention core **{glue:text}`core_time:.0%`**. Dense
+# matrix products run near the machine's peak; depthwise convolutions, softmaxes and reshapes
+# move much data for little arithmetic, so they cost far more time than their MACs say.
 
 # %% [markdown]
 # ## The attention kinds side by side
