@@ -55,3 +55,27 @@ def test_install_and_import_cells_are_collapsed_and_name_the_configured_reposito
             f"{source.name}: cell {cell.source.splitlines()[0]!r} should be tagged hide-input"
     assert f'CCOAT_REPO = "{config["repository"]["url"]}"' in install.source, \
         f"{source.name}: CCOAT_REPO differs from repository.url in _config.yml"
+
+
+
+def test_notebook_code_is_formatted_and_fits_the_books_code_column():
+    """`ruff format` leaves the sources as they are, and no line of code is longer than the
+    book's code column (pyproject's [tool.ruff] line-length; the formatter cannot split a
+    long string, so this is checked on its own)."""
+    import importlib.util
+    import re
+    import subprocess
+    import sys
+
+    pyproject = (NOTEBOOKS.parent / "pyproject.toml").read_text()
+    limit = int(re.search(r"\[tool\.ruff\][^\[]*?line-length = (\d+)", pyproject).group(1))
+    too_long = [f"{s.name}: {line.strip()[:60]}... ({len(line)} characters)"
+                for s in SOURCES for c in jupytext.read(s).cells if c.cell_type == "code"
+                for line in c.source.splitlines() if len(line) > limit]
+    assert not too_long, f"code lines longer than {limit} characters:\n" + "\n".join(too_long)
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (pip install ruff, or the [test] extra)")
+    result = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", *map(str, SOURCES)],
+                            cwd=NOTEBOOKS.parent, capture_output=True, text=True)
+    assert result.returncode == 0, \
+        "run `ruff format notebooks/*.py`, then `jupytext --sync`:\n" + result.stdout + result.stderr
