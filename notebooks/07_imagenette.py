@@ -259,13 +259,16 @@ ax.plot(
     color=KIND_COLORS["clustered_factorized"],
     label="clustered_factorized",
 )
-for s in sweep:
+for i, s in enumerate(
+    sweep
+):  # labels above and below in turn, so neighbours do not overlap
     ax.annotate(
         f"r={s['bucket_width']}",
         (s["stage1_clusters"], 100 * s["top1"]),
         fontsize=8,
-        xytext=(4, 4),
+        xytext=(0, 6 if i % 2 else -12),
         textcoords="offset points",
+        ha="center",
     )
 ax.axhline(
     100 * by_kind["factorized"]["top1"],
