@@ -2,7 +2,7 @@
 
     python benchmarks/token_clustering.py [--weights results/gpu_budget_cifar10_coat_lite_tiny_cifar/model.safetensors]
         [--keeps 0.75 0.5 0.25] [--stages 1 2] [--lsh-seeds 0 1 2] [--rounds 5] [--threads 2]
-        [--out results/token_clustering_cifar10.json]
+        [--out results/token_clustering_cifar10.json] [--timing-only]
 
 Loads a trained CoaT-Lite (cifar), converts copies with ``ccoat.token_clustering.cluster_tokens``
 for every method and budget, and measures on CIFAR-10 (JPEG copy):
@@ -11,7 +11,10 @@ for every method and budget, and measures on CIFAR-10 (JPEG copy):
 - forward images/s on the CPU at batch 32 and batch 1, every configuration timed in turn within
   each round (ratios to CoaT-Lite are read within one run), the median over rounds.
 Writes after every configuration (atomically), so an interrupted run keeps what it measured.
+``--timing-only`` keeps the accuracies and MACs of an existing ``--out`` file and times again
+(on a quieter machine, say); its provenance then records both runs.
 """
+
 import argparse
 import copy
 import json
@@ -31,7 +34,10 @@ from ccoat.token_clustering import cluster_tokens
 from ccoat.weights import load_weights, read_metadata
 
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-p.add_argument("--weights", default="results/gpu_budget_cifar10_coat_lite_tiny_cifar/model.safetensors")
+p.add_argument(
+    "--weights",
+    default="results/gpu_budget_cifar10_coat_lite_tiny_cifar/model.safetensors",
+)
 p.add_argument("--keeps", type=float, nargs="+", default=[0.75, 0.5, 0.25])
 p.add_argument("--stages", type=int, nargs="+", default=[1, 2])
 p.add_argument("--lsh-seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -39,21 +45,33 @@ p.add_argument("--rounds", type=int, default=5)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--data-dir", default=None)
 p.add_argument("--out", default="results/token_clustering_cifar10.json")
+p.add_argument(
+    "--repeats", type=int, default=5, help="forward passes per configuration per round"
+)
+p.add_argument("--timing-only", action="store_true")
 args = p.parse_args()
-if args.rounds < 1:
-    p.error(f"--rounds must be at least 1, got {args.rounds}")
+if args.rounds < 1 or args.repeats < 1:
+    p.error(
+        f"--rounds and --repeats must be at least 1, got {args.rounds} and {args.repeats}"
+    )
 torch.set_num_threads(args.threads)
 
 meta = read_metadata(args.weights)
-base = load_weights(ccoat.create_model(meta["model"], num_classes=meta["num_classes"]), args.weights).eval()
+base = load_weights(
+    ccoat.create_model(meta["model"], num_classes=meta["num_classes"]), args.weights
+).eval()
 _, test_set, info = cdata.build_datasets("cifar10", args.data_dir)
-test = cdata.device_loader(test_set, info, 500, train=False, device="cpu", num_workers=2)
+test = cdata.device_loader(
+    test_set, info, 500, train=False, device="cpu", num_workers=2
+)
 
 configs = {"coat_lite": dict(method=None, keep=1.0, seed=None)}
 for method in ("pool", "bipartite", "lsh"):
     for keep in args.keeps:
-        for seed in (args.lsh_seeds if method == "lsh" else [None]):
-            name = f"{method} keep={keep}" + (f" seed={seed}" if seed is not None else "")
+        for seed in args.lsh_seeds if method == "lsh" else [None]:
+            name = f"{method} keep={keep}" + (
+                f" seed={seed}" if seed is not None else ""
+            )
             configs[name] = dict(method=method, keep=keep, seed=seed)
 
 
@@ -61,14 +79,32 @@ def build(cfg):
     model = copy.deepcopy(base)
     if cfg["method"]:
         options = {"seed": cfg["seed"]} if cfg["method"] == "lsh" else {}
-        cluster_tokens(model, cfg["method"], keep=cfg["keep"], stages=tuple(args.stages), **options)
+        cluster_tokens(
+            model,
+            cfg["method"],
+            keep=cfg["keep"],
+            stages=tuple(args.stages),
+            **options,
+        )
     return model.eval()
 
 
-record = {"provenance": provenance(dataset=f"CIFAR-10 (JPEG copy), all {info.n_val} test images",
-                                   weights=args.weights, weights_metadata=meta,
-                                   settings=vars(args)), "rows": []}
+record = {
+    "provenance": provenance(
+        dataset=f"CIFAR-10 (JPEG copy), all {info.n_val} test images",
+        weights=args.weights,
+        weights_metadata=meta,
+        settings=vars(args),
+    ),
+    "rows": [],
+}
 out = Path(args.out)
+if args.timing_only:
+    earlier = json.loads(out.read_text())
+    record["rows"] = [
+        {k: v for k, v in row.items() if "batch" not in k} for row in earlier["rows"]
+    ]
+    record["provenance"]["accuracy_and_macs_from"] = earlier["provenance"]
 
 
 def write():
@@ -79,14 +115,21 @@ def write():
 
 models = {name: build(cfg) for name, cfg in configs.items()}
 with torch.inference_mode():
-    for name, model in models.items():
+    for name, model in models.items() if not args.timing_only else ():
         hits = torch.cat([model(x).argmax(1) == y for x, y in test])
         with FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, 32, 32))
         lo, hi = bootstrap_interval(hits)
-        record["rows"].append({"config": name, **configs[name], "stages": args.stages,
-                               "top1": 100 * hits.float().mean().item(), "top1_ci95": [lo, hi],
-                               "macs": counter.get_total_flops() // 2})
+        record["rows"].append(
+            {
+                "config": name,
+                **configs[name],
+                "stages": args.stages,
+                "top1": 100 * hits.float().mean().item(),
+                "top1_ci95": [lo, hi],
+                "macs": counter.get_total_flops() // 2,
+            }
+        )
         print(json.dumps(record["rows"][-1]), flush=True)
         write()
 
@@ -95,19 +138,28 @@ with torch.inference_mode():
         x = images[:batch]
         times = {name: [] for name in models}
         for _ in range(args.rounds):
-            for name, model in models.items():  # every configuration in turn, each round
+            for (
+                name,
+                model,
+            ) in models.items():  # every configuration in turn, each round
                 model(x)
                 start = time.perf_counter()
-                for _ in range(3):
+                for _ in range(args.repeats):
                     model(x)
-                times[name].append((time.perf_counter() - start) / 3)
+                times[name].append((time.perf_counter() - start) / args.repeats)
         for row in record["rows"]:
-            row[f"images_per_s_batch{batch}"] = batch / statistics.median(times[row["config"]])
+            row[f"images_per_s_batch{batch}"] = batch / statistics.median(
+                times[row["config"]]
+            )
         reference = record["rows"][0][f"images_per_s_batch{batch}"]
         for row in record["rows"]:
-            row[f"speedup_batch{batch}"] = row[f"images_per_s_batch{batch}"] / reference
+            row[f"speedup_batch{batch}"] = (
+                row[f"images_per_s_batch{batch}"] / reference
+            )
         write()
 for row in record["rows"]:
-    print(f"{row['config']:>26}: top-1 {row['top1']:.2f} [{row['top1_ci95'][0]:.2f}, "
-          f"{row['top1_ci95'][1]:.2f}]  MMACs {row['macs'] / 1e6:7.1f}  "
-          f"x{row['speedup_batch32']:.2f} (b32)  x{row['speedup_batch1']:.2f} (b1)")
+    print(
+        f"{row['config']:>26}: top-1 {row['top1']:.2f} [{row['top1_ci95'][0]:.2f}, "
+        f"{row['top1_ci95'][1]:.2f}]  MMACs {row['macs'] / 1e6:7.1f}  "
+        f"x{row['speedup_batch32']:.2f} (b32)  x{row['speedup_batch1']:.2f} (b1)"
+    )
