@@ -386,6 +386,63 @@ fig.suptitle(f"CoaT-Lite Tiny, batch 1, by attention kind ({record['device']})")
 fig.tight_layout()
 
 # %% [markdown]
+# ### The same sweep on a GPU
+#
+# Time on a GPU follows other rules: many small kernels cost their launch time whatever their
+# size, and exact softmax attention runs through fused kernels that never store the score
+# matrix. `python -m ccoat.bench --profile gpu` ran on one H100 for the 290 seconds the
+# session could give it, so the file holds CoaT-Lite Tiny only (batch 1 up to 1024 px,
+# batch 32 up to 640 px); what it measured is complete for those rows.
+
+# %%
+gpu_rows, _, gpu_record = bench.load(results_file("cost_gpu.json", CCOAT_REPO))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+for ax, batch in zip(axes, (1, 32)):
+    bench.plot_sweep(
+        gpu_rows,
+        "fwd_vs_factorized",
+        ax=ax,
+        batch_size=batch,
+        label="forward time / factorized's",
+    )
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set_title(f"batch {batch}")
+fig.suptitle(
+    f"CoaT-Lite Tiny by attention kind, {gpu_record['device']}, "
+    f"torch {gpu_record['torch']}"
+)
+fig.tight_layout()
+plt.show()
+
+at = gpu_rows.set_index(["kind", "img_size", "batch_size"]).fwd_vs_factorized
+glue("gpu_clustered_224", at["clustered", 224, 32])
+glue("gpu_softmax_224", at["softmax", 224, 32])
+gpu_max = gpu_rows[gpu_rows.batch_size == 32].img_size.max()
+glue("gpu_max_px", gpu_max)
+glue("gpu_clustered_max", at["clustered", gpu_max, 32])
+glue("gpu_softmax_max", at["softmax", gpu_max, 32])
+clustered = gpu_rows[gpu_rows.kind == "clustered"].fwd_vs_factorized
+glue(
+    "gpu_vs_coat",
+    "slower than CoaT-Lite at every size and batch measured"
+    if (clustered > 1).all()
+    else "faster than CoaT-Lite at some sizes",
+)
+won = bench.crossover(gpu_rows, "clustered", "softmax", "fwd_s", batch_size=32)
+glue(
+    "gpu_vs_softmax",
+    f"from {won[0]} px on" if won[0] is not None else "at no size measured",
+)
+
+# %% [markdown]
+# At batch 32 and 224 px, clustered attention takes {glue:text}`gpu_clustered_224:.1f`×
+# CoaT-Lite's forward time on the GPU and exact softmax attention
+# {glue:text}`gpu_softmax_224:.1f`×; at {glue:text}`gpu_max_px` px the two take
+# {glue:text}`gpu_clustered_max:.1f`× and {glue:text}`gpu_softmax_max:.1f`×. Clustered
+# attention is {glue:text}`gpu_vs_coat`, as on the CPU; at batch 32 it is faster than
+# softmax attention {glue:text}`gpu_vs_softmax`.
+
+# %% [markdown]
 # ## FLOPs next to wall-clock
 #
 # If time followed MACs, a kind that needs twice CoaT-Lite's MACs would take twice its time.
