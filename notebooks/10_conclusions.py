@@ -328,35 +328,38 @@ display(Markdown("CIFAR-10 (JPEG copy):\n\n" + "\n".join(lines)))
 # %% [markdown]
 # ## Limitations
 #
-# - **No GPU numbers.** Every time here was measured on a 2-core CPU, often with other jobs
-#   running. Ratios measured in one run (alternating the things compared) are the reliable
-#   part; GPU ratios can differ, above all for SDPA, whose GPU kernels are much faster.
+# - **Few GPU numbers.** The times above were measured on a 2-core CPU, often with other jobs
+#   running; ratios measured in one run (alternating the things compared) are the reliable
+#   part. One H100 was lent for 30 minutes: it ran the equal-time training pair of the
+#   training chapter and part of the cost sweep (CoaT-Lite Tiny only, in the cost chapter).
 # - **Untrained features for the layer benchmark.** The pretrained weights are not reachable
 #   offline, so the one-layer errors use a randomly initialised network, whose attention is
 #   close to uniform; trained attention is sharper and clusters may cost more accuracy.
-# - **Short training runs.** The CIFAR runs are minutes long; they show the training works and
-#   how the two models compare early, not their final accuracy.
-# - **One clustering design.** The seed clusters only the queries, as ACT does. Clustering
-#   whole tokens (so that the MLP and projections, most of the cost, also run on prototypes)
-#   is a different model that this book does not test.
+# - **Short training runs.** The CPU runs above are minutes long; they show the training works
+#   and how the two models compare early. The GPU pair of the training chapter trained for
+#   seven minutes each, long enough to compare at equal time, not to converge.
+# - **Token clustering, measured without retraining only.** The chapter "Clustering tokens"
+#   runs the MLP and projections on prototypes too, but measures it only by converting a
+#   trained 32 px model; fine-tuning, training with it from scratch and larger images remain.
 #
 # ## What to try next
 #
-# 1. Cluster tokens, not queries: run qkv, attention and the MLP on prototypes and broadcast
-#    through the residual. The cost chapter shows that is where the operations are.
+# 1. Train with token clustering (`ccoat.create_model(..., token_clustering=...)`) rather than
+#    converting a trained model, and measure it on larger grids, where there is more to merge.
 # 2. Use clustered *softmax* attention where softmax attention is wanted, at high resolution
 #    (for example the first stage at 448 px and above), and keep factorized attention elsewhere
 #    (`attention=[...]` per stage).
 # 3. Hash once per stage rather than once per block, or with fewer hashes: hashing is a large
 #    share of the clustered layer's time.
-# 4. Repeat the comparison on a GPU with the `gpu` profile, and with trained weights.
+# 4. Repeat the cost sweep on a GPU for every model size, and with trained weights.
 #
 # ## Summary
 #
 # - The seed's module does not make CoaT-Lite cheaper: it replaces a linear attention that is a
 #   small share of the model's cost with a costlier one.
 # - Clustering pays against exact softmax attention at high resolution, as in ACT.
-# - Its accuracy cost is measured above for short runs; a converged comparison needs a GPU.
+# - Its accuracy cost is measured above for short runs, and at equal GPU time in the training
+#   chapter.
 #
 # ## Exercises
 #
