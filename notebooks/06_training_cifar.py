@@ -415,8 +415,10 @@ else:
 # the final scores (`ccoat.stats.bootstrap_interval`). One command per model:
 #
 # ```
-# python -m ccoat.train --recipe cifar10-gpu-budget --model coat_lite_tiny_cifar --out runs/a
-# python -m ccoat.train --recipe cifar10-gpu-budget --model ccoat_lite_tiny_cifar --out runs/b
+# python -m ccoat.train --recipe cifar10-gpu-budget --model coat_lite_tiny_cifar \
+#     --out runs/a
+# python -m ccoat.train --recipe cifar10-gpu-budget --model ccoat_lite_tiny_cifar \
+#     --out runs/b
 # ```
 
 # %%
