@@ -155,6 +155,8 @@ def _check_image_batch(x, in_chans: int, stride: int) -> None:
     if x.shape[1] != in_chans:
         raise ValueError(f"expected {in_chans} input channels, got {x.shape[1]} "
                          f"(input shape {tuple(x.shape)})")
+    if x.shape[0] == 0:
+        raise ValueError(f"expected at least one image, got an empty batch of shape {tuple(x.shape)}")
     H, W = x.shape[-2:]
     if H % stride or W % stride or H == 0 or W == 0:
         raise ValueError(f"image side must be divisible by {stride}, got {H}x{W}")
@@ -217,6 +219,9 @@ class CoaTLite(nn.Module):
                  img_size: int = 224, attention="factorized", drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, **attention_options):
         super().__init__()
+        for option, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{option} must be a whole number >= 0, got {value!r}")
         self.config = config
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -230,6 +235,9 @@ class CoaTLite(nn.Module):
             for i, dim in enumerate(config.embed_dims)
         ]
         kinds = _as_stage_list(attention, "attention")
+        if attention_options and not any(str(k).startswith("clustered") for k in kinds):
+            raise ValueError(f"clustering options {sorted(attention_options)} need a clustered "
+                             f"attention kind in some stage, got {kinds}")
         drop_paths = torch.linspace(0, drop_path_rate, sum(config.depths)).tolist()
 
         stages, in_dim, first = [], in_chans, 0
@@ -237,7 +245,7 @@ class CoaTLite(nn.Module):
             stages.append(Stage(
                 in_dim, dim, depth, config.patch_size if i == 0 else 2, config.num_heads,
                 config.mlp_ratios[i], config.crpe_windows, drop_paths[first:first + depth],
-                kinds[i], **attention_options,
+                kinds[i], **(attention_options if str(kinds[i]).startswith("clustered") else {}),
             ))
             in_dim, first = dim, first + depth
         self.stages = nn.ModuleList(stages)

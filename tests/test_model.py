@@ -119,3 +119,26 @@ def test_gradients_reach_every_parameter():
     model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_empty_batch_and_bad_class_counts_are_named():
+    import ccoat
+
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
+    with pytest.raises(ValueError, match="empty batch"):
+        model(torch.zeros(0, 3, 32, 32))
+    for bad in (2.5, -1, True):
+        with pytest.raises(ValueError, match=f"num_classes must be a whole number >= 0, got {bad!r}"):
+            ccoat.create_model("coat_lite_tiny_cifar", num_classes=bad)
+
+
+def test_clustering_options_go_to_the_clustered_stages_of_a_mixed_list():
+    import ccoat
+
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10, n_hashes=8,
+                               attention=["clustered", "factorized", "factorized", "factorized"])
+    assert model.attention_kinds == ["clustered", "factorized", "factorized", "factorized"]
+    assert model.stages[0].blocks[0].attn.core.hasher.projections.shape[-1] == 8
+    model(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="need a clustered attention kind"):
+        ccoat.create_model("coat_lite_tiny_cifar", n_hashes=8)
