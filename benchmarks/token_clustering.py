@@ -18,7 +18,6 @@ Writes after every configuration (atomically), so an interrupted run keeps what 
 import argparse
 import copy
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import ccoat
 from ccoat import data as cdata
-from ccoat.provenance import provenance
+from ccoat.provenance import provenance, write_atomic
 from ccoat.stats import bootstrap_interval
 from ccoat.token_clustering import cluster_tokens
 from ccoat.weights import load_weights, read_metadata
@@ -108,9 +107,7 @@ if args.timing_only:
 
 
 def write():
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
+    write_atomic(out, json.dumps(record, indent=1) + "\n")
 
 
 models = {name: build(cfg) for name, cfg in configs.items()}

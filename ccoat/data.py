@@ -43,6 +43,7 @@ STATS = {
     "digits": ((0.3057,) * 3, (0.3237,) * 3),  # measured on the upsampled train split
 }
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+NO_FLIP = {"digits"}  # datasets never mirrored in augmentation: a mirrored digit is another symbol
 VAL_SPLIT_NAMES = ("val", "test")  # the held-out split's folder, in order of preference
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -274,7 +275,7 @@ def _build_datasets(data, root, img_size, randaugment, download):
         train_idx, val_idx = digits_split()
         size = img_size or 32
         mean, std = STATS["digits"]
-        kw = dict(native_size=32, flip=False)  # a mirrored digit is another symbol
+        kw = dict(native_size=32, flip="digits" not in NO_FLIP)
         train = ArrayImages(images[train_idx], labels[train_idx],
                             build_transforms(size, mean, std, True, randaugment=randaugment, **kw))
         val = ArrayImages(images[val_idx], labels[val_idx], build_transforms(size, mean, std, False, **kw))
@@ -479,7 +480,6 @@ def device_loader(dataset: Dataset, info: DataInfo, batch_size: int, train: bool
     if images.shape[-1] != info.img_size or images.shape[-2] != info.img_size:
         raise ValueError(f"data_on_device serves images at their stored size; they are "
                          f"{tuple(images.shape[-2:])}, but img_size is {info.img_size}")
-    flip = info.name != "digits"  # a mirrored digit is another symbol
     return DeviceLoader(images.to(device), labels, batch_size, info.mean, info.std, train=train,
                         sampler=sampler, crop_padding=info.img_size // 8 if augment else 0,
-                        flip=flip and augment, seed=seed)
+                        flip=info.name not in NO_FLIP and augment, seed=seed)

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .provenance import write_atomic
+
 
 def save_weights(model: nn.Module, path: str | os.PathLike, *, dtype: torch.dtype = torch.float16,
                  metadata: dict | None = None) -> Path:
@@ -23,7 +25,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike, *, dtype: torch.dtyp
     ``metadata`` (model name, dataset, run folder, ...) is stored as JSON strings in the file's
     header; the number of classes is added from the model.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {}
     for name, tensor in model.state_dict().items():
@@ -32,12 +34,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike, *, dtype: torch.dtyp
     num_classes = getattr(model, "num_classes", None)
     header = {k: json.dumps(v) for k, v in {**(metadata or {}), "num_classes": num_classes}.items()}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file(state, str(tmp), metadata=header)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, save(state, metadata=header))  # all of the file or none of it
     return path
 
 
