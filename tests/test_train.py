@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,14 @@ def _write_tree(root: Path) -> Path:
 
 def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
     tree = str(_write_tree(tmp_path / "tree"))
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), tree), nprocs=2, join=True)
+    context = mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), tree), nprocs=2,
+                       join=False)
+    deadline = time.monotonic() + 300  # a collective that never completes fails, never hangs CI
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two DDP processes did not finish within 300 s (a hung collective)")
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
     single = ctrain.fit(_ddp_config(tree), model=tiny_model()).model.state_dict()
