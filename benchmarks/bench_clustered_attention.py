@@ -213,7 +213,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(result, indent=2) + "\n")  # a run cut short keeps the old file
-    for side, r in result["layer"].items():
+    for r in result["layer"].values():
         print(f"N={r['tokens']}: clustered/softmax time {r['time_ratio_clustered_over_softmax']:.3f} "
               f"(softmax {r['median_s']['softmax'] * 1e3:.1f} ms, clustered "
               f"{r['median_s']['clustered'] * 1e3:.1f} ms, of which hashing+clustering "

@@ -38,7 +38,7 @@ __version__ = "0.1.0"
 register_with_timm()
 
 __all__ = [
-    "ATTENTION_KINDS", "CONFIGS", "CoaTLite", "CoaTLiteConfig", "MODEL_NAMES", "choose",
+    "ATTENTION_KINDS", "CONFIGS", "CoaTLite", "CoaTLiteConfig", "MODEL_NAMES", "choose", "cost",
     "cluster_tokens", "convert_attention", "create_model", "get_profile", "load_timm_weights",
     "record_clusters", "record_token_clusters",
 ]

@@ -361,7 +361,7 @@ def main(argv=None) -> int:
                                                       (sys.argv[1:] if argv is None else argv))
         record = run(settings, args.out, command=command.strip(), progress=not args.no_progress)
     except ValueError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
     n_skipped = sum(1 for r in record["rows"] for m in ("fwd", "train") if r.get(f"{m}_skipped"))
     print(f"wrote {Path(args.out) / settings['name']}.csv, _components.csv and .json "
           f"({len(record['rows'])} configurations, {n_skipped} passes skipped)")
