@@ -32,7 +32,7 @@ and only rank 0 writes files and progress bars.
 
 Command line: ``python -m ccoat.train --model coat_lite_tiny_cifar --data cifar10 --epochs 10
 --batch-size 128 --out runs/x``; ``--eval-only --resume CKPT`` reports top-1/top-5 and
-throughput of a checkpoint.
+throughput of a checkpoint. Its options are :class:`TrainConfig`'s fields.
 """
 from __future__ import annotations
 
@@ -67,7 +67,6 @@ from .attention import ATTENTION_KINDS
 from .clustering import record_clusters
 from .profile import choose, get_profile
 from .provenance import provenance, write_atomic
-from .recipes import RECIPES, recipe
 from .registry import MODEL_NAMES, create_model
 from .runfolder import RunFolder, load_checkpoint, save_checkpoint
 from .stats import bootstrap_interval
@@ -75,55 +74,75 @@ from .stats import bootstrap_interval
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
+def _option(default, help: str, **cli):
+    """A :class:`TrainConfig` field: its default, its ``--help`` line, and how the command line
+    takes it where the field's name and type do not say (``flag``, argparse's ``choices``,
+    ``nargs``, ``const``; ``flag=None``: not an option)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a run; saved in ``run.json`` and in every checkpoint."""
+    """Everything that defines a run; saved in ``run.json`` and in every checkpoint.
 
-    model: str = "coat_lite_tiny_cifar"
-    data: str = "digits"
-    data_dir: str | None = None
-    img_size: int | None = None
-    attention: str | None = None  # override the model's attention kind
-    epochs: int = 10
-    batch_size: int = 128  # global batch, shared among DDP processes
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    clip_grad: float | None = 1.0
-    drop_path: float = 0.1
-    amp: str = "auto"  # auto | bf16 | fp16 | off (auto: bf16/fp16 on GPU, off on CPU)
-    compile: bool = False
-    channels_last: bool = False
-    ema_decay: float | None = None  # e.g. 0.999
-    mixup: float = 0.0  # Mixup alpha (0: off)
-    cutmix: float = 0.0  # CutMix alpha (0: off)
-    randaugment: str | None = None  # timm spec, e.g. "rand-m9-mstd0.5"
-    augment: bool = True  # False: no random crop/flip (exact comparisons)
-    train_subset: int | None = None  # a fixed random subset of the train split
-    val_subset: int | None = None
-    steps_per_epoch: int | None = None  # cap on updates per epoch (smoke runs)
-    stop_after: int | None = None  # stop after this many epochs (as if interrupted)
-    num_workers: int = 2
-    data_on_device: bool = False  # decode the splits once, keep them and augment them on the device
-    time_budget_s: float | None = None  # train for this many seconds; the schedule follows time
-    threads: int | None = None  # torch.set_num_threads
-    seed: int = 0
-    device: str = "auto"
-    out: str | None = None
-    resume: bool | str = False  # True: out/last.pt; or a checkpoint path
-    progress: bool = True
-    command: str | None = None  # recorded in run.json (the CLI fills it in)
-    overwrite: bool = False  # out holds a run: move it aside into out/replaced-<date>/
+    Every field is an option of the command line (``--batch-size`` for ``batch_size``, typed by
+    its annotation, ``--x/--no-x`` for a bool, ``none`` for a number that may be None), with
+    the help given here: :func:`_parser` is generated from these fields.
+    """
+
+    model: str = _option("coat_lite_tiny_cifar", "a name of ccoat.MODEL_NAMES")
+    data: str = _option("digits", "digits, cifar10, cifar100, imagenette or an ImageFolder path")
+    data_dir: str | None = _option(None, f"data root (None: ${cdata.DATA_ENV})")
+    img_size: int | None = _option(None, "image side in pixels (None: the dataset's)")
+    attention: str | None = _option(None, "override the model's attention kind")
+    epochs: int = _option(10, "epochs to train")
+    batch_size: int = _option(128, "global batch size, shared among DDP processes")
+    lr: float = _option(1e-3, "peak learning rate (AdamW)")
+    min_lr: float = _option(1e-5, "learning rate at the end of the cosine")
+    weight_decay: float = _option(0.05, "AdamW weight decay (none on norms, biases, tokens)")
+    warmup_epochs: float = _option(1.0, "linear warm-up, in epochs")
+    label_smoothing: float = _option(0.1, "label smoothing of the cross-entropy")
+    clip_grad: float | None = _option(1.0, "clip the gradient norm to this (none: no clip)")
+    drop_path: float = _option(0.1, "stochastic depth rate")
+    amp: str = _option("auto", "mixed precision (auto: bf16 or fp16 on a GPU, off on a CPU)",
+                       choices=AMP_MODES)
+    compile: bool = _option(False, "torch.compile the model")
+    channels_last: bool = _option(False, "channels-last memory format")
+    ema_decay: float | None = _option(None, "keep an EMA of the weights, e.g. 0.999")
+    mixup: float = _option(0.0, "Mixup alpha (0: off)")
+    cutmix: float = _option(0.0, "CutMix alpha (0: off)")
+    randaugment: str | None = _option(None, 'timm RandAugment spec, e.g. "rand-m9-mstd0.5"')
+    augment: bool = _option(True, "random crop/flip (--no-augment: none, for exact comparisons)")
+    train_subset: int | None = _option(None, "a fixed random subset of the train split")
+    val_subset: int | None = _option(None, "a fixed random subset of the val split")
+    steps_per_epoch: int | None = _option(None, "cap on updates per epoch (smoke runs)")
+    stop_after: int | None = _option(None, "stop after this many epochs, as if interrupted")
+    num_workers: int = _option(2, "DataLoader worker processes")
+    data_on_device: bool = _option(
+        False, "decode the splits once and keep and augment them on the device (small images: "
+        "CIFAR, digits)")
+    time_budget_s: float | None = _option(
+        None, "train for this many seconds (--epochs is then an upper bound); the learning-rate "
+        "schedule follows the training time", flag="--time-budget")
+    threads: int | None = _option(None, "torch.set_num_threads")
+    seed: int = _option(0, "seed of the initialisation, the subsets, shuffling, augmentation")
+    device: str = _option("auto", "auto, cpu, cuda (the local rank's GPU) or cuda:N")
+    out: str | None = _option(None, "the run folder (one run per folder, locked)")
+    resume: bool | str = _option(
+        False, "resume from OUT/last.pt, or from the checkpoint given; options not given are the "
+        "checkpoint's, options given must equal them (--epochs may grow)", nargs="?", const=True)
+    progress: bool = _option(True, "progress bars and a line of metrics per epoch")
+    command: str | None = _option(None, "recorded in run.json (the command line fills it in)",
+                                  flag=None)
+    overwrite: bool = _option(False, "OUT holds a run: move it into OUT/replaced-<date>/ and "
+                              "start afresh")
 
     def validate(self, training: bool = True) -> TrainConfig:
         """Raise ``ValueError`` naming the option (``--name``) of the first bad value; called
         by :func:`fit` and the command line before any work. Returns ``self``."""
         def bad(name: str, expected: str):
             value = getattr(self, name)
-            flag = {"time_budget_s": "time-budget"}.get(name, name.replace("_", "-"))
-            raise ValueError(f"{name} (--{flag}) must be {expected}, got {value!r}")
+            raise ValueError(f"{name} ({_flag(name)}) must be {expected}, got {value!r}")
 
         def check(name: str, expected: str, ok, optional: bool = False):
             value = getattr(self, name)
@@ -156,8 +175,8 @@ class TrainConfig:
         for name in ("augment", "compile", "channels_last", "data_on_device", "overwrite"):
             check(name, "True or False", lambda v: isinstance(v, bool))
         check("ema_decay", "a number in (0, 1)", lambda v: number(v) and 0 < v < 1, optional=True)
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            bad("amp", "one of auto, bf16, fp16, off")
+        if self.amp not in AMP_MODES:
+            bad("amp", f"one of {', '.join(AMP_MODES)}")
         if self.model not in MODEL_NAMES:
             bad("model", f"one of {', '.join(MODEL_NAMES)}")
         kinds = [self.attention] if isinstance(self.attention, str) else self.attention
@@ -185,6 +204,11 @@ class TrainConfig:
                                  "other: continue the run in out, or move it aside")
         return self
 
+
+def _flag(name: str) -> str | None:
+    """The command-line option of the :class:`TrainConfig` field ``name``."""
+    metadata = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}[name]
+    return metadata.get("flag", "--" + name.replace("_", "-"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1010,66 +1034,48 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
 # Command line
 
 
-def _optional(type_):
-    return lambda s: None if s.lower() in ("none", "") else type_(s)
+def _or_none(type_):
+    """``int`` or ``float`` on the command line, where ``none`` (or nothing) means None."""
+    def convert(text: str):
+        return None if text.lower() in ("none", "") else type_(text)
+
+    convert.__name__ = f"{type_.__name__} (or none)"  # argparse's "invalid float (or none) value"
+    return convert
+
+
+def _argparse_keywords(option: dataclasses.Field) -> dict:
+    """How the command line takes a :class:`TrainConfig` field: typed by its annotation
+    (``none`` for a number that may be None), a bool as ``--x/--no-x``."""
+    keywords = {k: v for k, v in option.metadata.items() if k not in ("help", "flag")}
+    keywords.update(dest=option.name, default=option.default, help=option.metadata["help"])
+    annotation = typing.get_type_hints(TrainConfig)[option.name]
+    if annotation is bool:
+        return keywords | {"action": argparse.BooleanOptionalAction}
+    types = typing.get_args(annotation) or (annotation,)
+    number = next((t for t in types if t in (int, float)), None)
+    if number is not None:
+        keywords["type"] = _or_none(number) if type(None) in types else number
+    return keywords
 
 
 def _parser(suppress: bool = False) -> argparse.ArgumentParser:
-    """The command line; ``suppress``: no defaults, so that parsing tells what was given."""
+    """The command line: an option for every :class:`TrainConfig` field (but ``command``),
+    ``--recipe`` to start from, and ``--eval-only``/``--ema`` to evaluate instead of training.
+    ``suppress``: no defaults, so that parsing tells what was given."""
+    # ccoat.recipes builds on TrainConfig: it is imported here, when the command line runs.
+    from .recipes import RECIPES
+
     p = argparse.ArgumentParser(prog="python -m ccoat.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = TrainConfig()
-    p.add_argument("--recipe", default=None,
-                   help="start from a named recipe (ccoat.recipes: "
-                        + ", ".join(RECIPES) + "); options given here override it")
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--data", default=d.data, help="digits, cifar10, cifar100 or an ImageFolder path")
-    p.add_argument("--data-dir", default=None, help=f"data root (default: ${cdata.DATA_ENV})")
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--attention", default=None, help="override the model's attention kind")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--min-lr", type=float, default=d.min_lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--clip-grad", type=_optional(float), default=d.clip_grad)
-    p.add_argument("--drop-path", type=float, default=d.drop_path)
-    p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"])
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--ema-decay", type=_optional(float), default=None)
-    p.add_argument("--mixup", type=float, default=d.mixup)
-    p.add_argument("--cutmix", type=float, default=d.cutmix)
-    p.add_argument("--randaugment", default=None, help='timm spec, e.g. "rand-m9-mstd0.5"')
-    p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="train without random crop/flip")
-    p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--val-subset", type=int, default=None)
-    p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this many epochs")
-    p.add_argument("--num-workers", type=int, default=d.num_workers)
-    p.add_argument("--data-on-device", action="store_true",
-                   help="decode the splits once and keep and augment them on the device "
-                        "(small images: CIFAR, digits)")
-    p.add_argument("--time-budget", dest="time_budget_s", type=float, default=None,
-                   help="train for this many seconds (--epochs is then an upper bound); the "
-                        "learning-rate schedule follows the training time")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda (the local rank's GPU) "
-                   "or cuda:N")
-    p.add_argument("--out", default=None, help="the run folder (one run per folder, locked)")
-    p.add_argument("--resume", nargs="?", const=True, default=False,
-                   help="resume from OUT/last.pt, or from the checkpoint given; options not given "
-                        "are the checkpoint's, options given must equal them (--epochs may grow)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="OUT holds a run: move it into OUT/replaced-<date>/ and start afresh")
+    p.add_argument("--recipe", choices=list(RECIPES), metavar="NAME",
+                   help="start from a named recipe of ccoat.recipes (" + ", ".join(RECIPES)
+                   + "); options given here override it")
+    for option in dataclasses.fields(TrainConfig):
+        if _flag(option.name) is not None:
+            p.add_argument(_flag(option.name), **_argparse_keywords(option))
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate the checkpoint given by --resume (top-1/top-5, images/s)")
     p.add_argument("--ema", action="store_true", help="with --eval-only: evaluate the EMA weights")
-    p.add_argument("--no-progress", action="store_true")
     if suppress:
         for action in p._actions:
             action.default = argparse.SUPPRESS
@@ -1079,6 +1085,8 @@ def _parser(suppress: bool = False) -> argparse.ArgumentParser:
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     """The run's config, and the parsed arguments; ``args.explicit`` names the config options
     given on the command line, directly or by ``--recipe`` (the others are defaults)."""
+    from .recipes import recipe
+
     argv = sys.argv[1:] if argv is None else list(argv)
     p = _parser()
     known, _ = p.parse_known_args(argv)
@@ -1088,13 +1096,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     args.explicit = (set(vars(_parser(suppress=True).parse_args(argv))) | set(given)) - {"help"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
-    values["progress"] = not args.no_progress
-    values["command"] = "python -m ccoat.train " + " ".join(_quote(a) for a in argv)
+    values["command"] = "python -m ccoat.train " + " ".join(shlex.quote(str(a)) for a in argv)
     return TrainConfig(**values), args
-
-
-def _quote(arg: str) -> str:
-    return shlex.quote(str(arg))
 
 
 # Options of where and how a process runs: never taken from the checkpoint on --resume.
