@@ -372,8 +372,11 @@ def subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0,
                 sampler=None, pin_memory: bool = False, generator=None) -> DataLoader:
-    """A DataLoader; training drops the last incomplete batch so every step has the same size."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False if sampler is not None else False,
+    """A DataLoader; training drops the last incomplete batch so every step has the same size.
+
+    A training loader without a ``sampler`` shuffles; :func:`ccoat.train.fit` gives it a
+    ``DistributedSampler``, which shuffles as a function of ``(seed, epoch)``."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None,
                       sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
                       drop_last=train, persistent_workers=False, generator=generator)
 

@@ -1,6 +1,6 @@
 """Training and evaluation: one function for the notebooks, one command line for everyone.
 
-``train(config) -> history`` runs the recipe the book uses for every model:
+``fit(config) -> TrainRun`` runs the recipe the book uses for every model:
 
 - AdamW with weight decay (none on norms, biases and class tokens), a linear warm-up then a
   cosine decay (timm's :class:`~timm.scheduler.CosineLRScheduler`, stepped every update);
@@ -12,6 +12,11 @@
   provenance, and ``out/last.pt``, a checkpoint written atomically (temporary file, then
   rename) with the model, optimizer, scheduler, scaler, EMA and every RNG state. The folder is
   locked while the run trains and stays consistent whenever it stops (:mod:`ccoat.runfolder`).
+
+:func:`fit` reads top to bottom in phases, one function each: the data, the model, the
+optimisation, the checkpoint it continues from, then per epoch one pass of training, the
+evaluation and the checkpoint. The named settings of the book's runs are in
+:mod:`ccoat.recipes`.
 
 Every option is checked before any work (:meth:`TrainConfig.validate`). A resumed run, or an
 evaluated checkpoint, is compared with the options given: a difference is refused, listing each.
@@ -27,88 +32,117 @@ and only rank 0 writes files and progress bars.
 
 Command line: ``python -m ccoat.train --model coat_lite_tiny_cifar --data cifar10 --epochs 10
 --batch-size 128 --out runs/x``; ``--eval-only --resume CKPT`` reports top-1/top-5 and
-throughput of a checkpoint.
+throughput of a checkpoint. Its options are :class:`TrainConfig`'s fields.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import random
+import shlex
 import sys
 import time
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torch import nn
 from torch.utils.data import DistributedSampler
+from tqdm.auto import tqdm
 
 from . import data as cdata
+from .attention import ATTENTION_KINDS
+from .clustering import record_clusters
 from .profile import choose, get_profile
 from .provenance import provenance, write_atomic
-from .recipes import RECIPES, recipe
+from .registry import MODEL_NAMES, create_model
 from .runfolder import RunFolder, load_checkpoint, save_checkpoint
-from .registry import create_model
 from .stats import bootstrap_interval
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+def _option(default, help: str, **cli):
+    """A :class:`TrainConfig` field: its default, its ``--help`` line, and how the command line
+    takes it where the field's name and type do not say (``flag``, argparse's ``choices``,
+    ``nargs``, ``const``; ``flag=None``: not an option)."""
+    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run; saved in ``run.json`` and in every checkpoint."""
+    """Everything that defines a run; saved in ``run.json`` and in every checkpoint.
 
-    model: str = "coat_lite_tiny_cifar"
-    data: str = "digits"
-    data_dir: str | None = None
-    img_size: int | None = None
-    attention: str | None = None  # override the model's attention kind
-    epochs: int = 10
-    batch_size: int = 128  # global batch, shared among DDP processes
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    clip_grad: float | None = 1.0
-    drop_path: float = 0.1
-    amp: str = "auto"  # auto | bf16 | fp16 | off (auto: bf16/fp16 on GPU, off on CPU)
-    compile: bool = False
-    channels_last: bool = False
-    ema_decay: float | None = None  # e.g. 0.999
-    mixup: float = 0.0  # Mixup alpha (0: off)
-    cutmix: float = 0.0  # CutMix alpha (0: off)
-    randaugment: str | None = None  # timm spec, e.g. "rand-m9-mstd0.5"
-    augment: bool = True  # False: no random crop/flip (exact comparisons)
-    train_subset: int | None = None  # a fixed random subset of the train split
-    val_subset: int | None = None
-    steps_per_epoch: int | None = None  # cap on updates per epoch (smoke runs)
-    stop_after: int | None = None  # stop after this many epochs (as if interrupted)
-    num_workers: int = 2
-    data_on_device: bool = False  # decode the splits once, keep them and augment them on the device
-    time_budget_s: float | None = None  # train for this many seconds; the schedule follows time
-    threads: int | None = None  # torch.set_num_threads
-    seed: int = 0
-    device: str = "auto"
-    out: str | None = None
-    resume: bool | str = False  # True: out/last.pt; or a checkpoint path
-    progress: bool = True
-    command: str | None = None  # recorded in run.json (the CLI fills it in)
-    overwrite: bool = False  # out holds a run: move it aside into out/replaced-<date>/
+    Every field is an option of the command line (``--batch-size`` for ``batch_size``, typed by
+    its annotation, ``--x/--no-x`` for a bool, ``none`` for a number that may be None), with
+    the help given here: :func:`_parser` is generated from these fields.
+    """
 
-    def validate(self, training: bool = True) -> "TrainConfig":
+    model: str = _option("coat_lite_tiny_cifar", "a name of ccoat.MODEL_NAMES")
+    data: str = _option("digits", "digits, cifar10, cifar100, imagenette or an ImageFolder path")
+    data_dir: str | None = _option(None, f"data root (None: ${cdata.DATA_ENV})")
+    img_size: int | None = _option(None, "image side in pixels (None: the dataset's)")
+    attention: str | None = _option(None, "override the model's attention kind")
+    epochs: int = _option(10, "epochs to train")
+    batch_size: int = _option(128, "global batch size, shared among DDP processes")
+    lr: float = _option(1e-3, "peak learning rate (AdamW)")
+    min_lr: float = _option(1e-5, "learning rate at the end of the cosine")
+    weight_decay: float = _option(0.05, "AdamW weight decay (none on norms, biases, tokens)")
+    warmup_epochs: float = _option(1.0, "linear warm-up, in epochs")
+    label_smoothing: float = _option(0.1, "label smoothing of the cross-entropy")
+    clip_grad: float | None = _option(1.0, "clip the gradient norm to this (none: no clip)")
+    drop_path: float = _option(0.1, "stochastic depth rate")
+    amp: str = _option("auto", "mixed precision (auto: bf16 or fp16 on a GPU, off on a CPU)",
+                       choices=AMP_MODES)
+    compile: bool = _option(False, "torch.compile the model")
+    channels_last: bool = _option(False, "channels-last memory format")
+    ema_decay: float | None = _option(None, "keep an EMA of the weights, e.g. 0.999")
+    mixup: float = _option(0.0, "Mixup alpha (0: off)")
+    cutmix: float = _option(0.0, "CutMix alpha (0: off)")
+    randaugment: str | None = _option(None, 'timm RandAugment spec, e.g. "rand-m9-mstd0.5"')
+    augment: bool = _option(True, "random crop/flip (--no-augment: none, for exact comparisons)")
+    train_subset: int | None = _option(None, "a fixed random subset of the train split")
+    val_subset: int | None = _option(None, "a fixed random subset of the val split")
+    steps_per_epoch: int | None = _option(None, "cap on updates per epoch (smoke runs)")
+    stop_after: int | None = _option(None, "stop after this many epochs, as if interrupted")
+    num_workers: int = _option(2, "DataLoader worker processes")
+    data_on_device: bool = _option(
+        False, "decode the splits once and keep and augment them on the device (small images: "
+        "CIFAR, digits)")
+    time_budget_s: float | None = _option(
+        None, "train for this many seconds (--epochs is then an upper bound); the learning-rate "
+        "schedule follows the training time", flag="--time-budget")
+    threads: int | None = _option(None, "torch.set_num_threads")
+    seed: int = _option(0, "seed of the initialisation, the subsets, shuffling, augmentation")
+    device: str = _option("auto", "auto, cpu, cuda (the local rank's GPU) or cuda:N")
+    out: str | None = _option(None, "the run folder (one run per folder, locked)")
+    resume: bool | str = _option(
+        False, "resume from OUT/last.pt, or from the checkpoint given; options not given are the "
+        "checkpoint's, options given must equal them (--epochs may grow)", nargs="?", const=True)
+    progress: bool = _option(True, "progress bars and a line of metrics per epoch")
+    command: str | None = _option(None, "recorded in run.json (the command line fills it in)",
+                                  flag=None)
+    overwrite: bool = _option(False, "OUT holds a run: move it into OUT/replaced-<date>/ and "
+                              "start afresh")
+
+    def validate(self, training: bool = True) -> TrainConfig:
         """Raise ``ValueError`` naming the option (``--name``) of the first bad value; called
         by :func:`fit` and the command line before any work. Returns ``self``."""
         def bad(name: str, expected: str):
             value = getattr(self, name)
-            flag = {"time_budget_s": "time-budget"}.get(name, name.replace("_", "-"))
-            raise ValueError(f"{name} (--{flag}) must be {expected}, got {value!r}")
+            raise ValueError(f"{name} ({_flag(name)}) must be {expected}, got {value!r}")
 
         def check(name: str, expected: str, ok, optional: bool = False):
             value = getattr(self, name)
@@ -141,11 +175,8 @@ class TrainConfig:
         for name in ("augment", "compile", "channels_last", "data_on_device", "overwrite"):
             check(name, "True or False", lambda v: isinstance(v, bool))
         check("ema_decay", "a number in (0, 1)", lambda v: number(v) and 0 < v < 1, optional=True)
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            bad("amp", "one of auto, bf16, fp16, off")
-        from .attention import ATTENTION_KINDS
-        from .registry import MODEL_NAMES
-
+        if self.amp not in AMP_MODES:
+            bad("amp", f"one of {', '.join(AMP_MODES)}")
         if self.model not in MODEL_NAMES:
             bad("model", f"one of {', '.join(MODEL_NAMES)}")
         kinds = [self.attention] if isinstance(self.attention, str) else self.attention
@@ -158,7 +189,7 @@ class TrainConfig:
 
             try:
                 rand_augment_transform(self.randaugment, {})
-            except Exception:
+            except Exception:  # noqa: BLE001 (timm raises anything for a spec it cannot read)
                 bad("randaugment", 'a timm RandAugment spec such as "rand-m9-mstd0.5"')
         _device_from(self.device, 0)  # raises naming --device
         if training:
@@ -174,17 +205,24 @@ class TrainConfig:
         return self
 
 
+def _flag(name: str) -> str | None:
+    """The command-line option of the :class:`TrainConfig` field ``name``."""
+    metadata = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}[name]
+    return metadata.get("flag", "--" + name.replace("_", "-"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Distributed helpers
 
 
 def _dist_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def setup_distributed(device_type: str) -> tuple[int, int, int]:
+    """Join torchrun's process group (nccl on GPUs, else gloo); (rank, world, local rank)."""
     rank, world, local_rank = _dist_env()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
@@ -217,7 +255,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for full precision."""
-    if amp not in ("auto", "bf16", "fp16", "off"):
+    if amp not in AMP_MODES:
         raise ValueError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
@@ -273,7 +311,8 @@ class ClusterStats:
     ``records`` is what ``ccoat.clustering.record_clusters`` fills: for each clustered block
     ``"stages.i.blocks.j"`` the last forward pass's ``num_clusters`` ``(B, heads)``. Call
     :meth:`collect` after every batch; :meth:`summary` averages over images, heads and the
-    blocks of each stage: ``{"stage1": ..., "stage4": ...}``.
+    blocks of each stage: ``{"stage1": ..., "stage4": ...}`` (empty for a model without
+    clustered attention).
     """
 
     def __init__(self, records: dict | None = None):
@@ -293,27 +332,6 @@ class ClusterStats:
         return {stage: self.sums[stage] / self.counts[stage] for stage in sorted(self.sums)}
 
 
-@contextlib.contextmanager
-def _cluster_recorder(model: nn.Module):
-    """Yield a :class:`ClusterStats` recording the clustered attention's cluster counts.
-
-    It stays empty for models without clustered attention, or when ``ccoat.clustering`` is not
-    available.
-    """
-    kinds = getattr(model, "attention_kinds", [])
-    record_clusters = None
-    if any(str(k).startswith("clustered") for k in kinds):
-        try:
-            from .clustering import record_clusters
-        except ImportError:
-            pass
-    if record_clusters is None:
-        yield ClusterStats()
-        return
-    with record_clusters(model) as records:
-        yield ClusterStats(records)
-
-
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 
@@ -326,16 +344,16 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
 
     Under DDP each process evaluates its share and the sums are all-reduced. ``interval=True``
     adds ``top1_ci95``, the bootstrap 95% interval of top-1 over the images (one process only).
+    A model with clustered attention also reports ``clusters_per_stage``.
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device or next(model.parameters()).device)
     was_training = model.training
     model.eval()
     loss_sum, top1, top5, n = 0.0, 0, 0, 0
     hits = []  # per image: was the label the top-1 prediction (for the bootstrap interval)
     start = time.perf_counter()
-    with _cluster_recorder(_unwrap(model)) as clusters:
+    with record_clusters(_unwrap(model)) as records:
+        clusters = ClusterStats(records)
         for images, target in tqdm(loader, desc=desc, leave=False, disable=not progress):
             images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
             if channels_last:
@@ -347,7 +365,6 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
             hits.append(logits.argmax(dim=1) == target)
             top1, top5, n = top1 + c1, top5 + c5, n + len(target)
             clusters.collect()
-        cluster_means = clusters.summary()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
@@ -358,8 +375,8 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
     result = {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n,
               "images": int(n),
               "images_per_s": n / elapsed if elapsed > 0 else float("nan"), "time_s": elapsed}
-    if cluster_means:
-        result["clusters_per_stage"] = cluster_means
+    if clusters.summary():
+        result["clusters_per_stage"] = clusters.summary()
     if interval and hits and not (dist.is_available() and dist.is_initialized()):
         result["top1_ci95"] = list(bootstrap_interval(torch.cat(hits).cpu()))
     return result
@@ -371,7 +388,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training
+# One update, and the schedule of a run sized by time
 
 
 def train_step(model: nn.Module, images: torch.Tensor, target: torch.Tensor, optimizer,
@@ -436,14 +453,8 @@ class TimeBudgetSchedule:
         self.warmup_end_s = state["warmup_end_s"]
 
 
-@dataclass
-class TrainRun:
-    """What :func:`fit` hands back: the trained model (unwrapped), per-epoch history, the data."""
-
-    model: nn.Module
-    history: list[dict]
-    info: cdata.DataInfo
-    ema: nn.Module | None = None
+# ---------------------------------------------------------------------------------------------
+# Where a run executes, and what it may continue from
 
 
 def _device_from(name: str, local_rank: int) -> torch.device:
@@ -522,40 +533,6 @@ def _load_weights(model: nn.Module, state: dict, path, saved_config: dict) -> No
             f"being built ({len(lines)} mismatches, first: {lines[0] if lines else error})") from error
 
 
-def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
-        _cache: bool = False) -> TrainRun:
-    """Train per ``config`` (optionally a given ``model``), returning the model and history.
-
-    With ``out``, the run folder is locked for the run's duration (another run into it raises
-    :class:`~ccoat.runfolder.RunFolderBusy`) and kept consistent whenever the run stops
-    (:mod:`ccoat.runfolder`). ``_cache`` (:func:`fit_cached`): wait for the lock, then resume
-    whatever the folder holds.
-    """
-    if isinstance(config, dict):
-        config = TrainConfig(**config)
-    config.validate()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device_type = _device_from(config.device, 0).type
-    rank, world, local_rank = setup_distributed(device_type)
-    device = _resolve_device(config.device, local_rank)
-    main_process = rank == 0
-    if config.batch_size % world:
-        raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
-                         f"got {config.batch_size}")
-    folder = RunFolder(config.out) if config.out and main_process else None
-    try:
-        if folder is not None:
-            folder.lock(wait=_cache, command=config.command)
-            if _cache:
-                config = dataclasses.replace(config, resume=folder.checkpoint.exists()
-                                             or folder.record.exists())
-        return _fit_in_folder(config, model, device, rank, world, folder)
-    finally:
-        if folder is not None:
-            folder.release()
-
-
 def _resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None, dict | None]:
     """What a run continues from: ``(checkpoint, None)``, ``(None, run.json)`` for a run stopped
     before its first checkpoint, or ``(None, None)`` for a new run. Refuses a new run in a folder
@@ -586,23 +563,107 @@ def _resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None,
     return None, None
 
 
+# ---------------------------------------------------------------------------------------------
+# fit, in phases: launch; data; model; optimisation; the checkpoint it continues from; the run
+# folder's record; then per epoch one pass of training, the evaluation and the checkpoint.
+
+
+@dataclass
+class TrainRun:
+    """What :func:`fit` hands back: the trained model (unwrapped), per-epoch history, the data."""
+
+    model: nn.Module
+    history: list[dict]
+    info: cdata.DataInfo
+    ema: nn.Module | None = None
+
+
+def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
+        _cache: bool = False) -> TrainRun:
+    """Train per ``config`` (optionally a given ``model``), returning the model and history.
+
+    With ``out``, the run folder is locked for the run's duration (another run into it raises
+    :class:`~ccoat.runfolder.RunFolderBusy`) and kept consistent whenever the run stops
+    (:mod:`ccoat.runfolder`). ``_cache`` (:func:`fit_cached`): wait for the lock, then resume
+    whatever the folder holds.
+    """
+    config = (TrainConfig(**config) if isinstance(config, dict) else config).validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rank, world, device = _launch(config)
+    folder = RunFolder(config.out) if config.out and rank == 0 else None
+    try:
+        if folder is not None:
+            folder.lock(wait=_cache, command=config.command)
+            if _cache:
+                config = dataclasses.replace(config, resume=folder.checkpoint.exists()
+                                             or folder.record.exists())
+        return _fit_in_folder(config, model, device, rank, world, folder)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def _launch(config: TrainConfig) -> tuple[int, int, torch.device]:
+    """This process's rank, the number of processes and this process's device; under torchrun
+    the process group is joined first."""
+    rank, world, local_rank = setup_distributed(_device_from(config.device, 0).type)
+    device = _resolve_device(config.device, local_rank)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
+                         f"got {config.batch_size}")
+    return rank, world, device
+
+
 def _fit_in_folder(config: TrainConfig, model: nn.Module | None, device: torch.device,
                    rank: int, world: int, folder: RunFolder | None) -> TrainRun:
-    """:func:`fit`, its folder (rank 0's, else None) locked."""
-    from timm.data import Mixup
-    from timm.loss import SoftTargetCrossEntropy
-    from timm.scheduler import CosineLRScheduler
-    from timm.utils import ModelEmaV3
-    from tqdm.auto import tqdm
-
+    """:func:`fit`, its folder (rank 0's, else None) locked. The phases come in the order the
+    RNG sees them: the seed, the model's initialisation, then a checkpoint's saved states."""
     main_process = rank == 0
     if folder is not None:
         for path in folder.remove_temporaries():
             print(f"removed {path}, left by a write that never finished", file=sys.stderr)
     ckpt, resumed_record = _resume_point(config, main_process)
     seed_everything(config.seed)
+    data = _data(config, device, rank, world)
+    model = _model(config, model, data.info, device)
+    opt = _optimisation(config, model, data, device)
+    progress = _Progress()
+    if ckpt is not None:
+        progress = _continue_from(ckpt, config, model, opt, data.info, main_process)
+    run_model = _wrap(model, config, device, world)
+    if folder is not None:
+        _begin_record(folder, config, ckpt, resumed_record, data, model, device, world, progress)
+    end_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
+    for epoch in range(progress.start_epoch, end_epoch):
+        if config.time_budget_s and progress.seconds("train_elapsed_s") >= config.time_budget_s:
+            break
+        record = _epoch(config, epoch, run_model, model, data, opt, progress, device, main_process)
+        progress.history.append(record)
+        if main_process and config.progress:
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                              for k, v in record.items()}), flush=True)
+        if folder is not None:  # the checkpoint first, then metrics.jsonl from its history
+            folder.write_epoch(_checkpoint(config, epoch, model, opt, progress, data.info))
+    return TrainRun(model=model, history=progress.history, info=data.info,
+                    ema=opt.ema.module if opt.ema else None)
 
-    # Data: every process builds the same splits; the sampler gives each its share.
+
+@dataclass
+class _Data:
+    """The splits as this process's loaders, and how many updates make an epoch."""
+
+    info: cdata.DataInfo
+    train_loader: typing.Iterable
+    val_loader: typing.Iterable
+    train_sampler: DistributedSampler  # set_epoch(epoch) shuffles for that epoch
+    steps_per_epoch: int
+
+
+def _data(config: TrainConfig, device: torch.device, rank: int, world: int) -> _Data:
+    """Every process builds the same splits; the sampler gives each its share. It shuffles the
+    train split as a function of ``(seed, epoch)``, even on one process, so a resumed run sees
+    the batches an uninterrupted one would."""
     train_set, val_set, info = cdata.build_datasets(config.data, config.data_dir, config.img_size,
                                                     randaugment=config.randaugment,
                                                     augment=config.augment)
@@ -630,8 +691,12 @@ def _fit_in_folder(config: TrainConfig, model: nn.Module | None, device: torch.d
     steps_per_epoch = len(train_loader)
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
+    return _Data(info, train_loader, val_loader, train_sampler, steps_per_epoch)
 
-    # Model, optimizer, schedule.
+
+def _model(config: TrainConfig, model: nn.Module | None, info: cdata.DataInfo,
+           device: torch.device) -> nn.Module:
+    """The model given, or a new one of ``config.model`` (initialised from the seeded RNG)."""
     if model is None:
         kw = {"attention": config.attention} if config.attention else {}
         model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
@@ -639,184 +704,249 @@ def _fit_in_folder(config: TrainConfig, model: nn.Module | None, device: torch.d
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass
+class _Optimisation:
+    """What updates the weights, and every state a checkpoint keeps besides them."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler | TimeBudgetSchedule
+    dtype: torch.dtype | None  # of autocast; None: full precision
+    scaler: torch.amp.GradScaler  # fp16 only
+    ema: ModelEmaV3 | None
+    mixup: Mixup | None
+    criterion: nn.Module
+
+
+def _optimisation(config: TrainConfig, model: nn.Module, data: _Data,
+                  device: torch.device) -> _Optimisation:
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
-    total_updates = config.epochs * steps_per_epoch
-    # Warm-up, then a cosine that reaches min_lr at the run's last update.
-    warmup_updates = min(int(round(config.warmup_epochs * steps_per_epoch)), total_updates - 1)
-    if config.time_budget_s:
-        scheduler = TimeBudgetSchedule(optimizer, config.lr, config.min_lr, config.time_budget_s,
-                                       int(round(config.warmup_epochs * steps_per_epoch)))
-    else:
-        scheduler = CosineLRScheduler(
-            optimizer, t_initial=max(total_updates - warmup_updates, 1), lr_min=config.min_lr,
-            warmup_t=warmup_updates, warmup_lr_init=config.lr * 1e-3, warmup_prefix=True,
-            t_in_epochs=False)
     dtype = amp_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    ema = ModelEmaV3(model, decay=config.ema_decay, device=device) if config.ema_decay else None
     mixup = None
     if config.mixup > 0 or config.cutmix > 0:
         mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
-                      label_smoothing=config.label_smoothing, num_classes=info.num_classes)
-    train_criterion = SoftTargetCrossEntropy() if mixup else \
-        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+                      label_smoothing=config.label_smoothing, num_classes=data.info.num_classes)
+    return _Optimisation(
+        optimizer, _schedule(config, optimizer, data.steps_per_epoch), dtype,
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        ema=ModelEmaV3(model, decay=config.ema_decay, device=device) if config.ema_decay else None,
+        mixup=mixup,
+        criterion=SoftTargetCrossEntropy() if mixup else
+        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
 
-    # Resume.
-    start_epoch, history, updates = 0, [], 0
-    ckpt_path = _checkpoint_path(config)
-    if ckpt is not None:
-        saved_data = ckpt["data"]
-        data_differences = [f"{k}: checkpoint {saved_data.get(k)!r}, now {getattr(info, k)!r}"
-                            for k in ("name", "num_classes", "img_size")
-                            if saved_data.get(k) != getattr(info, k)]
-        kinds = getattr(model, "attention_kinds", None)
-        if ckpt.get("attention_kinds") is not None and kinds is not None and \
-                list(ckpt["attention_kinds"]) != list(kinds):
-            data_differences.append(f"attention kinds: checkpoint {ckpt['attention_kinds']}, "
-                                    f"now {list(kinds)}")
-        _refuse(ckpt_path, data_differences)
-        _load_weights(model, ckpt["model"], ckpt_path, ckpt["config"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, history, updates = ckpt["epoch"] + 1, ckpt["history"], ckpt["updates"]
-        saved_length = ckpt["config"].get("time_budget_s" if config.time_budget_s else "epochs")
-        if config.time_budget_s:  # the schedule keeps its warm-up's end; the budget is this run's
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if saved_length != config.time_budget_s and main_process:
-                print(f"time_budget_s: {saved_length} in {ckpt_path}, now {config.time_budget_s}: "
-                      f"the learning-rate schedule follows the new budget from the next update",
-                      file=sys.stderr, flush=True)
-        elif saved_length == config.epochs:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        else:  # the schedule depends on the run's length: rebuilt, taken up at the same update
-            scheduler.step_update(num_updates=updates)
-            if main_process:
-                print(f"epochs: {saved_length} in {ckpt_path}, now {config.epochs}: the "
-                      f"learning-rate schedule is rebuilt for {config.epochs} epochs and "
-                      f"continues at update {updates} (lr {optimizer.param_groups[0]['lr']:.3g})",
-                      file=sys.stderr, flush=True)
-        scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None:
-            if ckpt.get("ema") is None:
-                raise ValueError(f"ema_decay (--ema-decay) is {config.ema_decay}, but "
-                                 f"{ckpt_path} holds no EMA weights")
-            ema.module.load_state_dict(ckpt["ema"])
-        set_rng_state(ckpt["rng"])
 
+def _schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
+    """A linear warm-up, then a cosine that reaches ``min_lr`` at the run's last update, or
+    under a time budget when its seconds are spent (:class:`TimeBudgetSchedule`)."""
+    warmup_updates = round(config.warmup_epochs * steps_per_epoch)
+    if config.time_budget_s:
+        return TimeBudgetSchedule(optimizer, config.lr, config.min_lr, config.time_budget_s,
+                                  warmup_updates)
+    total_updates = config.epochs * steps_per_epoch
+    warmup_updates = min(warmup_updates, total_updates - 1)
+    return CosineLRScheduler(
+        optimizer, t_initial=max(total_updates - warmup_updates, 1), lr_min=config.min_lr,
+        warmup_t=warmup_updates, warmup_lr_init=config.lr * 1e-3, warmup_prefix=True,
+        t_in_epochs=False)
+
+
+@dataclass
+class _Progress:
+    """How far the run is: the epoch it starts at, the epochs done (their records, as in
+    ``metrics.jsonl``) and the updates made."""
+
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    updates: int = 0
+
+    def seconds(self, name: str) -> float:
+        """``elapsed_s`` or ``train_elapsed_s`` at the end of the last epoch done."""
+        return self.history[-1].get(name, 0.0) if self.history else 0.0
+
+
+def _continue_from(ckpt: dict, config: TrainConfig, model: nn.Module, opt: _Optimisation,
+                   info: cdata.DataInfo, main_process: bool) -> _Progress:
+    """Load a checkpoint made on the same data and attention kinds: the weights, optimizer,
+    schedule, scaler and EMA, and last the RNG states, so that nothing drawn after them differs
+    from the uninterrupted run."""
+    path = _checkpoint_path(config)
+    differences = [f"{k}: checkpoint {ckpt['data'].get(k)!r}, now {getattr(info, k)!r}"
+                   for k in ("name", "num_classes", "img_size")
+                   if ckpt["data"].get(k) != getattr(info, k)]
+    kinds = getattr(model, "attention_kinds", None)
+    if ckpt.get("attention_kinds") is not None and kinds is not None and \
+            list(ckpt["attention_kinds"]) != list(kinds):
+        differences.append(f"attention kinds: checkpoint {ckpt['attention_kinds']}, "
+                           f"now {list(kinds)}")
+    _refuse(path, differences)
+    _load_weights(model, ckpt["model"], path, ckpt["config"])
+    opt.optimizer.load_state_dict(ckpt["optimizer"])
+    progress = _Progress(ckpt["epoch"] + 1, ckpt["history"], ckpt["updates"])
+    _continue_schedule(ckpt, config, opt, progress.updates, path, main_process)
+    opt.scaler.load_state_dict(ckpt["scaler"])
+    if opt.ema is not None:
+        if ckpt.get("ema") is None:
+            raise ValueError(f"ema_decay (--ema-decay) is {config.ema_decay}, but {path} holds "
+                             f"no EMA weights")
+        opt.ema.module.load_state_dict(ckpt["ema"])
+    set_rng_state(ckpt["rng"])
+    return progress
+
+
+def _continue_schedule(ckpt: dict, config: TrainConfig, opt: _Optimisation, updates: int,
+                       path: Path, main_process: bool) -> None:
+    """The checkpoint's schedule; for a run of another length (``epochs``), the schedule rebuilt
+    for this one, taken up at the same update. A time budget's schedule keeps its warm-up's end
+    and follows this run's budget."""
+    saved_length = ckpt["config"].get("time_budget_s" if config.time_budget_s else "epochs")
+    message = None
+    if config.time_budget_s:
+        opt.scheduler.load_state_dict(ckpt["scheduler"])
+        if saved_length != config.time_budget_s:
+            message = (f"time_budget_s: {saved_length} in {path}, now {config.time_budget_s}: "
+                       f"the learning-rate schedule follows the new budget from the next update")
+    elif saved_length == config.epochs:
+        opt.scheduler.load_state_dict(ckpt["scheduler"])
+    else:
+        opt.scheduler.step_update(num_updates=updates)
+        message = (f"epochs: {saved_length} in {path}, now {config.epochs}: the learning-rate "
+                   f"schedule is rebuilt for {config.epochs} epochs and continues at update "
+                   f"{updates} (lr {opt.optimizer.param_groups[0]['lr']:.3g})")
+    if message and main_process:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _wrap(model: nn.Module, config: TrainConfig, device: torch.device, world: int) -> nn.Module:
+    """What the epochs run: ``model`` under DDP across processes, compiled if asked; its
+    parameters stay ``model``'s."""
     run_model = model
     if world > 1:
         run_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         run_model = torch.compile(run_model)
+    return run_model
 
-    if folder is not None:
-        # The old run is moved aside only now, when this one has its data and model.
-        continued = ckpt is not None or resumed_record is not None
-        if not continued and folder.holds_run():
-            aside = folder.move_aside()
-            print(f"--overwrite: moved the run that was in {folder.path} to {aside}",
-                  file=sys.stderr, flush=True)
-        elif ckpt is not None and Path(ckpt_path).resolve() != folder.checkpoint.resolve() \
-                and folder.holds_run():
-            if not config.overwrite:
-                raise ValueError(f"{folder.path} holds a run of its own; resuming {ckpt_path} "
-                                 f"into it needs --overwrite (moves it aside)")
-            aside = folder.move_aside()
-            print(f"--overwrite: moved the run that was in {folder.path} to {aside}",
-                  file=sys.stderr, flush=True)
-        record = provenance(
-            dataset=_dataset_label(info), device=device, command=config.command,
-            config=dataclasses.asdict(config), data=dataclasses.asdict(info) | {"classes": None},
-            world_size=world, steps_per_epoch=steps_per_epoch,
-            parameters=sum(p.numel() for p in model.parameters()),
-            attention_kinds=getattr(model, "attention_kinds", None),
-            resumed_from_epoch=start_epoch if ckpt is not None else None)
-        previous = folder.read_record() if ckpt is not None and folder.record.exists() else None
-        if previous is not None:  # the first launch's record stays, nested
-            record["first_launch"] = previous.get("first_launch", previous)
-        folder.write_record(record)
-        folder.write_metrics(history)  # the checkpoint's epochs, each once
 
-    elapsed_before = history[-1]["elapsed_s"] if history else 0.0
-    trained_before = history[-1].get("train_elapsed_s", 0.0) if history else 0.0
-    end_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        if config.time_budget_s and trained_before >= config.time_budget_s:
+def _begin_record(folder: RunFolder, config: TrainConfig, ckpt: dict | None,
+                  resumed_record: dict | None, data: _Data, model: nn.Module,
+                  device: torch.device, world: int, progress: _Progress) -> None:
+    """Rank 0, once data and model are ready: move aside the run being replaced, write
+    ``run.json`` (keeping a resumed run's first launch in it) and the checkpoint's epochs."""
+    ckpt_path = _checkpoint_path(config)
+    continued = ckpt is not None or resumed_record is not None
+    foreign = ckpt is not None and Path(ckpt_path).resolve() != folder.checkpoint.resolve()
+    if foreign and folder.holds_run() and not config.overwrite:
+        raise ValueError(f"{folder.path} holds a run of its own; resuming {ckpt_path} into it "
+                         f"needs --overwrite (moves it aside)")
+    if (not continued or foreign) and folder.holds_run():
+        aside = folder.move_aside()
+        print(f"--overwrite: moved the run that was in {folder.path} to {aside}",
+              file=sys.stderr, flush=True)
+    record = provenance(
+        dataset=_dataset_label(data.info), device=device, command=config.command,
+        config=dataclasses.asdict(config), data=dataclasses.asdict(data.info) | {"classes": None},
+        world_size=world, steps_per_epoch=data.steps_per_epoch,
+        parameters=sum(p.numel() for p in model.parameters()),
+        attention_kinds=getattr(model, "attention_kinds", None),
+        resumed_from_epoch=progress.start_epoch if ckpt is not None else None)
+    previous = folder.read_record() if ckpt is not None and folder.record.exists() else None
+    if previous is not None:  # the first launch's record stays, nested
+        record["first_launch"] = previous.get("first_launch", previous)
+    folder.write_record(record)
+    folder.write_metrics(progress.history)  # the checkpoint's epochs, each once
+
+
+def _epoch(config: TrainConfig, epoch: int, run_model: nn.Module, model: nn.Module, data: _Data,
+           opt: _Optimisation, progress: _Progress, device: torch.device,
+           main_process: bool) -> dict:
+    """One epoch: a pass of training, the evaluation (and the EMA's), its line of metrics."""
+    start = time.perf_counter()
+    loss, seen, data_wait, train_time = _train_epoch(
+        config, epoch, run_model, model, data, opt, progress, device, start,
+        show=config.progress and main_process)
+    val = evaluate(run_model, data.val_loader, device, opt.dtype, config.channels_last,
+                   progress=config.progress and main_process, desc="val")
+    epoch_time = time.perf_counter() - start
+    record = {
+        "epoch": epoch + 1, "train_loss": loss, "val_loss": val["loss"],
+        "val_top1": val["top1"], "val_top5": val["top5"],
+        "images_per_s": seen / train_time, "val_images_per_s": val["images_per_s"],
+        "data_wait_s": data_wait, "train_time_s": train_time,
+        "epoch_time_s": epoch_time, "elapsed_s": progress.seconds("elapsed_s") + epoch_time,
+        "train_elapsed_s": progress.seconds("train_elapsed_s") + train_time,
+        "lr": opt.optimizer.param_groups[0]["lr"], "updates": progress.updates,
+    }
+    if "clusters_per_stage" in val:
+        record["clusters_per_stage"] = val["clusters_per_stage"]
+    if opt.ema is not None:
+        ema_val = evaluate(opt.ema.module, data.val_loader, device, opt.dtype, config.channels_last)
+        record.update(val_top1_ema=ema_val["top1"], val_top5_ema=ema_val["top5"])
+    return record
+
+
+def _train_epoch(config: TrainConfig, epoch: int, run_model: nn.Module, model: nn.Module,
+                 data: _Data, opt: _Optimisation, progress: _Progress, device: torch.device,
+                 start: float, show: bool) -> tuple[float, float, float, float]:
+    """One pass over the epoch's batches, at most ``steps_per_epoch`` of them and none past a
+    spent time budget, begun at ``start``: (mean training loss and images seen, over every
+    process; seconds waiting for batches; seconds in all). ``progress.updates`` counts."""
+    run_model.train()
+    data.train_sampler.set_epoch(epoch)
+    loss_sum, seen, data_wait, fetched = 0.0, 0, 0.0, start
+    bar = tqdm(total=data.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+               disable=not show, mininterval=2.0)
+    budget_spent = False
+    for step, (images, target) in enumerate(data.train_loader):
+        if step >= data.steps_per_epoch or budget_spent:
             break
-        run_model.train()
-        train_sampler.set_epoch(epoch)
-        loss_sum, seen = 0.0, 0
-        start = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not (config.progress and main_process), mininterval=2.0)
-        data_wait, fetched = 0.0, start
-        budget_spent = False
-        for step, (images, target) in enumerate(train_loader):
-            if step >= steps_per_epoch or budget_spent:
-                break
-            data_wait += time.perf_counter() - fetched  # time the step waited for its batch
-            images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            soft_target = target
-            if mixup is not None:
-                images, soft_target = mixup(images, target)
-            loss = train_step(run_model, images, soft_target, optimizer, train_criterion, scaler,
-                              config.clip_grad, dtype, clip_params=model.parameters())
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at epoch {epoch}, step {step}")
-            updates += 1
-            if config.time_budget_s:
-                trained = trained_before + time.perf_counter() - start
-                scheduler.step_update(updates, trained)
-                budget_spent = trained >= config.time_budget_s  # this epoch ends here
-            else:
-                scheduler.step_update(num_updates=updates)
-            if ema is not None:
-                ema.update(model, step=updates)
-            loss_sum += loss * len(target)
-            seen += len(target)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            bar.update()
-            fetched = time.perf_counter()
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time = time.perf_counter() - start
-        loss_sum, seen = _all_reduce_sum([loss_sum, seen], device)
-        val = evaluate(run_model, val_loader, device, dtype, config.channels_last,
-                       progress=config.progress and main_process, desc="val")
-        epoch_time = time.perf_counter() - start
-        record = {
-            "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
-            "val_top1": val["top1"], "val_top5": val["top5"],
-            "images_per_s": seen / train_time, "val_images_per_s": val["images_per_s"],
-            "data_wait_s": data_wait, "train_time_s": train_time,
-            "epoch_time_s": epoch_time, "elapsed_s": elapsed_before + epoch_time,
-            "train_elapsed_s": trained_before + train_time,
-            "lr": optimizer.param_groups[0]["lr"], "updates": updates,
-        }
-        elapsed_before, trained_before = record["elapsed_s"], record["train_elapsed_s"]
-        if "clusters_per_stage" in val:
-            record["clusters_per_stage"] = val["clusters_per_stage"]
-        if ema is not None:
-            ema_val = evaluate(ema.module, val_loader, device, dtype, config.channels_last)
-            record.update(val_top1_ema=ema_val["top1"], val_top5_ema=ema_val["top5"])
-        history.append(record)
-        if main_process and config.progress:
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                              for k, v in record.items()}), flush=True)
-        if folder is not None:  # the checkpoint first, then metrics.jsonl from its history
-            folder.write_epoch({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "ema": ema.module.state_dict() if ema is not None else None,
-                "rng": rng_state(), "epoch": epoch, "updates": updates,
-                "history": history, "config": dataclasses.asdict(config),
-                "data": dataclasses.asdict(info),
-                "attention_kinds": list(getattr(model, "attention_kinds", None) or []) or None,
-            })
-    return TrainRun(model=model, history=history, info=info, ema=ema.module if ema else None)
+        data_wait += time.perf_counter() - fetched  # time the step waited for its batch
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        soft_target = target
+        if opt.mixup is not None:
+            images, soft_target = opt.mixup(images, target)
+        loss = train_step(run_model, images, soft_target, opt.optimizer, opt.criterion, opt.scaler,
+                          config.clip_grad, opt.dtype, clip_params=model.parameters())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at epoch {epoch}, step {step}")
+        progress.updates += 1
+        if config.time_budget_s:
+            trained = progress.seconds("train_elapsed_s") + time.perf_counter() - start
+            opt.scheduler.step_update(progress.updates, trained)
+            budget_spent = trained >= config.time_budget_s  # this epoch ends here
+        else:
+            opt.scheduler.step_update(num_updates=progress.updates)
+        if opt.ema is not None:
+            opt.ema.update(model, step=progress.updates)
+        loss_sum += loss * len(target)
+        seen += len(target)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{opt.optimizer.param_groups[0]['lr']:.2e}")
+        bar.update()
+        fetched = time.perf_counter()
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_time = time.perf_counter() - start
+    loss_sum, seen = _all_reduce_sum([loss_sum, seen], device)
+    return loss_sum / max(seen, 1), seen, data_wait, train_time
+
+
+def _checkpoint(config: TrainConfig, epoch: int, model: nn.Module, opt: _Optimisation,
+                progress: _Progress, info: cdata.DataInfo) -> dict:
+    """Everything a resumed run needs to go on as if it had never stopped."""
+    return {
+        "model": model.state_dict(), "optimizer": opt.optimizer.state_dict(),
+        "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(),
+        "ema": opt.ema.module.state_dict() if opt.ema is not None else None,
+        "rng": rng_state(), "epoch": epoch, "updates": progress.updates,
+        "history": progress.history, "config": dataclasses.asdict(config),
+        "data": dataclasses.asdict(info),
+        "attention_kinds": list(getattr(model, "attention_kinds", None) or []) or None,
+    }
 
 
 def _dataset_label(info: cdata.DataInfo) -> str:
@@ -904,66 +1034,48 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
 # Command line
 
 
-def _optional(type_):
-    return lambda s: None if s.lower() in ("none", "") else type_(s)
+def _or_none(type_):
+    """``int`` or ``float`` on the command line, where ``none`` (or nothing) means None."""
+    def convert(text: str):
+        return None if text.lower() in ("none", "") else type_(text)
+
+    convert.__name__ = f"{type_.__name__} (or none)"  # argparse's "invalid float (or none) value"
+    return convert
+
+
+def _argparse_keywords(option: dataclasses.Field) -> dict:
+    """How the command line takes a :class:`TrainConfig` field: typed by its annotation
+    (``none`` for a number that may be None), a bool as ``--x/--no-x``."""
+    keywords = {k: v for k, v in option.metadata.items() if k not in ("help", "flag")}
+    keywords.update(dest=option.name, default=option.default, help=option.metadata["help"])
+    annotation = typing.get_type_hints(TrainConfig)[option.name]
+    if annotation is bool:
+        return keywords | {"action": argparse.BooleanOptionalAction}
+    types = typing.get_args(annotation) or (annotation,)
+    number = next((t for t in types if t in (int, float)), None)
+    if number is not None:
+        keywords["type"] = _or_none(number) if type(None) in types else number
+    return keywords
 
 
 def _parser(suppress: bool = False) -> argparse.ArgumentParser:
-    """The command line; ``suppress``: no defaults, so that parsing tells what was given."""
+    """The command line: an option for every :class:`TrainConfig` field (but ``command``),
+    ``--recipe`` to start from, and ``--eval-only``/``--ema`` to evaluate instead of training.
+    ``suppress``: no defaults, so that parsing tells what was given."""
+    # ccoat.recipes builds on TrainConfig: it is imported here, when the command line runs.
+    from .recipes import RECIPES
+
     p = argparse.ArgumentParser(prog="python -m ccoat.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = TrainConfig()
-    p.add_argument("--recipe", default=None,
-                   help="start from a named recipe (ccoat.recipes: "
-                        + ", ".join(RECIPES) + "); options given here override it")
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--data", default=d.data, help="digits, cifar10, cifar100 or an ImageFolder path")
-    p.add_argument("--data-dir", default=None, help=f"data root (default: ${cdata.DATA_ENV})")
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--attention", default=None, help="override the model's attention kind")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--min-lr", type=float, default=d.min_lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--clip-grad", type=_optional(float), default=d.clip_grad)
-    p.add_argument("--drop-path", type=float, default=d.drop_path)
-    p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"])
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--ema-decay", type=_optional(float), default=None)
-    p.add_argument("--mixup", type=float, default=d.mixup)
-    p.add_argument("--cutmix", type=float, default=d.cutmix)
-    p.add_argument("--randaugment", default=None, help='timm spec, e.g. "rand-m9-mstd0.5"')
-    p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="train without random crop/flip")
-    p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--val-subset", type=int, default=None)
-    p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this many epochs")
-    p.add_argument("--num-workers", type=int, default=d.num_workers)
-    p.add_argument("--data-on-device", action="store_true",
-                   help="decode the splits once and keep and augment them on the device "
-                        "(small images: CIFAR, digits)")
-    p.add_argument("--time-budget", dest="time_budget_s", type=float, default=None,
-                   help="train for this many seconds (--epochs is then an upper bound); the "
-                        "learning-rate schedule follows the training time")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda (the local rank's GPU) "
-                   "or cuda:N")
-    p.add_argument("--out", default=None, help="the run folder (one run per folder, locked)")
-    p.add_argument("--resume", nargs="?", const=True, default=False,
-                   help="resume from OUT/last.pt, or from the checkpoint given; options not given "
-                        "are the checkpoint's, options given must equal them (--epochs may grow)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="OUT holds a run: move it into OUT/replaced-<date>/ and start afresh")
+    p.add_argument("--recipe", choices=list(RECIPES), metavar="NAME",
+                   help="start from a named recipe of ccoat.recipes (" + ", ".join(RECIPES)
+                   + "); options given here override it")
+    for option in dataclasses.fields(TrainConfig):
+        if _flag(option.name) is not None:
+            p.add_argument(_flag(option.name), **_argparse_keywords(option))
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate the checkpoint given by --resume (top-1/top-5, images/s)")
     p.add_argument("--ema", action="store_true", help="with --eval-only: evaluate the EMA weights")
-    p.add_argument("--no-progress", action="store_true")
     if suppress:
         for action in p._actions:
             action.default = argparse.SUPPRESS
@@ -973,6 +1085,8 @@ def _parser(suppress: bool = False) -> argparse.ArgumentParser:
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     """The run's config, and the parsed arguments; ``args.explicit`` names the config options
     given on the command line, directly or by ``--recipe`` (the others are defaults)."""
+    from .recipes import recipe
+
     argv = sys.argv[1:] if argv is None else list(argv)
     p = _parser()
     known, _ = p.parse_known_args(argv)
@@ -982,15 +1096,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     args.explicit = (set(vars(_parser(suppress=True).parse_args(argv))) | set(given)) - {"help"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
-    values["progress"] = not args.no_progress
-    values["command"] = "python -m ccoat.train " + " ".join(_quote(a) for a in argv)
+    values["command"] = "python -m ccoat.train " + " ".join(shlex.quote(str(a)) for a in argv)
     return TrainConfig(**values), args
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(str(arg))
 
 
 # Options of where and how a process runs: never taken from the checkpoint on --resume.

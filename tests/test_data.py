@@ -104,6 +104,21 @@ def test_subset_is_fixed_by_seed():
     assert cdata.subset(train, None) is train
 
 
+def test_a_training_loader_shuffles_unless_a_sampler_orders_it():
+    data = torch.utils.data.TensorDataset(torch.arange(64))
+
+    def order(loader):
+        return torch.cat([batch for (batch,) in loader]).tolist()
+
+    torch.manual_seed(0)
+    shuffled = order(cdata.make_loader(data, 8, train=True))
+    assert sorted(shuffled) == list(range(64)) and shuffled != list(range(64))
+    assert order(cdata.make_loader(data, 8, train=False)) == list(range(64))
+    sampler = torch.utils.data.SequentialSampler(data)  # the sampler decides: no shuffle on top
+    assert order(cdata.make_loader(data, 8, train=True, sampler=sampler)) == list(range(64))
+    assert len(cdata.make_loader(data, 24, train=True)) == 2  # the incomplete batch is dropped
+
+
 @pytest.mark.skipif(not (SHARED_CIFAR / "imagenette" / "val").is_dir(),
                     reason=f"no offline Imagenette copy under {SHARED_CIFAR} (ImageFolder with train/ and val/)")
 def test_imagenette_reads_the_imagefolder_copy_under_the_data_root():

@@ -1,4 +1,5 @@
 """ccoat.train: the recipe learns, resume is exact, DDP equals one process, the CLI works."""
+import dataclasses
 import json
 import os
 import socket
@@ -158,6 +159,35 @@ def test_cli_end_to_end_on_digits(tmp_path, capsys):
                  "--num-workers", "0", "--threads", "1", "--no-progress"])
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["images"] == 32 and evaluated["top1"] == pytest.approx(record["val_top1"])
+
+
+def test_every_config_field_is_a_command_line_option_and_every_option_a_field():
+    parser = ctrain._parser()
+    options = {a.dest: a for a in parser._actions}
+    fields = {f.name: f for f in dataclasses.fields(ctrain.TrainConfig)}
+    assert set(fields) - set(options) == {"command"}  # filled in by the command line itself
+    assert set(options) - set(fields) == {"help", "recipe", "eval_only", "ema"}
+    defaults = ctrain.TrainConfig()
+    for name, option in options.items():
+        if name in fields:
+            assert option.default == getattr(defaults, name), name
+            assert option.help and option.option_strings[0] == ctrain._flag(name), name
+
+
+def test_the_spellings_of_the_readme_and_scripts_still_parse():
+    config, args = ctrain.parse_args([
+        "--no-augment", "--compile", "--channels-last", "--data-on-device", "--no-progress",
+        "--clip-grad", "none", "--ema-decay", "0.99", "--time-budget", "60", "--img-size", "64",
+        "--resume", "--out", "runs/x", "--overwrite", "--eval-only", "--ema"])
+    assert (config.augment, config.compile, config.channels_last, config.data_on_device,
+            config.progress) == (False, True, True, True, False)
+    assert (config.clip_grad, config.ema_decay, config.time_budget_s, config.img_size) == \
+        (None, 0.99, 60.0, 64)
+    assert (config.resume, config.out, config.overwrite, args.eval_only, args.ema) == \
+        (True, "runs/x", True, True, True)
+    assert ctrain.parse_args(["--resume", "runs/x/last.pt"])[0].resume == "runs/x/last.pt"
+    assert ctrain.parse_args([])[0] == dataclasses.replace(ctrain.TrainConfig(),
+                                                          command="python -m ccoat.train ")
 
 
 def test_bad_amp_and_batch_are_rejected():
