@@ -63,8 +63,8 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import data as cdata
-from .attention import ATTENTION_KINDS
-from .clustering import record_clusters
+from .clustering import block_index, record_clusters
+from .model import ATTENTION_KINDS
 from .profile import choose, get_profile
 from .provenance import provenance, write_atomic
 from .registry import MODEL_NAMES, create_model
@@ -322,8 +322,7 @@ class ClusterStats:
 
     def collect(self) -> None:
         for name, record in self.records.items():
-            parts = name.split(".")
-            stage = f"stage{int(parts[1]) + 1}" if parts[0] == "stages" else name
+            stage = f"stage{block_index(name)[0] + 1}"
             n = record["num_clusters"].float()
             self.sums[stage] = self.sums.get(stage, 0.0) + float(n.sum())
             self.counts[stage] = self.counts.get(stage, 0) + n.numel()
@@ -1126,7 +1125,7 @@ def main(argv=None) -> int:
     try:
         config.validate(training=not args.eval_only)
     except ValueError as error:
-        raise SystemExit(f"error: {error}")
+        raise SystemExit(f"error: {error}") from None
     if args.eval_only:
         ckpt = _checkpoint_path(config)
         if ckpt is None or not ckpt.exists():
