@@ -89,7 +89,7 @@ print(f"profile: {PROFILE}, torch {torch.__version__}")
 
 # %%
 side = ccoat.choose(smoke=128, cpu=224, gpu=224)
-# scikit-learn's two photos, resized: pixels (2, 3, side, side), clamped to [0, 1] for display
+# scikit-learn's two photos: pixels (2, 3, side, side), clamped to [0, 1] for display
 images = sample_photos(side, 2, normalize=False).clamp(0, 1)
 mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 inputs = (images - mean.view(3, 1, 1)) / std.view(3, 1, 1)  # (2, 3, side, side)

@@ -168,7 +168,7 @@ if reference is None:
     ).eval()
 print("CoaT-Lite Tiny with", weights)
 
-# Real photos (scikit-learn's two), resized to IMG x IMG and normalised as for ImageNet.
+# Real photos (scikit-learn's two) at IMG x IMG, normalised as for ImageNet.
 photos = sample_photos(IMG, 2)
 
 with torch.no_grad():
