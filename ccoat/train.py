@@ -65,7 +65,6 @@ from tqdm.auto import tqdm
 from . import data as cdata
 from .attention import ATTENTION_KINDS
 from .clustering import record_clusters
-from .profile import choose, get_profile
 from .provenance import provenance, write_atomic
 from .registry import MODEL_NAMES, create_model
 from .runfolder import RunFolder, load_checkpoint, save_checkpoint
@@ -962,28 +961,22 @@ def _dataset_label(info: cdata.DataInfo) -> str:
 
 
 def imagenette_recipe(profile: str | None = None) -> dict:
-    """The book's Imagenette run: CoaT-Lite Tiny, factorized attention, sized by the profile.
+    """Every setting of :func:`ccoat.recipes.imagenette` (quiet: ``progress=False``) as a dict,
+    as the clusters chapter reads it."""
+    from .recipes import imagenette
 
-    smoke: a few updates at 64 px; cpu: 4 epochs at 64 px (minutes on 2 cores); gpu: 30 epochs
-    at 224 px.
-    """
-    profile = profile or get_profile()
-    return dict(model="coat_lite_tiny", data="imagenette", img_size=choose(smoke=64, cpu=64, gpu=224, profile=profile),
-                epochs=choose(smoke=1, cpu=4, gpu=30, profile=profile), batch_size=64, lr=2e-3,
-                warmup_epochs=0.5, train_subset=choose(smoke=256, cpu=None, gpu=None, profile=profile),
-                val_subset=choose(smoke=128, cpu=None, gpu=None, profile=profile),
-                steps_per_epoch=choose(smoke=3, cpu=None, gpu=None, profile=profile),
-                num_workers=2, seed=0, progress=False)
+    return dataclasses.asdict(imagenette(profile, progress=False))
 
 
 def fit_cached(config: TrainConfig | dict, cache_dir: str | os.PathLike | None = None) -> TrainRun:
     """:func:`fit`, run once per recipe: the checkpoint is kept under ``cache_dir`` (default
-    ``~/.cache/ccoat/runs``) in a folder named by a hash of the recipe, and a later call with the
-    same recipe resumes from it, finding nothing left to train. Notebooks that need the same
-    trained model share it this way and each still runs on its own."""
-    config = dataclasses.asdict(config) if isinstance(config, TrainConfig) else dict(config)
-    for name in ("out", "resume", "overwrite"):
-        config.pop(name, None)
+    ``~/.cache/ccoat/runs``) in a folder named by a hash of the recipe's settings (the same for a
+    dict and for the :class:`TrainConfig` it makes), and a later call with the same settings
+    resumes from it, finding nothing left to train. Notebooks that need the same trained model
+    share it this way and each still runs on its own."""
+    config = dataclasses.asdict(TrainConfig(**config) if isinstance(config, dict) else config)
+    for name in ("out", "resume", "overwrite"):  # where it is kept, not what it computes
+        config.pop(name)
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "ccoat" / "runs"
     return fit(dict(config, out=str(root / key)), _cache=True)
@@ -1126,7 +1119,7 @@ def main(argv=None) -> int:
     try:
         config.validate(training=not args.eval_only)
     except ValueError as error:
-        raise SystemExit(f"error: {error}")
+        raise SystemExit(f"error: {error}") from None
     if args.eval_only:
         ckpt = _checkpoint_path(config)
         if ckpt is None or not ckpt.exists():

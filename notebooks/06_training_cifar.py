@@ -51,7 +51,6 @@ if "google.colab" in sys.modules:
 # %% tags=["hide-input"]
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
-import importlib.util
 import json
 import math
 import os
@@ -66,6 +65,7 @@ from IPython.display import Markdown, display
 from timm.scheduler import CosineLRScheduler
 
 from ccoat import data as cdata
+from ccoat import recipes
 from ccoat import train as ctrain
 from ccoat.plotting import KIND_COLORS, set_theme
 from ccoat.provenance import results_file, shorten_paths
@@ -178,66 +178,33 @@ plt.show()
 # the attention core: CoaT's factorized attention, exact softmax attention, and the clustered
 # attention of Clustering CoaT. Every run starts from the same seed.
 #
-# The size of the work follows the profile. The gpu recipe below is the full one; the cpu
-# profile trains briefly on a subset; smoke runs a few updates to show that every cell works.
+# The size of the work follows the profile: the recipe is kept in `ccoat.recipes`, one size
+# per profile (`cifar10-smoke`, `cifar10-cpu`, `cifar10-gpu`). The gpu size is the full
+# recipe; the cpu size trains briefly on a subset; smoke runs a few updates on the digits to
+# show that every cell works. The table shows what each size sets (the rest are
+# `TrainConfig`'s defaults); this build trains with its profile's column.
 
 # %%
-RECIPE = ccoat.choose(
-    smoke=dict(
-        data="digits",
-        epochs=2,
-        batch_size=16,
-        train_subset=64,
-        val_subset=64,
-        steps_per_epoch=2,
-        num_workers=0,
-        warmup_epochs=0.5,
-    ),
-    cpu=dict(
-        data="cifar10",
-        epochs=2,
-        batch_size=64,
-        train_subset=1000,
-        val_subset=500,
-        num_workers=1,
-        warmup_epochs=0.5,
-    ),
-    gpu=dict(
-        data="cifar10",
-        epochs=100,
-        batch_size=256,
-        lr=2e-3,
-        warmup_epochs=5,
-        randaugment="rand-m9-mstd0.5",
-        mixup=0.8,
-        cutmix=1.0,
-        ema_decay=0.9998,
-        num_workers=4,
-    ),
+sizes = {
+    profile: recipes.recipe(f"cifar10-{profile}")
+    for profile in ("smoke", "cpu", "gpu")
+}
+display(
+    pd.DataFrame(sizes).fillna("").rename(columns={PROFILE: f"{PROFILE} (this build)"})
 )
-# progress=False: no progress bars in the book (each run's result is printed below)
-RECIPE.update(data_dir=DATA_DIR, seed=0, progress=False)
-print(shorten_paths(json.dumps(RECIPE, indent=1), cdata.data_root(DATA_DIR)))
 
-has_clustering = importlib.util.find_spec("ccoat.clustering") is not None
 MODELS = {
     "factorized": dict(model="coat_lite_tiny_cifar"),
     "softmax": dict(model="coat_lite_tiny_cifar", attention="softmax"),
+    "clustered": dict(model="ccoat_lite_tiny_cifar"),
 }
-if has_clustering:
-    MODELS["clustered"] = dict(model="ccoat_lite_tiny_cifar")
-else:
-    print(
-        "ccoat.clustering is not in this installation yet: training factorized and "
-        "softmax only"
-    )
 
 # %%
 histories = {}
 for kind, model_args in MODELS.items():
-    histories[kind] = pd.DataFrame(
-        ctrain.train(ctrain.TrainConfig(**RECIPE, **model_args))
-    )
+    # progress=False: no progress bars in the book (each run's result is printed below)
+    config = recipes.cifar10(data_dir=DATA_DIR, progress=False, **model_args)
+    histories[kind] = pd.DataFrame(ctrain.train(config))
     last = histories[kind].iloc[-1]
     print(
         f"{kind:>10}: val top-1 {last.val_top1:.1f}% after {int(last.epoch)} epochs, "
@@ -575,7 +542,8 @@ else:
 #
 # ## Exercises
 #
-# 1. Set the warm-up to zero in the cpu recipe. How do the first epochs change?
+# 1. Set the warm-up to zero (`recipes.cifar10("cpu", warmup_epochs=0, ...)`). How do the
+#    first epochs change?
 # 2. Train the clustered model with a cap of 8 clusters per stage
 #    (`ccoat.create_model("ccoat_lite_tiny_cifar", max_clusters=8)` passed as `model=` to
 #    `ccoat.train.fit`). What happens to accuracy and to images/s?
