@@ -82,9 +82,11 @@ def test_schedule_warms_up_then_ends_at_min_lr():
 
 
 def test_checkpoint_is_written_atomically(tmp_path):
+    from ccoat.runfolder import save_checkpoint
+
     path = tmp_path / "last.pt"
-    ctrain.save_atomic({"x": 1}, path)
-    ctrain.save_atomic({"x": 2}, path)
+    save_checkpoint({"x": 1}, path)
+    save_checkpoint({"x": 2}, path)
     assert torch.load(path)["x"] == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
