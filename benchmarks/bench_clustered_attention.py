@@ -34,49 +34,23 @@ multi-threaded small ops then wait on each other; one thread gives steadier rati
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import subprocess
 import sys
 import tempfile
-import statistics
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 import ccoat
-from ccoat.clustering import ClusteredCore, block_qkv
+from ccoat import measure
+from ccoat.clustering import ClusteredCore, block_qkv, clusters_per_row
+from ccoat.data import sample_photos
 from ccoat.hashing import DEFAULT_BUCKET_WIDTH, DEFAULT_N_HASHES
 from ccoat.provenance import provenance, write_atomic
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def sample_photos(side: int) -> torch.Tensor:
-    """scikit-learn's sample photos (china.jpg, flower.jpg), resized to side², normalised."""
-    from sklearn.datasets import load_sample_images
-
-    images = torch.stack([torch.tensor(np.asarray(im)) for im in load_sample_images().images])
-    x = images.permute(0, 3, 1, 2).float() / 255  # (2, 3, 427, 640)
-    x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
-    return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
-
-
-def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """Median seconds of each function, run in alternating order."""
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for i in range(warmup + repeats):
-        for name in (names if i % 2 == 0 else names[::-1]):
-            start = time.perf_counter()
-            fns[name]()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _status_kib(field: str) -> int:
@@ -129,11 +103,11 @@ def layer_benchmark(model, side, args) -> dict:
         mean_out = F.scaled_dot_product_attention(q[:, :, 1:].mean(2, keepdim=True), k, v)
         single = torch.cat([exact[:, :, :1], mean_out.expand(-1, -1, q.shape[2] - 1, -1)], 2)
         memory = {kind: peak_memory(q, k, v, kind, args) for kind in ("softmax", "clustered")}
-        medians = alternate({
+        medians = measure.medians(measure.alternate({
             "softmax": lambda: F.scaled_dot_product_attention(q, k, v),
             "clustered": lambda: core(q, k, v),
             "hash_and_cluster": lambda: core.cluster(q[:, :, 1:]),
-        }, args.repeats)
+        }, args.repeats))
     rel = lambda a: ((a - exact).norm() / exact.norm()).item()  # noqa: E731
     sweep = []  # what the bucket width trades: clusters against error (no timing)
     with torch.no_grad():
@@ -185,24 +159,22 @@ def time_breakdown(model, x) -> dict:
 
 
 def model_benchmark(side, args) -> dict:
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # one set of weights, converted to each kind
     softmax = ccoat.create_model("coat_lite_tiny", attention="softmax").eval()
-    clustered = ccoat.create_model("ccoat_lite_tiny", n_hashes=args.n_hashes,
-                                   bucket_width=args.bucket_width).eval()
-    factorized = ccoat.create_model("coat_lite_tiny").eval()
-    clustered.load_state_dict(softmax.state_dict())
-    factorized.load_state_dict(softmax.state_dict())
+    clustered = ccoat.convert_attention(copy.deepcopy(softmax), "clustered",
+                                        n_hashes=args.n_hashes, bucket_width=args.bucket_width)
+    factorized = ccoat.convert_attention(copy.deepcopy(softmax), "factorized")
     x = sample_photos(side)[:1]
     with torch.no_grad(), ccoat.record_clusters(clustered) as records:
         clustered(x)
-        medians = alternate({"softmax": lambda: softmax(x), "clustered": lambda: clustered(x),
-                             "factorized": lambda: factorized(x)}, args.model_repeats)
+        medians = measure.medians(measure.alternate(
+            {"softmax": lambda: softmax(x), "clustered": lambda: clustered(x),
+             "factorized": lambda: factorized(x)}, args.model_repeats))
     return {
         "img_size": side, "batch_size": 1, "median_s": medians,
         "time_ratio_clustered_over_softmax": medians["clustered"] / medians["softmax"],
         "time_ratio_clustered_over_factorized": medians["clustered"] / medians["factorized"],
-        "clusters_mean_per_block": {name: r["num_clusters"].float().mean().item()
-                                    for name, r in records.items()},
+        "clusters_mean_per_block": clusters_per_row(records),
         "tokens_per_block": {name: r["ids"].shape[-1] for name, r in records.items()},
         "clustered_time_shares": time_breakdown(clustered, x),
     }
@@ -241,7 +213,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(result, indent=2) + "\n")  # a run cut short keeps the old file
-    for side, r in result["layer"].items():
+    for r in result["layer"].values():
         print(f"N={r['tokens']}: clustered/softmax time {r['time_ratio_clustered_over_softmax']:.3f} "
               f"(softmax {r['median_s']['softmax'] * 1e3:.1f} ms, clustered "
               f"{r['median_s']['clustered'] * 1e3:.1f} ms, of which hashing+clustering "

@@ -9,22 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import timm
 import torch
 
 import ccoat
+from ccoat import measure
 from ccoat.provenance import provenance
-
-
-def step_time(model: torch.nn.Module, images: torch.Tensor) -> float:
-    start = time.perf_counter()
-    model(images).sum().backward()
-    elapsed = time.perf_counter() - start
-    model.zero_grad(set_to_none=True)
-    return elapsed
 
 
 def main() -> None:
@@ -43,13 +34,9 @@ def main() -> None:
     model = ccoat.load_timm_weights(ccoat.create_model("coat_lite_tiny"), reference).train()
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
 
-    times = {"ccoat": [], "timm": []}
-    for i in range(args.warmup + args.repeats):
-        for name, m in (("ccoat", model), ("timm", reference)) if i % 2 else (("timm", reference), ("ccoat", model)):
-            t = step_time(m, images)
-            if i >= args.warmup:
-                times[name].append(t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = measure.medians(measure.alternate(
+        {"timm": measure.pass_call(reference, images, train=True),
+         "ccoat": measure.pass_call(model, images, train=True)}, args.repeats, args.warmup))
     result = {
         "benchmark": "coat_lite_tiny forward+backward, ccoat vs timm",
         "batch_size": args.batch_size, "img_size": args.img_size, "repeats": args.repeats,

@@ -25,6 +25,7 @@ import torch.nn as nn
 
 import ccoat
 from ccoat import data as cdata
+from ccoat import measure
 from ccoat.provenance import provenance
 from ccoat.train import param_groups, train_step
 
@@ -33,10 +34,8 @@ def make_step(model: nn.Module, images: torch.Tensor, target: torch.Tensor):
     optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
 
-    def step() -> float:
-        start = time.perf_counter()
+    def step() -> None:
         train_step(model, images, target, optimizer, criterion, clip_grad=1.0)
-        return time.perf_counter() - start
 
     return step
 
@@ -49,14 +48,8 @@ def bench_models(args) -> dict:
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
     target = torch.randint(0, 1000, (args.batch_size,))
     steps = {"ccoat": make_step(model, images, target), "timm": make_step(reference, images, target)}
-    times = {"ccoat": [], "timm": []}
-    for i in range(args.warmup + args.repeats):
-        order = ("ccoat", "timm") if i % 2 else ("timm", "ccoat")
-        for name in order:
-            t = steps[name]()
-            if i >= args.warmup:
-                times[name].append(t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = measure.medians(measure.alternate(
+        {"timm": steps["timm"], "ccoat": steps["ccoat"]}, args.repeats, args.warmup))
     return {
         "benchmark": "coat_lite_tiny training step (AdamW, clip, label smoothing), ccoat vs timm",
         "batch_size": args.batch_size, "img_size": args.img_size, "repeats": args.repeats,
@@ -76,9 +69,8 @@ def bench_loader(args) -> dict:
         start = time.perf_counter()
         images, target = next(batches)
         loader_times.append(time.perf_counter() - start)
-    step = make_step(model, images, target)
-    step()  # warm-up
-    step_times = [step() for _ in range(args.loader_repeats)]
+    step_times = measure.alternate({"step": make_step(model, images, target)},
+                                   args.loader_repeats)["step"]
     load, run = statistics.median(loader_times), statistics.median(step_times)
     return {
         "benchmark": "CIFAR-10 (JPEG copy) loader time per batch vs coat_lite_tiny_cifar step",

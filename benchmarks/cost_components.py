@@ -5,7 +5,7 @@ Both models share one set of (random-init) weights; the clustered model's hash p
 drawn after ``torch.manual_seed(0)``, so the table repeats. Its cluster
 counts, and so its cost, depend on that draw and on the image (scikit-learn's ``china.jpg`` at
 batch 1, both sample photos at batch 2). Time per
-component comes from ``ccoat.cost.component_times`` (module hooks, median of repeats), so the
+component comes from ``ccoat.cost.ccoat.measure.component_times`` (module hooks, median of repeats), so the
 table puts counted cost next to wall-clock.
 
     python benchmarks/cost_components.py [--models coat_lite_tiny ccoat_lite_tiny]
@@ -14,23 +14,25 @@ table puts counted cost next to wall-clock.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
 import torch
 
 import ccoat
-from ccoat import cost
+from ccoat import cost, measure
+from ccoat.data import sample_photos
 from ccoat.provenance import provenance, write_atomic
 
 
 def component_table(model, img_size: int, batch_size: int, repeats: int) -> tuple[list, dict]:
-    images = cost.example_images(img_size, batch_size)
+    images = sample_photos(img_size, batch_size)
     table = cost.audit(model, img_size, batch_size, images=images)
     by_component = table.groupby("component", sort=False)[["macs", "macs_analytic", "ops",
                                                            "params"]].sum()
-    times = cost.component_times(model, img_size, batch_size, repeats=repeats, warmup=1,
-                                 images=images)
+    times = measure.component_times(model, img_size, batch_size, repeats=repeats, warmup=1,
+                                    images=images)
     total_time = times.pop(("total", "all"))
     seconds = {}
     for (component, _), t in times.items():
@@ -90,8 +92,8 @@ def main() -> None:
     reference = ccoat.create_model(args.models[0]).eval()
     for name in args.models:
         torch.manual_seed(0)  # one repeatable draw of the hash projections (the count depends on it)
-        model = ccoat.create_model(name).eval()
-        model.load_state_dict(reference.state_dict(), strict=False)  # one set of weights
+        kind = ccoat.create_model(name).attention_kinds[0]  # the kind the name stands for
+        model = ccoat.convert_attention(copy.deepcopy(reference), kind)  # one set of weights
         for img_size in args.img_sizes:
             rows, meta = component_table(model, img_size, args.batch_size, args.repeats)
             record["tables"].append({"model": name, "attention": model.attention_kinds[0],

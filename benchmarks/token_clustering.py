@@ -7,7 +7,7 @@
 Loads a trained CoaT-Lite (cifar), converts copies with ``ccoat.token_clustering.cluster_tokens``
 for every method and budget, and measures on CIFAR-10 (JPEG copy):
 - top-1 on all 10,000 test images, with its bootstrap 95% interval;
-- counted MACs of one image (FlopCounterMode: matrix products and convolutions);
+- counted MACs of one image (ccoat.cost.flop_counter: matrix products and convolutions);
 - forward images/s on the CPU at batch 32 and batch 1, every configuration timed in turn within
   each round (ratios to CoaT-Lite are read within one run), the median over rounds.
 Writes after every configuration (atomically), so an interrupted run keeps what it measured.
@@ -19,13 +19,13 @@ import argparse
 import copy
 import json
 import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import ccoat
+from ccoat import cost, measure
 from ccoat import data as cdata
 from ccoat.provenance import provenance, write_atomic
 from ccoat.stats import bootstrap_interval
@@ -114,7 +114,7 @@ models = {name: build(cfg) for name, cfg in configs.items()}
 with torch.inference_mode():
     for name, model in models.items() if not args.timing_only else ():
         hits = torch.cat([model(x).argmax(1) == y for x, y in test])
-        with FlopCounterMode(display=False) as counter:
+        with cost.flop_counter() as counter:
             model(torch.zeros(1, 3, 32, 32))
         lo, hi = bootstrap_interval(hits)
         record["rows"].append(
@@ -133,20 +133,20 @@ with torch.inference_mode():
     images = next(iter(test))[0]
     for batch in (32, 1):
         x = images[:batch]
-        times = {name: [] for name in models}
-        for _ in range(args.rounds):
-            for (
-                name,
-                model,
-            ) in models.items():  # every configuration in turn, each round
+
+        # every configuration in turn, each round; a call is `repeats` forward passes
+        def passes(model, x=x):
+            for _ in range(args.repeats):
                 model(x)
-                start = time.perf_counter()
-                for _ in range(args.repeats):
-                    model(x)
-                times[name].append((time.perf_counter() - start) / args.repeats)
+
+        times = measure.alternate(
+            {name: partial(passes, model) for name, model in models.items()},
+            args.rounds,
+            warmup=1,
+        )
         for row in record["rows"]:
-            row[f"images_per_s_batch{batch}"] = batch / statistics.median(
-                times[row["config"]]
+            row[f"images_per_s_batch{batch}"] = (
+                batch * args.repeats / statistics.median(times[row["config"]])
             )
         reference = record["rows"][0][f"images_per_s_batch{batch}"]
         for row in record["rows"]:

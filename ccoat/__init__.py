@@ -1,6 +1,6 @@
 """ccoat: CoaT-Lite and Clustering CoaT, built from their concepts for the book.
 
-Public interface (see the book and ``docs``):
+Public interface (the README's "Using the library"; the book builds each piece):
 
 - :func:`create_model`: CoaT-Lite / Clustering CoaT by name;
 - :func:`load_timm_weights`: timm's CoaT-Lite weights into a ccoat model;
@@ -24,11 +24,10 @@ _check_torch(_torch.__version__)  # one clear error for a torch older than the f
 # on every page of the book; only that message is silenced.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from . import cost  # ccoat.cost.macs(...) is part of the public interface (API.md)
-from .attention import ATTENTION_KINDS
+from . import cost  # ccoat.cost.macs(...) is part of the public interface (README)
 from .clustering import record_clusters
 from .convert import convert_attention
-from .model import CONFIGS, CoaTLite, CoaTLiteConfig
+from .model import ATTENTION_KINDS, CONFIGS, CoaTLite, CoaTLiteConfig
 from .profile import choose, get_profile
 from .registry import MODEL_NAMES, create_model, register_with_timm
 from .timm_weights import load_timm_weights
@@ -39,7 +38,7 @@ __version__ = "0.1.0"
 register_with_timm()
 
 __all__ = [
-    "ATTENTION_KINDS", "CONFIGS", "CoaTLite", "CoaTLiteConfig", "MODEL_NAMES", "choose",
+    "ATTENTION_KINDS", "CONFIGS", "CoaTLite", "CoaTLiteConfig", "MODEL_NAMES", "choose", "cost",
     "cluster_tokens", "convert_attention", "create_model", "get_profile", "load_timm_weights",
     "record_clusters", "record_token_clusters",
 ]

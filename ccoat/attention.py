@@ -10,11 +10,15 @@ Tokens are laid out as ``[class token, image tokens in row-major order]``. The c
 takes part in attention as query, key and value, but the convolutions see only the image
 tokens: the CPE leaves the class token untouched and the CRPE gives it zero.
 
-The attention *core* (what turns ``q, k, v`` into an output) is a small module of its own, so
-that one block can run CoaT's factorized attention, exact softmax attention, or a clustered
-kind (:mod:`ccoat.clustering`) with the very same parameters.
+The attention *core* (what turns ``q, k, v`` into an output) is a small module of its own that
+:class:`ConvAttention` receives, as timm's blocks receive their ``attn_layer``: one block can run
+CoaT's factorized attention, exact softmax attention, or a clustered kind
+(:mod:`ccoat.clustering`) with the very same parameters. The table of kinds, and the function
+that builds a core by name, live in :mod:`ccoat.model`, the one module that knows them all.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.fx
@@ -127,26 +131,6 @@ class SoftmaxCore(nn.Module):
         return softmax_attention(q, k, v)
 
 
-ATTENTION_KINDS = ("factorized", "softmax", "clustered", "clustered_factorized")
-
-
-def make_core(kind: str, head_dim: int | None = None, **options) -> nn.Module:
-    """Build the attention core of ``kind``; clustering ``options`` go to the clustered kinds.
-
-    ``head_dim`` (the size of one head's queries) sizes the hash projections of the clustered
-    kinds; the other kinds do not need it.
-    """
-    if kind not in ATTENTION_KINDS:
-        raise ValueError(f"attention kind must be one of {ATTENTION_KINDS}, got {kind!r}")
-    if kind in ("factorized", "softmax"):
-        if options:
-            raise ValueError(f"attention kind {kind!r} takes no options, got {sorted(options)}")
-        return FactorizedCore() if kind == "factorized" else SoftmaxCore()
-    from . import clustering  # the clustered kinds live with the clustering code
-
-    return clustering.make_clustered_core(kind, head_dim=head_dim, **options)
-
-
 def _keep_own_core_buffers(module, state_dict, prefix, *args) -> None:
     """Let one state dict load into every attention kind of a model.
 
@@ -167,19 +151,23 @@ def _keep_own_core_buffers(module, state_dict, prefix, *args) -> None:
 class ConvAttention(nn.Module):
     """CoaT's conv-attention: qkv projection, an attention core, plus CRPE, then projection.
 
-    ``out = proj(core(q, k, v) + crpe(q, v))``. The CRPE module is owned by the stage and
-    passed in, because CoaT shares one CRPE among all blocks of a stage.
+    ``out = proj(core(q, k, v) + crpe(q, v))``. ``core_layer(head_dim)`` builds the core, any
+    module with ``forward(q, k, v, size)`` on ``(B, heads, N, C_head)`` tensors (timm's
+    ``attn_layer`` idiom; CoaT's factorized attention when none is given). The CRPE module is owned by the stage and passed in, because
+    CoaT shares one CRPE among all blocks of a stage.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
-                 kind: str = "factorized", **core_options):
+                 core_layer: Callable[[int], nn.Module] | None = None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, heads={num_heads}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.core = make_core(kind, head_dim=dim // num_heads, **core_options)
+        # The core is built last, from one head's width, so that a clustered core's hash
+        # projections are drawn after the weights above (as every ccoat model has drawn them).
+        self.core = FactorizedCore() if core_layer is None else core_layer(dim // num_heads)
         self.register_load_state_dict_pre_hook(_keep_own_core_buffers)
 
     @property

@@ -31,9 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import factorized_attention
-from .hashing import DEFAULT_BUCKET_WIDTH, DEFAULT_N_HASHES, E2LSH, Clusters, check_hash_options
+from .hashing import DEFAULT_BUCKET_WIDTH, DEFAULT_N_HASHES, E2LSH, Clusters
 
-CLUSTERED_KINDS = ("clustered", "clustered_factorized")
+# What a clustered core takes besides head_dim (checked by ccoat.model.make_core).
+CLUSTERING_OPTIONS = ("n_hashes", "bucket_width", "max_clusters", "redraw", "seed")
 
 
 def _row_offsets(clusters: Clusters) -> torch.Tensor:
@@ -155,6 +156,22 @@ class record_clusters(contextlib.AbstractContextManager):
             core._recorder = None
 
 
+def block_index(name: str) -> tuple[int, int]:
+    """``"stages.i.blocks.j"`` (or a module path below it) -> ``(i, j)``, both from 0."""
+    parts = name.split(".")
+    if len(parts) < 4 or parts[0] != "stages" or parts[2] != "blocks" or not (
+            parts[1].isdigit() and parts[3].isdigit()):
+        raise ValueError(f"expected a block path 'stages.i.blocks.j', got {name!r}")
+    return int(parts[1]), int(parts[3])
+
+
+def clusters_per_row(records: dict) -> dict[str, float]:
+    """Mean number of clusters per query row (one image, one head) of each block in
+    ``records`` (from :class:`record_clusters`), in the model's block order."""
+    return {name: record["num_clusters"].float().mean().item()
+            for name, record in sorted(records.items(), key=lambda item: block_index(item[0]))}
+
+
 # ---------------------------------------------------------------------------------------------
 # The cores.
 
@@ -242,19 +259,3 @@ class ClusteredFactorizedCore(_ClusteredCoreBase):
 
     def attend(self, queries, k, v):
         return factorized_attention(queries, k, v)
-
-
-def make_clustered_core(kind: str, head_dim: int | None = None, **options) -> nn.Module:
-    """A clustered core of ``kind``; ``options``: n_hashes, bucket_width, max_clusters, redraw, seed."""
-    cores = {"clustered": ClusteredCore, "clustered_factorized": ClusteredFactorizedCore}
-    if kind not in cores:
-        raise ValueError(f"clustered attention kind must be one of {CLUSTERED_KINDS}, got {kind!r}")
-    if head_dim is None:
-        raise ValueError("a clustered core needs head_dim (the size of one head's queries)")
-    allowed = {"n_hashes", "bucket_width", "max_clusters", "redraw", "seed"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(f"unknown clustering options {unknown}; expected some of {sorted(allowed)}")
-    check_hash_options(options.get("n_hashes", DEFAULT_N_HASHES),
-                       options.get("bucket_width", DEFAULT_BUCKET_WIDTH))
-    return cores[kind](head_dim, **options)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .attention import make_core
-from .model import CoaTLite, CoaTLiteConfig
+from .model import CoaTLite, CoaTLiteConfig, make_core
 from .timm_weights import load_timm_weights
 
 

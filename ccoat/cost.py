@@ -10,8 +10,10 @@ This module measures, for one forward pass of a ccoat model, per **component** a
 - **other operations**: the elementwise, reduction, sorting and gathering work that a MAC count
   does not see (softmax, LayerNorm, GELU, residual adds, and for the clustered kinds the
   hashing's floor, the sort, the scatter-mean and the broadcast), by documented analytic counts;
-- **parameters** per component (:func:`parameters`);
-- **peak memory** (:func:`peak_memory`) and **throughput** (:func:`throughput`).
+- **parameters** per component (:func:`parameters`).
+
+What a pass *takes* on a machine (time, throughput, peak memory) is measured by
+:mod:`ccoat.measure`; the figures are drawn by :mod:`ccoat.plotting`.
 
 Components
 ----------
@@ -20,8 +22,8 @@ LayerNorm), ``qkv``, ``hashing`` / ``clustering`` / ``prototypes`` / ``broadcast
 clustered kinds' extra steps), ``attention`` (the attention core proper: ``q @ (softmax(k)ᵀ v)``,
 ``softmax(q kᵀ) v``, or the same with prototypes in place of the queries), ``crpe`` (conv
 relative position encoding ``q ⊙ DWConv(v)``), ``proj`` (output projection), ``mlp``,
-``residual`` (the two residual adds of each block) and ``head``; :func:`component_times` adds
-``other`` for the time no named module covers.
+``residual`` (the two residual adds of each block) and ``head``;
+:func:`ccoat.measure.component_times` adds ``other`` for the time no named module covers.
 
 Conventions
 -----------
@@ -57,15 +59,6 @@ A transcendental (exp, erf) counts as one operation, like an add: the count says
 how many cycles one element takes. Data movement other than the broadcast (reshapes, the class
 token's concatenation, padding) is not counted.
 
-Peak memory
------------
-On CUDA: the caching allocator's ``max_memory_allocated`` during the pass minus what was
-allocated before it (weights and the input batch are excluded). On CPU: the same quantity
-measured by :class:`LiveTensorMemory`, a ``TorchDispatchMode`` that adds up the bytes of every
-tensor storage an operator creates and subtracts them when the storage is freed, and keeps the
-maximum. It sees every tensor the operators allocate, but not a kernel's private scratch memory
-nor the allocator's rounding; on CUDA the two methods agree to within that.
-
 Clustered kinds
 ---------------
 The cost of the clustered kinds depends on the data: the number of clusters a query row forms is
@@ -79,12 +72,8 @@ clustering are counted on the ``meta`` device: no memory, no arithmetic.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import re
-import statistics
-import time
-import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -94,10 +83,13 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from .clustering import block_index, record_clusters
+from .data import sample_photos
+from .model import CLUSTERED_KINDS
+
 COMPONENTS = ("patch_embed", "cpe", "norm", "qkv", "hashing", "clustering", "prototypes",
               "attention", "broadcast", "crpe", "proj", "mlp", "residual", "head", "other")
 CLUSTERING_COMPONENTS = ("hashing", "clustering", "prototypes", "broadcast")
-CLUSTERED_KINDS = ("clustered", "clustered_factorized")
 STAGES = ("stage1", "stage2", "stage3", "stage4", "head")
 
 # Analytic operation counts per element (see the module docstring).
@@ -164,8 +156,8 @@ def stage_shapes(model: nn.Module, img_size=224) -> list[StageShape]:
     H, W = check_input(model, img_size)
     config, kinds = model.config, model.attention_kinds
     shapes, in_chans = [], model.in_chans
-    for i, (dim, depth, ratio) in enumerate(zip(config.embed_dims, config.depths, config.mlp_ratios)):
-        patch = config.patch_size if i == 0 else 2
+    for i, (dim, depth, ratio, patch) in enumerate(zip(
+            config.embed_dims, config.depths, config.mlp_ratios, config.stage_patches)):
         H, W = H // patch, W // patch
         shapes.append(StageShape(STAGES[i], (H, W), in_chans, patch, dim, config.num_heads, depth,
                                  int(dim * ratio), dict(config.crpe_windows), kinds[i]))
@@ -183,27 +175,6 @@ def _clustering_options(model: nn.Module) -> tuple[list, list]:
 def _log2(n: int) -> int:
     """Comparisons per element of a sort of ``n`` elements: ``ceil(log2 n)``."""
     return max(1, math.ceil(math.log2(max(n, 1))))
-
-
-def example_images(img_size=224, batch_size: int = 1) -> torch.Tensor:
-    """Real photos (scikit-learn's ``china.jpg`` and ``flower.jpg``, CC BY 2.0), resized to
-    ``img_size`` and normalised with ImageNet's statistics: ``(batch_size, 3, H, W)``.
-
-    Clustered attention forms as many clusters as its queries fall into distinct buckets, and
-    noise images have no structure to cluster; photos give a realistic count.
-    """
-    import numpy as np
-    from sklearn.datasets import load_sample_images
-
-    H, W = _as_hw(img_size)
-    photos = [torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
-              for img in load_sample_images().images]
-    batch = torch.stack([photos[i % len(photos)] for i in range(batch_size)])
-    batch = nn.functional.interpolate(batch, size=(H, W), mode="bilinear", antialias=True,
-                                      align_corners=False)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (batch - mean) / std
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +325,7 @@ def _count(model, img_size, batch_size, images):
     # merge step (cdist) are "clustering" and the rest "attention".
     per_path = {name[len(root):]: ops for name, ops in counter.get_flop_counts().items()
                 if name.startswith(root)}
-    macs: dict[tuple[str, str], int] = defaultdict(int)
+    per_component: dict[tuple[str, str], int] = defaultdict(int)
     attributed = 0
     for path, ops in per_path.items():
         key = _component_of(path)
@@ -367,19 +338,19 @@ def _count(model, img_size, batch_size, images):
                 own.subtract({str(op): n for op, n in child_ops.items()})
         for op, flops in own.items():
             component = "clustering" if key[0] == "attention" and op in _CLUSTERING_OPS else key[0]
-            macs[(component, key[1])] += flops // 2
+            per_component[(component, key[1])] += flops // 2
             attributed += flops
     total = counter.get_total_flops()
     if attributed != total:
         raise RuntimeError(f"FlopCounterMode saw {total} FLOPs but only {attributed} belong to a "
                            f"known component: a module of {type(model).__name__} is not covered "
                            "by ccoat.cost's rules")
-    return dict(macs), clusters
+    return dict(per_component), clusters
 
 
 def _images_for(model, img_size, batch_size, images):
     if images is None:
-        images = example_images(img_size, batch_size)
+        images = sample_photos(img_size, batch_size)
     if images.shape[0] != batch_size or tuple(images.shape[-2:]) != _as_hw(img_size):
         raise ValueError(f"images must have shape ({batch_size}, {model.in_chans}, "
                          f"{'x'.join(map(str, _as_hw(img_size)))}), got {tuple(images.shape)}")
@@ -412,10 +383,8 @@ class _ClusterRecorder:
     every hasher (clusters before the cap) -> :class:`BlockClusters` per ``(stage, block)``."""
 
     def __init__(self, model: nn.Module):
-        from . import clustering
-
         self.model = model
-        self.record = clustering.record_clusters(model)
+        self.record = record_clusters(model)
         self.before_cap: dict[str, int] = {}
         self.clusters: dict[tuple[str, int], BlockClusters] = {}
 
@@ -435,10 +404,10 @@ class _ClusterRecorder:
             handle.remove()
         self.record.__exit__(*exc)
         for block, entry in self.records.items():
-            s, b = re.match(r"stages\.(\d)\.blocks\.(\d+)", block).groups()
+            s, b = block_index(block)
             num = entry["num_clusters"]  # (B, heads)
             padded = num.numel() * entry["counts"].shape[-1]
-            self.clusters[(STAGES[int(s)], int(b))] = BlockClusters(
+            self.clusters[(STAGES[s], b)] = BlockClusters(
                 int(num.sum()), padded, num.numel() * self.before_cap.get(block, padded // num.numel()),
                 num.numel())
         return False
@@ -601,277 +570,24 @@ def parameters(model: nn.Module, by_stage: bool = False) -> dict:
     return dict(out)
 
 
-# ---------------------------------------------------------------------------------------------
-# Memory
+# What moved out of this module, by its new home (the old names keep working, with a warning).
+_MOVED = {"throughput": "measure", "peak_memory": "measure", "component_times": "measure",
+          "LiveTensorMemory": "measure", "CLUSTERING_FUNCTIONS": "measure",
+          "plot_components": "plotting", "COMPONENT_COLORS": "plotting"}
 
 
-class LiveTensorMemory(TorchDispatchMode):
-    """Peak bytes of tensor storage created by operators while the mode is active.
+def __getattr__(name: str):
+    if name == "example_images":
+        import warnings
 
-    Every operator output whose storage is new is added to a running total, and subtracted when
-    the storage is freed (a weak reference's callback); ``peak`` is the running total's maximum.
-    Storages that existed before (weights, the input) are not counted. Works on any device,
-    ``meta`` included; it does not see a kernel's private scratch memory.
-    """
+        warnings.warn("ccoat.cost.example_images moved to ccoat.data.sample_photos",
+                      FutureWarning, stacklevel=2)
+        return sample_photos
+    if name in _MOVED:
+        import importlib
+        import warnings
 
-    def __init__(self):
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._seen: dict[int, weakref.ref] = {}
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self._seen.pop(key, None)
-        self.live -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        # Views and in-place results share an input's storage: nothing new was allocated.
-        inputs = {id(t.untyped_storage()) for t in torch.utils._pytree.tree_leaves((args, kwargs))
-                  if isinstance(t, torch.Tensor)}
-        for t in torch.utils._pytree.tree_leaves(out):
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()
-            key = id(storage)
-            if key in inputs or (key in self._seen and self._seen[key]() is storage):
-                continue
-            nbytes = storage.nbytes()
-            self._seen[key] = weakref.ref(storage, lambda _, k=key, n=nbytes: self._free(k, n))
-            self.live += nbytes
-            self.peak = max(self.peak, self.live)
-        return out
-
-
-def _step(model, x, train: bool):
-    if train:
-        model(x).float().logsumexp(dim=1).mean().backward()
-    else:
-        with torch.no_grad():
-            model(x)
-
-
-def peak_memory(model: nn.Module, img_size=224, batch_size: int = 1, *, train: bool = False,
-                images: torch.Tensor | None = None) -> dict:
-    """Peak memory of one forward pass (``train=True``: forward and backward) beyond the weights
-    and the input, on the model's device. Returns ``{"bytes": ..., "method": ...}``."""
-    check_input(model, img_size, batch_size)
-    x = _input(model, img_size, batch_size, images)
-    device = x.device
-    was_training = model.training
-    model.train(train)
-    try:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            _step(model, x, train)
-            torch.cuda.synchronize(device)
-            peak, method = torch.cuda.max_memory_allocated(device) - before, "cuda allocator"
-        else:
-            with LiveTensorMemory() as tracker:
-                _step(model, x, train)
-            peak, method = tracker.peak, "live tensor storage (dispatch mode)"
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
-    return {"bytes": int(peak), "method": method}
-
-
-def _input(model, img_size, batch_size, images):
-    if images is not None or _has_clustering(model):
-        return _images_for(model, img_size, batch_size, images)
-    H, W = _as_hw(img_size)
-    device = next(model.parameters()).device
-    return torch.randn(batch_size, model.in_chans, H, W, generator=torch.Generator().manual_seed(0)).to(device)
-
-
-# ---------------------------------------------------------------------------------------------
-# Time
-
-
-def throughput(model: nn.Module, img_size=224, batch_size: int = 1, *, train: bool = False,
-               repeats: int = 5, warmup: int = 1, images: torch.Tensor | None = None) -> dict:
-    """Images per second of a forward pass (``train=True``: forward and backward, in training
-    mode), the median over ``repeats`` timed passes after ``warmup`` untimed ones.
-
-    Returns ``{"images_per_s", "median_s", "times_s"}``. On CUDA the device is synchronised
-    around each pass.
-    """
-    check_input(model, img_size, batch_size)
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    x = _input(model, img_size, batch_size, images)
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    was_training = model.training
-    model.train(train)
-    times = []
-    try:
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            _step(model, x, train)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-            model.zero_grad(set_to_none=True)
-    finally:
-        model.train(was_training)
-    median = statistics.median(times)
-    return {"images_per_s": batch_size / median, "median_s": median, "times_s": times}
-
-
-# Functions of the clustered cores that are steps of their own, timed by wrapping them for the
-# duration of a measurement: (module, function name) -> component.
-CLUSTERING_FUNCTIONS = {
-    ("ccoat.hashing", "clusters_from_codes"): "clustering",
-    ("ccoat.clustering", "limit_clusters"): "clustering",
-    ("ccoat.clustering", "prototypes"): "prototypes",
-    ("ccoat.clustering", "broadcast"): "broadcast",
-}
-
-
-class _Clock:
-    """Exclusive wall-clock time per key over nested regions (modules and functions)."""
-
-    def __init__(self, sync):
-        self.sync = sync
-        self.stack: list = []  # [key, start, children's time]
-        self.spent: dict = defaultdict(float)
-
-    def enter(self, key) -> None:
-        self.sync()
-        self.stack.append([key, time.perf_counter(), 0.0])
-
-    def exit(self) -> None:
-        self.sync()
-        key, start, children = self.stack.pop()
-        elapsed = time.perf_counter() - start
-        self.spent[key] += elapsed - children
-        if self.stack:
-            self.stack[-1][2] += elapsed
-
-    def wrap(self, fn, component):
-        """``fn`` timed as ``component`` of the enclosing module's stage; a call nested in
-        another clustering step stays with that step (the cap's merge computes prototypes)."""
-        def timed(*args, **kwargs):
-            if not self.stack or self.stack[-1][0][0] in set(CLUSTERING_FUNCTIONS.values()):
-                return fn(*args, **kwargs)
-            self.enter((component, self.stack[-1][0][1]))
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.exit()
-        return timed
-
-
-@contextlib.contextmanager
-def _timed_functions(clock: _Clock):
-    patched = []
-    for (module_name, name), component in CLUSTERING_FUNCTIONS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, name):
-            patched.append((module, name, getattr(module, name)))
-            setattr(module, name, clock.wrap(getattr(module, name), component))
-    try:
-        yield
-    finally:
-        for module, name, fn in patched:
-            setattr(module, name, fn)
-
-
-def component_times(model: nn.Module, img_size=224, batch_size: int = 1, *, repeats: int = 3,
-                    warmup: int = 1, images: torch.Tensor | None = None) -> dict:
-    """Wall-clock seconds of one forward pass per ``(component, stage)``, the median over
-    ``repeats`` passes after ``warmup``.
-
-    Forward pre- and post-hooks on every module that a component rule names read the clock, and
-    so do the clustered cores' step functions (:data:`CLUSTERING_FUNCTIONS`, wrapped for the
-    duration); each region's time excludes the regions inside it (a core's time excludes its
-    hasher, prototypes and broadcast). What no region covers (residual adds, reshapes, the class
-    token's concatenation) is ``("other", stage)``, and the model's own glue
-    ``("other", "head")``, so in each pass the parts add up to the whole. On CUDA every region
-    synchronises the device, which slows the pass; the split is meant for the CPU, where
-    kernels run synchronously anyway. ``("total", "all")`` is the whole pass.
-    """
-    check_input(model, img_size, batch_size)
-    x = _input(model, img_size, batch_size, images)
-    clock = _Clock(torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None))
-
-    def pre(key):
-        return lambda module, args: clock.enter(key)
-
-    handles = []
-    for name, module in model.named_modules():
-        key = _component_of(name)
-        if key is None and re.fullmatch(r"stages\.\d", name):
-            key = ("other", STAGES[int(name[-1])])  # the stage itself: its glue
-        if key is not None:
-            handles += [module.register_forward_pre_hook(pre(key)),
-                        module.register_forward_hook(lambda module, args, output: clock.exit())]
-    runs = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _timed_functions(clock):
-            for i in range(warmup + repeats):
-                clock.spent.clear()
-                clock.sync()
-                start = time.perf_counter()
-                model(x)
-                clock.sync()
-                total = time.perf_counter() - start
-                spent = clock.spent
-                # The model's own glue (between stages, the class token read-out) is "other" too.
-                spent[("other", "head")] += total - sum(spent.values())
-                spent[("total", "all")] = total
-                if i >= warmup:
-                    runs.append(dict(spent))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-
-# One colour per component in every figure: the attention core red, the clustering steps greens.
-COMPONENT_COLORS = {
-    "patch_embed": "#4c72b0", "cpe": "#a1c9f4", "norm": "#b0b0b0", "qkv": "#dd8452",
-    "hashing": "#1b7837", "clustering": "#5aae61", "prototypes": "#a6dba0",
-    "attention": "#c44e52", "broadcast": "#00441b", "crpe": "#8172b3", "proj": "#937860",
-    "mlp": "#64b5cd", "residual": "#6e6e6e", "head": "#ccb974", "other": "#e0e0e0",
-}
-
-
-def plot_components(table, value: str = "macs", ax=None, title: str | None = None):
-    """Stacked bars: one bar per stage, one segment per component (``table`` from :func:`audit`
-    or several audits concatenated with a ``label`` column, which then gives one bar each)."""
-    import matplotlib.pyplot as plt
-
-    by = "label" if "label" in table.columns else "stage"
-    pivot = table.pivot_table(index=by, columns="component", values=value, aggfunc="sum",
-                              sort=False).fillna(0)
-    pivot = pivot[[c for c in COMPONENTS if c in pivot.columns and pivot[c].sum() > 0]]
-    ax = ax or plt.gca()
-    bottom = None
-    colors = COMPONENT_COLORS
-    scale, unit = (1e9, "G") if pivot.values.max() > 1e8 else (1e6, "M")
-    for component in pivot.columns:
-        values = pivot[component].to_numpy() / scale
-        ticks = [str(i).replace("stage", "") for i in pivot.index]  # "stage1" -> "1"
-        ax.bar(ticks, values, bottom=bottom, label=component, color=colors[component])
-        bottom = values if bottom is None else bottom + values
-    names = {"macs": "multiply-accumulates", "ops": "other operations", "params": "parameters"}
-    ax.set_ylabel(f"{names.get(value, value)} ({unit})")
-    ax.set_xlabel(by)
-    ax.legend(bbox_to_anchor=(1.0, 1.0), loc="upper left", fontsize="small")
-    if title:
-        ax.set_title(title)
-    return ax
+        warnings.warn(f"ccoat.cost.{name} moved to ccoat.{_MOVED[name]}.{name}", FutureWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(f"ccoat.{_MOVED[name]}"), name)
+    raise AttributeError(f"module 'ccoat.cost' has no attribute {name!r}")

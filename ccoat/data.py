@@ -486,3 +486,37 @@ def device_loader(dataset: Dataset, info: DataInfo, batch_size: int, train: bool
     return DeviceLoader(images.to(device), labels, batch_size, info.mean, info.std, train=train,
                         sampler=sampler, crop_padding=info.img_size // 8 if augment else 0,
                         flip=info.name not in NO_FLIP and augment, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample photos: real images that need no data folder
+
+def sample_photos(img_size=224, batch_size: int = 2, *, normalize: bool = True) -> torch.Tensor:
+    """scikit-learn's two sample photos (``china.jpg`` and ``flower.jpg``, CC BY 2.0), resized
+    (bilinear, antialiased) to ``img_size`` (an int or ``(H, W)``): ``(batch_size, 3, H, W)``,
+    the two photos in turn. ``normalize``: with ImageNet's mean and std, as a model takes them;
+    else pixels in about ``[0, 1]`` (antialiased resizing overshoots that range a little).
+
+    Clustered attention forms as many clusters as its queries fall into distinct buckets, and
+    noise images have no structure to cluster; photos give a realistic count.
+    """
+    from sklearn.datasets import load_sample_images
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    if isinstance(img_size, int) and not isinstance(img_size, bool):
+        img_size = (img_size, img_size)
+    if (not isinstance(img_size, (tuple, list)) or len(img_size) != 2
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in img_size)):
+        raise ValueError(f"img_size must be an int >= 1 or a pair (H, W) of them, got {img_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    photos = [torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+              for img in load_sample_images().images]  # (3, 427, 640) each
+    batch = torch.stack([photos[i % len(photos)] for i in range(batch_size)])
+    batch = F.interpolate(batch, size=tuple(img_size), mode="bilinear", antialias=True,
+                          align_corners=False)
+    if not normalize:
+        return batch
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+    return (batch - mean) / std

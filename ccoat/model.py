@@ -16,7 +16,9 @@ models named ``*_cifar`` (``patch_size=2``, grids 16, 8, 4, 2 for a 32x32 image)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 import torch.fx
@@ -24,7 +26,44 @@ import torch.nn as nn
 from timm.layers import DropPath, trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
-from .attention import DEFAULT_CRPE_WINDOWS, ConvAttention, ConvPosEnc, ConvRelPosEnc
+from .attention import (
+    DEFAULT_CRPE_WINDOWS,
+    ConvAttention,
+    ConvPosEnc,
+    ConvRelPosEnc,
+    FactorizedCore,
+    SoftmaxCore,
+)
+from .clustering import CLUSTERING_OPTIONS, ClusteredCore, ClusteredFactorizedCore
+
+# The one table of attention kinds: name -> core. Every kind has the same parameters (qkv, proj,
+# the stage's CPE and CRPE); only the core differs, so one set of weights runs as any kind.
+ATTENTION_CORES = {
+    "factorized": FactorizedCore,  # CoaT's own: q (softmax(k)ᵀ v)
+    "softmax": SoftmaxCore,  # exact attention, softmax(q kᵀ) v
+    "clustered": ClusteredCore,  # the seed's: prototypes of LSH clusters of the queries
+    "clustered_factorized": ClusteredFactorizedCore,  # the same inside CoaT's product
+}
+ATTENTION_KINDS = tuple(ATTENTION_CORES)
+CLUSTERED_KINDS = ("clustered", "clustered_factorized")  # the kinds that take CLUSTERING_OPTIONS
+
+
+def make_core(kind: str, head_dim: int | None = None, **options) -> nn.Module:
+    """The attention core of ``kind``; ``options`` (:data:`~ccoat.clustering.CLUSTERING_OPTIONS`)
+    go to the clustered kinds, whose hash projections ``head_dim`` (one head's width) sizes."""
+    if kind not in ATTENTION_CORES:
+        raise ValueError(f"attention kind must be one of {ATTENTION_KINDS}, got {kind!r}")
+    if kind not in CLUSTERED_KINDS:
+        if options:
+            raise ValueError(f"attention kind {kind!r} takes no options, got {sorted(options)}")
+        return ATTENTION_CORES[kind]()
+    unknown = sorted(set(options) - set(CLUSTERING_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown clustering options {unknown}; expected some of "
+                         f"{sorted(CLUSTERING_OPTIONS)}")
+    if head_dim is None:
+        raise ValueError("a clustered core needs head_dim (the size of one head's queries)")
+    return ATTENTION_CORES[kind](head_dim, **options)
 
 
 @dataclass(frozen=True)
@@ -37,6 +76,11 @@ class CoaTLiteConfig:
     num_heads: int = 8
     patch_size: int = 4  # first stage's patch; stages 2-4 use 2
     crpe_windows: dict = field(default_factory=lambda: dict(DEFAULT_CRPE_WINDOWS))
+
+    @property
+    def stage_patches(self) -> tuple[int, int, int, int]:
+        """Each stage's patch embedding stride: ``patch_size``, then 2x2 merges."""
+        return (self.patch_size, 2, 2, 2)
 
     @property
     def stride(self) -> int:
@@ -99,7 +143,8 @@ class SerialBlock(nn.Module):
                  attention: str = "factorized", **attention_options):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = ConvAttention(dim, num_heads, kind=attention, **attention_options)
+        self.attn = ConvAttention(dim, num_heads,
+                                  core_layer=partial(make_core, attention, **attention_options))
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -231,11 +276,12 @@ class CoaTLite(nn.Module):
         self.grad_checkpointing = False
         # timm's per-stage feature description: channels, stride from the input, module.
         self.feature_info = [
-            dict(num_chs=dim, reduction=config.patch_size * 2 ** i, module=f"stages.{i}")
+            dict(num_chs=dim, reduction=math.prod(config.stage_patches[:i + 1]),
+                 module=f"stages.{i}")
             for i, dim in enumerate(config.embed_dims)
         ]
         kinds = _as_stage_list(attention, "attention")
-        if attention_options and not any(str(k).startswith("clustered") for k in kinds):
+        if attention_options and not any(k in CLUSTERED_KINDS for k in kinds):
             raise ValueError(f"clustering options {sorted(attention_options)} need a clustered "
                              f"attention kind in some stage, got {kinds}")
         drop_paths = torch.linspace(0, drop_path_rate, sum(config.depths)).tolist()
@@ -243,9 +289,9 @@ class CoaTLite(nn.Module):
         stages, in_dim, first = [], in_chans, 0
         for i, (dim, depth) in enumerate(zip(config.embed_dims, config.depths)):
             stages.append(Stage(
-                in_dim, dim, depth, config.patch_size if i == 0 else 2, config.num_heads,
+                in_dim, dim, depth, config.stage_patches[i], config.num_heads,
                 config.mlp_ratios[i], config.crpe_windows, drop_paths[first:first + depth],
-                kinds[i], **(attention_options if str(kinds[i]).startswith("clustered") else {}),
+                kinds[i], **(attention_options if kinds[i] in CLUSTERED_KINDS else {}),
             ))
             in_dim, first = dim, first + depth
         self.stages = nn.ModuleList(stages)

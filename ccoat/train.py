@@ -64,8 +64,8 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import data as cdata
-from .attention import ATTENTION_KINDS
-from .clustering import record_clusters
+from .clustering import block_index, record_clusters
+from .model import ATTENTION_KINDS
 from .provenance import provenance, write_atomic
 from .registry import MODEL_NAMES, create_model
 from .runfolder import RunFolder, load_checkpoint
@@ -331,8 +331,7 @@ class ClusterStats:
 
     def collect(self) -> None:
         for name, record in self.records.items():
-            parts = name.split(".")
-            stage = f"stage{int(parts[1]) + 1}" if parts[0] == "stages" else name
+            stage = f"stage{block_index(name)[0] + 1}"
             n = record["num_clusters"].float()
             self.sums[stage] = self.sums.get(stage, 0.0) + float(n.sum())
             self.counts[stage] = self.counts.get(stage, 0) + n.numel()

@@ -62,8 +62,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
-from sklearn.datasets import load_sample_images
 
+from ccoat.data import sample_photos
 from ccoat.plotting import KIND_COLORS, glue, set_theme
 from ccoat.provenance import results_file
 
@@ -89,12 +89,8 @@ print(f"profile: {PROFILE}, torch {torch.__version__}")
 
 # %%
 side = ccoat.choose(smoke=128, cpu=224, gpu=224)
-# (2, 427, 640, 3)
-photos = np.stack([np.asarray(im) for im in load_sample_images().images])
-images = torch.tensor(photos).permute(0, 3, 1, 2).float() / 255
-images = F.interpolate(
-    images, size=(side, side), mode="bilinear", antialias=True
-).clamp(0, 1)
+# scikit-learn's two photos, resized: pixels (2, 3, side, side), clamped to [0, 1] for display
+images = sample_photos(side, 2, normalize=False).clamp(0, 1)
 mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 inputs = (images - mean.view(3, 1, 1)) / std.view(3, 1, 1)  # (2, 3, side, side)
 

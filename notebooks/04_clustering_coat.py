@@ -51,12 +51,12 @@ import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 import textwrap
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import timm
 import torch
-from sklearn.datasets import load_sample_images
 
+from ccoat.clustering import clusters_per_row
+from ccoat.data import sample_photos
 from ccoat.plotting import KIND_COLORS, block_label, glue, set_theme
 
 set_theme()
@@ -168,18 +168,8 @@ if reference is None:
     ).eval()
 print("CoaT-Lite Tiny with", weights)
 
-# Real photos, resized to IMG x IMG and normalised as for ImageNet.
-photos = (
-    torch.tensor(np.stack(load_sample_images().images), dtype=torch.float32).permute(
-        0, 3, 1, 2
-    )
-    / 255
-)
-photos = torch.nn.functional.interpolate(
-    photos, size=(IMG, IMG), mode="bilinear", antialias=True
-)
-mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
-photos = (photos - mean[:, None, None]) / std[:, None, None]
+# Real photos (scikit-learn's two), resized to IMG x IMG and normalised as for ImageNet.
+photos = sample_photos(IMG, 2)
 
 with torch.no_grad():
     base = reference(photos)
@@ -281,9 +271,7 @@ model = ccoat.convert_attention(reference, "clustered", seed=0).eval()
 with ccoat.record_clusters(model) as records, torch.no_grad():
     model(photos[:1])
 tokens = {name: rec["ids"].shape[-1] for name, rec in records.items()}
-clusters = {
-    name: rec["num_clusters"].float().mean().item() for name, rec in records.items()
-}
+clusters = clusters_per_row(records)  # mean clusters per (image, head) row
 
 fig, ax = plt.subplots(figsize=(8, 3.5))
 names = list(records)

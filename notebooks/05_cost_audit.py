@@ -60,14 +60,14 @@ from IPython.display import Markdown, display
 from torch.utils.flop_counter import FlopCounterMode
 
 import ccoat
-from ccoat import bench, cost
-from ccoat.plotting import KIND_COLORS, glue, set_theme
+from ccoat import cost, measure, sweep
+from ccoat.plotting import KIND_COLORS, glue, plot_components, plot_sweep, set_theme
 from ccoat.provenance import results_file
 
 set_theme()
 torch.manual_seed(0)
 PROFILE = ccoat.get_profile()
-KINDS = bench.available_kinds()
+KINDS = ccoat.ATTENTION_KINDS
 print(f"profile: {PROFILE}, torch {torch.__version__}")
 print(f"attention kinds here: {', '.join(KINDS)}")
 
@@ -172,7 +172,7 @@ sizes.style.format(
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 4))
 for ax, value in zip(axes, ("macs", "ops", "params")):
-    cost.plot_components(tiny, value=value, ax=ax)
+    plot_components(tiny, value=value, ax=ax)
     if ax is not axes[-1]:
         ax.get_legend().remove()
 axes[0].set_title("multiply-accumulates")
@@ -209,13 +209,13 @@ glue("crpe_share", share["crpe"])
 # %% [markdown]
 # ## MACs are not time
 #
-# A MAC count is a model of time. `cost.component_times` measures the time of each component
+# A MAC count is a model of time. `measure.component_times` measures the time of each component
 # in a forward pass instead (hooks read the clock as each module starts and ends; what no
 # module covers — residual adds, reshapes — is "other").
 
 # %%
 repeats = ccoat.choose(smoke=1, cpu=5, gpu=5)
-times = cost.component_times(model, 224, 1, repeats=repeats, warmup=1)
+times = measure.component_times(model, 224, 1, repeats=repeats, warmup=1)
 total_time = times.pop(("total", "all"))
 time_share = pd.Series(times).groupby(level=0).sum() / total_time
 compare = pd.DataFrame({"share of MACs": share, "share of time": time_share}).fillna(0)
@@ -258,7 +258,7 @@ glue("core_time", time_share.get("attention", 0))
 
 # %%
 audit_sizes = ccoat.choose(smoke=[224], cpu=[224, 448], gpu=[224, 448])
-models = bench.build_models("coat_lite_tiny", KINDS, "cpu")
+models = sweep.build_models("coat_lite_tiny", KINDS, "cpu")
 audits, cluster_info = [], {}
 for img_size in audit_sizes:
     for kind, m in models.items():
@@ -270,8 +270,8 @@ audits = pd.concat(audits, ignore_index=True)
 fig, axes = plt.subplots(2, len(KINDS), figsize=(3.6 * len(KINDS), 7.5))
 for col, kind in enumerate(KINDS):
     sel = audits[(audits.kind == kind) & (audits.img_size == audit_sizes[0])]
-    cost.plot_components(sel, value="macs", ax=axes[0, col], title=kind)
-    cost.plot_components(sel, value="ops", ax=axes[1, col])
+    plot_components(sel, value="macs", ax=axes[0, col], title=kind)
+    plot_components(sel, value="ops", ax=axes[1, col])
     for row in range(2):
         if col < len(KINDS) - 1:
             axes[row, col].get_legend().remove()
@@ -332,7 +332,7 @@ per_kind.style.format("{:.3f}").set_caption(
 # %% [markdown]
 # ## Cost and time against resolution
 #
-# The sweep below was produced by `python -m ccoat.bench` at the `cpu` profile (the command,
+# The sweep below was produced by `python -m ccoat.sweep` at the `cpu` profile (the command,
 # commit, machine and date are in the file's record, printed below): CoaT-Lite Tiny, batch 1,
 # every attention kind, inputs of 128 to 1024 px. At 1024 px the first stage has 65,537
 # tokens, so exact softmax attention forms $65537^2$ scores per head; passes that the sweep
@@ -346,7 +346,7 @@ sweep_name = (
     if PROFILE == "gpu" and torch.cuda.is_available()
     else "cost_cpu.json"
 )
-rows, components, record = bench.load(results_file(sweep_name, CCOAT_REPO))
+rows, components, record = sweep.load(results_file(sweep_name, CCOAT_REPO))
 print(
     json.dumps(
         {
@@ -369,15 +369,15 @@ skipped[["kind", "img_size", "fwd_skipped", "train_skipped"]].fillna("measured")
 
 # %%
 fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-bench.plot_sweep(rows, "macs", ax=axes[0, 0], label="MACs (counted)")
-bench.plot_sweep(
+plot_sweep(rows, "macs", ax=axes[0, 0], label="MACs (counted)")
+plot_sweep(
     rows,
     "fwd_vs_factorized",
     ax=axes[0, 1],
     label="forward time / factorized's, same round",
 )
-bench.plot_sweep(rows, "fwd_s", ax=axes[1, 0])
-bench.plot_sweep(rows, "train_s", ax=axes[1, 1])
+plot_sweep(rows, "fwd_s", ax=axes[1, 0])
+plot_sweep(rows, "train_s", ax=axes[1, 1])
 axes[0, 0].set_title("counted cost")
 axes[0, 1].set_title("measured forward time relative to CoaT-Lite")
 axes[1, 0].set_title("measured forward time")
@@ -390,15 +390,15 @@ fig.tight_layout()
 #
 # Time on a GPU follows other rules: many small kernels cost their launch time whatever their
 # size, and exact softmax attention runs through fused kernels that never store the score
-# matrix. `python -m ccoat.bench --profile gpu` ran on one H100 for the 290 seconds the
+# matrix. `python -m ccoat.sweep --profile gpu` ran on one H100 for the 290 seconds the
 # session could give it, so the file holds CoaT-Lite Tiny only (batch 1 up to 1024 px,
 # batch 32 up to 640 px); what it measured is complete for those rows.
 
 # %%
-gpu_rows, _, gpu_record = bench.load(results_file("cost_gpu.json", CCOAT_REPO))
+gpu_rows, _, gpu_record = sweep.load(results_file("cost_gpu.json", CCOAT_REPO))
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
 for ax, batch in zip(axes, (1, 32)):
-    bench.plot_sweep(
+    plot_sweep(
         gpu_rows,
         "fwd_vs_factorized",
         ax=ax,
@@ -428,7 +428,7 @@ glue(
     if (clustered > 1).all()
     else "faster than CoaT-Lite at some sizes",
 )
-won = bench.crossover(gpu_rows, "clustered", "softmax", "fwd_s", batch_size=32)
+won = sweep.crossover(gpu_rows, "clustered", "softmax", "fwd_s", batch_size=32)
 glue(
     "gpu_vs_softmax",
     f"from {won[0]} px on" if won[0] is not None else "at no size measured",
@@ -584,13 +584,13 @@ display(
 )
 
 # %% [markdown]
-# ## Conclusion
+# ## What the numbers say
 #
-# The numbers above, in words (each computed from the tables of this chapter):
+# The numbers above, in words (each computed from the tables of this chapter); the verdict on
+# the seed's claim is drawn once, in the conclusions chapter, from these same files:
 
 # %%
 at_224 = rows[rows.img_size == 224].set_index("kind")
-wins_over_coat, beats_softmax = {}, None
 lines = [
     "1. **What the seed's module can touch.** At 224 px the attention core is "
     f"{share['attention']:.1%} of CoaT-Lite Tiny's MACs, and the query-side product "
@@ -601,7 +601,6 @@ lines = [
 ]
 for kind in [k for k in ("clustered", "clustered_factorized") if k in at_224.index]:
     faster = rows[(rows.kind == kind)].set_index("img_size").fwd_vs_factorized < 1
-    wins_over_coat[kind] = int(faster.sum())
     lines.append(
         f"{len(lines) + 1}. **{kind} against CoaT-Lite.** At 224 px it needs "
         f"{at_224.loc[kind, 'macs'] / at_224.loc['factorized', 'macs']:.2f}× "
@@ -624,8 +623,7 @@ if "clustered" in set(rows.kind):
         ("fwd_vs_factorized", "forward"),
         ("train_vs_factorized", "forward + backward"),
     ):
-        at, table = bench.crossover(rows, "clustered", "softmax", metric)
-        beats_softmax = at if metric == "fwd_vs_factorized" else beats_softmax
+        at, table = sweep.crossover(rows, "clustered", "softmax", metric)
         if at is None:
             text = (
                 "clustered attention is not faster at any resolution where both were "
@@ -644,13 +642,6 @@ if "clustered" in set(rows.kind):
             f"{len(lines) + 1}. **Clustered against softmax attention, {what}** "
             f"({record['device']}): {text}."
         )
-if wins_over_coat and not any(wins_over_coat.values()) and beats_softmax is not None:
-    lines.append(
-        "\n**In short:** the seed's module does not make CoaT-Lite cheaper — CoaT's "
-        "factorized attention already does little work per query, and clustering "
-        "adds its own — but it does make exact softmax attention cheaper, in MACs "
-        f"and in measured time, from {beats_softmax} px on."
-    )
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
@@ -671,11 +662,11 @@ display(Markdown("\n".join(lines)))
 #
 # 1. Using the closed forms in `help(ccoat.cost.analytic_costs)`, find the resolution at which
 #    softmax attention's MACs in stage 1 equal those of the stage's MLP.
-# 2. Re-run `cost.component_times` with batch size 8. Which components' share of time changes
+# 2. Re-run `measure.component_times` with batch size 8. Which components' share of time changes
 #    most, and why?
 # 3. Suppose every query row of every block formed exactly 64 clusters. Pass
 #    `cost.analytic_costs` a `clusters` dictionary of `cost.BlockClusters(total=8 * 64,
 #    padded=8 * 64, before_cap=8 * 64, rows=8)` per `(stage, block)`: what share of softmax
 #    attention's MACs at 1024 px does clustered attention need then?
-# 4. Run `python -m ccoat.bench --profile smoke` and compare its forward times with the file read
+# 4. Run `python -m ccoat.sweep --profile smoke` and compare its forward times with the file read
 #    above. How much do two runs on the same machine differ?

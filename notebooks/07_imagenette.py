@@ -61,6 +61,7 @@ from IPython.display import Markdown, display
 from ccoat import data as cdata
 from ccoat import recipes
 from ccoat import train as ctrain
+from ccoat.clustering import block_index, clusters_per_row
 from ccoat.plotting import KIND_COLORS, set_theme
 from ccoat.provenance import shorten_paths
 
@@ -169,11 +170,11 @@ def evaluate(kind, **options):
             elapsed += time.perf_counter() - start
             correct += (logits.argmax(1) == target).sum().item()
             seen += len(target)
-            if records:
+            if records:  # mean clusters per (image, head) row, stage 1's blocks
                 stage1 = [
-                    r["num_clusters"].float().mean().item()
-                    for n, r in records.items()
-                    if n.startswith("stages.0")
+                    m
+                    for n, m in clusters_per_row(records).items()
+                    if block_index(n)[0] == 0
                 ]
                 clusters.append(sum(stage1) / len(stage1))
     return dict(

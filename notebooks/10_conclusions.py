@@ -47,6 +47,7 @@ if "google.colab" in sys.modules:
 # %% tags=["hide-input"]
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
+import copy
 import json
 import textwrap
 from pathlib import Path
@@ -57,6 +58,7 @@ import torch
 from IPython.display import Markdown, display
 
 from ccoat import cost
+from ccoat.data import sample_photos
 from ccoat.plotting import KIND_COLORS, glue, set_theme
 from ccoat.provenance import results_file, shorten_paths
 
@@ -155,14 +157,12 @@ assert seed["total"] > base["total"], "the count no longer says the seed costs m
 
 # %%
 torch.manual_seed(0)
-weights = ccoat.create_model("coat_lite_tiny").state_dict()
-photos = cost.example_images(224, 2)
+coat_lite = ccoat.create_model("coat_lite_tiny").eval()
+photos = sample_photos(224, 2)
 draws = []
 for draw in range(ccoat.choose(smoke=2, cpu=10, gpu=10)):
     torch.manual_seed(1000 + draw)  # a new draw of every block's hash projections
-    model = ccoat.create_model("ccoat_lite_tiny").eval()
-    # the hash buffers are not in a CoaT-Lite state dict
-    model.load_state_dict(weights, strict=False)
+    model = ccoat.convert_attention(copy.deepcopy(coat_lite), "clustered")
     for i in range(len(photos)):
         draws.append(
             cost.macs(model, 224, images=photos[i : i + 1])["total"] / base["total"]
@@ -243,19 +243,17 @@ display(
 )
 
 # %% [markdown]
-# From which input size on? The cost chapter's resolution sweep (`python -m ccoat.bench`, the
+# From which input size on? The cost chapter's resolution sweep (`python -m ccoat.sweep`, the
 # whole CoaT-Lite Tiny with each attention kind, timed interleaved in one run) answers it:
 
 # %%
-from ccoat import bench as cost_sweep
+from ccoat import sweep
 
-sweep_rows, _, sweep_record = cost_sweep.load(committed("cost_cpu.json"))
+sweep_rows, _, sweep_record = sweep.load(committed("cost_cpu.json"))
 print(
     textwrap.fill("from: " + provenance_line(sweep_record), 80, break_on_hyphens=False)
 )
-at, both = cost_sweep.crossover(
-    sweep_rows, "clustered", "softmax", "fwd_vs_factorized"
-)
+at, both = sweep.crossover(sweep_rows, "clustered", "softmax", "fwd_vs_factorized")
 coat_wins = sweep_rows[
     (sweep_rows.kind == "clustered") & (sweep_rows.fwd_vs_factorized < 1)
 ]

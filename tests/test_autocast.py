@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import ccoat
-from ccoat import cost
-from ccoat.attention import ATTENTION_KINDS
+from ccoat.data import sample_photos
 from ccoat.hashing import E2LSH, e2lsh_codes
+from ccoat.model import ATTENTION_KINDS
 
 NO_CUDA = not torch.cuda.is_available()
 PRECISIONS = [
@@ -26,7 +26,7 @@ RELATIVE_TOLERANCE = 0.03
 
 
 def _images(device):
-    return F.interpolate(cost.example_images(64, 2), size=32).to(device)  # real photos, 32x32
+    return F.interpolate(sample_photos(64, 2), size=32).to(device)  # real photos, 32x32
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

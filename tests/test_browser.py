@@ -9,8 +9,8 @@ Needs Debian's ``chromium``, ``chromium-driver`` and ``libjs-mathjax`` (``.ci/ru
 them). Without them the test is skipped with a message saying so.
 """
 import functools
-import re
 import http.server
+import re
 import shutil
 import threading
 from pathlib import Path

@@ -5,10 +5,19 @@ import torch
 import torch.nn.functional as F
 
 import ccoat
-from ccoat.attention import factorized_attention, make_core
-from ccoat.clustering import (ClusteredCore, ClusteredFactorizedCore, broadcast, limit_clusters,
-                              make_clustered_core, prototypes, record_clusters)
-from ccoat.hashing import E2LSH, clusters_from_codes
+from ccoat.attention import factorized_attention
+from ccoat.clustering import (
+    ClusteredCore,
+    ClusteredFactorizedCore,
+    block_index,
+    broadcast,
+    clusters_per_row,
+    limit_clusters,
+    prototypes,
+    record_clusters,
+)
+from ccoat.hashing import E2LSH
+from ccoat.model import make_core
 
 
 def _qkv(B=2, h=2, N=1 + 7 * 7, C=8, seed=0):
@@ -152,8 +161,8 @@ def test_core_with_cap_uses_at_most_that_many_prototypes():
 def test_unknown_kinds_and_options_are_refused():
     with pytest.raises(ValueError, match="attention kind must be one of"):
         make_core("clusterd")
-    with pytest.raises(ValueError, match="clustered attention kind must be one of"):
-        make_clustered_core("softmax", head_dim=8)
+    with pytest.raises(ValueError, match="needs head_dim"):
+        make_core("clustered")
     with pytest.raises(ValueError, match="unknown clustering options"):
         make_core("clustered", head_dim=8, n_hash=4)
     with pytest.raises(ValueError, match="takes no options"):
@@ -354,3 +363,21 @@ def test_cuda_equals_cpu(redraw):
     expected = cpu(q, k, v)
     got = gpu(q.cuda(), k.cuda(), v.cuda())
     torch.testing.assert_close(got.cpu(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_block_index_reads_a_block_path_and_refuses_others():
+    assert block_index("stages.0.blocks.1") == (0, 1)
+    assert block_index("stages.3.blocks.12.attn.core") == (3, 12)
+    for bad in ("stages.0", "head", "stages.x.blocks.1", "stages.0.cpe.proj"):
+        with pytest.raises(ValueError, match="expected a block path 'stages.i.blocks.j'"):
+            block_index(bad)
+
+
+def test_clusters_per_row_is_the_mean_over_images_and_heads_in_block_order():
+    model = ccoat.create_model("ccoat_lite_tiny_cifar", num_classes=10).eval()
+    with torch.no_grad(), record_clusters(model) as records:
+        model(torch.randn(2, 3, 32, 32))
+    means = clusters_per_row(records)
+    assert list(means) == [f"stages.{s}.blocks.{b}" for s in range(4) for b in range(2)]
+    for name, mean in means.items():
+        assert mean == pytest.approx(records[name]["num_clusters"].float().mean().item())

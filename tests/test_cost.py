@@ -1,6 +1,5 @@
-"""The cost audit: published MACs, counted = analytic, memory and time facts, bad input."""
+"""The cost audit: published MACs, counted = analytic, bad input; moved names still answer."""
 import contextlib
-import json
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import torch.nn.functional as F
 from torch.utils import flop_counter as torch_flop_counter
 
 import ccoat
-from ccoat import bench, cost
+from ccoat import cost, measure
 
 # timm's model cards (huggingface.co/timm/coat_lite_*.in1k): GMACs at 224 and parameters (M).
 PUBLISHED = {"tiny": (1.6, 5.7), "mini": (2.0, 11.0), "small": (4.0, 19.8), "medium": (9.8, 44.6)}
@@ -185,44 +184,6 @@ def test_parameters_per_component_add_up():
     assert sum(v for k, v in by_stage.items() if k != "total") == params["total"]
 
 
-def test_live_tensor_memory_counts_new_storages_not_views():
-    x, y = torch.randn(100, 100), torch.randn(100, 100)
-    with cost.LiveTensorMemory() as tracker:
-        a = x @ y  # 40,000 bytes
-        b = a.relu()  # 40,000 more
-        del a  # freed
-        _ = b.t(), x.view(-1)  # views allocate nothing
-        c = b * 2  # 40,000 again: two live
-    assert tracker.peak == 80_000
-    assert tracker.live == 80_000
-    del b, c
-
-
-def test_forward_peak_memory_is_linear_in_batch():
-    model = ccoat.create_model("coat_lite_tiny")
-    one = cost.peak_memory(model, 64, 1)
-    four = cost.peak_memory(model, 64, 4)
-    assert one["method"].startswith("live tensor")
-    assert four["bytes"] == pytest.approx(4 * one["bytes"], rel=0.01)
-    train = cost.peak_memory(model, 64, 1, train=True)["bytes"]
-    assert train > one["bytes"] + cost.parameters(model)["total"] * 4  # activations + gradients
-    assert all(p.grad is None for p in model.parameters())  # leaves the model as it was
-
-
-def test_throughput_reports_median_of_repeats():
-    model = ccoat.create_model("coat_lite_tiny").train()
-    result = cost.throughput(model, 64, 2, repeats=3, warmup=1)
-    assert len(result["times_s"]) == 3
-    assert result["median_s"] == sorted(result["times_s"])[1]
-    assert result["images_per_s"] == pytest.approx(2 / result["median_s"])
-    assert model.training  # the mode it came in
-    model.eval()
-    cost.throughput(model, 64, 1, train=True, repeats=1, warmup=0)
-    assert not model.training and all(p.grad is None for p in model.parameters())
-    with pytest.raises(ValueError, match="repeats must be >= 1"):
-        cost.throughput(model, 64, 1, repeats=0)
-
-
 @pytest.mark.parametrize("img_size,batch_size,match", [
     (225, 1, "multiple of 32.*225x225"),
     ((224, 100), 1, "multiple of 32.*224x100"),
@@ -234,7 +195,7 @@ def test_throughput_reports_median_of_repeats():
 ])
 def test_bad_input_says_what_was_expected(img_size, batch_size, match):
     model = ccoat.create_model("coat_lite_tiny")
-    for call in (cost.macs, cost.audit, cost.peak_memory, cost.throughput):
+    for call in (cost.macs, cost.audit, measure.peak_memory, measure.throughput):
         with pytest.raises(ValueError, match=match):
             call(model, img_size, batch_size)
 
@@ -246,75 +207,22 @@ def test_cifar_model_takes_multiples_of_16():
         cost.macs(model, 24)
 
 
-def test_bench_writes_results_with_provenance_and_skips_with_a_reason(tmp_path):
-    settings = {"models": ["coat_lite_tiny"], "kinds": ["factorized", "softmax"],
-                "resolutions": [32, 64], "batch_sizes": [1], "repeats": 1, "warmup": 0,
-                "max_seconds": 1e-4, "train": False, "device": "cpu", "name": "t"}
-    record = bench.run(settings, tmp_path, command="test", progress=False)
-    stored = json.loads((tmp_path / "t.json").read_text())
-    for key in ("command", "git_commit", "torch", "device", "threads", "date", "profile"):
-        assert key in stored["provenance"]
-    rows = {(r["kind"], r["img_size"]): r for r in record["rows"]}
-    assert rows[("softmax", 32)]["fwd_s"] > 0  # the first size of a kind is always measured
-    assert rows[("factorized", 32)]["fwd_vs_factorized"] == 1.0
-    assert rows[("softmax", 32)]["fwd_vs_factorized"] > 0
-    assert rows[("softmax", 64)]["fwd_s"] is None  # estimated far above 1e-4 s: skipped
-    assert "exceeds" in rows[("softmax", 64)]["fwd_skipped"]
-    assert rows[("softmax", 64)]["macs"] > rows[("factorized", 64)]["macs"]  # still counted
-    csv_lines = (tmp_path / "t.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("# {") and len(csv_lines) == 2 + 4
-    rows_df, components, prov = bench.load(tmp_path / "t.json")
-    assert len(rows_df) == 4 and set(components.kind) == {"factorized", "softmax"}
-
-
-def test_bench_refuses_a_size_the_model_cannot_take(tmp_path):
-    settings = bench.default_settings("smoke") | {"resolutions": [100]}
-    with pytest.raises(ValueError, match="multiple of 32"):
-        bench.run(settings, tmp_path, progress=False)
-    with pytest.raises(SystemExit, match="batch sizes must be >= 1"):
-        bench.main(["--batch-sizes", "0", "--out", str(tmp_path)])
-
-
-def test_crossover_is_the_first_size_from_which_a_kind_stays_faster():
-    import pandas as pd
-
-    rows = pd.DataFrame({
-        "kind": ["softmax"] * 4 + ["clustered"] * 4, "batch_size": 1,
-        "img_size": [224, 448, 640, 1024] * 2,
-        "fwd_s": [1.0, 3.0, 9.0, None, 2.0, 2.5, 4.0, 8.0],
-    })
-    at, table = bench.crossover(rows)
-    assert at == 448 and list(table.index) == [224, 448, 640]
-    rows.loc[5, "fwd_s"] = 3.5  # slower at 448: now faster only from 640
-    assert bench.crossover(rows)[0] == 640
-    assert bench.crossover(rows, kind="softmax", reference="clustered")[0] is None
-
-
-def test_component_times_cover_the_pass():
-    model = ccoat.create_model("coat_lite_tiny")
-    times = cost.component_times(model, 64, 1, repeats=1, warmup=0)
-    total = times.pop(("total", "all"))
-    assert sum(times.values()) == pytest.approx(total, rel=1e-6)
-    assert all(t >= 0 for t in times.values())
-    named = {c for c, _ in times}
-    assert set(cost.macs(model)) - {"total", "residual"} <= named  # every component was timed
-    assert {s for _, s in times} == set(cost.STAGES)
-
-
-def test_component_times_split_the_clustering_steps_and_restore_them():
-    from ccoat import clustering, hashing
-
-    originals = (clustering.prototypes, clustering.broadcast, hashing.clusters_from_codes)
-    model = ccoat.create_model("coat_lite_tiny", attention="clustered")
-    times = cost.component_times(model, 64, 1, repeats=1, warmup=0)
-    total = times.pop(("total", "all"))
-    assert sum(times.values()) == pytest.approx(total, rel=1e-6)
-    for component in cost.CLUSTERING_COMPONENTS:
-        assert times[(component, "stage1")] > 0, component
-    assert (clustering.prototypes, clustering.broadcast, hashing.clusters_from_codes) == originals
-
-
 def test_cost_is_reachable_from_the_package():
     import ccoat as package
 
     assert package.cost.macs(package.create_model("coat_lite_tiny_cifar"), img_size=32)["total"] > 0
+
+
+@pytest.mark.parametrize("name,home", [("throughput", "measure"), ("peak_memory", "measure"),
+                                       ("component_times", "measure"),
+                                       ("plot_components", "plotting")])
+def test_names_that_moved_still_answer_with_a_warning(name, home):
+    import importlib
+
+    with pytest.warns(FutureWarning, match=f"moved to ccoat.{home}.{name}"):
+        moved = getattr(cost, name)
+    assert moved is getattr(importlib.import_module(f"ccoat.{home}"), name)
+    with pytest.warns(FutureWarning, match="ccoat.data.sample_photos"):
+        assert cost.example_images is ccoat.data.sample_photos
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        cost.nothing  # noqa: B018  (the attribute access is what raises)

@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ccoat import provenance
-from ccoat import runfolder
+from ccoat import provenance, runfolder
 from ccoat import train as ctrain
 
 ROOT = Path(__file__).resolve().parents[1]

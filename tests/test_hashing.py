@@ -4,8 +4,14 @@ import math
 import pytest
 import torch
 
-from ccoat.hashing import (E2LSH, Clusters, clusters_from_codes, dense_rank, draw_projections,
-                           e2lsh_codes)
+from ccoat.hashing import (
+    E2LSH,
+    Clusters,
+    clusters_from_codes,
+    dense_rank,
+    draw_projections,
+    e2lsh_codes,
+)
 
 
 def _unique_reference(codes: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,12 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
 import ccoat
-from ccoat.attention import ATTENTION_KINDS
+from ccoat.model import ATTENTION_KINDS, CLUSTERED_KINDS
 from ccoat.registry import MODEL_NAMES
 
 # timm's own coat_lite_* stay timm's: ccoat builds those through ccoat.create_model only.
 TIMM_NAMES = [n for n in MODEL_NAMES if n.startswith("ccoat_") or n.endswith("_cifar")]
 SHAPE_STATIC_KINDS = ("factorized", "softmax")
-CLUSTERED_KINDS = ("clustered", "clustered_factorized")
 
 
 def _side(name: str) -> int:

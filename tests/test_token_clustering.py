@@ -5,8 +5,16 @@ import pytest
 import torch
 
 import ccoat
-from ccoat.token_clustering import (METHODS, TokenClusteredBlock, bipartite_clusters, cluster_tokens,
-                                    merge, pool_clusters, record_token_clusters, unmerge)
+from ccoat.token_clustering import (
+    METHODS,
+    TokenClusteredBlock,
+    bipartite_clusters,
+    cluster_tokens,
+    merge,
+    pool_clusters,
+    record_token_clusters,
+    unmerge,
+)
 
 
 @pytest.fixture(scope="module")
