@@ -14,6 +14,9 @@ that keep them consistent:
 - **nothing is deleted to make room:** a new run in a folder that holds one needs an explicit
   choice (resume it, or ``overwrite``: the old run's files are moved into ``replaced-<date>/``);
 - temporary files left by a killed run are removed by the next run that takes the lock.
+
+A finished run committed under ``results/`` (with ``eval.json``, its final checkpoint scored by
+``python -m ccoat.train --eval-only``) is read back by :func:`read_run`.
 """
 from __future__ import annotations
 
@@ -26,11 +29,16 @@ import pickle
 import socket
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from .provenance import write_atomic
+from .provenance import results_file, write_atomic
+
+if TYPE_CHECKING:  # pandas is imported by read_run only: training does not need it
+    import pandas as pd
 
 RUN_FILES = ("last.pt", "metrics.jsonl", "run.json", "eval.json")  # moved aside in this order
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "updates",
@@ -237,3 +245,35 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}: not written by "
                          f"ccoat.train.fit")
     return ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# A committed run, read back
+
+
+@dataclass
+class CommittedRun:
+    """A run folder committed under ``results/``: how the run was launched, its epochs and, if
+    its final checkpoint was scored, that score."""
+
+    path: Path  # the folder
+    run: dict  # run.json: command, git commit, machine, profile, dataset, config, ...
+    metrics: pd.DataFrame  # metrics.jsonl: one row per epoch
+    eval: dict | None  # eval.json (python -m ccoat.train --eval-only), or None
+
+
+def read_run(name: str, repo: str | None = None, *,
+             start: str | os.PathLike | None = None) -> CommittedRun | None:
+    """The committed run ``results/<name>/``: the checkout's, else fetched from ``repo`` (a
+    GitHub address; on Colab, :func:`~ccoat.provenance.results_file`). None when neither has
+    its ``metrics.jsonl`` and ``run.json``."""
+    import pandas as pd
+
+    metrics = results_file(f"{name}/metrics.jsonl", repo, start=start)
+    record = results_file(f"{name}/run.json", repo, start=start) if metrics else None
+    if record is None:
+        return None
+    evaluated = results_file(f"{name}/eval.json", repo, start=start)
+    return CommittedRun(path=record.parent, run=json.loads(record.read_text()),
+                        metrics=pd.read_json(metrics, lines=True),
+                        eval=json.loads(evaluated.read_text()) if evaluated else None)

@@ -1,6 +1,7 @@
 """Training and evaluation: one function for the notebooks, one command line for everyone.
 
-``fit(config) -> TrainRun`` runs the recipe the book uses for every model:
+``fit(config) -> TrainRun`` (or ``train(config)``, its history) runs the recipe the book uses
+for every model:
 
 - AdamW with weight decay (none on norms, biases and class tokens), a linear warm-up then a
   cosine decay (timm's :class:`~timm.scheduler.CosineLRScheduler`, stepped every update);
@@ -65,10 +66,9 @@ from tqdm.auto import tqdm
 from . import data as cdata
 from .clustering import block_index, record_clusters
 from .model import ATTENTION_KINDS
-from .profile import choose, get_profile
 from .provenance import provenance, write_atomic
 from .registry import MODEL_NAMES, create_model
-from .runfolder import RunFolder, load_checkpoint, save_checkpoint
+from .runfolder import RunFolder, load_checkpoint
 from .stats import bootstrap_interval
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -140,69 +140,84 @@ class TrainConfig:
     def validate(self, training: bool = True) -> TrainConfig:
         """Raise ``ValueError`` naming the option (``--name``) of the first bad value; called
         by :func:`fit` and the command line before any work. Returns ``self``."""
-        def bad(name: str, expected: str):
-            value = getattr(self, name)
-            raise ValueError(f"{name} ({_flag(name)}) must be {expected}, got {value!r}")
+        self._check_values()
+        self._check_names()
+        if training:
+            self._check_resume()
+        return self
 
-        def check(name: str, expected: str, ok, optional: bool = False):
-            value = getattr(self, name)
-            if not ((optional and value is None) or ok(value)):
-                bad(name, expected + (" or None" if optional else ""))
+    def _bad(self, name: str, expected: str):
+        raise ValueError(f"{name} ({_flag(name)}) must be {expected}, got {getattr(self, name)!r}")
 
-        def integer(v):
-            return isinstance(v, int) and not isinstance(v, bool)
+    def _check(self, name: str, expected: str, ok, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if not ((optional and value is None) or ok(value)):
+            self._bad(name, expected + (" or None" if optional else ""))
 
-        def number(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
+    def _check_values(self) -> None:
+        """The numbers are in their ranges, the switches are bools."""
         for name in ("epochs", "batch_size"):
-            check(name, "an integer >= 1", lambda v: integer(v) and v >= 1)
+            self._check(name, "an integer >= 1", lambda v: _integer(v) and v >= 1)
         for name in ("img_size", "train_subset", "val_subset", "steps_per_epoch", "stop_after",
                      "threads"):
-            check(name, "an integer >= 1", lambda v: integer(v) and v >= 1, optional=True)
+            self._check(name, "an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True)
         for name in ("num_workers", "seed"):
-            check(name, "an integer >= 0", lambda v: integer(v) and v >= 0)
-        check("lr", "a number > 0", lambda v: number(v) and v > 0)
+            self._check(name, "an integer >= 0", lambda v: _integer(v) and v >= 0)
+        self._check("lr", "a number > 0", lambda v: _number(v) and v > 0)
         for name in ("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"):
-            check(name, "a number >= 0", lambda v: number(v) and v >= 0)
+            self._check(name, "a number >= 0", lambda v: _number(v) and v >= 0)
         if self.min_lr > self.lr:
-            bad("min_lr", f"<= lr (--lr) {self.lr}")
+            self._bad("min_lr", f"<= lr (--lr) {self.lr}")
         for name in ("label_smoothing", "drop_path"):
-            check(name, "a number in [0, 1)", lambda v: number(v) and 0 <= v < 1)
-        check("clip_grad", "a number > 0", lambda v: number(v) and v > 0, optional=True)
-        check("time_budget_s", "a number of seconds > 0", lambda v: number(v) and v > 0,
-              optional=True)
+            self._check(name, "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
+        self._check("clip_grad", "a number > 0", lambda v: _number(v) and v > 0, optional=True)
+        self._check("time_budget_s", "a number of seconds > 0", lambda v: _number(v) and v > 0,
+                    optional=True)
         for name in ("augment", "compile", "channels_last", "data_on_device", "overwrite"):
-            check(name, "True or False", lambda v: isinstance(v, bool))
-        check("ema_decay", "a number in (0, 1)", lambda v: number(v) and 0 < v < 1, optional=True)
+            self._check(name, "True or False", lambda v: isinstance(v, bool))
+        self._check("ema_decay", "a number in (0, 1)", lambda v: _number(v) and 0 < v < 1,
+                    optional=True)
+
+    def _check_names(self) -> None:
+        """The names (precision, model, attention kinds, data, RandAugment, device) exist."""
         if self.amp not in AMP_MODES:
-            bad("amp", f"one of {', '.join(AMP_MODES)}")
+            self._bad("amp", f"one of {', '.join(AMP_MODES)}")
         if self.model not in MODEL_NAMES:
-            bad("model", f"one of {', '.join(MODEL_NAMES)}")
+            self._bad("model", f"one of {', '.join(MODEL_NAMES)}")
         kinds = [self.attention] if isinstance(self.attention, str) else self.attention
         if kinds is not None and (len(kinds) not in (1, 4) or any(k not in ATTENTION_KINDS for k in kinds)):
-            bad("attention", f"one of {', '.join(ATTENTION_KINDS)} (or a list of 4, one per stage)")
+            self._bad("attention", f"one of {', '.join(ATTENTION_KINDS)} (or a list of 4, one per "
+                      f"stage)")
         if not isinstance(self.data, str) or not self.data:
-            bad("data", "digits, cifar10, cifar100, imagenette or an ImageFolder path")
+            self._bad("data", "digits, cifar10, cifar100, imagenette or an ImageFolder path")
         if self.randaugment is not None:
             from timm.data.auto_augment import rand_augment_transform
 
             try:
                 rand_augment_transform(self.randaugment, {})
             except Exception:  # noqa: BLE001 (timm raises anything for a spec it cannot read)
-                bad("randaugment", 'a timm RandAugment spec such as "rand-m9-mstd0.5"')
+                self._bad("randaugment", 'a timm RandAugment spec such as "rand-m9-mstd0.5"')
         _device_from(self.device, 0)  # raises naming --device
-        if training:
-            if self.resume is True and not self.out:
-                raise ValueError("resume (--resume) needs out (--out): the folder of the run to "
-                                 "continue")
-            if isinstance(self.resume, str) and self.resume and not self.out:
-                raise ValueError(f"resume (--resume {self.resume}) needs out (--out): where the "
-                                 f"continued run is written")
-            if self.resume and self.overwrite and not isinstance(self.resume, str):
-                raise ValueError("resume (--resume) and overwrite (--overwrite) exclude each "
-                                 "other: continue the run in out, or move it aside")
-        return self
+
+    def _check_resume(self) -> None:
+        """A run that resumes or overwrites says where (``out``), and does not do both."""
+        if self.resume is True and not self.out:
+            raise ValueError("resume (--resume) needs out (--out): the folder of the run to "
+                             "continue")
+        if isinstance(self.resume, str) and self.resume and not self.out:
+            raise ValueError(f"resume (--resume {self.resume}) needs out (--out): where the "
+                             f"continued run is written")
+        if self.resume and self.overwrite and not isinstance(self.resume, str):
+            raise ValueError("resume (--resume) and overwrite (--overwrite) exclude each "
+                             "other: continue the run in out, or move it aside")
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _flag(name: str) -> str | None:
@@ -297,12 +312,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def save_atomic(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a crash mid-write leaves
-    the previous checkpoint intact, never a truncated one (:func:`ccoat.runfolder.save_checkpoint`)."""
-    save_checkpoint(obj, path)
 
 
 class ClusterStats:
@@ -961,28 +970,22 @@ def _dataset_label(info: cdata.DataInfo) -> str:
 
 
 def imagenette_recipe(profile: str | None = None) -> dict:
-    """The book's Imagenette run: CoaT-Lite Tiny, factorized attention, sized by the profile.
+    """Every setting of :func:`ccoat.recipes.imagenette` (quiet: ``progress=False``) as a dict,
+    as the clusters chapter reads it."""
+    from .recipes import imagenette
 
-    smoke: a few updates at 64 px; cpu: 4 epochs at 64 px (minutes on 2 cores); gpu: 30 epochs
-    at 224 px.
-    """
-    profile = profile or get_profile()
-    return dict(model="coat_lite_tiny", data="imagenette", img_size=choose(smoke=64, cpu=64, gpu=224, profile=profile),
-                epochs=choose(smoke=1, cpu=4, gpu=30, profile=profile), batch_size=64, lr=2e-3,
-                warmup_epochs=0.5, train_subset=choose(smoke=256, cpu=None, gpu=None, profile=profile),
-                val_subset=choose(smoke=128, cpu=None, gpu=None, profile=profile),
-                steps_per_epoch=choose(smoke=3, cpu=None, gpu=None, profile=profile),
-                num_workers=2, seed=0, progress=False)
+    return dataclasses.asdict(imagenette(profile, progress=False))
 
 
 def fit_cached(config: TrainConfig | dict, cache_dir: str | os.PathLike | None = None) -> TrainRun:
     """:func:`fit`, run once per recipe: the checkpoint is kept under ``cache_dir`` (default
-    ``~/.cache/ccoat/runs``) in a folder named by a hash of the recipe, and a later call with the
-    same recipe resumes from it, finding nothing left to train. Notebooks that need the same
-    trained model share it this way and each still runs on its own."""
-    config = dataclasses.asdict(config) if isinstance(config, TrainConfig) else dict(config)
-    for name in ("out", "resume", "overwrite"):
-        config.pop(name, None)
+    ``~/.cache/ccoat/runs``) in a folder named by a hash of the recipe's settings (the same for a
+    dict and for the :class:`TrainConfig` it makes), and a later call with the same settings
+    resumes from it, finding nothing left to train. Notebooks that need the same trained model
+    share it this way and each still runs on its own."""
+    config = dataclasses.asdict(TrainConfig(**config) if isinstance(config, dict) else config)
+    for name in ("out", "resume", "overwrite"):  # where it is kept, not what it computes
+        config.pop(name)
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
     root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "ccoat" / "runs"
     return fit(dict(config, out=str(root / key)), _cache=True)

@@ -51,8 +51,6 @@ if "google.colab" in sys.modules:
 # %% tags=["hide-input"]
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
-import importlib.util
-import json
 import math
 import os
 import textwrap
@@ -66,9 +64,11 @@ from IPython.display import Markdown, display
 from timm.scheduler import CosineLRScheduler
 
 from ccoat import data as cdata
+from ccoat import recipes
 from ccoat import train as ctrain
 from ccoat.plotting import KIND_COLORS, set_theme
-from ccoat.provenance import results_file, shorten_paths
+from ccoat.provenance import shorten_paths
+from ccoat.runfolder import read_run
 
 set_theme()
 torch.manual_seed(0)
@@ -178,66 +178,33 @@ plt.show()
 # the attention core: CoaT's factorized attention, exact softmax attention, and the clustered
 # attention of Clustering CoaT. Every run starts from the same seed.
 #
-# The size of the work follows the profile. The gpu recipe below is the full one; the cpu
-# profile trains briefly on a subset; smoke runs a few updates to show that every cell works.
+# The size of the work follows the profile: the recipe is kept in `ccoat.recipes`, one size
+# per profile (`cifar10-smoke`, `cifar10-cpu`, `cifar10-gpu`). The gpu size is the full
+# recipe; the cpu size trains briefly on a subset; smoke runs a few updates on the digits to
+# show that every cell works. The table shows what each size sets (the rest are
+# `TrainConfig`'s defaults); this build trains with its profile's column.
 
 # %%
-RECIPE = ccoat.choose(
-    smoke=dict(
-        data="digits",
-        epochs=2,
-        batch_size=16,
-        train_subset=64,
-        val_subset=64,
-        steps_per_epoch=2,
-        num_workers=0,
-        warmup_epochs=0.5,
-    ),
-    cpu=dict(
-        data="cifar10",
-        epochs=2,
-        batch_size=64,
-        train_subset=1000,
-        val_subset=500,
-        num_workers=1,
-        warmup_epochs=0.5,
-    ),
-    gpu=dict(
-        data="cifar10",
-        epochs=100,
-        batch_size=256,
-        lr=2e-3,
-        warmup_epochs=5,
-        randaugment="rand-m9-mstd0.5",
-        mixup=0.8,
-        cutmix=1.0,
-        ema_decay=0.9998,
-        num_workers=4,
-    ),
+sizes = {
+    profile: recipes.recipe(f"cifar10-{profile}")
+    for profile in ("smoke", "cpu", "gpu")
+}
+display(
+    pd.DataFrame(sizes).fillna("").rename(columns={PROFILE: f"{PROFILE} (this build)"})
 )
-# progress=False: no progress bars in the book (each run's result is printed below)
-RECIPE.update(data_dir=DATA_DIR, seed=0, progress=False)
-print(shorten_paths(json.dumps(RECIPE, indent=1), cdata.data_root(DATA_DIR)))
 
-has_clustering = importlib.util.find_spec("ccoat.clustering") is not None
 MODELS = {
     "factorized": dict(model="coat_lite_tiny_cifar"),
     "softmax": dict(model="coat_lite_tiny_cifar", attention="softmax"),
+    "clustered": dict(model="ccoat_lite_tiny_cifar"),
 }
-if has_clustering:
-    MODELS["clustered"] = dict(model="ccoat_lite_tiny_cifar")
-else:
-    print(
-        "ccoat.clustering is not in this installation yet: training factorized and "
-        "softmax only"
-    )
 
 # %%
 histories = {}
 for kind, model_args in MODELS.items():
-    histories[kind] = pd.DataFrame(
-        ctrain.train(ctrain.TrainConfig(**RECIPE, **model_args))
-    )
+    # progress=False: no progress bars in the book (each run's result is printed below)
+    config = recipes.cifar10(data_dir=DATA_DIR, progress=False, **model_args)
+    histories[kind] = pd.DataFrame(ctrain.train(config))
     last = histories[kind].iloc[-1]
     print(
         f"{kind:>10}: val top-1 {last.val_top1:.1f}% after {int(last.epoch)} epochs, "
@@ -305,13 +272,13 @@ display(
 RUN_NAMES = ["cifar10_coat_lite_tiny_cifar", "cifar10_ccoat_lite_tiny_cifar"]
 runs, records, commands = {}, [], []
 for name in RUN_NAMES:
-    metrics = results_file(f"{name}/metrics.jsonl", CCOAT_REPO)
-    if metrics is None:
+    committed = read_run(name, CCOAT_REPO)  # run.json, metrics.jsonl, eval.json
+    if committed is None:
         continue
-    run = json.loads(results_file(f"{name}/run.json", CCOAT_REPO).read_text())
+    run = committed.run
     root = run["config"]["data_dir"]  # the data root of the machine that ran it
     kind = (run.get("attention_kinds") or ["?"])[0]
-    runs[kind] = pd.read_json(metrics, lines=True)
+    runs[kind] = committed.metrics
     records.append(
         {
             "run": name,
@@ -330,9 +297,8 @@ for name in RUN_NAMES:
     )
     commands.append(f"{name}, trained by: {shorten_paths(run['command'], root)}")
     # the final checkpoint, all test images
-    evaluated = results_file(f"{name}/eval.json", CCOAT_REPO)
-    if evaluated is not None:
-        final = json.loads(evaluated.read_text())
+    final = committed.eval
+    if final is not None:
         records[-1].update(
             {
                 "test top-1 (%), all images": round(final["top1"], 2),
@@ -431,23 +397,14 @@ for name in [
     "gpu_budget_cifar10_coat_lite_tiny_cifar",
     "gpu_budget_cifar10_ccoat_lite_tiny_cifar",
 ]:
-    files = {
-        f: results_file(f"{name}/{f}", CCOAT_REPO)
-        for f in ("run.json", "metrics.jsonl", "eval.json")
-    }
-    if None in files.values():
-        continue
-    run = json.loads(files["run.json"].read_text())
-    budget_runs[run["attention_kinds"][0]] = {
-        "run": run,
-        "metrics": pd.read_json(files["metrics.jsonl"], lines=True),
-        "eval": json.loads(files["eval.json"].read_text()),
-    }
+    committed = read_run(name, CCOAT_REPO)
+    if committed is not None and committed.eval is not None:
+        budget_runs[committed.run["attention_kinds"][0]] = committed
 
 fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), sharey=True)
 for kind, r in budget_runs.items():
-    m, final, color = r["metrics"], r["eval"], KIND_COLORS.get(kind)
-    label = f"{r['run']['config']['model']} ({kind})"
+    m, final, color = r.metrics, r.eval, KIND_COLORS.get(kind)
+    label = f"{r.run['config']['model']} ({kind})"
     axes[0].plot(m.train_elapsed_s, m.val_top1, color=color, label=label)
     axes[1].plot(m.epoch, m.val_top1, color=color, label=label)
     lo, hi = final["top1_ci95"]
@@ -464,32 +421,28 @@ axes[0].set(xlabel="GPU training time (s)", ylabel="test top-1 (%)", ylim=(60, 9
 axes[1].set(xlabel="epoch")
 axes[1].legend(loc="lower right", fontsize=8)
 if budget_runs:
-    device = next(iter(budget_runs.values()))["run"]["device"]
+    device = next(iter(budget_runs.values())).run["device"]
     fig.suptitle(f"CIFAR-10 (JPEG copy), equal training time on one {device}")
 plt.show()
 
 # %%
 if {"factorized", "clustered"} <= set(budget_runs):
     base, seed = budget_runs["factorized"], budget_runs["clustered"]
-    a, b = base["eval"], seed["eval"]
+    a, b = base.eval, seed.eval
     separated = distinguishable(a["top1"], a["top1_ci95"], b["top1"], b["top1_ci95"])
     better = "CoaT-Lite" if a["top1"] > b["top1"] else "Clustering CoaT"
-    reached = base["metrics"][base["metrics"].val_top1 >= b["top1"]]
-    speed = (
-        seed["metrics"].images_per_s.median() / base["metrics"].images_per_s.median()
-    )
-    glue("budget_s", base["run"]["config"]["time_budget_s"])
+    reached = base.metrics[base.metrics.val_top1 >= b["top1"]]
+    speed = seed.metrics.images_per_s.median() / base.metrics.images_per_s.median()
+    glue("budget_s", base.run["config"]["time_budget_s"])
     glue("base_top1", a["top1"])
     glue("base_ci", f"{a['top1_ci95'][0]:.1f}–{a['top1_ci95'][1]:.1f}")
     glue("seed_top1", b["top1"])
     glue("seed_ci", f"{b['top1_ci95'][0]:.1f}–{b['top1_ci95'][1]:.1f}")
-    glue("base_epochs", len(base["metrics"]))
-    glue("seed_epochs", len(seed["metrics"]))
+    glue("base_epochs", len(base.metrics))
+    glue("seed_epochs", len(seed.metrics))
     glue("speed_ratio", speed)
     glue("reach_s", reached.train_elapsed_s.iloc[0] if len(reached) else float("nan"))
-    same_epoch = base["metrics"].iloc[
-        len(seed["metrics"]) - 1
-    ]  # CoaT-Lite at that epoch
+    same_epoch = base.metrics.iloc[len(seed.metrics) - 1]  # CoaT-Lite at that epoch
     glue("base_same_epoch", same_epoch.val_top1)
     glue("base_same_epoch_lr", same_epoch.lr)
     glue(
@@ -575,7 +528,8 @@ else:
 #
 # ## Exercises
 #
-# 1. Set the warm-up to zero in the cpu recipe. How do the first epochs change?
+# 1. Set the warm-up to zero (`recipes.cifar10("cpu", warmup_epochs=0, ...)`). How do the
+#    first epochs change?
 # 2. Train the clustered model with a cap of 8 clusters per stage
 #    (`ccoat.create_model("ccoat_lite_tiny_cifar", max_clusters=8)` passed as `model=` to
 #    `ccoat.train.fit`). What happens to accuracy and to images/s?

@@ -52,7 +52,6 @@ import copy
 import json
 import logging
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import timm
@@ -60,6 +59,7 @@ import torch
 from IPython.display import Markdown, display
 
 from ccoat import data as cdata
+from ccoat import recipes
 from ccoat import train as ctrain
 from ccoat.clustering import block_index, clusters_per_row
 from ccoat.plotting import KIND_COLORS, set_theme
@@ -79,12 +79,13 @@ print("profile:", PROFILE, "| device:", DEVICE)
 # `coat_lite_tiny` weights, whose 1000 outputs include Imagenette's ten classes. At the `gpu`
 # profile (Colab) they are downloaded. At the `cpu` and `smoke` profiles (and wherever the
 # download fails, as on the offline machine that builds this book) we train a CoaT-Lite Tiny on
-# Imagenette ourselves, small and short (`ccoat.train.imagenette_recipe`).
+# Imagenette ourselves, small and short (`ccoat.recipes.imagenette`).
 # Either way the model is trained with CoaT's **factorized** attention and then converted.
 
 # %%
-recipe = ctrain.imagenette_recipe()  # the same run as the clusters chapter's
-IMG_SIZE = recipe["img_size"]
+# The same run as the clusters chapter's; progress=False: no progress bars in the book.
+recipe = recipes.imagenette(progress=False)
+IMG_SIZE = recipe.img_size
 train_set, val_set, info = cdata.build_datasets("imagenette", img_size=IMG_SIZE)
 # relative to the data root
 source = shorten_paths(str(info.source), cdata.data_root())
@@ -125,7 +126,7 @@ if model is None:
     seconds = run.history[-1]["elapsed_s"]
     model, trained_how = (
         run.model,
-        f"trained here: {recipe['epochs']} epochs at {IMG_SIZE} px, {seconds:.0f} s "
+        f"trained here: {recipe.epochs} epochs at {IMG_SIZE} px, {seconds:.0f} s "
         "of training",
     )
     print(trained_how)
@@ -329,12 +330,12 @@ display(
 # ## Training at the `gpu` profile
 #
 # With a GPU, the conversion above starts from timm's ImageNet weights. Training from scratch at
-# 224 px for 30 epochs is `ccoat.train.imagenette_recipe("gpu")`, or from the command line, for
-# CoaT-Lite and for Clustering CoaT:
+# 224 px for 30 epochs is `ccoat.recipes.imagenette("gpu")`, or from the command line the
+# recipe `imagenette-gpu`, for CoaT-Lite and for Clustering CoaT:
 #
 # ```bash
-# python -m ccoat.train --model coat_lite_tiny  --data imagenette --img-size 224 --epochs 30 --batch-size 64 --out runs/imagenette_coat
-# python -m ccoat.train --model ccoat_lite_tiny --data imagenette --img-size 224 --epochs 30 --batch-size 64 --out runs/imagenette_ccoat
+# python -m ccoat.train --recipe imagenette-gpu --out runs/imagenette_coat
+# python -m ccoat.train --recipe imagenette-gpu --model ccoat_lite_tiny --out runs/imagenette_ccoat
 # ```
 #
 # and on several GPUs through `torchrun --nproc_per_node=N -m ccoat.train ...`. No GPU run of

@@ -1,11 +1,14 @@
 """Named recipes and runs sized by wall-clock time (ccoat.recipes, TimeBudgetSchedule)."""
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from ccoat import recipes
 from ccoat import train as ctrain
 from ccoat.model import CoaTLite, CoaTLiteConfig
+from ccoat.profile import PROFILES
 from ccoat.recipes import RECIPES, recipe
 
 
@@ -13,8 +16,35 @@ def test_recipe_fields_are_train_config_fields_and_overrides_win():
     for name in RECIPES:
         config = ctrain.TrainConfig(**recipe(name, model="ccoat_lite_tiny_cifar"))
         assert config.model == "ccoat_lite_tiny_cifar"
+        ctrain.TrainConfig(**recipe(name, device="cpu")).validate()  # every value is valid
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
         recipe("nope")
+
+
+@pytest.mark.parametrize("family", [recipes.cifar10, recipes.imagenette])
+def test_the_chapters_recipes_come_in_one_size_per_profile(family, monkeypatch):
+    smoke, cpu, gpu = (family(profile) for profile in PROFILES)
+    assert all(isinstance(c, ctrain.TrainConfig) for c in (smoke, cpu, gpu))
+    assert smoke.steps_per_epoch and cpu.steps_per_epoch is None and gpu.epochs > cpu.epochs
+    monkeypatch.setenv("CCOAT_PROFILE", "cpu")
+    assert family() == cpu and family(seed=3) == dataclasses.replace(cpu, seed=3)
+    with pytest.raises(ValueError, match="profile must be one of smoke, cpu, gpu, got 'big'"):
+        family("big")
+
+
+def test_the_imagenette_recipe_is_the_run_chapters_7_and_8_share():
+    for profile in PROFILES:
+        config = recipes.imagenette(profile, progress=False)
+        assert ctrain.imagenette_recipe(profile) == dataclasses.asdict(config)  # chapter 8's form
+        assert (config.model, config.data, config.img_size) == \
+            ("coat_lite_tiny", "imagenette", {"smoke": 64, "cpu": 64, "gpu": 224}[profile])
+
+
+def test_the_command_line_takes_every_recipe_by_name():
+    for name in RECIPES:
+        config, args = ctrain.parse_args(["--recipe", name, "--device", "cpu"])
+        assert config == ctrain.TrainConfig(**recipe(name, device="cpu"), command=config.command)
+        assert set(recipe(name)) <= args.explicit
 
 
 def test_command_line_starts_from_the_recipe_and_explicit_options_override_it():

@@ -82,9 +82,11 @@ def test_schedule_warms_up_then_ends_at_min_lr():
 
 
 def test_checkpoint_is_written_atomically(tmp_path):
+    from ccoat.runfolder import save_checkpoint
+
     path = tmp_path / "last.pt"
-    ctrain.save_atomic({"x": 1}, path)
-    ctrain.save_atomic({"x": 2}, path)
+    save_checkpoint({"x": 1}, path)
+    save_checkpoint({"x": 2}, path)
     assert torch.load(path)["x"] == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
@@ -234,6 +236,8 @@ def test_fit_cached_trains_once_then_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(ctrain, "train_step", lambda *a, **k: calls.append(1) or 0.0)
     again = ctrain.fit_cached(recipe, cache_dir=tmp_path)
     assert not calls, "a finished cached run trained again"
+    ctrain.fit_cached(ctrain.TrainConfig(**recipe), cache_dir=tmp_path)  # the same settings
+    assert not calls, "the same recipe as a TrainConfig trained again"
     for (name, a), (_, b) in zip(first.model.state_dict().items(), again.model.state_dict().items()):
         assert torch.equal(a, b), name
     other = dict(recipe, seed=1)  # another recipe, another folder

@@ -1,0 +1,67 @@
+"""ccoat.runfolder.read_run: a committed run folder read back whole, from a checkout or fetched.
+
+(The rules of a live run folder, its lock and the order of its writes, are tested with training
+in test_train.py and test_faults.py.)"""
+import io
+import json
+import urllib.error
+import urllib.request
+
+import pandas as pd
+
+from ccoat import provenance, runfolder
+from ccoat.provenance import find_results
+
+
+def _commit_run(results, name: str, evaluated: bool = True) -> None:
+    folder = results / name
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"command": "python -m ccoat.train", "config": {}}))
+    (folder / "metrics.jsonl").write_text(
+        "".join(json.dumps({"epoch": e, "val_top1": 10.0 * e}) + "\n" for e in (1, 2, 3)))
+    if evaluated:
+        (folder / "eval.json").write_text(json.dumps({"top1": 31.5, "images": 100}))
+
+
+def test_a_committed_run_reads_back_with_its_epochs_and_its_final_score(tmp_path):
+    _commit_run(tmp_path / "results", "test_read_run_a")
+    _commit_run(tmp_path / "results", "test_read_run_b", evaluated=False)
+    run = runfolder.read_run("test_read_run_a", start=tmp_path)
+    assert run.path == tmp_path / "results" / "test_read_run_a"
+    assert run.run["command"] == "python -m ccoat.train"
+    assert isinstance(run.metrics, pd.DataFrame) and list(run.metrics.epoch) == [1, 2, 3]
+    assert run.metrics.val_top1.iloc[-1] == 30.0 and run.eval == {"top1": 31.5, "images": 100}
+    assert runfolder.read_run("test_read_run_b", start=tmp_path).eval is None  # never scored
+    assert runfolder.read_run("test_read_run_none", start=tmp_path) is None
+
+
+def test_the_books_committed_runs_read_back_as_their_files_say():
+    for name in ("cifar10_coat_lite_tiny_cifar", "gpu_budget_cifar10_ccoat_lite_tiny_cifar"):
+        run = runfolder.read_run(name)
+        folder = find_results(name)
+        assert run.path == folder and run.run == json.loads((folder / "run.json").read_text())
+        assert run.metrics.equals(pd.read_json(folder / "metrics.jsonl", lines=True))
+        assert run.eval == json.loads((folder / "eval.json").read_text())
+        assert len(run.metrics) == run.eval["epoch"]  # scored after its last epoch
+
+
+def test_without_a_checkout_the_run_is_fetched_from_the_repository(tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance, "__file__", str(tmp_path / "site" / "ccoat" / "provenance.py"))
+    asked = []
+
+    def fake_urlopen(url, timeout=None):  # the network call, stubbed: no eval.json there
+        asked.append(url.rsplit("/", 1)[1])
+        if url.endswith("eval.json") or "/missing/" in url:
+            raise urllib.error.HTTPError(url, 404, "Not Found", {}, None)
+        if url.endswith("metrics.jsonl"):
+            return io.BytesIO(b'{"epoch": 1, "val_top1": 12.5}\n')
+        return io.BytesIO(b'{"command": "fetched"}')
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    colab = tmp_path / "colab"
+    colab.mkdir()
+    run = runfolder.read_run("fetched_run", "https://github.com/owner/name", start=colab)
+    assert run.path == colab / "results" / "fetched_run" and run.run == {"command": "fetched"}
+    assert run.metrics.val_top1.tolist() == [12.5] and run.eval is None
+    assert asked == ["metrics.jsonl", "run.json", "eval.json"]
+    assert runfolder.read_run("missing", "https://github.com/owner/name", start=colab) is None
