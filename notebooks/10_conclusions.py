@@ -61,6 +61,7 @@ from ccoat import cost
 from ccoat.data import sample_photos
 from ccoat.plotting import KIND_COLORS, glue, set_theme
 from ccoat.provenance import results_file, shorten_paths
+from ccoat.runfolder import read_run
 
 set_theme()
 PROFILE = ccoat.get_profile()
@@ -280,27 +281,14 @@ display(
 # ## 3. What does clustering cost in accuracy?
 #
 # The committed CIFAR-10 runs train CoaT-Lite Tiny (small-image variant) and Clustering CoaT
-# Tiny with one recipe and seed on this project's CPU. They are short runs (3 epochs on a 20,000
-# image subset), so the accuracies are far from converged; they compare the two models, nothing
-# more.
+# Tiny with one recipe and seed on this project's CPU. They are short runs (their length is
+# read from each run's record below), so the accuracies are far from converged; they compare
+# the two models, nothing more.
 
 
 # %%
-def load_run(folder: str):
-    metrics = results_file(f"{folder}/metrics.jsonl", CCOAT_REPO)
-    if metrics is None:
-        return None
-    history = [
-        json.loads(line) for line in metrics.read_text().splitlines() if line.strip()
-    ]
-    run = json.loads(committed(f"{folder}/run.json").read_text())
-    evaluated = results_file(f"{folder}/eval.json", CCOAT_REPO)
-    final = json.loads(evaluated.read_text()) if evaluated is not None else None
-    return dict(history=history, run=run, eval=final)
-
-
 runs = {
-    name: load_run(f"cifar10_{name}")
+    name: read_run(f"cifar10_{name}", CCOAT_REPO)
     for name in ("coat_lite_tiny_cifar", "ccoat_lite_tiny_cifar")
 }
 lines = []
@@ -308,18 +296,25 @@ for name, r in runs.items():
     if r is None:
         lines.append(f"- `{name}`: no committed run in `results/`.")
         continue
+    config = r.run["config"]
     test = (
-        f"{r['eval']['top1']:.2f}% on all {r['eval']['images']} test images"
-        if r["eval"]
-        else f"{r['history'][-1]['val_top1']:.2f}% on the 2,000-image test subset "
-        "(last epoch)"
+        f"{r.eval['top1']:.2f}% on all {r.eval['images']} test images"
+        if r.eval
+        else f"{r.metrics.val_top1.iloc[-1]:.2f}% on a {config['val_subset']:,}-image "
+        "test subset (last epoch)"
     )
-    dataset = shorten_paths(r["run"]["dataset"], r["run"]["config"]["data_dir"])
-    minutes = sum(h["epoch_time_s"] for h in r["history"]) / 60
+    dataset = shorten_paths(r.run["dataset"], config["data_dir"])
+    minutes = r.metrics.epoch_time_s.sum() / 60
+    trained_on = (
+        f"a {config['train_subset']:,}-image subset"
+        if config["train_subset"]
+        else "all"
+    )
+    run_line = provenance_line(r.run, markdown=True)
     lines.append(
-        f"- `{name}`: top-1 **{test}**, {len(r['history'])} epochs, {minutes:.0f} min "
-        f"of training. Dataset: {dataset.replace('$', DOLLAR)}. Run: "
-        f"{provenance_line(r['run'], markdown=True)}."
+        f"- `{name}`: top-1 **{test}**, {len(r.metrics)} epochs on {trained_on} "
+        f"of the training images, {minutes:.0f} min of training. Dataset: "
+        f"{dataset.replace('$', DOLLAR)}. Run: {run_line}."
     )
 display(Markdown("CIFAR-10 (JPEG copy):\n\n" + "\n".join(lines)))
 
