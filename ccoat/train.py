@@ -16,8 +16,8 @@ for every model:
 
 :func:`fit` reads top to bottom in phases, one function each: the data, the model, the
 optimisation, the checkpoint it continues from, then per epoch one pass of training, the
-evaluation and the checkpoint. The named settings of the book's runs are in
-:mod:`ccoat.recipes`.
+evaluation and the checkpoint. What defines a run (:class:`TrainConfig`) and the named
+settings of the book's runs are in :mod:`ccoat.recipes`, which this module builds on.
 
 Every option is checked before any work (:meth:`TrainConfig.validate`). A resumed run, or an
 evaluated checkpoint, is compared with the options given: a difference is refused, listing each.
@@ -65,166 +65,19 @@ from tqdm.auto import tqdm
 
 from . import data as cdata
 from .clustering import block_index, record_clusters
-from .model import ATTENTION_KINDS
 from .provenance import provenance, write_atomic
-from .registry import MODEL_NAMES, create_model
+from .recipes import (
+    AMP_MODES,
+    RECIPES,
+    TrainConfig,
+    _device_from,
+    _flag,
+    imagenette,
+    recipe,
+)
+from .registry import create_model
 from .runfolder import RunFolder, load_checkpoint
 from .stats import bootstrap_interval
-
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-
-
-def _option(default, help: str, **cli):
-    """A :class:`TrainConfig` field: its default, its ``--help`` line, and how the command line
-    takes it where the field's name and type do not say (``flag``, argparse's ``choices``,
-    ``nargs``, ``const``; ``flag=None``: not an option)."""
-    return field(default=default, metadata={"help": help, **cli})
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; saved in ``run.json`` and in every checkpoint.
-
-    Every field is an option of the command line (``--batch-size`` for ``batch_size``, typed by
-    its annotation, ``--x/--no-x`` for a bool, ``none`` for a number that may be None), with
-    the help given here: :func:`_parser` is generated from these fields.
-    """
-
-    model: str = _option("coat_lite_tiny_cifar", "a name of ccoat.MODEL_NAMES")
-    data: str = _option("digits", "digits, cifar10, cifar100, imagenette or an ImageFolder path")
-    data_dir: str | None = _option(None, f"data root (None: ${cdata.DATA_ENV})")
-    img_size: int | None = _option(None, "image side in pixels (None: the dataset's)")
-    attention: str | None = _option(None, "override the model's attention kind")
-    epochs: int = _option(10, "epochs to train")
-    batch_size: int = _option(128, "global batch size, shared among DDP processes")
-    lr: float = _option(1e-3, "peak learning rate (AdamW)")
-    min_lr: float = _option(1e-5, "learning rate at the end of the cosine")
-    weight_decay: float = _option(0.05, "AdamW weight decay (none on norms, biases, tokens)")
-    warmup_epochs: float = _option(1.0, "linear warm-up, in epochs")
-    label_smoothing: float = _option(0.1, "label smoothing of the cross-entropy")
-    clip_grad: float | None = _option(1.0, "clip the gradient norm to this (none: no clip)")
-    drop_path: float = _option(0.1, "stochastic depth rate")
-    amp: str = _option("auto", "mixed precision (auto: bf16 or fp16 on a GPU, off on a CPU)",
-                       choices=AMP_MODES)
-    compile: bool = _option(False, "torch.compile the model")
-    channels_last: bool = _option(False, "channels-last memory format")
-    ema_decay: float | None = _option(None, "keep an EMA of the weights, e.g. 0.999")
-    mixup: float = _option(0.0, "Mixup alpha (0: off)")
-    cutmix: float = _option(0.0, "CutMix alpha (0: off)")
-    randaugment: str | None = _option(None, 'timm RandAugment spec, e.g. "rand-m9-mstd0.5"')
-    augment: bool = _option(True, "random crop/flip (--no-augment: none, for exact comparisons)")
-    train_subset: int | None = _option(None, "a fixed random subset of the train split")
-    val_subset: int | None = _option(None, "a fixed random subset of the val split")
-    steps_per_epoch: int | None = _option(None, "cap on updates per epoch (smoke runs)")
-    stop_after: int | None = _option(None, "stop after this many epochs, as if interrupted")
-    num_workers: int = _option(2, "DataLoader worker processes")
-    data_on_device: bool = _option(
-        False, "decode the splits once and keep and augment them on the device (small images: "
-        "CIFAR, digits)")
-    time_budget_s: float | None = _option(
-        None, "train for this many seconds (--epochs is then an upper bound); the learning-rate "
-        "schedule follows the training time", flag="--time-budget")
-    threads: int | None = _option(None, "torch.set_num_threads")
-    seed: int = _option(0, "seed of the initialisation, the subsets, shuffling, augmentation")
-    device: str = _option("auto", "auto, cpu, cuda (the local rank's GPU) or cuda:N")
-    out: str | None = _option(None, "the run folder (one run per folder, locked)")
-    resume: bool | str = _option(
-        False, "resume from OUT/last.pt, or from the checkpoint given; options not given are the "
-        "checkpoint's, options given must equal them (--epochs may grow)", nargs="?", const=True)
-    progress: bool = _option(True, "progress bars and a line of metrics per epoch")
-    command: str | None = _option(None, "recorded in run.json (the command line fills it in)",
-                                  flag=None)
-    overwrite: bool = _option(False, "OUT holds a run: move it into OUT/replaced-<date>/ and "
-                              "start afresh")
-
-    def validate(self, training: bool = True) -> TrainConfig:
-        """Raise ``ValueError`` naming the option (``--name``) of the first bad value; called
-        by :func:`fit` and the command line before any work. Returns ``self``."""
-        self._check_values()
-        self._check_names()
-        if training:
-            self._check_resume()
-        return self
-
-    def _bad(self, name: str, expected: str):
-        raise ValueError(f"{name} ({_flag(name)}) must be {expected}, got {getattr(self, name)!r}")
-
-    def _check(self, name: str, expected: str, ok, optional: bool = False) -> None:
-        value = getattr(self, name)
-        if not ((optional and value is None) or ok(value)):
-            self._bad(name, expected + (" or None" if optional else ""))
-
-    def _check_values(self) -> None:
-        """The numbers are in their ranges, the switches are bools."""
-        for name in ("epochs", "batch_size"):
-            self._check(name, "an integer >= 1", lambda v: _integer(v) and v >= 1)
-        for name in ("img_size", "train_subset", "val_subset", "steps_per_epoch", "stop_after",
-                     "threads"):
-            self._check(name, "an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True)
-        for name in ("num_workers", "seed"):
-            self._check(name, "an integer >= 0", lambda v: _integer(v) and v >= 0)
-        self._check("lr", "a number > 0", lambda v: _number(v) and v > 0)
-        for name in ("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"):
-            self._check(name, "a number >= 0", lambda v: _number(v) and v >= 0)
-        if self.min_lr > self.lr:
-            self._bad("min_lr", f"<= lr (--lr) {self.lr}")
-        for name in ("label_smoothing", "drop_path"):
-            self._check(name, "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
-        self._check("clip_grad", "a number > 0", lambda v: _number(v) and v > 0, optional=True)
-        self._check("time_budget_s", "a number of seconds > 0", lambda v: _number(v) and v > 0,
-                    optional=True)
-        for name in ("augment", "compile", "channels_last", "data_on_device", "overwrite"):
-            self._check(name, "True or False", lambda v: isinstance(v, bool))
-        self._check("ema_decay", "a number in (0, 1)", lambda v: _number(v) and 0 < v < 1,
-                    optional=True)
-
-    def _check_names(self) -> None:
-        """The names (precision, model, attention kinds, data, RandAugment, device) exist."""
-        if self.amp not in AMP_MODES:
-            self._bad("amp", f"one of {', '.join(AMP_MODES)}")
-        if self.model not in MODEL_NAMES:
-            self._bad("model", f"one of {', '.join(MODEL_NAMES)}")
-        kinds = [self.attention] if isinstance(self.attention, str) else self.attention
-        if kinds is not None and (len(kinds) not in (1, 4) or any(k not in ATTENTION_KINDS for k in kinds)):
-            self._bad("attention", f"one of {', '.join(ATTENTION_KINDS)} (or a list of 4, one per "
-                      f"stage)")
-        if not isinstance(self.data, str) or not self.data:
-            self._bad("data", "digits, cifar10, cifar100, imagenette or an ImageFolder path")
-        if self.randaugment is not None:
-            from timm.data.auto_augment import rand_augment_transform
-
-            try:
-                rand_augment_transform(self.randaugment, {})
-            except Exception:  # noqa: BLE001 (timm raises anything for a spec it cannot read)
-                self._bad("randaugment", 'a timm RandAugment spec such as "rand-m9-mstd0.5"')
-        _device_from(self.device, 0)  # raises naming --device
-
-    def _check_resume(self) -> None:
-        """A run that resumes or overwrites says where (``out``), and does not do both."""
-        if self.resume is True and not self.out:
-            raise ValueError("resume (--resume) needs out (--out): the folder of the run to "
-                             "continue")
-        if isinstance(self.resume, str) and self.resume and not self.out:
-            raise ValueError(f"resume (--resume {self.resume}) needs out (--out): where the "
-                             f"continued run is written")
-        if self.resume and self.overwrite and not isinstance(self.resume, str):
-            raise ValueError("resume (--resume) and overwrite (--overwrite) exclude each "
-                             "other: continue the run in out, or move it aside")
-
-
-def _integer(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _flag(name: str) -> str | None:
-    """The command-line option of the :class:`TrainConfig` field ``name``."""
-    metadata = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}[name]
-    return metadata.get("flag", "--" + name.replace("_", "-"))
-
 
 # ---------------------------------------------------------------------------------------------
 # Distributed helpers
@@ -463,26 +316,6 @@ class TimeBudgetSchedule:
 
 # ---------------------------------------------------------------------------------------------
 # Where a run executes, and what it may continue from
-
-
-def _device_from(name: str, local_rank: int) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` (this process's GPU: the local rank's)
-    or ``cuda:N``; ``ValueError`` naming ``--device`` for anything this machine cannot run."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device (--device) must be auto, cpu, cuda or cuda:N, got {name!r}") from error
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device (--device) is {name!r}, but CUDA is not available here")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)  # "cuda": this process's GPU
-        if device.index >= torch.cuda.device_count():
-            raise ValueError(f"device (--device) is {name!r}, but this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:
@@ -972,8 +805,6 @@ def _dataset_label(info: cdata.DataInfo) -> str:
 def imagenette_recipe(profile: str | None = None) -> dict:
     """Every setting of :func:`ccoat.recipes.imagenette` (quiet: ``progress=False``) as a dict,
     as the clusters chapter reads it."""
-    from .recipes import imagenette
-
     return dataclasses.asdict(imagenette(profile, progress=False))
 
 
@@ -1064,9 +895,6 @@ def _parser(suppress: bool = False) -> argparse.ArgumentParser:
     """The command line: an option for every :class:`TrainConfig` field (but ``command``),
     ``--recipe`` to start from, and ``--eval-only``/``--ema`` to evaluate instead of training.
     ``suppress``: no defaults, so that parsing tells what was given."""
-    # ccoat.recipes builds on TrainConfig: it is imported here, when the command line runs.
-    from .recipes import RECIPES
-
     p = argparse.ArgumentParser(prog="python -m ccoat.train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe", choices=list(RECIPES), metavar="NAME",
@@ -1087,8 +915,6 @@ def _parser(suppress: bool = False) -> argparse.ArgumentParser:
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     """The run's config, and the parsed arguments; ``args.explicit`` names the config options
     given on the command line, directly or by ``--recipe`` (the others are defaults)."""
-    from .recipes import recipe
-
     argv = sys.argv[1:] if argv is None else list(argv)
     p = _parser()
     known, _ = p.parse_known_args(argv)
