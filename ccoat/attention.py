@@ -153,8 +153,8 @@ class ConvAttention(nn.Module):
 
     ``out = proj(core(q, k, v) + crpe(q, v))``. ``core_layer(head_dim)`` builds the core, any
     module with ``forward(q, k, v, size)`` on ``(B, heads, N, C_head)`` tensors (timm's
-    ``attn_layer`` idiom; CoaT's factorized attention when none is given). The CRPE module is owned by the stage and passed in, because
-    CoaT shares one CRPE among all blocks of a stage.
+    ``attn_layer`` idiom; CoaT's factorized attention when none is given). The CRPE module is
+    owned by the stage and passed in, because CoaT shares one CRPE among all blocks of a stage.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
