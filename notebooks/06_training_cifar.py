@@ -52,9 +52,7 @@ if "google.colab" in sys.modules:
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
 import math
-import os
 import textwrap
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -143,10 +141,9 @@ plt.show()
 
 # %%
 DATA = ccoat.choose(smoke="digits", cpu="cifar10", gpu="cifar10")
-shared = Path("../../shared/data")
-DATA_DIR = os.environ.get("CCOAT_DATA") or (
-    str(shared) if (shared / "cifar10").is_dir() else None
-)
+# $CCOAT_DATA, else the offline copy beside the checkout, else None (download)
+DATA_DIR = cdata.data_root()
+DATA_DIR = str(DATA_DIR) if DATA_DIR else None
 train_set, val_set, info = cdata.build_datasets(DATA, DATA_DIR, augment=False)
 # relative to the data root
 source = shorten_paths(str(info.source), cdata.data_root(DATA_DIR))
