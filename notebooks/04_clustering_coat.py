@@ -57,6 +57,7 @@ import torch
 
 from ccoat.clustering import clusters_per_row
 from ccoat.data import sample_photos
+from ccoat.model import CLUSTERED_KINDS
 from ccoat.plotting import KIND_COLORS, block_label, glue, set_theme
 
 set_theme()
@@ -210,13 +211,13 @@ widths = ccoat.choose(
     gpu=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
 )
 rows = []
-for kind in ("clustered", "clustered_factorized"):
+for kind in CLUSTERED_KINDS:
     for r in widths:
         change, agree = logit_change(kind, bucket_width=r, seed=0)
         rows.append(dict(kind=kind, r=r, change=change, agree=agree))
 
 fig, ax = plt.subplots()
-for kind in ("clustered", "clustered_factorized"):
+for kind in CLUSTERED_KINDS:
     sel = [row for row in rows if row["kind"] == kind]
     ax.plot(
         [row["r"] for row in sel],

@@ -61,6 +61,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import ccoat
 from ccoat import cost, measure, sweep
+from ccoat.model import CLUSTERED_KINDS
 from ccoat.plotting import KIND_COLORS, glue, plot_components, plot_sweep, set_theme
 from ccoat.provenance import results_file
 
@@ -599,7 +600,7 @@ lines = [
     f"({share['mlp']:.0%}) and the projections ({share['qkv'] + share['proj']:.0%}) "
     "see every token whatever the attention does.",
 ]
-for kind in [k for k in ("clustered", "clustered_factorized") if k in at_224.index]:
+for kind in [k for k in CLUSTERED_KINDS if k in at_224.index]:
     faster = rows[(rows.kind == kind)].set_index("img_size").fwd_vs_factorized < 1
     lines.append(
         f"{len(lines) + 1}. **{kind} against CoaT-Lite.** At 224 px it needs "
