@@ -245,6 +245,18 @@ RECIPES: dict[str, dict] = {
                                            val_subset=128, steps_per_epoch=3),
     "imagenette-cpu": _IMAGENETTE | dict(img_size=64, epochs=4),
     "imagenette-gpu": _IMAGENETTE | dict(img_size=224, epochs=30),
+    # The reference pair at 128 px (a 32x32 first-stage grid: 1,024 tokens), one recipe for
+    # CoaT-Lite Tiny and (with --model ccoat_lite_tiny) Clustering CoaT Tiny; the chapters load
+    # the committed weights. cpu: what fits a session on the project's 2-core machine (two
+    # epochs, one thread each, the pair side by side; each epoch scored on 1,000 val images,
+    # the final weights on all 3,925); gpu: the full recipe, with RandAugment and Mixup/CutMix.
+    "imagenette128-smoke": _IMAGENETTE | dict(img_size=128, epochs=1, train_subset=128,
+                                              val_subset=64, steps_per_epoch=2, num_workers=0),
+    "imagenette128-cpu": _IMAGENETTE | dict(img_size=128, epochs=2, val_subset=1000,
+                                            threads=1, num_workers=1),
+    "imagenette128-gpu": _IMAGENETTE | dict(
+        img_size=128, epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5,
+        randaugment="rand-m9-mstd0.5", mixup=0.8, cutmix=1.0, num_workers=8),
 }
 
 
