@@ -30,7 +30,7 @@ from .convert import convert_attention
 from .model import ATTENTION_KINDS, CONFIGS, CoaTLite, CoaTLiteConfig
 from .profile import choose, get_profile
 from .registry import MODEL_NAMES, create_model, register_with_timm
-from .timm_weights import load_timm_weights
+from .timm_weights import PretrainedUnavailable, load_timm_weights
 from .token_clustering import cluster_tokens, record_token_clusters
 
 __version__ = "0.1.0"
@@ -38,7 +38,8 @@ __version__ = "0.1.0"
 register_with_timm()
 
 __all__ = [
-    "ATTENTION_KINDS", "CONFIGS", "CoaTLite", "CoaTLiteConfig", "MODEL_NAMES", "choose", "cost",
+    "ATTENTION_KINDS", "CONFIGS", "CoaTLite", "CoaTLiteConfig", "MODEL_NAMES", "PretrainedUnavailable",
+    "choose", "cost",
     "cluster_tokens", "convert_attention", "create_model", "get_profile", "load_timm_weights",
     "record_clusters", "record_token_clusters",
 ]

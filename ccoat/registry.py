@@ -93,11 +93,10 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int = 1000
     if pretrained:
         if small_image:
             raise ValueError(f"no pretrained weights exist for the small-image model {name!r}")
-        import timm
+        from .timm_weights import load_timm_weights, timm_pretrained
 
-        from .timm_weights import load_timm_weights
-
-        reference = timm.create_model(f"coat_lite_{size}", pretrained=True, num_classes=num_classes)
+        # PretrainedUnavailable at once where the Hub cannot be reached and nothing is cached
+        reference = timm_pretrained(f"coat_lite_{size}", num_classes=num_classes)
         load_timm_weights(model, reference)
     if token_clustering is not None:
         from .token_clustering import cluster_tokens
