@@ -251,15 +251,62 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # A committed run, read back
 
 
+WEIGHTS_FILE = "model.safetensors"  # a run's final weights in half precision, committed
+
+
+def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike | None = None, *,
+                   use_ema: bool = False) -> Path:
+    """Write the weights of a checkpoint made by :func:`ccoat.train.fit` in half precision
+    (``safetensors``, default ``model.safetensors`` beside the checkpoint): the file a run
+    commits instead of its ``last.pt``, which also holds the optimizer's state (6x larger).
+    ``use_ema``: the EMA weights instead of the trained ones."""
+    from .registry import create_model
+    from .weights import save_weights
+
+    ckpt = load_checkpoint(checkpoint)
+    if use_ema and ckpt.get("ema") is None:
+        raise ValueError(f"checkpoint {checkpoint} holds no EMA weights")
+    config, data = ckpt["config"], ckpt["data"]
+    kw = {"attention": config["attention"]} if config.get("attention") else {}
+    model = create_model(config["model"], num_classes=data["num_classes"],
+                         img_size=data["img_size"], **kw)
+    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
+    path = Path(path) if path is not None else Path(checkpoint).with_name(WEIGHTS_FILE)
+    return save_weights(model, path, metadata={
+        "model": config["model"], "attention": config.get("attention"),
+        "img_size": data["img_size"], "dataset": data["name"], "epochs": ckpt["epoch"] + 1,
+        "weights": "ema" if use_ema else "model"})
+
+
 @dataclass
 class CommittedRun:
     """A run folder committed under ``results/``: how the run was launched, its epochs and, if
-    its final checkpoint was scored, that score."""
+    its final checkpoint was scored, that score; :meth:`load_model` builds its trained model."""
 
     path: Path  # the folder
     run: dict  # run.json: command, git commit, machine, profile, dataset, config, ...
     metrics: pd.DataFrame  # metrics.jsonl: one row per epoch
     eval: dict | None  # eval.json (python -m ccoat.train --eval-only), or None
+    name: str = ""  # results/<name>
+    repo: str | None = None  # where a file missing from the checkout is fetched from
+    start: str | os.PathLike | None = None
+
+    def load_model(self, attention=None, **options) -> torch.nn.Module:
+        """The run's model with its committed weights (``model.safetensors``), built with the
+        run's attention kind or with ``attention`` (any kind: all share their weights) and
+        clustering ``options``; in evaluation mode, on the CPU."""
+        from .registry import create_model
+        from .weights import load_weights
+
+        file = results_file(f"{self.name}/{WEIGHTS_FILE}", self.repo, start=self.start)
+        if file is None:
+            raise FileNotFoundError(errno.ENOENT, f"run {self.name} has no committed weights "
+                                    f"(results/{self.name}/{WEIGHTS_FILE})")
+        config, data = self.run["config"], self.run["data"]
+        model = create_model(config["model"], num_classes=data["num_classes"],
+                             img_size=data["img_size"],
+                             attention=attention or config.get("attention"), **options)
+        return load_weights(model, file).eval()
 
 
 def read_run(name: str, repo: str | None = None, *,
@@ -276,4 +323,5 @@ def read_run(name: str, repo: str | None = None, *,
     evaluated = results_file(f"{name}/eval.json", repo, start=start)
     return CommittedRun(path=record.parent, run=json.loads(record.read_text()),
                         metrics=pd.read_json(metrics, lines=True),
-                        eval=json.loads(evaluated.read_text()) if evaluated else None)
+                        eval=json.loads(evaluated.read_text()) if evaluated else None,
+                        name=name, repo=repo, start=start)

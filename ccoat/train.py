@@ -76,7 +76,7 @@ from .recipes import (
     recipe,
 )
 from .registry import create_model
-from .runfolder import RunFolder, load_checkpoint
+from .runfolder import WEIGHTS_FILE, RunFolder, export_weights, load_checkpoint
 from .stats import bootstrap_interval
 
 # ---------------------------------------------------------------------------------------------
@@ -973,6 +973,8 @@ def main(argv=None) -> int:
         if config.out:
             Path(config.out).mkdir(parents=True, exist_ok=True)
             write_atomic(Path(config.out) / "eval.json", json.dumps(result, indent=2) + "\n")
+            # the scored weights in half precision, the file a committed run keeps
+            export_weights(ckpt, Path(config.out) / WEIGHTS_FILE, use_ema=args.ema)
         return 0
     if config.resume:
         config = _with_saved_options(config, args.explicit)

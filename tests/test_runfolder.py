@@ -65,3 +65,33 @@ def test_without_a_checkout_the_run_is_fetched_from_the_repository(tmp_path, mon
     assert run.metrics.val_top1.tolist() == [12.5] and run.eval is None
     assert asked == ["metrics.jsonl", "run.json", "eval.json"]
     assert runfolder.read_run("missing", "https://github.com/owner/name", start=colab) is None
+
+
+def test_a_committed_run_loads_its_model_in_any_attention_kind(tmp_path):
+    """A trained run folder's half-precision export reads back as its model: the logits of the
+    checkpoint's own weights (to half precision), in the run's kind and in another."""
+    import pytest
+    import torch
+
+    import ccoat
+    from ccoat import train
+
+    folder = tmp_path / "results" / "tiny_run"
+    train.fit(dict(data="digits", epochs=1, batch_size=16, train_subset=32, val_subset=16,
+                   steps_per_epoch=1, num_workers=0, progress=False, out=str(folder)))
+    with pytest.raises(FileNotFoundError, match="no committed weights"):
+        runfolder.read_run("tiny_run", start=tmp_path).load_model()
+    runfolder.export_weights(folder / "last.pt")
+    run = runfolder.read_run("tiny_run", start=tmp_path)
+    model = run.load_model()
+    reference = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
+    reference.load_state_dict(runfolder.load_checkpoint(folder / "last.pt")["model"])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference.eval()(x), atol=2e-2, rtol=0)
+        clustered = run.load_model("clustered")
+        assert clustered(x).shape == (2, 10)
+    assert type(clustered.stages[0].blocks[0].attn.core).__name__ != type(
+        model.stages[0].blocks[0].attn.core).__name__
+    with pytest.raises(ValueError, match="no EMA weights"):
+        runfolder.export_weights(folder / "last.pt", tmp_path / "x.safetensors", use_ema=True)

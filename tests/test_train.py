@@ -161,6 +161,11 @@ def test_cli_end_to_end_on_digits(tmp_path, capsys):
                  "--num-workers", "0", "--threads", "1", "--no-progress"])
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["images"] == 32 and evaluated["top1"] == pytest.approx(record["val_top1"])
+    assert not (out / "model.safetensors").exists()  # without --out nothing is written
+    ctrain.main(["--eval-only", "--resume", str(out / "last.pt"), "--val-subset", "32",
+                 "--num-workers", "0", "--threads", "1", "--no-progress", "--out", str(out)])
+    assert json.loads((out / "eval.json").read_text())["top1"] == evaluated["top1"]
+    assert (out / "model.safetensors").stat().st_size < (out / "last.pt").stat().st_size / 4
 
 
 def test_every_config_field_is_a_command_line_option_and_every_option_a_field():
