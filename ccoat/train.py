@@ -72,7 +72,6 @@ from .recipes import (
     TrainConfig,
     _device_from,
     _flag,
-    imagenette,
     recipe,
 )
 from .registry import create_model
@@ -802,12 +801,6 @@ def _dataset_label(info: cdata.DataInfo) -> str:
     return f"{info.name} at {info.source}"
 
 
-def imagenette_recipe(profile: str | None = None) -> dict:
-    """Every setting of :func:`ccoat.recipes.imagenette` (quiet: ``progress=False``) as a dict,
-    as the clusters chapter reads it."""
-    return dataclasses.asdict(imagenette(profile, progress=False))
-
-
 def fit_cached(config: TrainConfig | dict, cache_dir: str | os.PathLike | None = None) -> TrainRun:
     """:func:`fit`, run once per recipe: the checkpoint is kept under ``cache_dir`` (default
     ``~/.cache/ccoat/runs``) in a folder named by a hash of the recipe's settings (the same for a
@@ -956,10 +949,11 @@ def main(argv=None) -> int:
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     if args.eval_only:
-        ckpt = _checkpoint_path(config)
+        # the checkpoint named by --resume, else the run folder's: --out OUT scores OUT/last.pt
+        ckpt = _checkpoint_path(config) or (Path(config.out) / "last.pt" if config.out else None)
         if ckpt is None or not ckpt.exists():
-            raise SystemExit(f"error: --eval-only needs --resume CHECKPOINT (or --out with "
-                             f"last.pt); got {ckpt}")
+            raise SystemExit(f"error: --eval-only needs --resume CHECKPOINT or --out with "
+                             f"last.pt; got {ckpt}")
         if config.threads:
             torch.set_num_threads(config.threads)
         expect = {k: getattr(config, k) for k in ("model", "attention", "data", "img_size")

@@ -9,7 +9,7 @@ from ccoat import recipes
 from ccoat import train as ctrain
 from ccoat.model import CoaTLite, CoaTLiteConfig
 from ccoat.profile import PROFILES
-from ccoat.recipes import RECIPES, recipe
+from ccoat.recipes import RECIPES, TrainConfig, recipe
 
 
 def test_recipe_fields_are_train_config_fields_and_overrides_win():
@@ -32,12 +32,14 @@ def test_the_chapters_recipes_come_in_one_size_per_profile(family, monkeypatch):
         family("big")
 
 
-def test_the_imagenette_recipe_is_the_run_chapters_7_and_8_share():
+def test_the_imagenette_recipes_train_coat_lite_tiny_at_128_px():
     for profile in PROFILES:
-        config = recipes.imagenette(profile, progress=False)
-        assert ctrain.imagenette_recipe(profile) == dataclasses.asdict(config)  # chapter 8's form
-        assert (config.model, config.data, config.img_size) == \
-            ("coat_lite_tiny", "imagenette", {"smoke": 64, "cpu": 64, "gpu": 224}[profile])
+        for config in (recipes.imagenette(profile), TrainConfig(**recipe(f"imagenette128-{profile}"))):
+            assert (config.model, config.data, config.img_size) == \
+                ("coat_lite_tiny", "imagenette", 128)
+    # the reference pair: one recipe, the model named on the command line
+    config, _ = ctrain.parse_args(["--recipe", "imagenette128-cpu", "--model", "ccoat_lite_tiny"])
+    assert config.model == "ccoat_lite_tiny" and config.epochs == RECIPES["imagenette128-cpu"]["epochs"]
 
 
 def test_the_command_line_takes_every_recipe_by_name():

@@ -250,12 +250,6 @@ def test_fit_cached_trains_once_then_loads(tmp_path, monkeypatch):
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
 
-def test_imagenette_recipe_is_sized_by_profile():
-    smoke, cpu, gpu = (ctrain.imagenette_recipe(p) for p in ("smoke", "cpu", "gpu"))
-    assert smoke["steps_per_epoch"] and cpu["steps_per_epoch"] is None
-    assert (cpu["img_size"], gpu["img_size"]) == (64, 224) and gpu["epochs"] > cpu["epochs"]
-
-
 # ---------------------------------------------------------------------------------------------
 # One run per folder; resume and evaluation check what they load; options checked first
 
