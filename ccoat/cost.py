@@ -451,9 +451,9 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
     n_hashes, max_clusters = _clustering_options(model)
     costs: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"macs": 0.0, "ops": 0.0})
 
-    def add(component, stage, macs=0.0, ops=0.0):
-        costs[(component, stage)]["macs"] += macs
-        costs[(component, stage)]["ops"] += ops
+    def add(component, stage, n_macs=0.0, n_ops=0.0):
+        costs[(component, stage)]["macs"] += n_macs
+        costs[(component, stage)]["ops"] += n_ops
 
     for s, sh in enumerate(stage_shapes(model, img_size)):
         st, N, HW, C, h, D = sh.name, sh.tokens, sh.image_tokens, sh.dim, sh.heads, sh.hidden
