@@ -8,6 +8,7 @@ from torch.utils import flop_counter as torch_flop_counter
 
 import ccoat
 from ccoat import cost, measure
+from ccoat.model import CLUSTERED_KINDS
 
 # timm's model cards (huggingface.co/timm/coat_lite_*.in1k): GMACs at 224 and parameters (M).
 PUBLISHED = {"tiny": (1.6, 5.7), "mini": (2.0, 11.0), "small": (4.0, 19.8), "medium": (9.8, 44.6)}
@@ -122,7 +123,7 @@ def test_counted_equals_analytic_per_component(kind, img_size, batch_size):
     assert (table[table.macs == 0].macs_analytic == 0).all()
 
 
-@pytest.mark.parametrize("kind", ["clustered", "clustered_factorized"])
+@pytest.mark.parametrize("kind", CLUSTERED_KINDS)
 @pytest.mark.parametrize("options", [{}, {"max_clusters": 16}], ids=["adaptive", "capped"])
 def test_counted_equals_analytic_for_clustered_kinds(kind, options):
     torch.manual_seed(0)
