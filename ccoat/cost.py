@@ -423,6 +423,15 @@ def cluster_counts(model: nn.Module, img_size=224, batch_size: int = 1,
     return recorder.clusters
 
 
+def stage_clusters_per_row(clusters: dict[tuple[str, int], BlockClusters] | None,
+                           stage: str = "stage1") -> float | None:
+    """Mean clusters per query row (one image, one head) over the blocks of ``stage``, from
+    :func:`cluster_counts` or an :func:`audit` table's ``attrs["clusters"]``; None when no
+    block of ``stage`` clustered."""
+    per_row = [c.per_row for (s, _), c in (clusters or {}).items() if s == stage]
+    return sum(per_row) / len(per_row) if per_row else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Analytic counts
 
