@@ -347,7 +347,9 @@ sweep_name = (
     if PROFILE == "gpu" and torch.cuda.is_available()
     else "cost_cpu.json"
 )
-rows, components, record = sweep.load(results_file(sweep_name, CCOAT_REPO))
+rows, components, record = sweep.load(
+    results_file(sweep_name, CCOAT_REPO, required=True)
+)
 print(
     json.dumps(
         {
@@ -396,7 +398,9 @@ fig.tight_layout()
 # batch 32 up to 640 px); what it measured is complete for those rows.
 
 # %%
-gpu_rows, _, gpu_record = sweep.load(results_file("cost_gpu.json", CCOAT_REPO))
+gpu_rows, _, gpu_record = sweep.load(
+    results_file("cost_gpu.json", CCOAT_REPO, required=True)
+)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
 for ax, batch in zip(axes, (1, 32)):
     plot_sweep(

@@ -50,7 +50,6 @@ import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 import copy
 import json
 import textwrap
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -65,16 +64,6 @@ from ccoat.runfolder import read_run
 
 set_theme()
 PROFILE = ccoat.get_profile()
-
-
-def committed(name: str) -> Path:
-    """results/<name>: the checkout's, else fetched from the repository (Colab)."""
-    path = results_file(name, CCOAT_REPO)
-    if path is None:
-        raise FileNotFoundError(
-            f"results/{name} is neither in this checkout nor in {CCOAT_REPO}"
-        )
-    return path
 
 
 DOLLAR = "\\$"  # a literal dollar sign in Markdown, where $...$ is maths
@@ -182,7 +171,8 @@ display(
 # the whole models at 448 px on this project's CPU:
 
 # %%
-bench = json.loads(committed("bench_clustered_attention.json").read_text())
+bench_file = results_file("bench_clustered_attention.json", CCOAT_REPO, required=True)
+bench = json.loads(bench_file.read_text())
 model_times = bench["model"]["median_s"]
 print(textwrap.fill("from: " + provenance_line(bench), 80, break_on_hyphens=False))
 fig, ax = plt.subplots(figsize=(6, 3))
@@ -250,7 +240,9 @@ display(
 # %%
 from ccoat import sweep
 
-sweep_rows, _, sweep_record = sweep.load(committed("cost_cpu.json"))
+sweep_rows, _, sweep_record = sweep.load(
+    results_file("cost_cpu.json", CCOAT_REPO, required=True)
+)
 print(
     textwrap.fill("from: " + provenance_line(sweep_record), 80, break_on_hyphens=False)
 )
