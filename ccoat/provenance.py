@@ -55,6 +55,19 @@ def provenance(*, dataset: str | None = None, device: str | torch.device | None 
     }
 
 
+def describe(record: dict, markdown: bool = False) -> str:
+    """How a result was made, in one line: the command, the commit, the machine, torch, the
+    threads, the profile and the date of a :func:`provenance` record (a key it lacks shows as
+    ``?``). A training run's data root (``record["config"]["data_dir"]``) is written as
+    ``$CCOAT_DATA`` (:func:`shorten_paths`); with ``markdown=True`` the command is code."""
+    data_root = (record.get("config") or {}).get("data_dir")
+    command = shorten_paths(str(record.get("command", "?")), data_root)
+    return (f"{f'`{command}`' if markdown else command} at commit "
+            f"{str(record.get('git_commit', '?'))[:10]}, {record.get('device', '?')}, "
+            f"torch {record.get('torch', '?')}, {record.get('threads', '?')} thread(s), "
+            f"profile {record.get('profile', '?')}, {str(record.get('date', '?'))[:10]}")
+
+
 def find_results(name: str | None = None, start: str | os.PathLike | None = None) -> Path | None:
     """The repository's ``results/`` folder, or the file ``name`` in it; None if there is none.
 

@@ -51,7 +51,7 @@ if "google.colab" in sys.modules:
     )
 
 # %% tags=["hide-input"]
-import json
+import textwrap
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -63,7 +63,7 @@ import ccoat
 from ccoat import cost, measure, sweep
 from ccoat.model import CLUSTERED_KINDS
 from ccoat.plotting import KIND_COLORS, glue, plot_components, plot_sweep, set_theme
-from ccoat.provenance import results_file
+from ccoat.provenance import describe, results_file
 
 set_theme()
 torch.manual_seed(0)
@@ -350,23 +350,7 @@ sweep_name = (
 rows, components, record = sweep.load(
     results_file(sweep_name, CCOAT_REPO, required=True)
 )
-print(
-    json.dumps(
-        {
-            k: record[k]
-            for k in (
-                "command",
-                "git_commit",
-                "device",
-                "torch",
-                "threads",
-                "profile",
-                "date",
-            )
-        },
-        indent=1,
-    )
-)
+print(textwrap.fill("from: " + describe(record), 80, break_on_hyphens=False))
 skipped = rows[rows.fwd_skipped.notna() | rows.train_skipped.notna()]
 skipped[["kind", "img_size", "fwd_skipped", "train_skipped"]].fillna("measured")
 

@@ -85,3 +85,18 @@ def test_shorten_paths_writes_the_data_root_as_a_variable():
     assert shorten_paths(text, "/srv/data/") == "--data-dir $CCOAT_DATA --epochs 3; CIFAR-10 at $CCOAT_DATA/cifar10"
     assert shorten_paths(text, None) == text
 
+
+def test_describe_says_in_one_line_what_made_a_result():
+    from ccoat.provenance import describe
+
+    record = {"command": "python -m ccoat.train --data-dir /srv/data --epochs 3",
+              "git_commit": "0123456789abcdef", "device": "x86_64 CPU, 2 cores",
+              "torch": "2.5.1", "threads": 2, "profile": "cpu",
+              "date": "2026-11-24T21:40:09+00:00", "config": {"data_dir": "/srv/data"}}
+    assert describe(record) == (
+        "python -m ccoat.train --data-dir $CCOAT_DATA --epochs 3 at commit 0123456789, "
+        "x86_64 CPU, 2 cores, torch 2.5.1, 2 thread(s), profile cpu, 2026-11-24")
+    assert describe(record, markdown=True).startswith(
+        "`python -m ccoat.train --data-dir $CCOAT_DATA --epochs 3` at commit")
+    assert describe({"command": "python bench.py"}) == (
+        "python bench.py at commit ?, ?, torch ?, ? thread(s), profile ?, ?")
