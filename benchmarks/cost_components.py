@@ -5,7 +5,7 @@ Both models share one set of (random-init) weights; the clustered model's hash p
 drawn after ``torch.manual_seed(0)``, so the table repeats. Its cluster
 counts, and so its cost, depend on that draw and on the image (scikit-learn's ``china.jpg`` at
 batch 1, both sample photos at batch 2). Time per
-component comes from ``ccoat.cost.ccoat.measure.component_times`` (module hooks, median of repeats), so the
+component comes from ``ccoat.measure.component_times`` (module hooks, median of repeats), so the
 table puts counted cost next to wall-clock.
 
     python benchmarks/cost_components.py [--models coat_lite_tiny ccoat_lite_tiny]
@@ -58,9 +58,7 @@ def component_table(model, img_size: int, batch_size: int, repeats: int) -> tupl
                  "macs_analytic": sum(r["macs_analytic"] for r in rows),
                  "ops": sum(r["ops"] for r in rows), "params": sum(r["params"] for r in rows),
                  "seconds": total_time, "macs_share": 1.0, "time_share": 1.0})
-    clusters = table.attrs.get("clusters") or {}
-    stage1 = [c.per_row for (s, _), c in clusters.items() if s == "stage1"]
-    meta = {"clusters_per_row_stage1": sum(stage1) / len(stage1) if stage1 else None}
+    meta = {"clusters_per_row_stage1": cost.stage_clusters_per_row(table.attrs.get("clusters"))}
     return rows, meta
 
 

@@ -143,7 +143,7 @@ class record_clusters(contextlib.AbstractContextManager):
         self.records: dict[str, dict[str, torch.Tensor]] = {}
         self.cores = [
             (name.removesuffix(".attn.core").removesuffix(".core"), module)
-            for name, module in model.named_modules() if isinstance(module, _ClusteredCoreBase)
+            for name, module in model.named_modules() if isinstance(module, ClusteredCoreBase)
         ]
 
     def __enter__(self) -> dict:
@@ -189,8 +189,9 @@ def _check_qkv(q, k, v, head_dim: int) -> None:
         raise ValueError(f"expected at least the class token, got q of shape {tuple(q.shape)}")
 
 
-class _ClusteredCoreBase(nn.Module):
-    """Cluster the image tokens' queries, attend with prototypes, broadcast back."""
+class ClusteredCoreBase(nn.Module):
+    """What the clustered cores share: cluster the image tokens' queries, attend with
+    prototypes (:meth:`attend`, each core's own), broadcast back."""
 
     kind = ""
 
@@ -239,7 +240,7 @@ class _ClusteredCoreBase(nn.Module):
         return torch.cat([out[:, :, :1], broadcast(out[:, :, 1:], clusters)], dim=2)
 
 
-class ClusteredCore(_ClusteredCoreBase):
+class ClusteredCore(ClusteredCoreBase):
     """The seed's clustering attention: ``softmax(P kᵀ · scale) v`` for prototypes ``P``."""
 
     kind = "clustered"
@@ -248,7 +249,7 @@ class ClusteredCore(_ClusteredCoreBase):
         return F.scaled_dot_product_attention(queries, k, v)
 
 
-class ClusteredFactorizedCore(_ClusteredCoreBase):
+class ClusteredFactorizedCore(ClusteredCoreBase):
     """CoaT's factorized attention with prototypes in place of the queries.
 
     ``scale · P (softmax_N(k)ᵀ v)`` is linear in ``P``, so a member's output is the mean of its

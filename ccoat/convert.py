@@ -8,6 +8,7 @@ clustered attention as ACT ran a trained DETR.
 from __future__ import annotations
 
 import torch.nn as nn
+from timm.models.coat import CoaT
 
 from .model import CoaTLite, CoaTLiteConfig, make_core
 from .timm_weights import load_timm_weights
@@ -56,10 +57,6 @@ def convert_attention(model: nn.Module, kind: str, **options) -> CoaTLite:
                 attn.core = core.to(device=ref.device)
                 attn.core.train(attn.training)
         return model
-    try:
-        from timm.models.coat import CoaT
-    except ImportError:  # pragma: no cover - timm is a dependency
-        CoaT = ()
     if not isinstance(model, CoaT):
         raise ValueError(f"expected a ccoat CoaTLite or a timm CoaT-Lite, got {type(model).__name__}")
     config = _config_of_timm_coat(model)

@@ -423,6 +423,15 @@ def cluster_counts(model: nn.Module, img_size=224, batch_size: int = 1,
     return recorder.clusters
 
 
+def stage_clusters_per_row(clusters: dict[tuple[str, int], BlockClusters] | None,
+                           stage: str = "stage1") -> float | None:
+    """Mean clusters per query row (one image, one head) over the blocks of ``stage``, from
+    :func:`cluster_counts` or an :func:`audit` table's ``attrs["clusters"]``; None when no
+    block of ``stage`` clustered."""
+    per_row = [c.per_row for (s, _), c in (clusters or {}).items() if s == stage]
+    return sum(per_row) / len(per_row) if per_row else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Analytic counts
 
@@ -451,9 +460,9 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
     n_hashes, max_clusters = _clustering_options(model)
     costs: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"macs": 0.0, "ops": 0.0})
 
-    def add(component, stage, macs=0.0, ops=0.0):
-        costs[(component, stage)]["macs"] += macs
-        costs[(component, stage)]["ops"] += ops
+    def add(component, stage, n_macs=0.0, n_ops=0.0):
+        costs[(component, stage)]["macs"] += n_macs
+        costs[(component, stage)]["ops"] += n_ops
 
     for s, sh in enumerate(stage_shapes(model, img_size)):
         st, N, HW, C, h, D = sh.name, sh.tokens, sh.image_tokens, sh.dim, sh.heads, sh.hidden

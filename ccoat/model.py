@@ -34,7 +34,12 @@ from .attention import (
     FactorizedCore,
     SoftmaxCore,
 )
-from .clustering import CLUSTERING_OPTIONS, ClusteredCore, ClusteredFactorizedCore
+from .clustering import (
+    CLUSTERING_OPTIONS,
+    ClusteredCore,
+    ClusteredCoreBase,
+    ClusteredFactorizedCore,
+)
 
 # The one table of attention kinds: name -> core. Every kind has the same parameters (qkv, proj,
 # the stage's CPE and CRPE); only the core differs, so one set of weights runs as any kind.
@@ -45,7 +50,9 @@ ATTENTION_CORES = {
     "clustered_factorized": ClusteredFactorizedCore,  # the same inside CoaT's product
 }
 ATTENTION_KINDS = tuple(ATTENTION_CORES)
-CLUSTERED_KINDS = ("clustered", "clustered_factorized")  # the kinds that take CLUSTERING_OPTIONS
+# The kinds whose core clusters the queries (and takes CLUSTERING_OPTIONS).
+CLUSTERED_KINDS = tuple(kind for kind, core in ATTENTION_CORES.items()
+                        if issubclass(core, ClusteredCoreBase))
 
 
 def make_core(kind: str, head_dim: int | None = None, **options) -> nn.Module:

@@ -55,6 +55,19 @@ def provenance(*, dataset: str | None = None, device: str | torch.device | None 
     }
 
 
+def describe(record: dict, markdown: bool = False) -> str:
+    """How a result was made, in one line: the command, the commit, the machine, torch, the
+    threads, the profile and the date of a :func:`provenance` record (a key it lacks shows as
+    ``?``). A training run's data root (``record["config"]["data_dir"]``) is written as
+    ``$CCOAT_DATA`` (:func:`shorten_paths`); with ``markdown=True`` the command is code."""
+    data_root = (record.get("config") or {}).get("data_dir")
+    command = shorten_paths(str(record.get("command", "?")), data_root)
+    return (f"{f'`{command}`' if markdown else command} at commit "
+            f"{str(record.get('git_commit', '?'))[:10]}, {record.get('device', '?')}, "
+            f"torch {record.get('torch', '?')}, {record.get('threads', '?')} thread(s), "
+            f"profile {record.get('profile', '?')}, {str(record.get('date', '?'))[:10]}")
+
+
 def find_results(name: str | None = None, start: str | os.PathLike | None = None) -> Path | None:
     """The repository's ``results/`` folder, or the file ``name`` in it; None if there is none.
 
@@ -104,14 +117,25 @@ def raw_url(repo: str, path: str, branch: str = "main") -> str:
 
 
 def results_file(name: str, repo: str | None = None, *, branch: str = "main",
-                 start: str | os.PathLike | None = None) -> Path | None:
+                 start: str | os.PathLike | None = None, required: bool = False) -> Path | None:
     """The committed results file ``results/<name>``: the checkout's, else fetched from ``repo``.
 
     A notebook run inside a clone reads the file where it is (:func:`find_results`). Without a
     checkout (a pip install on Colab) the file is downloaded once from the repository on GitHub
     into ``results/<name>`` under ``start`` (default: the working directory), where the next call
-    finds it. Returns None when neither the checkout nor the repository has the file.
+    finds it. Returns None when neither the checkout nor the repository has the file, or, with
+    ``required=True``, raises ``FileNotFoundError`` saying where it looked.
     """
+    path = _find_or_fetch(name, repo, branch, start)
+    if path is None and required:
+        where = (f"neither in this checkout nor in {repo}" if repo else
+                 "not in this checkout (and no repository was given to fetch it from)")
+        raise FileNotFoundError(f"results/{name} is {where}")
+    return path
+
+
+def _find_or_fetch(name: str, repo: str | None, branch: str,
+                   start: str | os.PathLike | None) -> Path | None:
     local = find_results(name, start=start)
     if local is not None or repo is None:
         return local

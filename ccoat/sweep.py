@@ -147,7 +147,7 @@ def _measure_config(model_name, models, img_size, batch_size, settings, guard, b
             "macs": int(table["macs"].sum()), "ops": float(table["ops"].sum()),
             "attention_macs": int(table.loc[table.component.isin(
                 ("attention", *cost.CLUSTERING_COMPONENTS)), "macs"].sum()),
-            "clusters_per_row_stage1": _stage1_clusters_per_row(table),
+            "clusters_per_row_stage1": cost.stage_clusters_per_row(table.attrs.get("clusters")),
         }
         for mode in ("fwd", "train"):
             key = (model_name, kind, batch_size, mode)
@@ -187,13 +187,6 @@ def _measure_config(model_name, models, img_size, batch_size, settings, guard, b
             guard.record((model_name, kind, batch_size, mode), work, median,
                          row[f"peak_mem_{mode}_bytes"])
     return [rows[k][0] for k in kinds], components
-
-
-def _stage1_clusters_per_row(table) -> float | None:
-    """Mean clusters per (sample, head) row in stage 1's blocks; None without clustering."""
-    counts = table.attrs.get("clusters")
-    stage1 = [v.per_row for (stage, _), v in (counts or {}).items() if stage == "stage1"]
-    return sum(stage1) / len(stage1) if stage1 else None
 
 
 def validate_settings(settings: dict) -> dict:

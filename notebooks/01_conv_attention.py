@@ -49,8 +49,7 @@ if "google.colab" in sys.modules:
 # %% tags=["hide-input"]
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 from ccoat import attention as ca
-
-import time
+from ccoat import measure
 
 import matplotlib.pyplot as plt
 import timm
@@ -237,7 +236,9 @@ glue("gap", gap)
 # With $C_h = 8$ in CoaT-Lite's first stage, softmax attention is $N / C_h$ times as costly.
 # We count both with PyTorch's `FlopCounterMode` (which reports FLOPs, 2 per MAC), through
 # `ccoat.cost.flop_counter`, which adds the formula for the fused attention kernels that some
-# torch versions count as 0, and time them on this machine, for stage-1 grids of growing images.
+# torch versions count as 0, and time them on this machine with `ccoat.measure.alternate`
+# (the two in turn, round after round, the timer every comparison in this book uses), for
+# stage-1 grids of growing images.
 
 # %%
 sides = ccoat.choose(
@@ -252,33 +253,22 @@ def counted_macs(fn, *args):
     return counter.get_total_flops() / 2
 
 
-def median_time(fn, *args):
-    fn(*args)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
+cores = {"factorized": ca.factorized_attention, "softmax": ca.softmax_attention}
 rows = []
 with torch.no_grad():
     for side in sides:
         n = side * side + 1
         qq, kk, vv = torch.randn(3, 1, heads, n, Ch).unbind(0)
-        for kind, fn in [
-            ("factorized", ca.factorized_attention),
-            ("softmax", ca.softmax_attention),
-        ]:
-            rows.append(
-                dict(
-                    kind=kind,
-                    N=n,
-                    macs=counted_macs(fn, qq, kk, vv),
-                    seconds=median_time(fn, qq, kk, vv),
-                )
+        times = measure.medians(
+            measure.alternate(
+                {kind: lambda fn=fn: fn(qq, kk, vv) for kind, fn in cores.items()},
+                repeats,
+                warmup=1,
             )
+        )
+        for kind, fn in cores.items():
+            macs = counted_macs(fn, qq, kk, vv)
+            rows.append(dict(kind=kind, N=n, macs=macs, seconds=times[kind]))
 
 # The counter sees the two matrix products; check them against the formulas above.
 for r in rows:

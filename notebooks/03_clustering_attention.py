@@ -65,7 +65,7 @@ from IPython.display import Markdown, display
 
 from ccoat.data import sample_photos
 from ccoat.plotting import KIND_COLORS, glue, set_theme
-from ccoat.provenance import results_file
+from ccoat.provenance import describe, results_file
 
 set_theme()
 torch.manual_seed(0)
@@ -379,8 +379,7 @@ if bench_file is not None:
             f"Whole model at {m['img_size']} px: ccoat_lite_tiny takes "
             f"**{m['time_ratio_clustered_over_softmax']:.2f}×** the time of "
             f"coat_lite_tiny with softmax attention. (r = {bench['bucket_width']}, "
-            f"{bench['n_hashes']} hashes; {bench['device']}, {bench['threads']} "
-            f"thread(s), commit {bench['git_commit'][:10]}, {bench['date'][:10]}.)"
+            f"{bench['n_hashes']} hashes; from {describe(bench, markdown=True)}.)"
         )
     )
 else:

@@ -51,7 +51,7 @@ if "google.colab" in sys.modules:
     )
 
 # %% tags=["hide-input"]
-import json
+import textwrap
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -63,7 +63,7 @@ import ccoat
 from ccoat import cost, measure, sweep
 from ccoat.model import CLUSTERED_KINDS
 from ccoat.plotting import KIND_COLORS, glue, plot_components, plot_sweep, set_theme
-from ccoat.provenance import results_file
+from ccoat.provenance import describe, results_file
 
 set_theme()
 torch.manual_seed(0)
@@ -347,24 +347,10 @@ sweep_name = (
     if PROFILE == "gpu" and torch.cuda.is_available()
     else "cost_cpu.json"
 )
-rows, components, record = sweep.load(results_file(sweep_name, CCOAT_REPO))
-print(
-    json.dumps(
-        {
-            k: record[k]
-            for k in (
-                "command",
-                "git_commit",
-                "device",
-                "torch",
-                "threads",
-                "profile",
-                "date",
-            )
-        },
-        indent=1,
-    )
+rows, components, record = sweep.load(
+    results_file(sweep_name, CCOAT_REPO, required=True)
 )
+print(textwrap.fill("from: " + describe(record), 80, break_on_hyphens=False))
 skipped = rows[rows.fwd_skipped.notna() | rows.train_skipped.notna()]
 skipped[["kind", "img_size", "fwd_skipped", "train_skipped"]].fillna("measured")
 
@@ -396,7 +382,9 @@ fig.tight_layout()
 # batch 32 up to 640 px); what it measured is complete for those rows.
 
 # %%
-gpu_rows, _, gpu_record = sweep.load(results_file("cost_gpu.json", CCOAT_REPO))
+gpu_rows, _, gpu_record = sweep.load(
+    results_file("cost_gpu.json", CCOAT_REPO, required=True)
+)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
 for ax, batch in zip(axes, (1, 32)):
     plot_sweep(
@@ -656,8 +644,9 @@ display(Markdown("\n".join(lines)))
 #   still.
 # - Time does not follow MACs: depthwise convolutions, softmaxes, LayerNorms and reshapes cost
 #   more time than their MACs suggest, and a kernel's efficiency changes with its shape.
-# - Clustering pays where the work per query is large: exact softmax attention at high
-#   resolution, not CoaT's factorized attention.
+# - The resolution sweep measured, size by size, clustered attention's time against exact
+#   softmax attention's and CoaT-Lite's factorized attention's; the verdict on the seed's
+#   claim is drawn once, in the conclusions chapter.
 #
 # ## Exercises
 #

@@ -50,7 +50,6 @@ import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 import copy
 import json
 import textwrap
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -60,37 +59,14 @@ from IPython.display import Markdown, display
 from ccoat import cost
 from ccoat.data import sample_photos
 from ccoat.plotting import KIND_COLORS, glue, set_theme
-from ccoat.provenance import results_file, shorten_paths
+from ccoat.provenance import describe, results_file, shorten_paths
 from ccoat.runfolder import read_run
 
 set_theme()
 PROFILE = ccoat.get_profile()
 
 
-def committed(name: str) -> Path:
-    """results/<name>: the checkout's, else fetched from the repository (Colab)."""
-    path = results_file(name, CCOAT_REPO)
-    if path is None:
-        raise FileNotFoundError(
-            f"results/{name} is neither in this checkout nor in {CCOAT_REPO}"
-        )
-    return path
-
-
 DOLLAR = "\\$"  # a literal dollar sign in Markdown, where $...$ is maths
-
-
-def provenance_line(record: dict, markdown: bool = False) -> str:
-    """How a result was made, in one line; the command as code in Markdown."""
-    # of the machine that ran it
-    data_root = (record.get("config") or {}).get("data_dir")
-    command = shorten_paths(str(record.get("command", "?")), data_root)
-    command = f"`{command}`" if markdown else command
-    return (
-        f"{command} at commit {str(record.get('git_commit', '?'))[:10]}, "
-        f"{record.get('device', '?')}, {record.get('threads', '?')} thread(s), "
-        f"profile {record.get('profile', '?')}, {str(record.get('date', '?'))[:10]}"
-    )
 
 
 # %% [markdown]
@@ -182,9 +158,10 @@ display(
 # the whole models at 448 px on this project's CPU:
 
 # %%
-bench = json.loads(committed("bench_clustered_attention.json").read_text())
+bench_file = results_file("bench_clustered_attention.json", CCOAT_REPO, required=True)
+bench = json.loads(bench_file.read_text())
 model_times = bench["model"]["median_s"]
-print(textwrap.fill("from: " + provenance_line(bench), 80, break_on_hyphens=False))
+print(textwrap.fill("from: " + describe(bench), 80, break_on_hyphens=False))
 fig, ax = plt.subplots(figsize=(6, 3))
 kinds = ["factorized", "clustered", "softmax"]
 ax.barh(kinds, [model_times[k] for k in kinds], color=[KIND_COLORS[k] for k in kinds])
@@ -250,10 +227,10 @@ display(
 # %%
 from ccoat import sweep
 
-sweep_rows, _, sweep_record = sweep.load(committed("cost_cpu.json"))
-print(
-    textwrap.fill("from: " + provenance_line(sweep_record), 80, break_on_hyphens=False)
+sweep_rows, _, sweep_record = sweep.load(
+    results_file("cost_cpu.json", CCOAT_REPO, required=True)
 )
+print(textwrap.fill("from: " + describe(sweep_record), 80, break_on_hyphens=False))
 at, both = sweep.crossover(sweep_rows, "clustered", "softmax", "fwd_vs_factorized")
 coat_wins = sweep_rows[
     (sweep_rows.kind == "clustered") & (sweep_rows.fwd_vs_factorized < 1)
@@ -310,7 +287,7 @@ for name, r in runs.items():
         if config["train_subset"]
         else "all"
     )
-    run_line = provenance_line(r.run, markdown=True)
+    run_line = describe(r.run, markdown=True)
     lines.append(
         f"- `{name}`: top-1 **{test}**, {len(r.metrics)} epochs on {trained_on} "
         f"of the training images, {minutes:.0f} min of training. Dataset: "

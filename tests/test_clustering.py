@@ -17,7 +17,7 @@ from ccoat.clustering import (
     record_clusters,
 )
 from ccoat.hashing import E2LSH
-from ccoat.model import make_core
+from ccoat.model import CLUSTERED_KINDS, make_core
 
 
 def _qkv(B=2, h=2, N=1 + 7 * 7, C=8, seed=0):
@@ -156,6 +156,16 @@ def test_core_with_cap_uses_at_most_that_many_prototypes():
     assert (model_core.cluster(q[:, :, 1:]).num_clusters <= 5).all()
 
 
+def test_the_clustered_kinds_are_the_table_kinds_whose_core_takes_clustering_options():
+    assert CLUSTERED_KINDS == ("clustered", "clustered_factorized")
+    for kind in ccoat.ATTENTION_KINDS:
+        if kind in CLUSTERED_KINDS:
+            assert make_core(kind, head_dim=8, n_hashes=2).hasher.n_hashes == 2
+        else:
+            with pytest.raises(ValueError, match="takes no options"):
+                make_core(kind, n_hashes=2)
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 def test_unknown_kinds_and_options_are_refused():
@@ -195,7 +205,7 @@ def test_non_finite_queries_raise_with_their_count():
 
 # --- models ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["clustered", "clustered_factorized"])
+@pytest.mark.parametrize("kind", CLUSTERED_KINDS)
 def test_gradients_reach_every_parameter(kind):
     torch.manual_seed(0)
     model = ccoat.create_model("ccoat_lite_tiny_cifar", num_classes=10, attention=kind,
@@ -216,7 +226,7 @@ def test_model_batch_equals_per_sample_loop():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("kind", ["clustered", "clustered_factorized"])
+@pytest.mark.parametrize("kind", CLUSTERED_KINDS)
 def test_autocast_runs_on_cpu(dtype, kind):
     torch.manual_seed(0)
     model = ccoat.create_model("ccoat_lite_tiny_cifar", num_classes=10, attention=kind).eval()
@@ -246,7 +256,7 @@ def _assert_same_parameters(a, b):
     assert all(torch.equal(pa[n], pb[n]) for n in pa)
 
 
-@pytest.mark.parametrize("kind", ["clustered", "clustered_factorized"])
+@pytest.mark.parametrize("kind", CLUSTERED_KINDS)
 def test_one_state_dict_loads_into_every_kind(kind):
     torch.manual_seed(0)
     factorized = ccoat.create_model("coat_lite_tiny_cifar")

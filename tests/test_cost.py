@@ -8,6 +8,8 @@ from torch.utils import flop_counter as torch_flop_counter
 
 import ccoat
 from ccoat import cost, measure
+from ccoat.clustering import block_index, clusters_per_row
+from ccoat.model import CLUSTERED_KINDS
 
 # timm's model cards (huggingface.co/timm/coat_lite_*.in1k): GMACs at 224 and parameters (M).
 PUBLISHED = {"tiny": (1.6, 5.7), "mini": (2.0, 11.0), "small": (4.0, 19.8), "medium": (9.8, 44.6)}
@@ -122,7 +124,7 @@ def test_counted_equals_analytic_per_component(kind, img_size, batch_size):
     assert (table[table.macs == 0].macs_analytic == 0).all()
 
 
-@pytest.mark.parametrize("kind", ["clustered", "clustered_factorized"])
+@pytest.mark.parametrize("kind", CLUSTERED_KINDS)
 @pytest.mark.parametrize("options", [{}, {"max_clusters": 16}], ids=["adaptive", "capped"])
 def test_counted_equals_analytic_for_clustered_kinds(kind, options):
     torch.manual_seed(0)
@@ -154,6 +156,23 @@ def test_clustered_attention_costs_follow_the_padded_cluster_count():
     # Without counts, every query is its own cluster: the most a clustered core can cost.
     worst = cost.analytic_costs(model, 224)[("attention", "stage1")]["macs"]
     assert worst > analytic
+
+
+def test_stage_clusters_per_row_is_the_mean_of_the_stages_blocks_as_recorded():
+    torch.manual_seed(0)
+    model = ccoat.create_model("ccoat_lite_tiny_cifar").eval()
+    images = torch.randn(2, 3, 32, 32)
+    clusters = cost.cluster_counts(model, 32, 2, images=images)
+    with torch.no_grad(), ccoat.record_clusters(model) as records:
+        model(images)  # the same projections, the same clusters
+    for stage in range(4):
+        blocks = [m for name, m in clusters_per_row(records).items()
+                  if block_index(name)[0] == stage]
+        assert cost.stage_clusters_per_row(clusters, f"stage{stage + 1}") == \
+            pytest.approx(sum(blocks) / len(blocks))
+    assert cost.stage_clusters_per_row(clusters, "head") is None  # no block clusters there
+    factorized = cost.audit(ccoat.create_model("coat_lite_tiny_cifar"), 32)
+    assert cost.stage_clusters_per_row(factorized.attrs.get("clusters")) is None
 
 
 def test_mixed_kinds_per_stage_are_attributed_to_their_stage():

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from ccoat.provenance import provenance
 
 
@@ -59,6 +61,10 @@ def test_results_file_prefers_the_checkout_then_fetches_from_the_repository(tmp_
     (tmp_path / "clone" / "results" / "a.json").write_text("{}")
     assert prov.results_file("a.json", repo, start=tmp_path / "clone") == tmp_path / "clone" / "results" / "a.json"
     assert len(asked) == 2
+    with pytest.raises(FileNotFoundError, match="neither in this checkout nor in https://github"):
+        prov.results_file("missing.json", repo, start=bare, required=True)
+    with pytest.raises(FileNotFoundError, match="no repository was given"):
+        prov.results_file("other.json", None, start=bare, required=True)
 
 
 def test_raw_url_wants_a_github_address():
@@ -78,3 +84,19 @@ def test_shorten_paths_writes_the_data_root_as_a_variable():
     text = "--data-dir /srv/data --epochs 3; CIFAR-10 at /srv/data/cifar10"
     assert shorten_paths(text, "/srv/data/") == "--data-dir $CCOAT_DATA --epochs 3; CIFAR-10 at $CCOAT_DATA/cifar10"
     assert shorten_paths(text, None) == text
+
+
+def test_describe_says_in_one_line_what_made_a_result():
+    from ccoat.provenance import describe
+
+    record = {"command": "python -m ccoat.train --data-dir /srv/data --epochs 3",
+              "git_commit": "0123456789abcdef", "device": "x86_64 CPU, 2 cores",
+              "torch": "2.5.1", "threads": 2, "profile": "cpu",
+              "date": "2026-11-24T21:40:09+00:00", "config": {"data_dir": "/srv/data"}}
+    assert describe(record) == (
+        "python -m ccoat.train --data-dir $CCOAT_DATA --epochs 3 at commit 0123456789, "
+        "x86_64 CPU, 2 cores, torch 2.5.1, 2 thread(s), profile cpu, 2026-11-24")
+    assert describe(record, markdown=True).startswith(
+        "`python -m ccoat.train --data-dir $CCOAT_DATA --epochs 3` at commit")
+    assert describe({"command": "python bench.py"}) == (
+        "python bench.py at commit ?, ?, torch ?, ? thread(s), profile ?, ?")
