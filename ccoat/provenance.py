@@ -120,8 +120,8 @@ def results_file(name: str, repo: str | None = None, *, branch: str = "main",
                  start: str | os.PathLike | None = None, required: bool = False) -> Path | None:
     """The committed results file ``results/<name>``: the checkout's, else fetched from ``repo``.
 
-    A notebook run inside a clone reads the file where it is (:func:`find_results`). Without a
-    checkout (a pip install on Colab) the file is downloaded once from the repository on GitHub
+    A notebook run inside a clone reads the file where it is (:func:`find_results`), and a file
+    the clone lacks is not looked for elsewhere. Without a checkout (a pip install on Colab) the file is downloaded once from the repository on GitHub
     into ``results/<name>`` under ``start`` (default: the working directory), where the next call
     finds it. Returns None when neither the checkout nor the repository has the file, or, with
     ``required=True``, raises ``FileNotFoundError`` saying where it looked.
@@ -139,6 +139,9 @@ def _find_or_fetch(name: str, repo: str | None, branch: str,
     local = find_results(name, start=start)
     if local is not None or repo is None:
         return local
+    checkout = find_results(start=start)
+    if checkout is not None and (checkout.parent / "pyproject.toml").is_file():
+        return None  # a clone holds every committed file: what it lacks is not committed
     import urllib.error
     import urllib.request
 

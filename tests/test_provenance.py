@@ -61,6 +61,10 @@ def test_results_file_prefers_the_checkout_then_fetches_from_the_repository(tmp_
     (tmp_path / "clone" / "results" / "a.json").write_text("{}")
     assert prov.results_file("a.json", repo, start=tmp_path / "clone") == tmp_path / "clone" / "results" / "a.json"
     assert len(asked) == 2
+    # a clone (results/ beside pyproject.toml) holds every committed file: no fetch, offline too
+    (tmp_path / "clone" / "pyproject.toml").write_text("")
+    assert prov.results_file("not_committed.json", repo, start=tmp_path / "clone") is None
+    assert len(asked) == 2
     with pytest.raises(FileNotFoundError, match="neither in this checkout nor in https://github"):
         prov.results_file("missing.json", repo, start=bare, required=True)
     with pytest.raises(FileNotFoundError, match="no repository was given"):
