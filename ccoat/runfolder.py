@@ -325,3 +325,16 @@ def read_run(name: str, repo: str | None = None, *,
                         metrics=pd.read_json(metrics, lines=True),
                         eval=json.loads(evaluated.read_text()) if evaluated else None,
                         name=name, repo=repo, start=start)
+
+
+def first_run(names, repo: str | None = None, *, scored: bool = True,
+              start: str | os.PathLike | None = None) -> CommittedRun | None:
+    """The first of the committed runs ``names`` (with ``scored``, the first with an
+    ``eval.json``), as :func:`read_run` reads it; None if there is none. A chapter lists the
+    better run first (a GPU recipe's) and falls back to the next."""
+    for name in names:
+        run = read_run(name, repo, start=start)
+        if run is not None and (run.eval is not None or not scored):
+            return run
+    return None
+

@@ -95,3 +95,12 @@ def test_a_committed_run_loads_its_model_in_any_attention_kind(tmp_path):
         model.stages[0].blocks[0].attn.core).__name__
     with pytest.raises(ValueError, match="no EMA weights"):
         runfolder.export_weights(folder / "last.pt", tmp_path / "x.safetensors", use_ema=True)
+
+
+def test_first_run_takes_the_first_committed_and_scored_run(tmp_path):
+    _commit_run(tmp_path / "results", "unscored", evaluated=False)
+    _commit_run(tmp_path / "results", "scored")
+    names = ["absent", "unscored", "scored"]
+    assert runfolder.first_run(names, start=tmp_path).path.name == "scored"
+    assert runfolder.first_run(names, start=tmp_path, scored=False).path.name == "unscored"
+    assert runfolder.first_run(["absent"], start=tmp_path) is None
