@@ -225,7 +225,7 @@ RECIPES: dict[str, dict] = {
         data="digits", epochs=2, batch_size=16, train_subset=64, val_subset=64,
         steps_per_epoch=2, num_workers=0, warmup_epochs=0.5, seed=0),
     "cifar10-cpu": dict(
-        data="cifar10", epochs=2, batch_size=64, train_subset=1000, val_subset=500,
+        data="cifar10", epochs=2, batch_size=64, train_subset=640, val_subset=320,
         num_workers=1, warmup_epochs=0.5, seed=0),
     "cifar10-gpu": dict(
         data="cifar10", epochs=100, batch_size=256, lr=2e-3, warmup_epochs=5,
