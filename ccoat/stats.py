@@ -38,6 +38,20 @@ def bootstrap_interval(hits, confidence: float = 0.95, resamples: int = 2000,
     return 100.0 * lo, 100.0 * hi
 
 
+def accuracy_interval(top1: float, images: int, confidence: float = 0.95,
+                      resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """:func:`bootstrap_interval` of a top-1 accuracy (in %) known only as a number, for a run
+    scored before its per-image results were kept. The bootstrap distribution of a mean of 0/1
+    results depends only on how many are 1, so the interval is that of the per-image results
+    up to the resampling noise (a few hundredths of a point at 2,000 resamples)."""
+    if not isinstance(images, int) or images < 1:
+        raise ValueError(f"images must be a positive integer, got {images!r}")
+    hits = round(top1 / 100 * images)
+    if not 0 <= top1 <= 100 or abs(100 * hits / images - top1) > 1e-6:
+        raise ValueError(f"top1 {top1!r}% is not a count of hits among {images} images")
+    return bootstrap_interval([1.0] * hits + [0.0] * (images - hits), confidence, resamples, seed)
+
+
 def distinguishable(a: float, interval_a: tuple[float, float], b: float,
                     interval_b: tuple[float, float]) -> bool:
     """Whether two accuracies differ by more than their intervals: neither point estimate lies

@@ -67,6 +67,7 @@ from ccoat import train as ctrain
 from ccoat.plotting import KIND_COLORS, set_theme
 from ccoat.provenance import shorten_paths
 from ccoat.runfolder import read_run
+from ccoat.stats import accuracy_interval
 
 set_theme()
 torch.manual_seed(0)
@@ -296,9 +297,13 @@ for name in RUN_NAMES:
     # the final checkpoint, all test images
     final = committed.eval
     if final is not None:
+        lo, hi = final.get("top1_ci95") or accuracy_interval(
+            final["top1"], final["images"]
+        )
         records[-1].update(
             {
                 "test top-1 (%), all images": round(final["top1"], 2),
+                "95% interval": f"{lo:.1f}–{hi:.1f}",
                 "test images": final["images"],
             }
         )

@@ -37,3 +37,18 @@ def test_bad_input_is_named(kwargs, message):
 def test_distinguishable_only_outside_both_intervals():
     assert distinguishable(87.0, (86.5, 87.5), 85.0, (84.5, 85.5))
     assert not distinguishable(87.0, (86.0, 88.0), 86.5, (86.0, 87.0))
+
+
+def test_an_accuracy_known_as_a_number_has_the_interval_of_its_hits():
+    from ccoat.stats import accuracy_interval, bootstrap_interval
+
+    hits = torch.zeros(2000)
+    hits[torch.randperm(2000, generator=torch.Generator().manual_seed(1))[:1100]] = 1
+    interval = accuracy_interval(55.0, 2000)
+    assert interval == bootstrap_interval(hits.sort(descending=True).values)
+    # the per-image order changes only the resampling noise
+    assert all(abs(a - b) < 0.25 for a, b in zip(interval, bootstrap_interval(hits)))
+    with pytest.raises(ValueError, match="not a count of hits among 3 images"):
+        accuracy_interval(50.0, 3)
+    with pytest.raises(ValueError, match="positive integer"):
+        accuracy_interval(50.0, 0)
