@@ -46,7 +46,6 @@ if "google.colab" in sys.modules:
 # %% tags=["hide-input"]
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
-import logging
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -58,12 +57,11 @@ import torch
 from IPython.display import Markdown, display
 
 from ccoat import data as cdata
-from ccoat import train as ctrain
+from ccoat.clustering import block_index
 from ccoat.plotting import KIND_COLORS, block_label, set_theme
+from ccoat.runfolder import first_run
 
 set_theme()
-# Smoke runs train one epoch; timm's scheduler then warns that its cosine does nothing.
-logging.getLogger("timm.scheduler").setLevel(logging.ERROR)
 PROFILE = ccoat.get_profile()
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 print("profile:", PROFILE)
@@ -71,22 +69,34 @@ print("profile:", PROFILE)
 # %% [markdown]
 # ## A trained model
 #
-# The chapter on Imagenette trained a CoaT-Lite Tiny with factorized attention. We take the same
-# recipe; `ccoat.train.fit_cached` trains it once and loads it from its checkpoint afterwards
-# (the cache is keyed by the recipe, so this notebook also runs on its own). Then we convert it
-# to the seed's clustered attention, without retraining, and watch its clusters.
+# The chapter on Imagenette read the committed reference CoaT-Lite Tiny, trained at 128 px with
+# factorized attention (`results/imagenette128_*_coat_lite_tiny`, the `gpu` recipe's where one
+# is committed). We load its weights, convert it to the seed's clustered attention without
+# retraining, and watch its clusters.
+
 
 # %%
-recipe = ctrain.imagenette_recipe()
-IMG_SIZE = recipe["img_size"]
-run = ctrain.fit_cached(recipe)
-print(
-    f"val top-1 of the trained model: {run.history[-1]['val_top1']:.1f}% (Imagenette, "
-    f"{IMG_SIZE} px)"
-)
-model = ccoat.convert_attention(run.model, "clustered", seed=0).to(DEVICE).eval()
+def reference_run(model_name):
+    """model_name's committed run: the gpu recipe's, else the cpu one's, else None."""
+    sizes = ("gpu", "cpu")
+    return first_run([f"imagenette128_{s}_{model_name}" for s in sizes], CCOAT_REPO)
 
-_, val_set, info = cdata.build_datasets("imagenette", img_size=IMG_SIZE)
+
+run = reference_run("coat_lite_tiny")
+IMG_SIZE = run.run["data"]["img_size"]
+print(
+    textwrap.fill(
+        f"val top-1 of the trained model: {run.eval['top1']:.1f}% on "
+        f"{run.eval['images']} Imagenette val images at {IMG_SIZE} px, after "
+        f"{len(run.metrics)} epoch(s) ({run.path.name})",
+        88,
+    )
+)
+model = run.load_model("clustered", seed=0).to(DEVICE)
+
+_, val_set, info = cdata.build_datasets(
+    "imagenette", cdata.data_root(), img_size=IMG_SIZE
+)
 n_images = ccoat.choose(smoke=8, cpu=64, gpu=256)
 images, labels = next(
     iter(
@@ -150,7 +160,7 @@ for row, name in enumerate(blocks):
     rec = records[name]
     H, W = grid_of(rec)
     show_image(axes[row, 0], i)
-    axes[row, 0].set_ylabel(f"stage {int(name.split('.')[1]) + 1}")
+    axes[row, 0].set_ylabel(f"stage {block_index(name)[0] + 1}")
     for col, head in enumerate([0, 2, 5, 7]):
         colours = prototype_colours(rec, i, head).reshape(H, W, 3)
         axes[row, col + 1].imshow(colours.numpy(), interpolation="nearest")
@@ -180,7 +190,7 @@ fig.tight_layout()
 rows = []
 for name, rec in records.items():
     n_tokens = rec["ids"].shape[-1]
-    stage = int(name.split(".")[1]) + 1
+    stage = block_index(name)[0] + 1
     for img in range(rec["num_clusters"].shape[0]):
         for head in range(rec["num_clusters"].shape[1]):
             rows.append(
@@ -231,7 +241,7 @@ display(
 # same count as evenly sized ones. The distribution of cluster sizes in stage 1:
 
 # %%
-stage1 = [name for name in records if name.startswith("stages.0")]
+stage1 = [name for name in records if block_index(name)[0] == 0]
 sizes = torch.cat(
     [records[n]["counts"][records[n]["counts"] > 0].flatten() for n in stage1]
 ).numpy()
@@ -263,17 +273,17 @@ display(
 # follows from its own numbers:
 
 # %%
-fraction_1, top1 = per_stage.loc[1], run.history[-1]["val_top1"]
+fraction_1, top1 = per_stage.loc[1], run.eval["top1"]
 model_is = (
-    f"the model was trained at the `{PROFILE}` profile ({recipe['epochs']} epoch(s) "
-    f"at {IMG_SIZE} px, val top-1 {top1:.1f}%)"
+    f"the model is the committed reference ({len(run.metrics)} epoch(s) of the "
+    f"`{run.path.name.split('_')[1]}` recipe at {IMG_SIZE} px, val top-1 {top1:.1f}%)"
 )
 if fraction_1 > 0.9:
     reading = (
         f"In stage 1 nearly every token is its own cluster (median {fraction_1:.2f} "
         "clusters per token), so the maps above show noise: with clusters this small "
         "they cannot show whether clusters follow regions of the image. Here "
-        f"{model_is}; a longer-trained model (the `gpu` profile) is needed to see "
+        f"{model_is}; a longer-trained model (the `gpu` recipe) is needed to see "
         "that."
     )
 elif fraction_1 > 0.5:
