@@ -3,7 +3,7 @@ attention kind without retraining, and sweep the bucket width of clustered_facto
 
     python benchmarks/convert_reference.py [--run imagenette128_cpu_coat_lite_tiny]
         [--val-subset 1000] [--widths 0.25 0.5 1 2 4 8] [--threads 1]
-        [--out results/imagenette128_conversion.json]
+        [--out results/RUN/conversion.json]
 
 Loads the committed run's weights (``CommittedRun.load_model``), and for each attention kind,
 then for each bucket width, scores a copy on a fixed random subset of Imagenette's val split
@@ -36,7 +36,7 @@ p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0, 
 p.add_argument("--batch-size", type=int, default=50)
 p.add_argument("--threads", type=int, default=None)
 p.add_argument("--data-dir", default=None)
-p.add_argument("--out", default="results/imagenette128_conversion.json")
+p.add_argument("--out", default=None, help="default: results/RUN/conversion.json")
 args = p.parse_args()
 if args.threads:
     torch.set_num_threads(args.threads)
@@ -52,7 +52,7 @@ loader = cdata.make_loader(val_set, args.batch_size, train=False, num_workers=1)
 configs = [dict(kind=kind) for kind in ccoat.ATTENTION_KINDS]
 configs += [dict(kind="clustered_factorized", bucket_width=w) for w in args.widths]
 
-out = Path(args.out)
+out = Path(args.out or f"results/{args.run}/conversion.json")
 done = json.loads(out.read_text())["rows"] if out.exists() else []
 result = {
     "provenance": provenance(dataset=f"Imagenette val ({len(val_set)} images, seed 0) at "
