@@ -151,21 +151,38 @@ plt.show()
 
 # %%
 pair = references.get("CoaT-Lite Tiny"), references.get("Clustering CoaT Tiny")
+facts = dict.fromkeys(
+    [
+        "ref_epochs",
+        "ref_device",
+        "ref_top1",
+        "ref_ci",
+        "seed_top1",
+        "seed_ci",
+        "ref_gap",
+    ],
+    "n/a",
+)
+facts["ref_verdict"] = "the comparison waits for both runs to be committed"
+facts["ref_speed"] = "n/a"
 if all(pair):
     a, b = (r.eval for r in pair)
     separated = distinguishable(a["top1"], a["top1_ci95"], b["top1"], b["top1_ci95"])
     gap = a["top1"] - b["top1"]
     epochs = len(pair[0].metrics)
-    glue("ref_epochs", f"{epochs} epoch{'s' if epochs > 1 else ''}")
-    glue("ref_device", pair[0].run["device"])
-    glue("ref_top1", a["top1"])
-    glue("ref_ci", "{:.1f}–{:.1f}".format(*a["top1_ci95"]))
-    glue("seed_top1", b["top1"])
-    glue("seed_ci", "{:.1f}–{:.1f}".format(*b["top1_ci95"]))
-    glue("ref_gap", abs(gap))
-    glue(
-        "ref_verdict",
-        (
+    speed = (
+        pair[1].metrics.images_per_s.median() / pair[0].metrics.images_per_s.median()
+    )
+    facts.update(
+        ref_epochs=f"{epochs} epoch{'s' if epochs > 1 else ''}",
+        ref_device=pair[0].run["device"],
+        ref_top1=f"{a['top1']:.1f}",
+        ref_ci="{:.1f}–{:.1f}".format(*a["top1_ci95"]),
+        seed_top1=f"{b['top1']:.1f}",
+        seed_ci="{:.1f}–{:.1f}".format(*b["top1_ci95"]),
+        ref_gap=f"{abs(gap):.1f}",
+        ref_speed=f"{speed:.2f}",
+        ref_verdict=(
             f"{'CoaT-Lite' if gap > 0 else 'Clustering CoaT'} is ahead by more than "
             "the validation set's uncertainty"
             if separated
@@ -173,23 +190,16 @@ if all(pair):
             "distinguishable on these images"
         ),
     )
-    glue(
-        "ref_speed",
-        pair[1].metrics.images_per_s.median() / pair[0].metrics.images_per_s.median(),
-    )
-else:
-    for name in ("ref_epochs", "ref_device", "ref_top1", "ref_ci", "seed_top1"):
-        glue(name, "n/a")
-    for name in ("seed_ci", "ref_gap", "ref_verdict", "ref_speed"):
-        glue(name, "n/a (a reference run is not committed)")
+for name, value in facts.items():
+    glue(name, value)
 
 # %% [markdown]
 # After {glue:text}`ref_epochs` of the same recipe on {glue:text}`ref_device`,
-# CoaT-Lite Tiny reaches **{glue:text}`ref_top1:.1f`%** top-1 on all validation images
+# CoaT-Lite Tiny reaches **{glue:text}`ref_top1`%** top-1 on all validation images
 # (interval {glue:text}`ref_ci`) and Clustering CoaT Tiny, trained from scratch with clustered
-# attention, **{glue:text}`seed_top1:.1f`%** ({glue:text}`seed_ci`): a gap of
-# {glue:text}`ref_gap:.1f` points, and {glue:text}`ref_verdict`. Clustering CoaT trained at
-# {glue:text}`ref_speed:.2f`× CoaT-Lite's images per second. The table says how long each
+# attention, **{glue:text}`seed_top1`%** ({glue:text}`seed_ci`): a gap of
+# {glue:text}`ref_gap` points, and {glue:text}`ref_verdict`. Clustering CoaT trained at
+# {glue:text}`ref_speed`× CoaT-Lite's images per second. The table says how long each
 # model trained: a pair trained for a few epochs on a CPU is far from converged (fastai's
 # ResNets reach 87% on Imagenette at 128 px in 5 epochs; the `gpu` recipe aims at 85% for
 # CoaT-Lite Tiny), so read the gap as one between briefly trained models.
@@ -273,33 +283,36 @@ display(
 
 # %%
 study_file = results_file(f"{coat_run.name}/conversion.json", CCOAT_REPO)
-record = json.loads(study_file.read_text()) if study_file else None
-study = pd.DataFrame(record["rows"]) if record else None
-if study is not None:
-    kinds = study[study.bucket_width.isna()].set_index("kind")
-    sweep = study[study.bucket_width.notna()].sort_values("bucket_width")
-    stage1 = [c.get("stage1") if c else None for c in sweep.clusters_per_stage]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    colors = [KIND_COLORS[k] for k in kinds.index]
-    lo, hi = zip(*kinds.top1_ci95)
-    axes[0].bar(
-        kinds.index,
-        kinds.top1,
-        color=colors,
-        yerr=[kinds.top1 - lo, pd.Series(hi, kinds.index) - kinds.top1],
-        capsize=4,
+record = json.loads(study_file.read_text()) if study_file else {"rows": []}
+# an interrupted study holds the configurations it finished: draw what is there
+study = pd.DataFrame(
+    record["rows"],
+    columns=["kind", "bucket_width", "top1", "top1_ci95", "clusters_per_stage"],
+)
+kinds = study[study.bucket_width.isna()].set_index("kind")
+sweep = study[study.bucket_width.notna()].sort_values("bucket_width")
+stage1 = [c["stage1"] for c in sweep.clusters_per_stage]
+
+
+def with_errors(ax, x, rows, **style):
+    if rows.empty:
+        return
+    lo, hi = (pd.Series(v, rows.index) for v in zip(*rows.top1_ci95))
+    ax.errorbar(
+        x, rows.top1, yerr=[rows.top1 - lo, hi - rows.top1], capsize=3, **style
     )
+
+
+if "factorized" in kinds.index:
+    base = kinds.loc["factorized"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    axes[0].bar(kinds.index, kinds.top1, color=[KIND_COLORS[k] for k in kinds.index])
+    with_errors(axes[0], kinds.index, kinds, fmt="none", color="black")
     axes[0].set(ylabel="top-1 accuracy (%)", title="Same weights, converted")
     axes[0].tick_params(axis="x", rotation=20)
-    lo, hi = zip(*sweep.top1_ci95)
-    axes[1].errorbar(
-        stage1,
-        sweep.top1,
-        yerr=[sweep.top1 - lo, pd.Series(hi, sweep.index) - sweep.top1],
-        fmt="o-",
-        capsize=3,
-        color=KIND_COLORS["clustered_factorized"],
-        label="clustered_factorized",
+    color = KIND_COLORS["clustered_factorized"]
+    with_errors(
+        axes[1], stage1, sweep, fmt="o-", color=color, label="clustered_factorized"
     )
     for i, (x, y, r) in enumerate(zip(stage1, sweep.top1, sweep.bucket_width)):
         offset = 7 if i % 2 else -13  # labels above and below in turn
@@ -310,14 +323,9 @@ if study is not None:
             xytext=(0, offset),
             textcoords="offset points",
         )
-    base = kinds.loc["factorized"]
-    axes[1].axhline(
-        base.top1,
-        color=KIND_COLORS["factorized"],
-        ls="--",
-        label="factorized (trained)",
-    )
-    axes[1].axhspan(*base.top1_ci95, color=KIND_COLORS["factorized"], alpha=0.12)
+    color = KIND_COLORS["factorized"]
+    axes[1].axhline(base.top1, color=color, ls="--", label="factorized (trained)")
+    axes[1].axhspan(*base.top1_ci95, color=color, alpha=0.12)
     axes[1].set(
         xscale="log",
         xlabel=f"clusters per head in stage 1 (of {(IMG_SIZE // 4) ** 2} tokens)",
@@ -326,56 +334,52 @@ if study is not None:
     )
     axes[1].legend(fontsize="small")
     fig.suptitle(
-        f"Imagenette val ({record['val_images']} images), the reference CoaT-Lite Tiny "
-        "converted; bars: 95% intervals",
+        f"Imagenette val ({record['val_images']} images), the reference CoaT-Lite "
+        "Tiny converted; bars: 95% intervals",
         fontsize=10,
     )
     fig.tight_layout()
     plt.show()
     print(textwrap.fill("made by: " + describe(record["provenance"]), 88))
 else:
-    print(f"results/{coat_run.name}/conversion.json is not committed yet")
+    print(f"results/{coat_run.name}/conversion.json holds no study yet")
 
 # %%
-if study is not None:
-    base = kinds.loc["factorized"]
-
-    def compared(row):
+facts = {"conv_images": str(record.get("val_images", "n/a"))}
+for kind in ("factorized", "softmax", "clustered", "clustered_factorized"):
+    facts[f"conv_{kind}"] = facts[f"conv_{kind}_vs"] = "n/a"
+    if kind in kinds.index and "factorized" in kinds.index:
+        row, base = kinds.loc[kind], kinds.loc["factorized"]
         same = not distinguishable(base.top1, base.top1_ci95, row.top1, row.top1_ci95)
-        return (
+        facts[f"conv_{kind}"] = f"{row.top1:.1f}"
+        facts[f"conv_{kind}_vs"] = (
             "within the intervals" if same else f"{row.top1 - base.top1:+.1f} points"
         )
-
-    for kind in ("softmax", "clustered", "clustered_factorized"):
-        glue(f"conv_{kind}", kinds.loc[kind].top1)
-        glue(f"conv_{kind}_vs", compared(kinds.loc[kind]))
-    glue("conv_base", base.top1)
-    glue("conv_images", record["val_images"])
+facts["sweep_lo"] = facts["sweep_hi"] = "n/a"
+facts["sweep_trend"] = "the sweep is not in the committed study"
+if len(sweep) >= 2:
     spread = sweep.top1.max() - sweep.top1.min()
     widest = max(hi - lo for lo, hi in sweep.top1_ci95)
-    glue("sweep_lo", sweep.top1.min())
-    glue("sweep_hi", sweep.top1.max())
-    glue(
-        "sweep_trend",
-        "no clear trend: the accuracies differ by less than one interval's width"
-        if spread <= widest
-        else "accuracy moves with the clusters by more than one interval's width",
+    facts.update(
+        sweep_lo=f"{sweep.top1.min():.1f}",
+        sweep_hi=f"{sweep.top1.max():.1f}",
+        sweep_trend=(
+            "no clear trend: the accuracies differ by less than one interval's width"
+            if spread <= widest
+            else "accuracy moves with the clusters by more than one interval's width"
+        ),
     )
-else:
-    for name in ("conv_base", "conv_images", "sweep_lo", "sweep_hi", "sweep_trend"):
-        glue(name, "n/a")
-    for kind in ("softmax", "clustered", "clustered_factorized"):
-        glue(f"conv_{kind}", "n/a")
-        glue(f"conv_{kind}_vs", "n/a")
+for name, value in facts.items():
+    glue(name, value)
 
 # %% [markdown]
 # On {glue:text}`conv_images` validation images the trained model reaches
-# {glue:text}`conv_base:.1f`% with its own factorized attention. Converted without retraining,
-# softmax attention gives {glue:text}`conv_softmax:.1f`% ({glue:text}`conv_softmax_vs`), the
-# seed's clustered attention {glue:text}`conv_clustered:.1f`%
+# {glue:text}`conv_factorized`% with its own factorized attention. Converted without retraining,
+# softmax attention gives {glue:text}`conv_softmax`% ({glue:text}`conv_softmax_vs`), the
+# seed's clustered attention {glue:text}`conv_clustered`%
 # ({glue:text}`conv_clustered_vs`) and clustered-factorized attention
-# {glue:text}`conv_clustered_factorized:.1f`% ({glue:text}`conv_clustered_factorized_vs`).
-# Over the bucket widths, top-1 spans {glue:text}`sweep_lo:.1f`–{glue:text}`sweep_hi:.1f`%:
+# {glue:text}`conv_clustered_factorized`% ({glue:text}`conv_clustered_factorized_vs`).
+# Over the bucket widths, top-1 spans {glue:text}`sweep_lo`–{glue:text}`sweep_hi`%:
 # {glue:text}`sweep_trend`.
 #
 # ## timm's ImageNet-trained CoaT-Lite

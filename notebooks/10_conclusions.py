@@ -292,7 +292,8 @@ def describe_pair(title, names):
         minutes = r.metrics.epoch_time_s.sum() / 60
         dataset = shorten_paths(r.run["dataset"], config["data_dir"])
         lines.append(
-            f"- `{r.path.name}`: top-1 **{r.eval['top1']:.2f}%** ({lo:.1f}–{hi:.1f}) on "
+            f"- `{r.path.name}`: top-1 **{r.eval['top1']:.2f}%** "
+            f"({lo:.1f}–{hi:.1f}) on "
             f"all {r.eval['images']:,} held-out images, {len(r.metrics)} epochs on "
             f"{trained_on} of the training images, {minutes:.0f} min of training. "
             f"Dataset: {dataset.replace('$', DOLLAR)}. Run: "
