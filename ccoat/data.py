@@ -20,6 +20,7 @@ corrupt image names its file; an empty class folder or val classes unknown to tr
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,8 +421,12 @@ class DeviceLoader:
 
     For small images (CIFAR at 32 px) reading and augmenting on the CPU, not the model, limits
     a GPU's training speed. Here the split is decoded once, kept on the device, and each batch
-    is cut out, augmented (the padded random crop and flip of :func:`build_transforms`, drawn
-    per image) and normalised on the device. The order of the images comes from ``sampler``
+    is cut out, augmented and normalised on the device, drawn per image: the padded random crop
+    and flip of :func:`build_transforms` (``crop_padding``), or, for images stored larger than
+    ``img_size``, a random-resized crop (``resized_scale``: the range of the crop's area, as a
+    fraction of the image; ``resized_ratio``: of its aspect ratio; bilinear) and flip. Evaluation batches of
+    images stored larger than ``img_size`` are centre-cropped to it, as :func:`build_transforms`
+    does after its resize (store the images at ``round(img_size / 0.875)`` to evaluate as it). The order of the images comes from ``sampler``
     (a ``DistributedSampler``, as with a ``DataLoader``), and the augmentation of each epoch
     from a generator seeded by ``(seed, epoch)``, so a resumed run draws what an uninterrupted
     one draws.
@@ -429,10 +434,17 @@ class DeviceLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
                  *, train: bool, sampler=None, crop_padding: int = 0, flip: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, img_size: int | None = None,
+                 resized_scale: tuple[float, float] | None = None,
+                 resized_ratio: tuple[float, float] = (3 / 4, 4 / 3)):
         self.images, self.labels = images, labels.to(images.device)
         self.batch_size, self.train, self.sampler = batch_size, train, sampler
         self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
+        self.img_size = img_size or images.shape[-1]
+        if self.img_size > min(images.shape[-2:]):
+            raise ValueError(f"img_size {self.img_size} is larger than the stored images "
+                             f"{tuple(images.shape[-2:])}")
+        self.resized_scale, self.resized_ratio = resized_scale, resized_ratio
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=images.device).view(shape) * 255
         self.std = torch.tensor(std, device=images.device).view(shape) * 255
@@ -441,7 +453,33 @@ class DeviceLoader:
         n = len(self.sampler) if self.sampler is not None else len(self.images)
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
+    def _resized_crop(self, x: torch.Tensor, generator) -> torch.Tensor:
+        """A random-resized crop of each image to ``img_size`` (``generator=None``: the
+        centre crop of ``img_size`` pixels, unscaled)."""
+        b, _, h, w = x.shape
+        s = self.img_size
+        if generator is None:
+            top, left = (h - s) // 2, (w - s) // 2
+            return x[..., top:top + s, left:left + s]
+        u = torch.rand(b, 3, device=x.device, generator=generator)
+        lo, hi = self.resized_scale
+        area = lo + (hi - lo) * u[:, 0]
+        low, high = (math.log(r) for r in self.resized_ratio)
+        ratio = torch.exp(low + (high - low) * u[:, 1])
+        cw = (area * ratio).sqrt().clamp(max=1.0)  # crop width and height, fractions of the image
+        ch = (area / ratio).sqrt().clamp(max=1.0)
+        centre = torch.rand(b, 2, device=x.device, generator=generator)
+        cx = (centre[:, 0] * 2 - 1) * (1 - cw)  # in grid_sample's [-1, 1] coordinates
+        cy = (centre[:, 1] * 2 - 1) * (1 - ch)
+        theta = torch.zeros(b, 2, 3, device=x.device)
+        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = cw, cx, ch, cy
+        grid = F.affine_grid(theta, (b, x.shape[1], s, s), align_corners=False)
+        return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)
+
     def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.resized_scale is not None:
+            x = self._resized_crop(x, generator)
         b, _, h, w = x.shape
         if self.crop_padding:
             p = self.crop_padding
@@ -470,22 +508,30 @@ class DeviceLoader:
             x = self.images[idx]
             if self.train:
                 x = self._augment(x, generator)
+            elif x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
+                x = self._resized_crop(x, None)
             yield (x.float() - self.mean) / self.std, self.labels[idx]
 
 
 def device_loader(dataset: Dataset, info: DataInfo, batch_size: int, train: bool, device,
                   sampler=None, augment: bool = True, seed: int = 0,
                   num_workers: int = 0) -> DeviceLoader:
-    """A :class:`DeviceLoader` for a split of :func:`build_datasets` (small images only: the
-    augmentation on the device is the padded crop and flip used when ``img_size`` is the
-    images' own size, as for CIFAR and digits)."""
+    """A :class:`DeviceLoader` for a split of :func:`build_datasets`. Images stored at
+    ``img_size`` (CIFAR, digits) get the padded crop and flip of :func:`build_transforms`;
+    images stored larger (a resized pack of Imagenette, say) its random-resized crop and flip
+    for training and the centre crop for evaluation."""
     images, labels = to_uint8_tensor(dataset, num_workers)
-    if images.shape[-1] != info.img_size or images.shape[-2] != info.img_size:
-        raise ValueError(f"data_on_device serves images at their stored size; they are "
-                         f"{tuple(images.shape[-2:])}, but img_size is {info.img_size}")
+    stored = tuple(images.shape[-2:])
+    if min(stored) < info.img_size:
+        raise ValueError(f"data_on_device crops the stored images to img_size; they are "
+                         f"{stored}, smaller than img_size {info.img_size}")
+    native = stored == (info.img_size, info.img_size)
+    scale = (0.35 if info.img_size <= 64 else 0.08, 1.0)
     return DeviceLoader(images.to(device), labels, batch_size, info.mean, info.std, train=train,
-                        sampler=sampler, crop_padding=info.img_size // 8 if augment else 0,
-                        flip=info.name not in NO_FLIP and augment, seed=seed)
+                        sampler=sampler, seed=seed, img_size=info.img_size,
+                        crop_padding=info.img_size // 8 if augment and native else 0,
+                        resized_scale=scale if augment and not native else None,
+                        flip=info.name not in NO_FLIP and augment)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,6 +60,13 @@ class TrainConfig:
     data_dir: str | None = _option(None, f"data root (None: ${DATA_ENV})")
     img_size: int | None = _option(None, "image side in pixels (None: the dataset's)")
     attention: str | None = _option(None, "override the model's attention kind")
+    token_clustering: str | None = _option(
+        None, "run the blocks of --token-stages on clusters of their tokens: pool, bipartite or "
+        "lsh (ccoat.cluster_tokens)", choices=("pool", "bipartite", "lsh"))
+    keep: float = _option(0.5, "token clustering: the fraction of a stage's image tokens kept "
+                          "as clusters")
+    token_stages: tuple[int, ...] = _option((1, 2), "token clustering: the stages (from 1)",
+                                            nargs="+")
     epochs: int = _option(10, "epochs to train")
     batch_size: int = _option(128, "global batch size, shared among DDP processes")
     lr: float = _option(1e-3, "peak learning rate (AdamW)")
@@ -84,8 +91,8 @@ class TrainConfig:
     stop_after: int | None = _option(None, "stop after this many epochs, as if interrupted")
     num_workers: int = _option(2, "DataLoader worker processes")
     data_on_device: bool = _option(
-        False, "decode the splits once and keep and augment them on the device (small images: "
-        "CIFAR, digits)")
+        False, "decode the splits once and keep and augment them on the device (images of one "
+        "size: CIFAR, digits, a resized pack of Imagenette)")
     time_budget_s: float | None = _option(
         None, "train for this many seconds (--epochs is then an upper bound); the learning-rate "
         "schedule follows the training time", flag="--time-budget")
@@ -101,6 +108,10 @@ class TrainConfig:
                                   flag=None)
     overwrite: bool = _option(False, "OUT holds a run: move it into OUT/replaced-<date>/ and "
                               "start afresh")
+
+    def __post_init__(self):
+        if isinstance(self.token_stages, list):  # from the command line or run.json
+            self.token_stages = tuple(self.token_stages)
 
     def validate(self, training: bool = True) -> TrainConfig:
         """Raise ``ValueError`` naming the option (``--name``) of the first bad value; called
@@ -162,6 +173,17 @@ class TrainConfig:
                 rand_augment_transform(self.randaugment, {})
             except Exception:  # noqa: BLE001 (timm raises anything for a spec it cannot read)
                 self._bad("randaugment", 'a timm RandAugment spec such as "rand-m9-mstd0.5"')
+        if self.token_clustering is not None:
+            from .token_clustering import _check
+
+            try:
+                _check(self.token_clustering, self.keep, self.token_stages)
+            except ValueError as error:
+                raise ValueError(f"token clustering (--token-clustering, --keep, "
+                                 f"--token-stages): {error}") from None
+        if self.data_on_device and self.randaugment:
+            self._bad("randaugment", "None with data_on_device (--data-on-device augments on "
+                      "the device: random crops and flips only)")
         _device_from(self.device, 0)  # raises naming --device
 
     def _check_resume(self) -> None:
@@ -175,6 +197,18 @@ class TrainConfig:
         if self.resume and self.overwrite and not isinstance(self.resume, str):
             raise ValueError("resume (--resume) and overwrite (--overwrite) exclude each "
                              "other: continue the run in out, or move it aside")
+
+
+def model_options(config) -> dict:
+    """The keywords of :func:`ccoat.create_model` that a run's config (a :class:`TrainConfig` or
+    the dict saved in ``run.json`` and checkpoints) sets besides the model's name: its attention
+    kind and token clustering. Every place that rebuilds a run's model reads them here."""
+    config = dataclasses.asdict(config) if isinstance(config, TrainConfig) else config
+    options = {"attention": config["attention"]} if config.get("attention") else {}
+    if config.get("token_clustering"):
+        options.update(token_clustering=config["token_clustering"], keep=config["keep"],
+                       token_stages=tuple(config["token_stages"]))
+    return options
 
 
 def _integer(v) -> bool:
@@ -257,9 +291,11 @@ RECIPES: dict[str, dict] = {
                                               val_subset=64, steps_per_epoch=2, num_workers=0),
     "imagenette128-cpu": _IMAGENETTE | dict(img_size=128, epochs=2, val_subset=1000,
                                             threads=1, num_workers=1),
+    # gpu: the splits packed at 146 px (benchmarks/pack_imagenette.py) live on the GPU, where
+    # they are random-resized-cropped to 128 px and flipped (val: centre-cropped); bf16.
     "imagenette128-gpu": _IMAGENETTE | dict(
-        img_size=128, epochs=100, batch_size=128, lr=1e-3, warmup_epochs=5,
-        randaugment="rand-m9-mstd0.5", mixup=0.8, cutmix=1.0, num_workers=8),
+        img_size=128, epochs=100, batch_size=128, lr=1e-3, warmup_epochs=2, amp="bf16",
+        data_on_device=True, num_workers=8, device="cuda"),
 }
 
 

@@ -260,6 +260,7 @@ def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike | None
     (``safetensors``, default ``model.safetensors`` beside the checkpoint): the file a run
     commits instead of its ``last.pt``, which also holds the optimizer's state (6x larger).
     ``use_ema``: the EMA weights instead of the trained ones."""
+    from .recipes import model_options
     from .registry import create_model
     from .weights import save_weights
 
@@ -267,9 +268,8 @@ def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike | None
     if use_ema and ckpt.get("ema") is None:
         raise ValueError(f"checkpoint {checkpoint} holds no EMA weights")
     config, data = ckpt["config"], ckpt["data"]
-    kw = {"attention": config["attention"]} if config.get("attention") else {}
     model = create_model(config["model"], num_classes=data["num_classes"],
-                         img_size=data["img_size"], **kw)
+                         img_size=data["img_size"], **model_options(config))
     model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
     path = Path(path) if path is not None else Path(checkpoint).with_name(WEIGHTS_FILE)
     return save_weights(model, path, metadata={
@@ -295,6 +295,7 @@ class CommittedRun:
         """The run's model with its committed weights (``model.safetensors``), built with the
         run's attention kind or with ``attention`` (any kind: all share their weights) and
         clustering ``options``; in evaluation mode, on the CPU."""
+        from .recipes import model_options
         from .registry import create_model
         from .weights import load_weights
 
@@ -303,9 +304,9 @@ class CommittedRun:
             raise FileNotFoundError(errno.ENOENT, f"run {self.name} has no committed weights "
                                     f"(results/{self.name}/{WEIGHTS_FILE})")
         config, data = self.run["config"], self.run["data"]
+        kw = {**model_options(config), **({"attention": attention} if attention else {})}
         model = create_model(config["model"], num_classes=data["num_classes"],
-                             img_size=data["img_size"],
-                             attention=attention or config.get("attention"), **options)
+                             img_size=data["img_size"], **kw, **options)
         return load_weights(model, file).eval()
 
 

@@ -72,6 +72,7 @@ from .recipes import (
     TrainConfig,
     _device_from,
     _flag,
+    model_options,
     recipe,
 )
 from .registry import create_model
@@ -344,9 +345,10 @@ def config_differences(saved: dict, config: TrainConfig,
     """``"name: checkpoint X, now Y"`` for each option of ``config`` that differs from the
     ``saved`` one (a checkpoint's or ``run.json``'s ``config``), except those in ``ignore``."""
     now = dataclasses.asdict(config)
+    plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 (JSON has no tuples)
     differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
                    for name, value in now.items()
-                   if name not in ignore and name in saved and saved[name] != value]
+                   if name not in ignore and name in saved and plain(saved[name]) != plain(value)]
     if "time_budget_s" in ignore and (saved.get("time_budget_s") is None) != (config.time_budget_s is None):
         differences.append(f"time_budget_s: checkpoint {saved.get('time_budget_s')!r}, now "
                            f"{config.time_budget_s!r} (a budget may grow, not come or go)")
@@ -538,9 +540,8 @@ def _model(config: TrainConfig, model: nn.Module | None, info: cdata.DataInfo,
            device: torch.device) -> nn.Module:
     """The model given, or a new one of ``config.model`` (initialised from the seeded RNG)."""
     if model is None:
-        kw = {"attention": config.attention} if config.attention else {}
         model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
-                             drop_path_rate=config.drop_path, **kw)
+                             drop_path_rate=config.drop_path, **model_options(config))
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -845,8 +846,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     _, val_set, info = cdata.build_datasets(config.data, data_dir or config.data_dir,
                                             config.img_size)
     val_set = cdata.subset(val_set, val_subset, seed=config.seed)
-    kw = {"attention": config.attention} if config.attention else {}
-    model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size, **kw)
+    model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
+                         **model_options(ckpt["config"]))
     _load_weights(model, ckpt["ema"] if use_ema else ckpt["model"], checkpoint, ckpt["config"])
     model.to(device)
     loader = cdata.make_loader(val_set, batch_size, False, num_workers)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DistributedSampler
 
 from ccoat import data as cdata
@@ -76,8 +77,42 @@ def test_images_of_different_sizes_are_refused():
         cdata.to_uint8_tensor(Mixed())
 
 
-def test_device_loader_refuses_a_resized_split(digits):
+def test_device_loader_refuses_images_smaller_than_img_size(digits):
     train, _, info = digits
     resized = cdata.DataInfo(**{**info.__dict__, "img_size": 64})
-    with pytest.raises(ValueError, match="img_size is 64"):
+    with pytest.raises(ValueError, match=r"\(32, 32\), smaller than img_size 64"):
         cdata.device_loader(train, resized, 16, train=True, device="cpu")
+
+
+def test_images_stored_larger_are_centre_cropped_as_the_cpu_evaluation_transform(digits):
+    # stored at round(28 / 0.875) = 32 px, the CPU transform's resize is the identity
+    _, val, info = digits
+    small = cdata.DataInfo(**{**info.__dict__, "img_size": 28})
+    loader = cdata.device_loader(val, small, 50, train=False, device="cpu")
+    images, _ = next(iter(loader))
+    transform = cdata.build_transforms(28, info.mean, info.std, train=False)
+    expected = torch.stack([transform(Image.fromarray(val.images[i])) for i in range(50)])
+    assert images.shape == (50, 3, 28, 28)
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+
+
+def test_a_resized_crop_of_the_whole_image_at_its_size_is_the_image():
+    images = torch.randint(0, 256, (8, 3, 12, 12), dtype=torch.uint8)
+    loader = cdata.DeviceLoader(images, torch.arange(8), 8, (0, 0, 0), (1 / 255,) * 3,
+                                train=True, resized_scale=(1.0, 1.0), resized_ratio=(1.0, 1.0))
+    out, _ = next(iter(loader))
+    torch.testing.assert_close(out, images.float(), atol=1e-3, rtol=0)
+
+
+def test_resized_crops_have_img_size_and_stay_inside_the_image():
+    # a ramp image (value = column index): a crop of it is a ramp within the image's range
+    ramp = torch.arange(40, dtype=torch.uint8).expand(16, 3, 40, 40).contiguous()
+    loader = cdata.DeviceLoader(ramp, torch.arange(16), 16, (0, 0, 0), (1, 1, 1), train=True,
+                                img_size=10, resized_scale=(0.08, 1.0), seed=1)
+    out, _ = next(iter(loader))
+    assert out.shape == (16, 3, 10, 10)
+    assert out.min() >= 0 and out.max() <= 39
+    steps = out[..., 1:] - out[..., :-1]
+    assert (steps > 0).all()  # increasing along each row: no flip asked for
+    torch.testing.assert_close(out, out[:, :, :1].expand_as(out))  # rows alike
+    assert len({round(float(s), 3) for s in steps[:, 0, 0, 0]}) > 1  # crops of many sizes

@@ -1,0 +1,67 @@
+"""Pack Imagenette resized for a lent GPU machine, where only the checkout travels (64 MiB).
+
+    python benchmarks/pack_imagenette.py [--size 146] [--quality 80] [--val-subset 1000]
+        [--src ../shared/data/imagenette] [--out data/imagenette146.tar.gz]
+
+Every image is resized (shorter side to ``--size``, bilinear with antialiasing: the first step
+of ``ccoat.data.build_transforms``' evaluation at ``img_size = round(size * 0.875)``, 128 px for
+146) and stored as a JPEG, in the ImageFolder layout ``imagenette/{train,val}/<wnid>/``, and the
+tree is written as one gzipped tar (gzip squeezes out the tar headers' padding; the JPEGs do
+not compress further): 51 MiB at the defaults. Unpack it into a folder
+``ROOT`` and train with ``--data imagenette --data-dir ROOT --data-on-device``: the split then
+lives on the GPU, random-resized-cropped and flipped there, and the val images are centre-cropped
+as the CPU evaluation does. ``--val-subset N`` keeps the fixed random subset that
+``ccoat.data.subset(val, N, seed=0)`` chooses (0: all 3,925), so the per-epoch val curve costs
+less of the carried size; score the final weights on the whole val split afterwards
+(``python -m ccoat.train --eval-only``).
+"""
+
+import argparse
+import io
+import tarfile
+import time
+from pathlib import Path
+
+from PIL import Image
+from torchvision import transforms as T
+
+from ccoat import data as cdata
+
+p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+p.add_argument("--src", default="../shared/data/imagenette")
+p.add_argument("--size", type=int, default=146)
+p.add_argument("--quality", type=int, default=80)
+p.add_argument("--val-subset", type=int, default=1000)
+p.add_argument("--out", default="data/imagenette146.tar.gz")
+args = p.parse_args()
+
+src = Path(args.src)
+if not (src / "train").is_dir() or not (src / "val").is_dir():
+    raise SystemExit(f"error: {src} holds no train/ and val/ folders (an ImageFolder copy of "
+                     f"Imagenette, as ../shared/data/imagenette)")
+resize = T.Resize(args.size)  # shorter side; bilinear, antialiased (as build_transforms)
+splits = {"train": cdata.CheckedImageFolder(src / "train")}
+splits["val"] = cdata.subset(cdata.CheckedImageFolder(src / "val"), args.val_subset or None,
+                             seed=0)
+out = Path(args.out)
+out.parent.mkdir(parents=True, exist_ok=True)
+tmp = out.with_name(out.name + ".tmp")
+start, n, size = time.perf_counter(), 0, 0
+with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+    for dataset in splits.values():
+        base = dataset.dataset if hasattr(dataset, "indices") else dataset
+        indices = dataset.indices if hasattr(dataset, "indices") else range(len(dataset))
+        for i in indices:
+            path, _ = base.samples[i]
+            buffer = io.BytesIO()
+            resize(Image.open(path).convert("RGB")).save(buffer, "JPEG", quality=args.quality)
+            rel = Path(path).relative_to(src)
+            info = tarfile.TarInfo(f"imagenette/{rel}")
+            info.size, info.mtime = buffer.tell(), 0
+            buffer.seek(0)
+            tar.addfile(info, buffer)
+            n, size = n + 1, size + info.size
+tmp.rename(out)
+print(f"{n} images ({len(splits['train'])} train, {len(splits['val'])} val) at {args.size} px, "
+      f"quality {args.quality}: {out} {out.stat().st_size / 2**20:.1f} MiB in "
+      f"{time.perf_counter() - start:.0f} s")
