@@ -3,17 +3,19 @@
     python benchmarks/pack_imagenette.py [--size 146] [--quality 80] [--val-subset 1000]
         [--src ../shared/data/imagenette] [--out data/imagenette146.tar.gz]
 
-Every image is resized (shorter side to ``--size``, bilinear with antialiasing: the first step
-of ``ccoat.data.build_transforms``' evaluation at ``img_size = round(size * 0.875)``, 128 px for
-146) and stored as a JPEG, in the ImageFolder layout ``imagenette/{train,val}/<wnid>/``, and the
-tree is written as one gzipped tar (gzip squeezes out the tar headers' padding; the JPEGs do
-not compress further): 51 MiB at the defaults. Unpack it into a folder
-``ROOT`` and train with ``--data imagenette --data-dir ROOT --data-on-device``: the split then
-lives on the GPU, random-resized-cropped and flipped there, and the val images are centre-cropped
-as the CPU evaluation does. ``--val-subset N`` keeps the fixed random subset that
-``ccoat.data.subset(val, N, seed=0)`` chooses (0: all 3,925), so the per-epoch val curve costs
-less of the carried size; score the final weights on the whole val split afterwards
-(``python -m ccoat.train --eval-only``).
+``--src`` is any ImageFolder copy of Imagenette (torchvision's download:
+``DATA/imagenette2-320``). Every image is resized (shorter side to ``--size``, bilinear with
+antialiasing: the first step of ``ccoat.data.build_transforms``' evaluation at
+``img_size = round(size * 0.875)``, 128 px for 146), cut to its central square (a split held
+on the device needs one size) and stored as a JPEG, in the ImageFolder layout
+``imagenette/{train,val}/<wnid>/``; the tree is written as one gzipped tar (gzip squeezes out
+the tar headers' padding; the JPEGs do not compress further): 51 MiB at the defaults. Unpack
+it into a folder ``ROOT`` and train with ``--data imagenette --data-dir ROOT
+--data-on-device``: the split then lives on the GPU, random-resized-cropped and flipped there,
+and the val images are centre-cropped as the CPU evaluation does. ``--val-subset N`` keeps the
+fixed random subset that ``ccoat.data.subset(val, N, seed=0)`` chooses (0: all 3,925), so the
+per-epoch val curve costs less of the carried size; score the final weights on the whole val
+split afterwards (``python -m ccoat.train --eval-only``).
 """
 
 import argparse
@@ -39,7 +41,10 @@ src = Path(args.src)
 if not (src / "train").is_dir() or not (src / "val").is_dir():
     raise SystemExit(f"error: {src} holds no train/ and val/ folders (an ImageFolder copy of "
                      f"Imagenette, as ../shared/data/imagenette)")
-resize = T.Resize(args.size)  # shorter side; bilinear, antialiased (as build_transforms)
+# shorter side, bilinear and antialiased (as build_transforms), then the central square (the
+# shared copy is square already; torchvision's imagenette2-320 is not, and a split held on
+# the device needs one size)
+resize = T.Compose([T.Resize(args.size), T.CenterCrop(args.size)])
 splits = {"train": cdata.CheckedImageFolder(src / "train")}
 splits["val"] = cdata.subset(cdata.CheckedImageFolder(src / "val"), args.val_subset or None,
                              seed=0)

@@ -4,9 +4,12 @@
         [--keeps 0.75 0.5 0.25] [--stages 1 2] [--lsh-seeds 0 1 2] [--rounds 5] [--threads 2]
         [--out results/token_clustering_cifar10.json] [--timing-only]
 
-Loads a trained CoaT-Lite (cifar), converts copies with ``ccoat.token_clustering.cluster_tokens``
-for every method and budget, and measures on CIFAR-10 (JPEG copy):
-- top-1 on all 10,000 test images, with its bootstrap 95% interval;
+Loads a trained CoaT-Lite (a committed run's weights: CIFAR-10 at 32 px, or Imagenette at the
+size its metadata says, e.g. ``--weights results/imagenette128_gpu_coat_lite_tiny_e70/model.safetensors
+--out results/token_clustering_imagenette128.json``), converts copies with
+``ccoat.token_clustering.cluster_tokens`` for every method and budget, and measures on its
+dataset's test or val split (CIFAR-10 (JPEG copy); Imagenette val, resized and centre-cropped):
+- top-1 on every test image (or ``--val-subset``), with its bootstrap 95% interval;
 - counted MACs of one image (ccoat.cost.flop_counter: matrix products and convolutions);
 - forward images/s on the CPU at batch 32 and batch 1, every configuration timed in turn within
   each round (ratios to CoaT-Lite are read within one run), the median over rounds.
@@ -43,6 +46,8 @@ p.add_argument("--lsh-seeds", type=int, nargs="+", default=[0, 1, 2])
 p.add_argument("--rounds", type=int, default=5)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--data-dir", default=None)
+p.add_argument("--val-subset", type=int, default=0, help="Imagenette: a fixed random subset "
+               "of val (seed 0); 0: all 3,925 images")
 p.add_argument("--out", default="results/token_clustering_cifar10.json")
 p.add_argument(
     "--repeats", type=int, default=5, help="forward passes per configuration per round"
@@ -56,13 +61,22 @@ if args.rounds < 1 or args.repeats < 1:
 torch.set_num_threads(args.threads)
 
 meta = read_metadata(args.weights)
+img_size = meta.get("img_size") or 32
 base = load_weights(
-    ccoat.create_model(meta["model"], num_classes=meta["num_classes"]), args.weights
+    ccoat.create_model(meta["model"], num_classes=meta["num_classes"], img_size=img_size),
+    args.weights,
 ).eval()
-_, test_set, info = cdata.build_datasets("cifar10", args.data_dir)
-test = cdata.device_loader(
-    test_set, info, 500, train=False, device="cpu", num_workers=2
-)
+if "imagenette" in str(meta.get("dataset", "")).lower():  # the val split, resized and cropped
+    _, test_set, info = cdata.build_datasets("imagenette", args.data_dir, img_size=img_size)
+    test_set = cdata.subset(test_set, args.val_subset or None, seed=0)
+    test = cdata.make_loader(test_set, 100, train=False, num_workers=1)
+    dataset = f"Imagenette val, {len(test_set)} images at {img_size} px"
+else:
+    _, test_set, info = cdata.build_datasets("cifar10", args.data_dir)
+    test = cdata.device_loader(
+        test_set, info, 500, train=False, device="cpu", num_workers=2
+    )
+    dataset = f"CIFAR-10 (JPEG copy), all {info.n_val} test images"
 
 configs = {"coat_lite": dict(method=None, keep=1.0, seed=None)}
 for method in ("pool", "bipartite", "lsh"):
@@ -90,7 +104,7 @@ def build(cfg):
 
 record = {
     "provenance": provenance(
-        dataset=f"CIFAR-10 (JPEG copy), all {info.n_val} test images",
+        dataset=dataset,
         weights=args.weights,
         weights_metadata=meta,
         settings=vars(args),
@@ -115,7 +129,7 @@ with torch.inference_mode():
     for name, model in models.items() if not args.timing_only else ():
         hits = torch.cat([model(x).argmax(1) == y for x, y in test])
         with cost.flop_counter() as counter:
-            model(torch.zeros(1, 3, 32, 32))
+            model(torch.zeros(1, 3, img_size, img_size))
         lo, hi = bootstrap_interval(hits)
         record["rows"].append(
             {

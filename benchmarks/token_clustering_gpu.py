@@ -53,7 +53,7 @@ sync = measure.device_sync(device)
 out = Path(args.out)
 result = {"provenance": provenance(
     dataset="scikit-learn's two sample photos (china.jpg, flower.jpg), repeated to the batch",
-    device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+    device=str(device)),
     "img_size": args.img_size, "precision": "bf16 autocast" if dtype else "float32"}
 
 

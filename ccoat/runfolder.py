@@ -247,6 +247,32 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def weights_checkpoint(path: str | os.PathLike) -> dict:
+    """A run folder's committed weights (``model.safetensors``, beside its ``run.json`` and
+    ``metrics.jsonl``) read as a checkpoint that can be scored but not resumed: its config,
+    data and last epoch from the run's records, its weights in float32, no optimizer state.
+    A missing record or a file that is not a weights file raises ``ValueError`` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, f"no weights file at {path}")
+    record, metrics = path.with_name("run.json"), path.with_name("metrics.jsonl")
+    if not record.is_file() or not metrics.is_file():
+        raise ValueError(f"weights {path} have no run.json and metrics.jsonl beside them: not a "
+                         f"run folder's weights")
+    try:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"weights {path} cannot be read ({type(error).__name__}: "
+                         f"{error})") from error
+    run = json.loads(record.read_text())
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines() if line]
+    return {"config": run["config"], "data": run["data"], "epoch": max(epochs) - 1,
+            "model": state, "ema": None, "weights_only": True}
+
+
 # ---------------------------------------------------------------------------------------------
 # A committed run, read back
 

@@ -76,7 +76,13 @@ from .recipes import (
     recipe,
 )
 from .registry import create_model
-from .runfolder import WEIGHTS_FILE, RunFolder, export_weights, load_checkpoint
+from .runfolder import (
+    WEIGHTS_FILE,
+    RunFolder,
+    export_weights,
+    load_checkpoint,
+    weights_checkpoint,
+)
 from .stats import bootstrap_interval
 
 # ---------------------------------------------------------------------------------------------
@@ -829,11 +835,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
 
     ``data`` and ``expect`` (options such as ``model``, ``attention``, ``img_size``) say what the
     caller means to evaluate: a checkpoint made otherwise is refused, listing each difference.
+    ``checkpoint`` is a ``last.pt`` or a run folder's ``model.safetensors``. The run's mixed
+    precision is used on a GPU; a CPU scores in float32.
     ``use_ema`` on a checkpoint without EMA weights is an error, as is ``val_subset`` < 1."""
     if val_subset is not None and (not isinstance(val_subset, int) or val_subset < 1):
         raise ValueError(f"val_subset (--val-subset) must be an integer >= 1 or None, got {val_subset!r}")
     device = _resolve_device(device, 0)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = weights_checkpoint(checkpoint) if str(checkpoint).endswith(".safetensors") \
+        else load_checkpoint(checkpoint)
     config = TrainConfig(**{k: v for k, v in ckpt["config"].items()
                             if k in {f.name for f in dataclasses.fields(TrainConfig)}})
     expect = dict(expect or {}, **({"data": data} if data is not None else {}))
@@ -851,8 +860,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     _load_weights(model, ckpt["ema"] if use_ema else ckpt["model"], checkpoint, ckpt["config"])
     model.to(device)
     loader = cdata.make_loader(val_set, batch_size, False, num_workers)
-    result = evaluate(model, loader, device, amp_dtype(config.amp, device), progress=progress,
-                      interval=True)
+    dtype = amp_dtype(config.amp, device) if device.type == "cuda" else None  # CPU: float32
+    result = evaluate(model, loader, device, dtype, progress=progress, interval=True)
     return {"checkpoint": str(checkpoint), "model": config.model, "epoch": ckpt["epoch"] + 1,
             "weights": "ema" if use_ema else "model", "dataset": _dataset_label(info), **result}
 
@@ -953,8 +962,8 @@ def main(argv=None) -> int:
         # the checkpoint named by --resume, else the run folder's: --out OUT scores OUT/last.pt
         ckpt = _checkpoint_path(config) or (Path(config.out) / "last.pt" if config.out else None)
         if ckpt is None or not ckpt.exists():
-            raise SystemExit(f"error: --eval-only needs --resume CHECKPOINT or --out with "
-                             f"last.pt; got {ckpt}")
+            raise SystemExit(f"error: --eval-only needs --resume CHECKPOINT (a last.pt, or a "
+                             f"run folder's model.safetensors) or --out with last.pt; got {ckpt}")
         if config.threads:
             torch.set_num_threads(config.threads)
         expect = {k: getattr(config, k) for k in ("model", "attention", "data", "img_size")
@@ -969,7 +978,8 @@ def main(argv=None) -> int:
             Path(config.out).mkdir(parents=True, exist_ok=True)
             write_atomic(Path(config.out) / "eval.json", json.dumps(result, indent=2) + "\n")
             # the scored weights in half precision, the file a committed run keeps
-            export_weights(ckpt, Path(config.out) / WEIGHTS_FILE, use_ema=args.ema)
+            if ckpt.suffix != ".safetensors":
+                export_weights(ckpt, Path(config.out) / WEIGHTS_FILE, use_ema=args.ema)
         return 0
     if config.resume:
         config = _with_saved_options(config, args.explicit)

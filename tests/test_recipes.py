@@ -1,5 +1,6 @@
 """Named recipes and runs sized by wall-clock time (ccoat.recipes, TimeBudgetSchedule)."""
 import dataclasses
+import json
 import math
 
 import pytest
@@ -91,3 +92,30 @@ def test_a_run_with_a_time_budget_stops_when_it_is_spent():
     assert history[-1]["train_elapsed_s"] >= 2.0
     assert all(h["train_elapsed_s"] < 2.0 for h in history[:-1])
     assert history[-1]["lr"] == pytest.approx(1e-5, rel=1e-3)
+
+
+def test_token_clustering_options_are_checked_and_rebuild_the_model():
+    from ccoat.recipes import model_options
+
+    with pytest.raises(ValueError, match=r"--token-clustering.*keep must be a fraction in \(0, 1\], got 1.5"):
+        TrainConfig(token_clustering="pool", keep=1.5).validate()
+    with pytest.raises(ValueError, match=r"--token-stages.*stages must be stage numbers"):
+        TrainConfig(token_clustering="lsh", token_stages=[5]).validate()
+    with pytest.raises(ValueError, match=r"randaugment \(--randaugment\) must be None with data_on_device"):
+        TrainConfig(data_on_device=True, randaugment="rand-m9-mstd0.5").validate()
+    config = TrainConfig(attention="softmax", token_clustering="bipartite", keep=0.5,
+                         token_stages=[1, 2])
+    assert config.token_stages == (1, 2)  # a list (command line, run.json) becomes a tuple
+    assert model_options(config) == model_options(dataclasses.asdict(config)) == dict(
+        attention="softmax", token_clustering="bipartite", keep=0.5, token_stages=(1, 2))
+    assert model_options(TrainConfig()) == {}  # the model's own attention, every token
+
+
+def test_a_token_clustered_checkpoint_resumes_with_its_stages_read_back_from_json():
+    from ccoat.train import config_differences
+
+    config = TrainConfig(token_clustering="pool", keep=0.25)
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))  # as run.json holds it
+    assert saved["token_stages"] == [1, 2] and config_differences(saved, config) == []
+    assert config_differences(saved, TrainConfig(token_clustering="pool", keep=0.5)) == [
+        "keep: checkpoint 0.25, now 0.5"]

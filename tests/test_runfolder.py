@@ -104,3 +104,52 @@ def test_first_run_takes_the_first_committed_and_scored_run(tmp_path):
     assert runfolder.first_run(names, start=tmp_path).path.name == "scored"
     assert runfolder.first_run(names, start=tmp_path, scored=False).path.name == "unscored"
     assert runfolder.first_run(["absent"], start=tmp_path) is None
+
+
+def test_committed_weights_score_as_their_checkpoint_and_bad_files_are_named(tmp_path):
+    """``--eval-only --resume RUN/model.safetensors`` scores a committed run without its
+    last.pt: the same top-1 as the checkpoint (weights to half precision) on the same images."""
+    import pytest
+
+    from ccoat import train
+
+    folder = tmp_path / "run"
+    train.fit(dict(data="digits", epochs=1, batch_size=16, train_subset=32, val_subset=16,
+                   steps_per_epoch=1, num_workers=0, progress=False, out=str(folder)))
+    weights = runfolder.export_weights(folder / "last.pt")
+    kw = dict(num_workers=0, device="cpu", val_subset=64, progress=False)
+    from_ckpt = train.evaluate_checkpoint(folder / "last.pt", **kw)
+    from_weights = train.evaluate_checkpoint(weights, **kw)
+    assert from_weights["images"] == 64 and from_weights["epoch"] == from_ckpt["epoch"] == 1
+    assert abs(from_weights["top1"] - from_ckpt["top1"]) <= 100 / 64 + 1e-9  # one image at most
+    assert runfolder.weights_checkpoint(weights)["weights_only"]
+    alone = tmp_path / "alone" / "model.safetensors"
+    alone.parent.mkdir()
+    alone.write_bytes(weights.read_bytes())
+    with pytest.raises(ValueError, match="no run.json and metrics.jsonl beside them"):
+        runfolder.weights_checkpoint(alone)
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="cannot be read"):
+        runfolder.weights_checkpoint(weights)
+
+
+def test_a_token_clustered_run_trains_and_reloads_with_its_clustering(tmp_path):
+    import torch
+
+    from ccoat import train
+    from ccoat.token_clustering import TokenClusteredBlock
+
+    folder = tmp_path / "results" / "tc_run"
+    result = train.fit(dict(data="digits", epochs=1, batch_size=16, train_subset=32,
+                            val_subset=16, steps_per_epoch=1, num_workers=0, progress=False,
+                            token_clustering="pool", keep=0.25, token_stages=[1],
+                            out=str(folder)))
+    assert isinstance(result.model.stages[0].blocks[0], TokenClusteredBlock)
+    assert not isinstance(result.model.stages[1].blocks[0], TokenClusteredBlock)
+    runfolder.export_weights(folder / "last.pt")
+    model = runfolder.read_run("tc_run", start=tmp_path).load_model()
+    block = model.stages[0].blocks[0]
+    assert isinstance(block, TokenClusteredBlock) and (block.method, block.keep) == ("pool", 0.25)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), result.model.eval()(x), atol=2e-2, rtol=0)
