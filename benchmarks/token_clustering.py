@@ -1,7 +1,8 @@
 """Token clustering without retraining: accuracy, counted MACs and CPU images/s per method and budget.
 
     python benchmarks/token_clustering.py [--weights results/gpu_budget_cifar10_coat_lite_tiny_cifar/model.safetensors]
-        [--keeps 0.75 0.5 0.25] [--stages 1 2] [--lsh-seeds 0 1 2] [--rounds 5] [--threads 2]
+        [--keeps 0.75 0.5 0.25] [--methods pool bipartite lsh] [--scopes block stage]
+        [--stages 1 2] [--lsh-seeds 0 1 2] [--rounds 5] [--threads 2]
         [--out results/token_clustering_cifar10.json] [--timing-only]
 
 Loads a trained CoaT-Lite (a committed run's weights: CIFAR-10 at 32 px, or Imagenette at the
@@ -41,6 +42,9 @@ p.add_argument(
     default="results/gpu_budget_cifar10_coat_lite_tiny_cifar/model.safetensors",
 )
 p.add_argument("--keeps", type=float, nargs="+", default=[0.75, 0.5, 0.25])
+p.add_argument("--methods", nargs="+", default=["pool", "bipartite", "lsh"])
+p.add_argument("--scopes", nargs="+", default=["block"], help="block: each block forms its "
+               "clusters; stage: a stage's first block forms them for the stage")
 p.add_argument("--stages", type=int, nargs="+", default=[1, 2])
 p.add_argument("--lsh-seeds", type=int, nargs="+", default=[0, 1, 2])
 p.add_argument("--rounds", type=int, default=5)
@@ -78,14 +82,15 @@ else:
     )
     dataset = f"CIFAR-10 (JPEG copy), all {info.n_val} test images"
 
-configs = {"coat_lite": dict(method=None, keep=1.0, seed=None)}
-for method in ("pool", "bipartite", "lsh"):
+configs = {"coat_lite": dict(method=None, keep=1.0, seed=None, scope=None)}
+for method in args.methods:
     for keep in args.keeps:
         for seed in args.lsh_seeds if method == "lsh" else [None]:
-            name = f"{method} keep={keep}" + (
-                f" seed={seed}" if seed is not None else ""
-            )
-            configs[name] = dict(method=method, keep=keep, seed=seed)
+            for scope in args.scopes:
+                name = f"{method} keep={keep}" + (
+                    f" seed={seed}" if seed is not None else ""
+                ) + (f" scope={scope}" if scope != "block" else "")
+                configs[name] = dict(method=method, keep=keep, seed=seed, scope=scope)
 
 
 def build(cfg):
@@ -97,6 +102,7 @@ def build(cfg):
             cfg["method"],
             keep=cfg["keep"],
             stages=tuple(args.stages),
+            scope=cfg["scope"],
             **options,
         )
     return model.eval()

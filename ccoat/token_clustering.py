@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from .hashing import draw_projections, e2lsh_codes
 
 METHODS = ("pool", "bipartite", "lsh")
+SCOPES = ("block", "stage")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +164,8 @@ class TokenClusteredBlock(nn.Module):
     the tokens after the CPE and used for both sub-layers.
     """
 
-    def __init__(self, block: nn.Module, method: str, keep: float, **options):
+    def __init__(self, block: nn.Module, method: str, keep: float, *, shared: dict | None = None,
+                 **options):
         super().__init__()
         if block.attn.kind not in ("factorized", "softmax"):
             raise ValueError(f"token clustering runs factorized or softmax attention on "
@@ -177,8 +179,19 @@ class TokenClusteredBlock(nn.Module):
             raise ValueError(f"token clustering method {method!r} takes no options, got "
                              f"{sorted(options)}")
         self.record: dict | None = None  # filled by record_token_clusters
+        # scope="stage": the stage's blocks share one dict; its first block forms the clusters
+        # ("lead"), the others reuse them. None: every block forms its own.
+        self.shared = shared
 
     def form_clusters(self, tokens: torch.Tensor, size) -> tuple[torch.Tensor, int]:
+        if self.shared is not None and self.shared.get("lead") is not self:
+            return self.shared["clusters"]
+        clusters = self._form(tokens, size)
+        if self.shared is not None:
+            self.shared["clusters"] = clusters
+        return clusters
+
+    def _form(self, tokens: torch.Tensor, size) -> tuple[torch.Tensor, int]:
         k = budget(self.keep, tokens.shape[1])
         if self.method == "pool":
             return pool_clusters(tokens, size, k)
@@ -216,10 +229,13 @@ class TokenClusteredBlock(nn.Module):
         if self.record is not None:
             self.record.update(assign=assign.detach(), sizes=sizes.detach(), size=size)
         y = self.attention(self.norm1(torch.cat([cls, prototypes], 1)), sizes, assign, size, crpe)
-        x = x + self.drop_path(torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1))
-        prototypes, _ = merge(x[:, 1:], assign, k)
-        y = self.mlp(self.norm2(torch.cat([x[:, :1], prototypes], 1)))
-        return x + self.drop_path(torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1))
+        y = self.drop_path(y)
+        x = x + torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1)
+        # The clusters stay through the block: merging the updated tokens again would give
+        # prototypes + update exactly (the update is one vector per cluster), so add it.
+        prototypes = prototypes + y[:, 1:]
+        y = self.drop_path(self.mlp(self.norm2(torch.cat([x[:, :1], prototypes], 1))))
+        return x + torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,25 +256,33 @@ def _check(method, keep, stages, n_stages: int = 4) -> tuple[int, ...]:
 
 
 def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(1, 2),
-                   **options) -> nn.Module:
+                   scope: str = "block", **options) -> nn.Module:
     """Make the blocks of ``stages`` (numbered from 1) run on ``keep`` of their image tokens.
 
     ``model`` is a ccoat CoaT-Lite (converted in place and returned) or a timm CoaT-Lite
-    (converted to ccoat first, every weight kept). ``options``: ``proportional`` (default True)
-    and, for ``"lsh"``, ``n_hashes``, ``bucket_width`` and ``seed``. No weight changes: with
-    ``keep=1`` the model computes what it computed before.
+    (converted to ccoat first, every weight kept). ``scope``: ``"block"``, every block forms
+    its clusters from its own input; ``"stage"``, a stage's first block forms them and the
+    stage's other blocks reuse them (no clustering cost after the first block, clusters that
+    no longer follow the tokens). ``options``: ``proportional`` (default True) and, for
+    ``"lsh"``, ``n_hashes``, ``bucket_width`` and ``seed``. No weight changes: with ``keep=1``
+    the model computes what it computed before.
     """
     stages = _check(method, keep, stages)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if not hasattr(model, "stages"):  # a timm CoaT-Lite
         from .convert import convert_attention
 
         model = convert_attention(model, "factorized")
     for number in stages:
         blocks = model.stages[number - 1].blocks
+        if any(isinstance(block, TokenClusteredBlock) for block in blocks):
+            raise ValueError(f"stage {number} is already token-clustered")
+        shared = {} if scope == "stage" else None
         for j, block in enumerate(blocks):
-            if isinstance(block, TokenClusteredBlock):
-                raise ValueError(f"stage {number} is already token-clustered")
-            blocks[j] = TokenClusteredBlock(block, method, keep, **dict(options))
+            blocks[j] = TokenClusteredBlock(block, method, keep, shared=shared, **dict(options))
+        if shared is not None:
+            shared["lead"] = blocks[0]
     return model
 
 

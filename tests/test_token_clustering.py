@@ -134,6 +134,7 @@ def test_a_timm_coat_lite_converts_with_its_weights(model):
     (dict(method="pool", keep=1.5), "got 1.5"),
     (dict(method="pool", stages=(5,)), "stage numbers from 1 to 4, got \\(5,\\)"),
     (dict(method="pool", n_hashes=4), "takes no options"),
+    (dict(method="pool", scope="layer"), r"scope must be one of \('block', 'stage'\), got 'layer'"),
 ])
 def test_bad_options_are_named(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -153,3 +154,49 @@ def test_create_model_builds_a_token_clustered_model_for_training():
     assert kinds[:2] == ["TokenClusteredBlock"] * 2 and "TokenClusteredBlock" not in kinds[2:]
     model(images(2)).sum().backward()
     assert ccoat.cluster_tokens is cluster_tokens
+
+
+def _merged_around_each_sub_layer(block, x, size, cpe, crpe):
+    """The block with its tokens merged before each sub-layer and unmerged after it (clusters
+    formed once, from the input after the CPE): the reference for keeping them through it."""
+    x = cpe(x, size)
+    assign, k = block.form_clusters(x[:, 1:], size)
+    prototypes, sizes = merge(x[:, 1:], assign, k)
+    y = block.attention(block.norm1(torch.cat([x[:, :1], prototypes], 1)), sizes, assign, size,
+                        crpe)
+    x = x + torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1)
+    prototypes, _ = merge(x[:, 1:], assign, k)
+    y = block.mlp(block.norm2(torch.cat([x[:, :1], prototypes], 1)))
+    return x + torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_keeping_the_clusters_through_the_block_equals_merging_around_each_sub_layer(model, method):
+    converted = cluster_tokens(copy.deepcopy(model), method, keep=0.25)
+    stage = converted.stages[0]
+    block = stage.blocks[0]
+    x = torch.randn(2, 1 + 256, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, (16, 16), stage.cpe, stage.crpe),
+                                   _merged_around_each_sub_layer(block, x, (16, 16), stage.cpe,
+                                                                 stage.crpe),
+                                   atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["bipartite", "lsh"])
+def test_scope_stage_reuses_the_first_blocks_clusters_through_the_stage(model, method):
+    per_block = cluster_tokens(copy.deepcopy(model), method, keep=0.5)
+    per_stage = cluster_tokens(copy.deepcopy(model), method, keep=0.5, scope="stage")
+    x = images(2)
+    with torch.no_grad(), record_token_clusters(per_stage) as staged, \
+            record_token_clusters(per_block) as blocked:
+        per_stage(x), per_block(x)
+    for stage in ("stages.0", "stages.1"):
+        first, second = staged[f"{stage}.blocks.0"], staged[f"{stage}.blocks.1"]
+        assert torch.equal(first["assign"], second["assign"])  # one clustering per stage
+    # the first block sees what it sees per block (later stages' inputs differ already)
+    assert torch.equal(staged["stages.0.blocks.0"]["assign"], blocked["stages.0.blocks.0"]["assign"])
+    assert not torch.equal(blocked["stages.0.blocks.0"]["assign"],
+                           blocked["stages.0.blocks.1"]["assign"])  # per block: its own
+    same = cluster_tokens(copy.deepcopy(model), method, keep=1.0, scope="stage")
+    torch.testing.assert_close(same(x), model(x), atol=1e-5, rtol=1e-5)
