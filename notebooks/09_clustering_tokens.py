@@ -363,6 +363,49 @@ for title, (rows, prov) in sweeps.items():
 # ({glue:text}`tc_cifar_lsh_rank` on CIFAR). At batch 1 every method is slower than
 # CoaT-Lite on this CPU: forming the clusters costs more than the smaller products save.
 #
+# ## Where to merge
+#
+# A block could merge its tokens around each sub-layer (merge, attention, unmerge; merge,
+# MLP, unmerge), or once for the whole block. The two are the same computation: after the
+# attention, each token of a cluster received the same update, so merging the updated tokens
+# again gives the prototypes plus that update, exactly. `ccoat.token_clustering` therefore
+# keeps the clusters through the block and saves the second merge (a test checks the two
+# agree). Keeping them through a whole *stage* is a real choice: the stage's first block
+# forms the clusters and the others reuse them (`cluster_tokens(..., scope="stage")`), which
+# saves forming them again but lets them drift from the tokens they group. The benchmark
+# measured both on the Imagenette model (a 1,000-image val subset, one hash draw).
+
+# %%
+scope_rows, scope_prov = sweep_rows("token_clustering_imagenette128_scope.json")
+if scope_rows is not None and "speedup_batch32" in scope_rows:
+    scope_rows["scope"] = scope_rows.scope.fillna("none (CoaT-Lite)")
+    scope_table = scope_rows.pivot_table(
+        index=["method", "keep"],
+        columns="scope",
+        values=["top1", "speedup_batch32"],
+        dropna=True,
+    ).round(2)
+    print(
+        f"{scope_prov['dataset']}; {scope_prov['device']}, {scope_prov['date'][:10]}"
+    )
+    display(scope_table)
+    per = scope_rows.dropna(subset=["method"]).pivot_table(
+        index=["method", "keep"], columns="scope", values=["top1", "speedup_batch32"]
+    )
+    gain = (per["speedup_batch32"]["stage"] - per["speedup_batch32"]["block"]).mean()
+    cost = (per["top1"]["block"] - per["top1"]["stage"]).mean()
+    glue(
+        "tc_scope",
+        f"reusing a stage's clusters changes the speed at batch 32 by {gain:+.2f}× "
+        f"CoaT-Lite's and costs {cost:.1f} points of top-1 on average",
+    )
+else:
+    glue("tc_scope", "the measurement is not committed yet")
+    print("results/token_clustering_imagenette128_scope.json is not committed")
+
+# %% [markdown]
+# Measured: {glue:text}`tc_scope`. The library keeps per-block clustering as its default.
+#
 # ## On a GPU
 #
 # `benchmarks/token_clustering_gpu.py` timed the same configurations on one H100 at 128 px
