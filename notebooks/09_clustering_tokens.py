@@ -55,6 +55,7 @@ import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
 import copy
 import json
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -350,7 +351,11 @@ for title, (rows, prov) in sweeps.items():
         ["config", "top1", "macs", "speedup_batch32", "speedup_batch1"]
     ].copy()
     table["macs"] = table.macs / 1e6
-    print(f"{title}: {prov['dataset']}; {prov['device']}, {prov['date'][:10]}")
+    print(
+        textwrap.fill(
+            f"{title}: {prov['dataset']}; {prov['device']}, {prov['date'][:10]}", 88
+        )
+    )
     display(
         table.rename(
             columns={
@@ -396,10 +401,11 @@ if scope_rows is not None and "speedup_batch32" in scope_rows:
         values=["top1", "speedup_batch32"],
         dropna=True,
     ).round(2)
-    print(
+    line = (
         f"{scope_prov['dataset']}; {scope_prov['device']}, {scope_prov['date'][:10]}; "
         f"CoaT-Lite {scope_rows.top1.iloc[0]:.1f}% on these images"
     )
+    print(textwrap.fill(line, 88))
     display(scope_table)
     per = scope_rows.dropna(subset=["method"]).pivot_table(
         index=["method", "keep"], columns="scope", values=["top1", "speedup_batch32"]
