@@ -561,10 +561,11 @@ if {"CoaT-Lite Tiny", *pair} <= set(scratch):
         )
     p, q = (scratch[name].eval for name in pair)
     facts["pool_lsh"] = (
-        "the two are indistinguishable on these images"
+        "indistinguishable on these images"
         if not distinguishable(p["top1"], p["top1_ci95"], q["top1"], q["top1_ci95"])
-        else ("pooling" if p["top1"] > q["top1"] else "LSH")
-        + " is ahead beyond the intervals"
+        else "apart beyond the intervals, "
+        + ("pooling" if p["top1"] > q["top1"] else "LSH")
+        + " ahead"
     )
     facts.update(
         ref=f"{ref['top1']:.1f}%", epochs=str(len(scratch["CoaT-Lite Tiny"].metrics))
@@ -587,8 +588,8 @@ for name, value in facts.items():
 # After the same {glue:text}`tc_scratch_epochs` epochs CoaT-Lite reaches
 # {glue:text}`tc_scratch_ref` on all val images, the model on pooled tokens
 # {glue:text}`tc_scratch_pool` ({glue:text}`tc_scratch_pool_vs`) and the model on LSH
-# clusters {glue:text}`tc_scratch_lsh` ({glue:text}`tc_scratch_lsh_vs`); between the
-# two, {glue:text}`tc_scratch_pool_lsh`. Converted without retraining at the same budget,
+# clusters {glue:text}`tc_scratch_lsh` ({glue:text}`tc_scratch_lsh_vs`); pooling and LSH
+# are {glue:text}`tc_scratch_pool_lsh`. Converted without retraining at the same budget,
 # the better-trained Imagenette model falls {glue:text}`tc_scratch_convert`: trained with its
 # clusters, a model adapts to them. But on the GPU the two train at
 # {glue:text}`tc_scratch_speed` CoaT-Lite's images/s (the timings above), so the seed's claim
