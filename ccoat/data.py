@@ -80,6 +80,12 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path | None:
 # Transforms
 
 
+def crop_scale(img_size: int) -> tuple[float, float]:
+    """The range of a random-resized crop's area, as a fraction of the image: small outputs
+    (<= 64 px) keep at least 35% of it, larger ones 8% (ImageNet's usual range)."""
+    return (0.35 if img_size <= 64 else 0.08, 1.0)
+
+
 def build_transforms(img_size: int, mean, std, train: bool, native_size: int | None = None,
                      randaugment: str | None = None, flip: bool = True):
     """Standard augmentation for training, resize + centre crop for evaluation.
@@ -96,7 +102,7 @@ def build_transforms(img_size: int, mean, std, train: bool, native_size: int | N
     if native_size == img_size:
         ops = [T.RandomCrop(img_size, padding=img_size // 8, padding_mode="reflect")]
     else:
-        ops = [T.RandomResizedCrop(img_size, scale=(0.35 if img_size <= 64 else 0.08, 1.0))]
+        ops = [T.RandomResizedCrop(img_size, scale=crop_scale(img_size))]
     if flip:
         ops.append(T.RandomHorizontalFlip())
     if randaugment:
@@ -424,9 +430,10 @@ class DeviceLoader:
     is cut out, augmented and normalised on the device, drawn per image: the padded random crop
     and flip of :func:`build_transforms` (``crop_padding``), or, for images stored larger than
     ``img_size``, a random-resized crop (``resized_scale``: the range of the crop's area, as a
-    fraction of the image; ``resized_ratio``: of its aspect ratio; bilinear) and flip. Evaluation batches of
-    images stored larger than ``img_size`` are centre-cropped to it, as :func:`build_transforms`
-    does after its resize (store the images at ``round(img_size / 0.875)`` to evaluate as it). The order of the images comes from ``sampler``
+    fraction of the image; ``resized_ratio``: of its aspect ratio; bilinear) and flip.
+    Evaluation batches of images stored larger than ``img_size`` are centre-cropped to it, as
+    :func:`build_transforms` does after its resize (store the images at
+    ``round(img_size / 0.875)`` to evaluate as it). The order of the images comes from ``sampler``
     (a ``DistributedSampler``, as with a ``DataLoader``), and the augmentation of each epoch
     from a generator seeded by ``(seed, epoch)``, so a resumed run draws what an uninterrupted
     one draws.
@@ -453,14 +460,15 @@ class DeviceLoader:
         n = len(self.sampler) if self.sampler is not None else len(self.images)
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
-    def _resized_crop(self, x: torch.Tensor, generator) -> torch.Tensor:
-        """A random-resized crop of each image to ``img_size`` (``generator=None``: the
-        centre crop of ``img_size`` pixels, unscaled)."""
-        b, _, h, w = x.shape
-        s = self.img_size
-        if generator is None:
-            top, left = (h - s) // 2, (w - s) // 2
-            return x[..., top:top + s, left:left + s]
+    def _centre_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The central ``img_size`` x ``img_size`` pixels of each image, unscaled."""
+        h, w, s = x.shape[-2], x.shape[-1], self.img_size
+        top, left = (h - s) // 2, (w - s) // 2
+        return x[..., top:top + s, left:left + s]
+
+    def _resized_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A random-resized crop of each image to ``img_size``, bilinear."""
+        b, s = x.shape[0], self.img_size
         u = torch.rand(b, 3, device=x.device, generator=generator)
         lo, hi = self.resized_scale
         area = lo + (hi - lo) * u[:, 0]
@@ -509,7 +517,7 @@ class DeviceLoader:
             if self.train:
                 x = self._augment(x, generator)
             elif x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-                x = self._resized_crop(x, None)
+                x = self._centre_crop(x)
             yield (x.float() - self.mean) / self.std, self.labels[idx]
 
 
@@ -526,12 +534,11 @@ def device_loader(dataset: Dataset, info: DataInfo, batch_size: int, train: bool
         raise ValueError(f"data_on_device crops the stored images to img_size; they are "
                          f"{stored}, smaller than img_size {info.img_size}")
     native = stored == (info.img_size, info.img_size)
-    scale = (0.35 if info.img_size <= 64 else 0.08, 1.0)
+    padding = info.img_size // 8 if augment and native else 0
+    scale = crop_scale(info.img_size) if augment and not native else None
     return DeviceLoader(images.to(device), labels, batch_size, info.mean, info.std, train=train,
-                        sampler=sampler, seed=seed, img_size=info.img_size,
-                        crop_padding=info.img_size // 8 if augment and native else 0,
-                        resized_scale=scale if augment and not native else None,
-                        flip=info.name not in NO_FLIP and augment)
+                        sampler=sampler, seed=seed, img_size=info.img_size, crop_padding=padding,
+                        resized_scale=scale, flip=info.name not in NO_FLIP and augment)
 
 
 # ---------------------------------------------------------------------------------------------
