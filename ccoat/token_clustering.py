@@ -165,7 +165,7 @@ class TokenClusteredBlock(nn.Module):
     """
 
     def __init__(self, block: nn.Module, method: str, keep: float, *, shared: dict | None = None,
-                 **options):
+                 lead: bool = True, **options):
         super().__init__()
         if block.attn.kind not in ("factorized", "softmax"):
             raise ValueError(f"token clustering runs factorized or softmax attention on "
@@ -179,12 +179,12 @@ class TokenClusteredBlock(nn.Module):
             raise ValueError(f"token clustering method {method!r} takes no options, got "
                              f"{sorted(options)}")
         self.record: dict | None = None  # filled by record_token_clusters
-        # scope="stage": the stage's blocks share one dict; its first block forms the clusters
-        # ("lead"), the others reuse them. None: every block forms its own.
-        self.shared = shared
+        # scope="stage": the stage's blocks share one dict; its first block (lead) forms the
+        # clusters, the others reuse them. None: every block forms its own.
+        self.shared, self.lead = shared, lead
 
     def form_clusters(self, tokens: torch.Tensor, size) -> tuple[torch.Tensor, int]:
-        if self.shared is not None and self.shared.get("lead") is not self:
+        if self.shared is not None and not self.lead:
             return self.shared["clusters"]
         clusters = self._form(tokens, size)
         if self.shared is not None:
@@ -280,9 +280,8 @@ def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(
             raise ValueError(f"stage {number} is already token-clustered")
         shared = {} if scope == "stage" else None
         for j, block in enumerate(blocks):
-            blocks[j] = TokenClusteredBlock(block, method, keep, shared=shared, **dict(options))
-        if shared is not None:
-            shared["lead"] = blocks[0]
+            blocks[j] = TokenClusteredBlock(block, method, keep, shared=shared, lead=j == 0,
+                                            **dict(options))
     return model
 
 
