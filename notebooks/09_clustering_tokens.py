@@ -394,28 +394,21 @@ for title, (rows, prov) in sweeps.items():
 # %%
 scope_rows, scope_prov = sweep_rows("token_clustering_imagenette128_scope.json")
 if scope_rows is not None and "speedup_batch32" in scope_rows:
-    scope_rows["scope"] = scope_rows.scope.fillna("none (CoaT-Lite)")
-    scope_table = scope_rows.pivot_table(
-        index=["method", "keep"],
-        columns="scope",
-        values=["top1", "speedup_batch32"],
-        dropna=True,
-    ).round(2)
+    per = scope_rows.dropna(subset=["method"]).pivot_table(
+        index=["method", "keep"], columns="scope", values=["top1", "speedup_batch32"]
+    )
     line = (
         f"{scope_prov['dataset']}; {scope_prov['device']}, {scope_prov['date'][:10]}; "
         f"CoaT-Lite {scope_rows.top1.iloc[0]:.1f}% on these images"
     )
     print(textwrap.fill(line, 88))
-    display(scope_table)
-    per = scope_rows.dropna(subset=["method"]).pivot_table(
-        index=["method", "keep"], columns="scope", values=["top1", "speedup_batch32"]
-    )
+    display(per.round(2))
     gain = (per["speedup_batch32"]["stage"] - per["speedup_batch32"]["block"]).mean()
-    cost = (per["top1"]["block"] - per["top1"]["stage"]).mean()
+    change = (per["top1"]["stage"] - per["top1"]["block"]).mean()
     glue(
         "tc_scope",
         f"reusing a stage's clusters changes the speed at batch 32 by {gain:+.2f}× "
-        f"CoaT-Lite's and top-1 by {-cost:+.1f} points on average, on one subset",
+        f"CoaT-Lite's and top-1 by {change:+.1f} points on average, on one subset",
     )
 else:
     glue("tc_scope", "the measurement is not committed yet")
