@@ -431,9 +431,9 @@ class DeviceLoader:
     and flip of :func:`build_transforms` (``crop_padding``), or, for images stored larger than
     ``img_size``, a random-resized crop (``resized_scale``: the range of the crop's area, as a
     fraction of the image; ``resized_ratio``: of its aspect ratio; bilinear) and flip.
-    Evaluation batches of images stored larger than ``img_size`` are centre-cropped to it, as
-    :func:`build_transforms` does after its resize (store the images at
-    ``round(img_size / 0.875)`` to evaluate as it). The order of the images comes from ``sampler``
+    Evaluation batches of images stored larger than ``img_size`` get :func:`build_transforms`'
+    view: resized to ``round(img_size / 0.875)`` (no resize for images stored at that size)
+    and centre-cropped. The order of the images comes from ``sampler``
     (a ``DistributedSampler``, as with a ``DataLoader``), and the augmentation of each epoch
     from a generator seeded by ``(seed, epoch)``, so a resumed run draws what an uninterrupted
     one draws.
@@ -461,8 +461,15 @@ class DeviceLoader:
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
     def _centre_crop(self, x: torch.Tensor) -> torch.Tensor:
-        """The central ``img_size`` x ``img_size`` pixels of each image, unscaled."""
+        """:func:`build_transforms`' evaluation view: the shorter side resized to
+        ``round(img_size / 0.875)`` (bilinear, antialiased; nothing to do for images stored at
+        that size), then the central ``img_size`` x ``img_size`` pixels."""
         h, w, s = x.shape[-2], x.shape[-1], self.img_size
+        side = int(round(s / 0.875))
+        if min(h, w) != side:  # as torchvision's Resize(side): the longer side truncated
+            h, w = (side, int(side * w / h)) if h <= w else (int(side * h / w), side)
+            x = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True,
+                              align_corners=False).round().clamp(0, 255)
         top, left = (h - s) // 2, (w - s) // 2
         return x[..., top:top + s, left:left + s]
 

@@ -116,3 +116,18 @@ def test_resized_crops_have_img_size_and_stay_inside_the_image():
     assert (steps > 0).all()  # increasing along each row: no flip asked for
     torch.testing.assert_close(out, out[:, :, :1].expand_as(out))  # rows alike
     assert len({round(float(s), 3) for s in steps[:, 0, 0, 0]}) > 1  # crops of many sizes
+
+
+def test_images_stored_larger_still_are_resized_then_cropped_as_the_cpu_evaluation_transform():
+    # a real photo stored at 224 px, evaluated at 128: resized to 146, then the central 128
+    photos = (cdata.sample_photos(224, normalize=False) * 255).round().to(torch.uint8)
+    info = cdata.DataInfo("photos", "sklearn", 2, 128, ["a", "b"], (0.5,) * 3, (0.25,) * 3, 2, 2)
+    loader = cdata.DeviceLoader(photos, torch.arange(2), 2, info.mean, info.std, train=False,
+                                img_size=128)
+    images, _ = next(iter(loader))
+    transform = cdata.build_transforms(128, info.mean, info.std, train=False)
+    expected = torch.stack([transform(Image.fromarray(p.permute(1, 2, 0).numpy())) for p in photos])
+    assert images.shape == expected.shape == (2, 3, 128, 128)
+    # torch's antialiased bilinear and PIL's differ by rounding: a level or two of 255
+    assert (images - expected).abs().mean() < 1 / 255 / 0.25
+    assert (images - expected).abs().max() < 8 / 255 / 0.25
