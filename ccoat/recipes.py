@@ -12,7 +12,9 @@ this class). A chapter sizes its run by the profile
 - ``imagenette128-smoke|cpu|gpu``: the reference pair (CoaT-Lite Tiny and Clustering CoaT Tiny
   at 128 px) whose committed weights the Imagenette and clusters chapters load; the cpu size is
   what one session of the project's 2-core machine trains, the gpu size the full recipe;
-- ``cifar10-gpu-budget``: the training chapter's equal-GPU-time runs (one size: one GPU).
+- ``cifar10-gpu-budget``: the training chapter's equal-GPU-time runs (one size: one GPU);
+- ``imagenette128-finetune-cpu``: a short fine-tune of the reference weights (``--init``),
+  with token clustering, on a CPU.
 
 ``python -m ccoat.train --recipe NAME`` starts from a recipe (options given override it);
 from Python, :func:`cifar10` and :func:`imagenette` return the active profile's size as a
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -100,6 +103,10 @@ class TrainConfig:
     seed: int = _option(0, "seed of the initialisation, the subsets, shuffling, augmentation")
     device: str = _option("auto", "auto, cpu, cuda (the local rank's GPU) or cuda:N")
     out: str | None = _option(None, "the run folder (one run per folder, locked)")
+    init: str | None = _option(
+        None, "start from the weights in this file (a run's model.safetensors): a fine-tune, "
+        "with a new optimiser and schedule; the model is this run's (--model, --attention, "
+        "--token-clustering), so weights trained without clustering can be tuned with it")
     resume: bool | str = _option(
         False, "resume from OUT/last.pt, or from the checkpoint given; options not given are the "
         "checkpoint's, options given must equal them (--epochs may grow)", nargs="?", const=True)
@@ -181,6 +188,8 @@ class TrainConfig:
             except ValueError as error:
                 raise ValueError(f"token clustering (--token-clustering, --keep, "
                                  f"--token-stages): {error}") from None
+        if self.init is not None and not (isinstance(self.init, str) and Path(self.init).is_file()):
+            self._bad("init", "an existing weights file (a run's model.safetensors)")
         if self.data_on_device and self.randaugment:
             self._bad("randaugment", "None with data_on_device (--data-on-device augments on "
                       "the device: random crops and flips only)")
@@ -251,6 +260,11 @@ def _device_from(name: str, local_rank: int) -> torch.device:
 _IMAGENETTE = dict(model="coat_lite_tiny", data="imagenette", batch_size=64, lr=2e-3,
                    warmup_epochs=0.5, num_workers=2, seed=0)
 
+# The cpu recipes hold their splits in memory (data_on_device on the CPU): decoded once, cropped
+# and flipped as tensors. On a 2-core machine the loader's worker processes otherwise take the
+# cores from the model (benchmarks/bench_train_cpu.py: 1.44x images/s for CIFAR-10, 1.17x for
+# Imagenette at 128 px, fp32). bf16 autocast (--amp bf16) doubles that again on CPUs with
+# native bf16 and costs on others, so it stays the user's choice.
 RECIPES: dict[str, dict] = {
     # The training chapter: the same recipe for three attention kinds. smoke: a few updates on
     # the digits; cpu: two short epochs on a CIFAR-10 subset; gpu: the full recipe, with
@@ -260,7 +274,7 @@ RECIPES: dict[str, dict] = {
         steps_per_epoch=2, num_workers=0, warmup_epochs=0.5, seed=0),
     "cifar10-cpu": dict(
         data="cifar10", epochs=2, batch_size=64, train_subset=640, val_subset=320,
-        num_workers=1, warmup_epochs=0.5, seed=0),
+        data_on_device=True, num_workers=1, warmup_epochs=0.5, seed=0),
     "cifar10-gpu": dict(
         data="cifar10", epochs=100, batch_size=256, lr=2e-3, warmup_epochs=5,
         randaugment="rand-m9-mstd0.5", mixup=0.8, cutmix=1.0, ema_decay=0.9998, num_workers=4,
@@ -280,7 +294,7 @@ RECIPES: dict[str, dict] = {
     "imagenette-smoke": _IMAGENETTE | dict(img_size=128, epochs=1, train_subset=64,
                                            val_subset=32, steps_per_epoch=2, num_workers=0),
     "imagenette-cpu": _IMAGENETTE | dict(img_size=128, epochs=1, train_subset=256,
-                                         val_subset=128, num_workers=1),
+                                         val_subset=128, data_on_device=True, num_workers=1),
     "imagenette-gpu": _IMAGENETTE | dict(img_size=128, epochs=10, num_workers=4),
     # The reference pair at 128 px (a 32x32 first-stage grid: 1,024 tokens), one recipe for
     # CoaT-Lite Tiny and (with --model ccoat_lite_tiny) Clustering CoaT Tiny; the chapters load
@@ -290,12 +304,21 @@ RECIPES: dict[str, dict] = {
     "imagenette128-smoke": _IMAGENETTE | dict(img_size=128, epochs=1, train_subset=128,
                                               val_subset=64, steps_per_epoch=2, num_workers=0),
     "imagenette128-cpu": _IMAGENETTE | dict(img_size=128, epochs=2, val_subset=1000,
-                                            threads=1, num_workers=1),
+                                            threads=1, data_on_device=True, num_workers=1),
     # gpu: the splits packed at 146 px (benchmarks/pack_imagenette.py) live on the GPU, where
     # they are random-resized-cropped to 128 px and flipped (val: centre-cropped); bf16.
     "imagenette128-gpu": _IMAGENETTE | dict(
         img_size=128, epochs=100, batch_size=128, lr=1e-3, warmup_epochs=2, amp="bf16",
         data_on_device=True, num_workers=8, device="cuda"),
+    # A short fine-tune of the reference weights (--init RUN/model.safetensors) with token
+    # clustering (--token-clustering METHOD --keep K), two epochs (4% of the reference's 50) on
+    # the 2-core CPU: the 146-px pack held in memory (benchmarks/pack_imagenette.py, unpacked;
+    # no JPEG decoding per epoch) and bf16 autocast, which pays on CPUs with native bf16
+    # (AVX512-BF16, AMX; benchmarks/bench_train_cpu.py: 2x images/s together on such a CPU) and
+    # costs on others (then pass --amp off).
+    "imagenette128-finetune-cpu": _IMAGENETTE | dict(
+        img_size=128, epochs=2, lr=1e-4, min_lr=1e-6, warmup_epochs=0.2, amp="bf16",
+        data_on_device=True, val_subset=1000, device="cpu"),
 }
 
 

@@ -84,6 +84,7 @@ from .runfolder import (
     weights_checkpoint,
 )
 from .stats import bootstrap_interval
+from .weights import load_weights
 
 # ---------------------------------------------------------------------------------------------
 # Distributed helpers
@@ -544,10 +545,13 @@ def _data(config: TrainConfig, device: torch.device, rank: int, world: int) -> _
 
 def _model(config: TrainConfig, model: nn.Module | None, info: cdata.DataInfo,
            device: torch.device) -> nn.Module:
-    """The model given, or a new one of ``config.model`` (initialised from the seeded RNG)."""
+    """The model given, or a new one of ``config.model`` (initialised from the seeded RNG), with
+    the weights of ``config.init`` if it names a file (a fine-tune)."""
     if model is None:
         model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
                              drop_path_rate=config.drop_path, **model_options(config))
+    if config.init:
+        load_weights(model, config.init)  # ValueError, model untouched, if they do not fit
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -72,8 +72,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         except Exception as error:
             raise ValueError(f"{path}: could not read its tensors: {error}") from error
         metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-    # An attention core's own buffers (the hash projections of a clustered kind) belong to the
-    # kind: a file of another kind has none or others, and the model keeps its own.
+    # An attention core's own buffers (the hash projections of a clustered kind), and those of
+    # token clustering's LSH, belong to the kind: a file of another kind has none or others, and
+    # the model keeps its own.
     missing = sorted(k for k in set(expected) - set(found) if not _kind_specific(k))
     unexpected = sorted(k for k in set(found) - set(expected) if not _kind_specific(k))
     mismatched = [f"{name}: model {tuple(expected[name].shape)}, file {tuple(found[name].shape)}"
@@ -99,4 +100,4 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 
 def _kind_specific(name: str) -> bool:
-    return ".attn.core." in name
+    return ".attn.core." in name or ".lsh." in name

@@ -465,3 +465,29 @@ def test_cuda_device_names_and_resume_on_the_gpu(tmp_path):
                  "--val-subset", "16", "--num-workers", "0", "--no-progress",
                  "--out", str(tmp_path / "cli")])
     assert (tmp_path / "cli" / "last.pt").exists()
+
+
+def test_init_starts_a_run_from_a_weights_file_in_any_model_options(tmp_path):
+    """--init: the weights of a plain model fill the run's model, token-clustered or not (a
+    fine-tune); weights of another head, or no file, are refused before any training."""
+    from ccoat import create_model
+    from ccoat.weights import save_weights
+
+    torch.manual_seed(1)
+    trained = create_model("coat_lite_tiny_cifar", num_classes=10)
+    path = save_weights(trained, tmp_path / "model.safetensors", dtype=torch.float32)
+    info = cdata.build_datasets("digits")[2]
+    for options in ({}, {"token_clustering": "pool"}, {"token_clustering": "lsh", "keep": 0.25}):
+        model = ctrain._model(small_config(init=str(path), **options).validate(), None, info,
+                              torch.device("cpu"))
+        clustered = [type(b).__name__ == "TokenClusteredBlock" for b in model.stages[0].blocks]
+        assert all(clustered) == bool(options)
+        for name, tensor in trained.state_dict().items():
+            assert torch.equal(model.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match=r"init \(--init\) must be an existing weights file.*"
+                                         r"got 'nowhere.safetensors'"):
+        small_config(init="nowhere.safetensors").validate()
+    other = save_weights(create_model("coat_lite_tiny_cifar", num_classes=7),
+                         tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match=r"7 classes.*do not fit.*10 classes"):
+        ctrain.fit(small_config(init=str(other)))
