@@ -527,7 +527,7 @@ if None in tuned and rows_in is not None and len(tuned) > 1:
             ref["top1"], ref["top1_ci95"], e["top1"], e["top1_ci95"]
         )
         speed = before.speedup_batch32.mean()
-        points[method] = (speed, before.top1.mean(), e["top1"], gap)
+        points[method] = (speed, before.top1.mean(), e["top1"], gap, e["top1_ci95"])
         table[f"{method}, keep 0.25"] = {
             "converted top-1 (%)": f"{before.top1.mean():.1f}",
             "tuned top-1 (%)": f"{e['top1']:.1f}",
@@ -549,14 +549,22 @@ if None in tuned and rows_in is not None and len(tuned) > 1:
         capsize=3,
         label="CoaT-Lite, tuned",
     )
-    for method, (speed, before, after, _) in points.items():
-        (line,) = ax.plot([speed], [after], "o", label=f"{method}, tuned")
-        ax.plot([speed], [before], "o", mfc="none", color=line.get_color())
+    for method, (speed, before, after, _, (lo, hi)) in points.items():
+        line = ax.errorbar(
+            speed,
+            after,
+            yerr=[[after - lo], [hi - after]],
+            fmt="o",
+            capsize=3,
+            label=f"{method}, tuned",
+        )
+        colour = line.lines[0].get_color()
+        ax.plot([speed], [before], "o", mfc="none", color=colour)
         ax.annotate(
             "",
             (speed, after),
             (speed, before),
-            arrowprops=dict(arrowstyle="->", color=line.get_color()),
+            arrowprops=dict(arrowstyle="->", color=colour),
         )
     ax.set(
         xlabel="CPU images/s at batch 32, relative to CoaT-Lite",
@@ -589,7 +597,7 @@ if None in tuned and rows_in is not None and len(tuned) > 1:
         target15=target15,
         recovered=", ".join(
             f"{(a - b) / (ref['top1'] - b):.0%} ({m})"
-            for m, (_, b, a, _) in points.items()
+            for m, (_, b, a, *_) in points.items()
         ),
         order=f"{best} keeps the lead it had when converted"
         if best == max(points, key=lambda m: points[m][1])
