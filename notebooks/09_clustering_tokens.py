@@ -580,7 +580,8 @@ if None in tuned and rows_in is not None and len(tuned) > 1:
         target15 = (
             "within one point of it are "
             + ", ".join(f"{m} ({points[m][0]:.2f}×)" for m in within)
-            + f": the 1.5× target after a fine-tune is {'met' if fast >= 1.5 else 'missed'}"
+            + ": the 1.5× target after a fine-tune is "
+            + ("met" if fast >= 1.5 else "missed")
         )
     else:
         target15 = (
