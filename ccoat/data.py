@@ -86,6 +86,12 @@ def crop_scale(img_size: int) -> tuple[float, float]:
     return (0.35 if img_size <= 64 else 0.08, 1.0)
 
 
+def eval_resize(img_size: int) -> int:
+    """The shorter side an image is resized to before the evaluation's central ``img_size``
+    crop (ImageNet's usual crop fraction, 0.875): 146 px for 128."""
+    return int(round(img_size / 0.875))
+
+
 def build_transforms(img_size: int, mean, std, train: bool, native_size: int | None = None,
                      randaugment: str | None = None, flip: bool = True):
     """Standard augmentation for training, resize + centre crop for evaluation.
@@ -98,7 +104,7 @@ def build_transforms(img_size: int, mean, std, train: bool, native_size: int | N
     if not train:
         if native_size == img_size:
             return T.Compose(normalize)
-        return T.Compose([T.Resize(int(round(img_size / 0.875))), T.CenterCrop(img_size), *normalize])
+        return T.Compose([T.Resize(eval_resize(img_size)), T.CenterCrop(img_size), *normalize])
     if native_size == img_size:
         ops = [T.RandomCrop(img_size, padding=img_size // 8, padding_mode="reflect")]
     else:
@@ -432,8 +438,8 @@ class DeviceLoader:
     ``img_size``, a random-resized crop (``resized_scale``: the range of the crop's area, as a
     fraction of the image; ``resized_ratio``: of its aspect ratio; bilinear) and flip.
     Evaluation batches of images stored larger than ``img_size`` get :func:`build_transforms`'
-    view: resized to ``round(img_size / 0.875)`` (no resize for images stored at that size)
-    and centre-cropped. The order of the images comes from ``sampler``
+    view: resized to :func:`eval_resize` (no resize for images stored at that size) and
+    centre-cropped. The order of the images comes from ``sampler``
     (a ``DistributedSampler``, as with a ``DataLoader``), and the augmentation of each epoch
     from a generator seeded by ``(seed, epoch)``, so a resumed run draws what an uninterrupted
     one draws.
@@ -460,12 +466,12 @@ class DeviceLoader:
         n = len(self.sampler) if self.sampler is not None else len(self.images)
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
-    def _centre_crop(self, x: torch.Tensor) -> torch.Tensor:
+    def _evaluation_view(self, x: torch.Tensor) -> torch.Tensor:
         """:func:`build_transforms`' evaluation view: the shorter side resized to
-        ``round(img_size / 0.875)`` (bilinear, antialiased; nothing to do for images stored at
-        that size), then the central ``img_size`` x ``img_size`` pixels."""
+        :func:`eval_resize` (bilinear, antialiased; nothing to do for images stored at that
+        size), then the central ``img_size`` x ``img_size`` pixels."""
         h, w, s = x.shape[-2], x.shape[-1], self.img_size
-        side = int(round(s / 0.875))
+        side = eval_resize(s)
         if min(h, w) != side:  # as torchvision's Resize(side): the longer side truncated
             h, w = (side, int(side * w / h)) if h <= w else (int(side * h / w), side)
             x = F.interpolate(x.float(), size=(h, w), mode="bilinear", antialias=True,
@@ -524,7 +530,7 @@ class DeviceLoader:
             if self.train:
                 x = self._augment(x, generator)
             elif x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-                x = self._centre_crop(x)
+                x = self._evaluation_view(x)
             yield (x.float() - self.mean) / self.std, self.labels[idx]
 
 
