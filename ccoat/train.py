@@ -475,7 +475,7 @@ def _fit_in_folder(config: TrainConfig, model: nn.Module | None, device: torch.d
     ckpt, resumed_record = _resume_point(config, main_process)
     seed_everything(config.seed)
     data = _data(config, device, rank, world)
-    model = _model(config, model, data.info, device)
+    model = _model(config, model, data.info, device, resumed=ckpt is not None)
     opt = _optimisation(config, model, data, device)
     progress = _Progress()
     if ckpt is not None:
@@ -544,13 +544,14 @@ def _data(config: TrainConfig, device: torch.device, rank: int, world: int) -> _
 
 
 def _model(config: TrainConfig, model: nn.Module | None, info: cdata.DataInfo,
-           device: torch.device) -> nn.Module:
+           device: torch.device, *, resumed: bool = False) -> nn.Module:
     """The model given, or a new one of ``config.model`` (initialised from the seeded RNG), with
-    the weights of ``config.init`` if it names a file (a fine-tune)."""
+    the weights of ``config.init`` if it names a file (a fine-tune) and the run does not resume
+    (a checkpoint's weights replace them then)."""
     if model is None:
         model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
                              drop_path_rate=config.drop_path, **model_options(config))
-    if config.init:
+    if config.init and not resumed:
         load_weights(model, config.init)  # ValueError, model untouched, if they do not fit
     model.to(device)
     if config.channels_last:
