@@ -92,29 +92,30 @@ def bench_fit(case: dict, args) -> dict:
             "speedup_over_baseline": {n: s / speed["baseline"] for n, s in speed.items()}}
 
 
-def bench_step(case: dict, args) -> dict:
+def step_of(case: dict, args, channels_last=False, dtype=None, compile=False):
+    """One training step (:func:`ccoat.train.train_step`: AdamW, label smoothing, clipping) of
+    a fresh ``case`` model on one fixed random batch, as a call."""
     torch.manual_seed(0)
     size = case.get("img_size", 32)
     images = torch.randn(args.batch_size, 3, size, size)
     target = torch.randint(0, 10, (args.batch_size,))
+    model = ccoat.create_model(case["model"], num_classes=10, img_size=size).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    run = torch.compile(model) if compile else model
+    return lambda: train_step(run, images, target, optimizer, criterion, clip_grad=1.0,
+                              dtype=dtype, clip_params=model.parameters())
 
-    def step_of(channels_last=False, dtype=None, compile=False):
-        model = ccoat.create_model(case["model"], num_classes=10, img_size=size).train()
-        x = images
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            x = images.contiguous(memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4)
-        criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-        run = torch.compile(model) if compile else model
-        return lambda: train_step(run, x, target, optimizer, criterion, clip_grad=1.0,
-                                  dtype=dtype, clip_params=model.parameters())
 
-    steps = {"fp32": step_of(), "channels_last": step_of(channels_last=True),
-             "bf16": step_of(dtype=torch.bfloat16)}
+def bench_step(case: dict, args) -> dict:
+    steps = {"fp32": step_of(case, args), "channels_last": step_of(case, args, channels_last=True),
+             "bf16": step_of(case, args, dtype=torch.bfloat16)}
     compile_s = None
     if args.compile:
-        steps["compile"] = step_of(compile=True)
+        steps["compile"] = step_of(case, args, compile=True)
         start = time.perf_counter()
         steps["compile"]()  # the compilation
         compile_s = time.perf_counter() - start
@@ -130,17 +131,11 @@ def profile_step(case: dict, args) -> dict:
     over two steps after one untimed, as shares of the total (the top 12)."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    size = case.get("img_size", 32)
-    model = ccoat.create_model(case["model"], num_classes=10, img_size=size).train()
-    images = torch.randn(args.batch_size, 3, size, size)
-    target = torch.randint(0, 10, (args.batch_size,))
-    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-    train_step(model, images, target, optimizer, criterion, clip_grad=1.0)
+    step = step_of(case, args)
+    step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(2):
-            train_step(model, images, target, optimizer, criterion, clip_grad=1.0)
+            step()
     events = [e for e in prof.key_averages() if not e.key.startswith(("autograd::", "Optimizer"))]
     total = sum(e.self_cpu_time_total for e in events)
     top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
