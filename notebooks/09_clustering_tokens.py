@@ -507,63 +507,82 @@ rows_in = sweeps.get("Imagenette, 128 px", (None, None))[0]
 tune_facts = dict.fromkeys(
     ["ref", "best", "target2", "target15", "lsh", "recovered", "order"], "n/a"
 )
+
+
+def interval_bar(ax, x, top1, ci, **style):
+    """One top-1 at speed ``x`` with its interval ``ci`` as a bar."""
+    return ax.errorbar(
+        x, top1, yerr=[[top1 - ci[0]], [ci[1] - top1]], capsize=3, **style
+    )
+
+
 if None in tuned and rows_in is not None and len(tuned) > 1:
     ref = tuned[None].eval
-    converted = rows_in[rows_in.keep == 0.25].groupby("method", sort=False)
-    table, points = {}, {}
-    table["CoaT-Lite (no clustering)"] = {
-        "converted top-1 (%)": f"{rows_in.top1.iloc[0]:.1f}",
-        "tuned top-1 (%)": f"{ref['top1']:.1f}",
-        "95% interval": "{:.1f}–{:.1f}".format(*ref["top1_ci95"]),
-        "vs tuned CoaT-Lite": "",
-        "CPU speed b32": "1.00×",
-    }
-    for method, r in tuned.items():
-        if method is None:
-            continue
-        e, before = r.eval, converted.get_group(method)
-        gap = e["top1"] - ref["top1"]
-        apart = distinguishable(
-            ref["top1"], ref["top1_ci95"], e["top1"], e["top1_ci95"]
-        )
-        speed = before.speedup_batch32.mean()
-        points[method] = (speed, before.top1.mean(), e["top1"], gap, e["top1_ci95"])
-        table[f"{method}, keep 0.25"] = {
-            "converted top-1 (%)": f"{before.top1.mean():.1f}",
-            "tuned top-1 (%)": f"{e['top1']:.1f}",
-            "95% interval": "{:.1f}–{:.1f}".format(*e["top1_ci95"]),
-            "vs tuned CoaT-Lite": f"{gap:+.1f}" + ("" if apart else " (noise)"),
-            "CPU speed b32": f"{speed:.2f}×",
+    converted = rows_in[rows_in.keep == 0.25].groupby("method").mean(numeric_only=True)
+    # one row per method: its sweep speed and converted top-1, its tuned top-1
+    runs = pd.DataFrame(
+        {
+            m: {
+                "speed": converted.speedup_batch32[m],
+                "before": converted.top1[m],
+                "after": r.eval["top1"],
+                "ci": r.eval["top1_ci95"],
+            }
+            for m, r in tuned.items()
+            if m is not None
         }
-    display(pd.DataFrame(table).T)
+    ).T.infer_objects()
+    runs["gap"] = runs.after - ref["top1"]
+    apart = [
+        distinguishable(ref["top1"], ref["top1_ci95"], r.after, r.ci)
+        for r in runs.itertuples()
+    ]
+    table = pd.DataFrame(
+        {
+            "converted top-1 (%)": runs.before.map("{:.1f}".format),
+            "tuned top-1 (%)": runs.after.map("{:.1f}".format),
+            "95% interval": runs.ci.map("{0[0]:.1f}–{0[1]:.1f}".format),
+            "vs tuned CoaT-Lite": [
+                f"{g:+.1f}" + ("" if a else " (noise)")
+                for g, a in zip(runs.gap, apart)
+            ],
+            "CPU speed b32": runs.speed.map("{:.2f}×".format),
+        }
+    ).rename(index=lambda m: f"{m}, keep 0.25")
+    reference_row = pd.DataFrame(
+        [
+            [
+                f"{rows_in.top1.iloc[0]:.1f}",
+                f"{ref['top1']:.1f}",
+                "{0[0]:.1f}–{0[1]:.1f}".format(ref["top1_ci95"]),
+                "",
+                "1.00×",
+            ]
+        ],
+        index=["CoaT-Lite (no clustering)"],
+        columns=table.columns,
+    )
+    display(pd.concat([reference_row, table]))
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    ax.errorbar(
+    interval_bar(
+        ax,
         1.0,
         ref["top1"],
-        yerr=[
-            [ref["top1"] - ref["top1_ci95"][0]],
-            [ref["top1_ci95"][1] - ref["top1"]],
-        ],
+        ref["top1_ci95"],
         fmt="k*",
         ms=10,
-        capsize=3,
         label="CoaT-Lite, tuned",
     )
-    for method, (speed, before, after, _, (lo, hi)) in points.items():
-        line = ax.errorbar(
-            speed,
-            after,
-            yerr=[[after - lo], [hi - after]],
-            fmt="o",
-            capsize=3,
-            label=f"{method}, tuned",
+    for method, r in runs.iterrows():
+        bar = interval_bar(
+            ax, r.speed, r.after, r.ci, fmt="o", label=f"{method}, tuned"
         )
-        colour = line.lines[0].get_color()
-        ax.plot([speed], [before], "o", mfc="none", color=colour)
+        colour = bar.lines[0].get_color()
+        ax.plot([r.speed], [r.before], "o", mfc="none", color=colour)
         ax.annotate(
             "",
-            (speed, after),
-            (speed, before),
+            (r.speed, r.after),
+            (r.speed, r.before),
             arrowprops=dict(arrowstyle="->", color=colour),
         )
     ax.set(
@@ -573,40 +592,36 @@ if None in tuned and rows_in is not None and len(tuned) > 1:
     )
     ax.legend(fontsize=8)
     plt.show()
-    best = max(points, key=lambda m: points[m][2])
-    within = [m for m, p in points.items() if p[3] >= -1.0]
-    if within:
-        fast = max(points[m][0] for m in within)
+    best, led = runs.after.idxmax(), runs.before.idxmax()
+    within = runs[runs.gap >= -1.0]
+    if len(within):
         target15 = (
             "within one point of it are "
-            + ", ".join(f"{m} ({points[m][0]:.2f}×)" for m in within)
+            + ", ".join(f"{m} ({v:.2f}×)" for m, v in within.speed.items())
             + ": the 1.5× target after a fine-tune is "
-            + ("met" if fast >= 1.5 else "missed")
+            + ("met" if within.speed.max() >= 1.5 else "missed")
         )
     else:
         target15 = (
             "none comes within one point of it, so the targets after a fine-tune are "
             "missed"
         )
+    fastest = rows_in.speedup_batch32.max()
+    recovered = (runs.after - runs.before) / (ref["top1"] - runs.before)
     tune_facts.update(
         ref=f"{ref['top1']:.1f}% (the reference: {rows_in.top1.iloc[0]:.1f}%)",
-        best=f"{best}, at {points[best][2]:.1f}% ({points[best][3]:+.1f} points)",
-        target2="no budget measured reaches 2× (the fastest: "
-        f"{rows_in.speedup_batch32.max():.2f}×)"
-        if rows_in.speedup_batch32.max() < 2
+        best=f"{best}, at {runs.after[best]:.1f}% ({runs.gap[best]:+.1f} points)",
+        target2=f"no budget measured reaches 2× (the fastest: {fastest:.2f}×)"
+        if fastest < 2
         else "see the table",
         target15=target15,
-        recovered=", ".join(
-            f"{(a - b) / (ref['top1'] - b):.0%} ({m})"
-            for m, (_, b, a, *_) in points.items()
-        ),
+        recovered=", ".join(f"{v:.0%} ({m})" for m, v in recovered.items()),
         order=f"{best} keeps the lead it had when converted"
-        if best == max(points, key=lambda m: points[m][1])
-        else f"{best} leads after tuning, where "
-        f"{max(points, key=lambda m: points[m][1])} led when converted",
-        lsh=f"{points['lsh'][2]:.1f}% against {points['pool'][2]:.1f}% (pool) and "
-        f"{points['bipartite'][2]:.1f}% (bipartite)"
-        if {"lsh", "pool", "bipartite"} <= set(points)
+        if best == led
+        else f"{best} leads after tuning, where {led} led when converted",
+        lsh=f"{runs.after['lsh']:.1f}% against {runs.after['pool']:.1f}% (pool) and "
+        f"{runs.after['bipartite']:.1f}% (bipartite)"
+        if {"lsh", "pool", "bipartite"} <= set(runs.index)
         else "n/a",
     )
 else:
@@ -728,7 +743,6 @@ if all(train_speed[name] in cpu_train for name in pair):
         if min(cpu_speeds) > 1.05
         else "not even there does token clustering train in clearly less time"
     )
-rows_in = sweeps.get("Imagenette, 128 px", (None, None))[0]
 if rows_in is not None:
     at = rows_in[rows_in.keep == 0.25].groupby("method").top1.mean()
     loss = rows_in.iloc[0].top1 - at
