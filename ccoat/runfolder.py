@@ -335,6 +335,16 @@ class CommittedRun:
                              img_size=data["img_size"], **kw, **options)
         return load_weights(model, file).eval()
 
+    def hits(self) -> torch.Tensor:
+        """Per test image, whether the scored model got it right (bool, in the loader's order):
+        what :func:`ccoat.stats.paired_difference` compares. From ``eval.json``'s
+        ``predictions`` and ``labels``."""
+        evaluated = self.eval or {}
+        if "predictions" not in evaluated or "labels" not in evaluated:
+            raise ValueError(f"results/{self.name}/eval.json holds no per-image predictions: "
+                             f"score the run again with python -m ccoat.train --eval-only")
+        return torch.tensor(evaluated["predictions"]) == torch.tensor(evaluated["labels"])
+
 
 def read_run(name: str, repo: str | None = None, *,
              start: str | os.PathLike | None = None) -> CommittedRun | None:

@@ -211,14 +211,17 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
     """Loss, top-1 and top-5 accuracy (%) and throughput (images/s) of ``model`` on ``loader``.
 
     Under DDP each process evaluates its share and the sums are all-reduced. ``interval=True``
-    adds ``top1_ci95``, the bootstrap 95% interval of top-1 over the images (one process only).
+    adds ``top1_ci95``, the bootstrap 95% interval of top-1 over the images, and the per-image
+    ``predictions`` (top-1 class) and ``labels`` in the loader's order, so that two models scored
+    on the same images can be compared pairwise (:func:`ccoat.stats.paired_difference`; one
+    process only).
     A model with clustered attention also reports ``clusters_per_stage``.
     """
     device = torch.device(device or next(model.parameters()).device)
     was_training = model.training
     model.eval()
     loss_sum, top1, top5, n = 0.0, 0, 0, 0
-    hits = []  # per image: was the label the top-1 prediction (for the bootstrap interval)
+    predictions, labels = [], []  # per image, in the loader's order
     start = time.perf_counter()
     with record_clusters(_unwrap(model)) as records:
         clusters = ClusterStats(records)
@@ -230,7 +233,8 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
                 logits = model(images)
             loss_sum += float(F.cross_entropy(logits.float(), target, reduction="sum"))
             c1, c5 = accuracy(logits, target)
-            hits.append(logits.argmax(dim=1) == target)
+            predictions.append(logits.argmax(dim=1).cpu())
+            labels.append(target.cpu())
             top1, top5, n = top1 + c1, top5 + c5, n + len(target)
             clusters.collect()
     if device.type == "cuda":
@@ -245,9 +249,25 @@ def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = 
               "images_per_s": n / elapsed if elapsed > 0 else float("nan"), "time_s": elapsed}
     if clusters.summary():
         result["clusters_per_stage"] = clusters.summary()
-    if interval and hits and not (dist.is_available() and dist.is_initialized()):
-        result["top1_ci95"] = list(bootstrap_interval(torch.cat(hits).cpu()))
+    if interval and predictions and not (dist.is_available() and dist.is_initialized()):
+        predictions, labels = torch.cat(predictions), torch.cat(labels)
+        result["top1_ci95"] = list(bootstrap_interval(predictions == labels))
+        result["predictions"], result["labels"] = predictions.tolist(), labels.tolist()
     return result
+
+
+PER_IMAGE = ("predictions", "labels")  # eval.json's per-image lists, one line each
+
+
+def eval_json(result: dict) -> str:
+    """``result`` as ``eval.json`` holds it: indented, with each per-image list on one line (a
+    10,000-image test set would otherwise take 20,000 lines)."""
+    head = json.dumps({k: v for k, v in result.items() if k not in PER_IMAGE}, indent=2)
+    tails = [f'  "{k}": {json.dumps(result[k], separators=(",", ":"))}'
+             for k in PER_IMAGE if k in result]
+    if not tails:
+        return head + "\n"
+    return head[:-2] + (",\n" if len(head) > 2 else "\n") + ",\n".join(tails) + "\n}\n"
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -978,10 +998,10 @@ def main(argv=None) -> int:
                                      use_ema=args.ema, val_subset=config.val_subset,
                                      progress=config.progress, expect=expect)
         result["provenance"] = provenance(dataset=result["dataset"], command=config.command)
-        print(json.dumps(result, indent=2))
+        print(json.dumps({k: v for k, v in result.items() if k not in PER_IMAGE}, indent=2))
         if config.out:
             Path(config.out).mkdir(parents=True, exist_ok=True)
-            write_atomic(Path(config.out) / "eval.json", json.dumps(result, indent=2) + "\n")
+            write_atomic(Path(config.out) / "eval.json", eval_json(result))
             # the scored weights in half precision, the file a committed run keeps
             if ckpt.suffix != ".safetensors":
                 export_weights(ckpt, Path(config.out) / WEIGHTS_FILE, use_ema=args.ema)

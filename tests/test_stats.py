@@ -52,3 +52,59 @@ def test_an_accuracy_known_as_a_number_has_the_interval_of_its_hits():
         accuracy_interval(50.0, 3)
     with pytest.raises(ValueError, match="positive integer"):
         accuracy_interval(50.0, 0)
+
+
+def test_paired_difference_counts_the_images_only_one_model_gets_right():
+    from ccoat.stats import paired_difference
+
+    a = torch.tensor([1] * 60 + [0] * 30 + [1] * 10)  # 70%
+    b = torch.tensor([1] * 60 + [0] * 30 + [0] * 10)  # 60%: a's hits less the last ten
+    d = paired_difference(a, b)
+    assert (d.delta, d.a_only, d.b_only, d.images) == (10.0, 10, 0, 100)
+    assert round(d.p_value, 6) == round(2 / 2**10, 6)  # ten heads in ten fair flips, two-sided
+    assert 0 < d.low < d.delta < d.high
+    # swapping the models flips the sign and keeps the test
+    e = paired_difference(b, a)
+    assert (e.delta, e.p_value) == (-10.0, d.p_value) and e.high < 0
+
+
+def test_pairing_sees_a_difference_the_unpaired_intervals_cannot():
+    """Two models that agree on all but 20 of 2,000 images, which only a gets right: their
+    unpaired intervals overlap (1 point apart, each about +-2 points), the pairing is sure."""
+    from ccoat.stats import bootstrap_interval, distinguishable, paired_difference
+
+    b = (torch.arange(2000) % 2 == 0).double()  # 50%
+    a = b.clone()
+    a[1:40:2] = 1  # 20 more hits: 51%
+    assert not distinguishable(51.0, bootstrap_interval(a), 50.0, bootstrap_interval(b))
+    d = paired_difference(a, b)
+    assert d.low > 0 and d.p_value < 1e-5
+
+
+def test_identical_models_differ_by_nothing():
+    from ccoat.stats import paired_difference
+
+    hits = torch.rand(500, generator=torch.Generator().manual_seed(0)) < 0.8
+    d = paired_difference(hits, hits)
+    assert (d.delta, d.low, d.high, d.p_value) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_mcnemar_matches_the_binomial_tail():
+    from scipy.stats import binomtest
+
+    from ccoat.stats import mcnemar_p
+
+    for a_only, b_only in [(3, 12), (40, 25), (7, 7), (0, 5), (120, 90)]:
+        expected = binomtest(a_only, a_only + b_only, 0.5).pvalue
+        assert abs(mcnemar_p(a_only, b_only) - expected) < 1e-12
+
+
+@pytest.mark.parametrize("a, b, message", [
+    ([1, 0, 1], [1, 0], "got 3 and 2 results"), ([], [], "at least one image"),
+    ([1, 2], [1, 0], "0/1"),
+])
+def test_paired_difference_names_bad_input(a, b, message):
+    from ccoat.stats import paired_difference
+
+    with pytest.raises(ValueError, match=message):
+        paired_difference(a, b)

@@ -233,6 +233,26 @@ def test_evaluate_reports_clusters_for_clustered_models_only():
     assert all(1 <= per_stage[s] <= n for s, n in zip(per_stage, tokens))
 
 
+def test_evaluate_keeps_per_image_predictions_for_pairing():
+    import ccoat
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(5, 3, 32, 32), torch.randint(0, 10, (5,))) for _ in range(3)]
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10).eval()
+    result = ctrain.evaluate(model, batches, interval=True)
+    labels = torch.cat([t for _, t in batches])
+    with torch.no_grad():
+        expected = torch.cat([model(x).argmax(1) for x, _ in batches])
+    assert result["labels"] == labels.tolist() and result["predictions"] == expected.tolist()
+    hits = torch.tensor(result["predictions"]) == torch.tensor(result["labels"])
+    assert abs(result["top1"] - 100 * hits.double().mean().item()) < 1e-9
+    assert "predictions" not in ctrain.evaluate(model, batches)  # only with interval=True
+    text = ctrain.eval_json(result)
+    assert json.loads(text) == result  # eval.json holds it all ...
+    assert len(text.splitlines()) < 20  # ... with each per-image list on one line
+    assert json.loads(ctrain.eval_json({"top1": 1.0})) == {"top1": 1.0}
+
+
 def test_fit_cached_trains_once_then_loads(tmp_path, monkeypatch):
     recipe = dict(model="coat_lite_tiny_cifar", data="digits", epochs=1, batch_size=32,
                   steps_per_epoch=2, val_subset=32, num_workers=0, progress=False, seed=0)
