@@ -24,7 +24,12 @@
 # CoaT {cite:p}`xu2021coat` replaces the attention of a vision transformer with
 # *conv-attention*: a factorized attention that is linear in the number of tokens, plus two
 # depthwise convolutions that give the model a sense of position. Clustering CoaT changes only
-# the attention part of this module, so we first build the whole module by hand.
+# the attention part of this module, so we first build the whole module by hand. The chapter's
+# answer, which the rest of the book leans on: CoaT's attention is already *linear* in the
+# number of tokens, so there is little attention work left for clustering to save.
+#
+# **Prerequisites.** PyTorch tensors and modules; the attention of a transformer
+# {cite:p}`vaswani2017attention`.
 #
 # **Learning objectives**
 #
@@ -259,17 +264,26 @@ with torch.no_grad():
     for side in sides:
         n = side * side + 1
         qq, kk, vv = torch.randn(3, 1, heads, n, Ch).unbind(0)
-        times = measure.medians(
-            measure.alternate(
-                {kind: lambda fn=fn: fn(qq, kk, vv) for kind, fn in cores.items()},
-                repeats,
-                warmup=1,
-            )
+        times = measure.alternate(
+            {kind: lambda fn=fn: fn(qq, kk, vv) for kind, fn in cores.items()},
+            repeats,
+            warmup=1,
         )
         for kind, fn in cores.items():
+            t = torch.tensor(times[kind])
             macs = counted_macs(fn, qq, kk, vv)
-            rows.append(dict(kind=kind, N=n, macs=macs, seconds=times[kind]))
+            rows.append(
+                dict(
+                    kind=kind,
+                    N=n,
+                    macs=macs,
+                    seconds=t.median().item(),
+                    low=t.min().item(),
+                    high=t.max().item(),
+                )
+            )
 
+# %%
 # The counter sees the two matrix products; check them against the formulas above.
 for r in rows:
     formula = 2 * heads * r["N"] * Ch * (Ch if r["kind"] == "factorized" else r["N"])
@@ -284,13 +298,17 @@ for kind in ("factorized", "softmax"):
     axes[0].loglog(
         n, [r["macs"] for r in sel], "o-", color=KIND_COLORS[kind], label=kind
     )
-    axes[1].loglog(
-        n, [r["seconds"] * 1e3 for r in sel], "o-", color=KIND_COLORS[kind], label=kind
-    )
+    ms = [r["seconds"] * 1e3 for r in sel]
+    spread = [
+        [m - r["low"] * 1e3 for m, r in zip(ms, sel)],
+        [r["high"] * 1e3 - m for m, r in zip(ms, sel)],
+    ]
+    axes[1].errorbar(n, ms, yerr=spread, fmt="o-", color=KIND_COLORS[kind], capsize=3)
+    axes[1].set(xscale="log", yscale="log")
 axes[0].set(xlabel="tokens N", ylabel="MACs (counted)", title="Counted cost")
 axes[1].set(
     xlabel="tokens N",
-    ylabel="time per call (ms, median)",
+    ylabel="time per call (ms): median, range",
     title="Measured time, CPU" if not torch.cuda.is_available() else "Measured time",
 )
 axes[0].legend()
@@ -302,13 +320,16 @@ last = {r["kind"]: r for r in rows if r["N"] == max(x["N"] for x in rows)}
 glue("n_last", last["softmax"]["N"])
 glue("macs_ratio", last["softmax"]["macs"] / last["factorized"]["macs"])
 glue("time_ratio", last["softmax"]["seconds"] / last["factorized"]["seconds"])
+glue("repeats", repeats)
 
 # %% [markdown]
 # At $N$ = {glue:text}`n_last` tokens the counted cost of softmax attention is
 # **{glue:text}`macs_ratio:.0f`×** that of factorized attention and its measured time
-# **{glue:text}`time_ratio:.1f`×**. Measured times bend away from the counts at small $N$,
-# where fixed per-call overheads dominate: a FLOP count is a model of time, not a
-# measurement of it.
+# **{glue:text}`time_ratio:.1f`×** on the machine that built this page. The counts are exact;
+# the times are a live measurement ({glue:text}`repeats` alternated rounds; the bars show the
+# fastest and the slowest), and on a busy machine a point can jump by several times, so read
+# the times for their trend only. They bend away from the counts at small $N$, where fixed
+# per-call overheads dominate: a MAC count is a model of time, not a measurement of it.
 
 # %% [markdown]
 # ## Summary
@@ -326,11 +347,73 @@ glue("time_ratio", last["softmax"]["seconds"] / last["factorized"]["seconds"])
 #
 # ## Exercises
 #
-# 1. Show that `factorized_attention` equals softmax attention when every key is the same
-#    vector. What does the output become?
-# 2. Replace the CRPE windows `{3: 2, 5: 3, 7: 3}` with `{3: 8}`. How many parameters does a
-#    stage's CRPE lose?
+# 1. Let every key be the same vector. What do softmax attention and `factorized_attention`
+#    return then, and when do the two agree?
+# 2. Replace the CRPE windows `{3: 2, 5: 3, 7: 3}` with `{3: 8}`. How many parameters does the
+#    CRPE of a stage with $C_h = 8$ lose?
 # 3. At what $N$ does softmax attention's counted cost pass that of one $C \times 4C$ MLP layer
 #    applied to every token, for $C = 64$?
-# 4. Time `factorized_attention` for $C_h = 8, 32, 64$ at fixed $N$. Is the growth quadratic in
-#    $C_h$ on your machine?
+# 4. Count `factorized_attention`'s MACs for $C_h = 8, 32, 64$ at fixed $N$. How does the cost
+#    grow with $C_h$? Then time it on your machine, with its spread.
+
+# %% tags=["hide-input"]
+# Exercise 1: identical keys.
+q1, v1 = torch.randn(1, 1, 5, 8), torch.randn(1, 1, 5, 8)
+k1 = torch.randn(1, 1, 1, 8).expand(1, 1, 5, 8)
+mean_v = v1.mean(dim=2, keepdim=True)
+torch.testing.assert_close(ca.softmax_attention(q1, k1, v1), mean_v.expand_as(v1))
+scaled_sum = q1.sum(dim=-1, keepdim=True) * 8**-0.5
+torch.testing.assert_close(ca.factorized_attention(q1, k1, v1), scaled_sum * mean_v)
+# Exercise 2: the parameters of a stage's CRPE, 8 heads of C_h = 8.
+params = {
+    str(w): sum(p.numel() for p in ca.ConvRelPosEnc(8, 8, w).parameters())
+    for w in ({3: 2, 5: 3, 7: 3}, {3: 8})
+}
+lost = params["{3: 2, 5: 3, 7: 3}"] - params["{3: 8}"]
+assert lost == 8 * (2 * 9 + 3 * 25 + 3 * 49 - 8 * 9)
+glue("crpe_lost", lost)
+# Exercise 3: 2·N²·C (softmax, all heads) > N·C·4C (one MLP layer) from N > 2C.
+c = 64
+crossing = min(n for n in range(1, 1000) if 2 * n * n * c > n * c * 4 * c)
+glue("crossing", crossing)
+# Exercise 4: counted MACs at N = 257 for three head widths.
+counts_ch = {
+    ch: counted_macs(ca.factorized_attention, *torch.randn(3, 1, 1, 257, ch).unbind(0))
+    for ch in (8, 32, 64)
+}
+assert counts_ch[64] / counts_ch[8] == 64
+glue("ch_ratio", counts_ch[64] / counts_ch[8])
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 1
+# :class: dropdown
+# With identical keys every score $q \cdot k$ of one query is the same, so softmax attention
+# averages the values: every query gets $\bar v$. Factorized attention takes the softmax over
+# the tokens of each key channel, which is uniform too, so $\operatorname{softmax}(k)^\top v$
+# has $\bar v$ in every row, and query $q$ gets $(\sum_c q_c / \sqrt{C_h})\,\bar v$. The two
+# agree only for queries whose scaled channel sum is 1: factorized attention is not softmax
+# attention, even in this limit (the code cell above checks both formulas).
+# ```
+#
+# ```{admonition} Solution to exercise 2
+# :class: dropdown
+# A depthwise $w \times w$ convolution over one head's $C_h$ channels has $C_h w^2$ weights
+# (the biases stay). The windows `{3: 2, 5: 3, 7: 3}` have $8 (2 \cdot 9 + 3 \cdot 25 + 3
+# \cdot 49) = 1920$ weights, `{3: 8}` have $8 \cdot 8 \cdot 9 = 576$: the stage loses
+# {glue:text}`crpe_lost` parameters.
+# ```
+#
+# ```{admonition} Solution to exercise 3
+# :class: dropdown
+# Softmax attention counts $2 N^2 C$ MACs over all heads ($2 h N^2 C_h$ with $h C_h = C$);
+# a $C \times 4C$ layer on $N$ tokens counts $4 N C^2$. The first is larger once $N > 2C$:
+# from $N$ = {glue:text}`crossing` tokens for $C = 64$, a 12 × 12 grid.
+# ```
+#
+# ```{admonition} Solution to exercise 4
+# :class: dropdown
+# Counted, $2 N C_h^2$ per head: going from $C_h = 8$ to 64 multiplies the count by
+# {glue:text}`ch_ratio:.0f`, quadratic. Timed, small matrices run far from the machine's
+# peak, so the measured growth is usually less than quadratic until $C_h$ is large; time it
+# with `ccoat.measure.alternate` and report the median and the range.
+# ```

@@ -25,7 +25,11 @@
 # and it finds the groups with *locality-sensitive hashing* (LSH): a random function that gives
 # nearby points the same value more often than distant ones. No pairwise distances are computed;
 # each point is hashed once, and points with equal hashes form a cluster. This chapter builds
-# the hash family ACT uses, E2LSH {cite:p}`datar2004e2lsh`, by hand.
+# the hash family ACT uses, E2LSH {cite:p}`datar2004e2lsh`, by hand. What to take from it:
+# the number of clusters is not chosen but found, and it is set by the bucket width $r$ and
+# the number of hashes together.
+#
+# **Prerequisites.** Chapter 1 (queries, heads); the normal distribution.
 #
 # **Learning objectives**
 #
@@ -154,6 +158,7 @@ def measured_collision(c, r, d=8, n_pairs=None, n_functions=None):
     return (e2lsh(x, a, b, r) == e2lsh(y, a, b, r)).double().mean().item()
 
 
+# %%
 ratios = torch.tensor(
     ccoat.choose(
         smoke=[0.1, 0.5, 1, 2, 4],
@@ -190,10 +195,10 @@ plt.show()
 # %% [markdown]
 # ## What the number of hashes does
 #
-# A point's code is the tuple of $n$ independent hashes, and two points share a cluster only if
-# **all** $n$ codes agree: probability $p(c)^n$. More hashes sharpen the curve: close pairs
-# still collide, middling pairs no longer do. ACT uses $n = 32$. The price is that a pair
-# must be much closer than $r$ to share a cluster, so $r$ must grow with $n$ for the same
+# A point's code is the tuple of $n_\text{hashes}$ independent hashes, and two points share a cluster only if
+# **all** $n_\text{hashes}$ codes agree: probability $p(c)^{n_\text{hashes}}$. More hashes sharpen the curve: close pairs
+# still collide, middling pairs no longer do. ACT uses $n_\text{hashes} = 32$. The price is that a pair
+# must be much closer than $r$ to share a cluster, so $r$ must grow with $n_\text{hashes}$ for the same
 # clusters.
 
 # %%
@@ -334,7 +339,7 @@ glue("most", clusters.num_clusters.max().item())
 # - E2LSH hashes a point by a random projection cut into buckets of width $r$ at a random
 #   offset. One function gives two points at distance $c$ the same code with probability
 #   $p(c/r)$, Datar et al.'s closed form, which the measurement follows.
-# - A cluster needs all $n$ codes equal: probability $p^n$. More hashes make the clusters
+# - A cluster needs all $n_\text{hashes}$ codes equal: probability $p^{n_\text{hashes}}$. More hashes make the clusters
 #   tighter; the bucket width sets the scale of distance they are measured in.
 # - The number of clusters is not chosen but found: the number of distinct code tuples.
 # - Tuples must become ids without collisions: sort them (`torch.unique`), or pack them as
@@ -342,10 +347,66 @@ glue("most", clusters.num_clusters.max().item())
 #
 # ## Exercises
 #
-# 1. Show from the closed form that $p(c) \to 1$ as $c/r \to 0$ and $p(c) \approx
-#    \frac{2}{\sqrt{2\pi}}\, r/c$ for $c \gg r$.
+# 1. Show from the closed form that $p(c) \to 1$ as $c/r \to 0$, and find how $p(c)$ falls
+#    for $c \gg r$.
 # 2. Measure the collision probability in $d = 2$ and $d = 64$ at the same $c/r$. Does it change?
-# 3. For $n = 32$ hashes, which bucket width makes two points at distance 1 collide half the
-#    time?
-# 4. Find the smallest shift $s$ for which shifted-sum keys cannot collide when codes lie in
-#    $[0, 2^s)$. Why does that not help when codes can be negative or large?
+# 3. For $n_\text{hashes} = 32$, which bucket width makes two points at distance 1 share a
+#    cluster half the time?
+# 4. Codes lie in $[0, M)$. What is the smallest shift $s$ for which shifted-sum keys cannot
+#    collide? Why does that not help ACT, whose codes can be negative, and whose 32 codes must
+#    fit one 64-bit key?
+
+# %% tags=["hide-input"]
+# Exercise 1: the two limits, against the closed form.
+tiny, huge = torch.tensor(1e-3), torch.tensor(1e3)
+assert collision_probability(tiny) > 0.999
+tail = collision_probability(huge) / (1 / (math.sqrt(2 * math.pi) * huge))
+assert abs(tail - 1) < 1e-3
+# Exercise 2: the same c/r in 2 and 64 dimensions.
+d2, d64 = measured_collision(1.0, 1.0, d=2), measured_collision(1.0, 1.0, d=64)
+assert abs(d2 - d64) < 0.05 and abs(d2 - collision_probability(1.0).item()) < 0.05
+glue("d2", d2)
+glue("d64", d64)
+# Exercise 3: p(1/r)**32 = 1/2, by bisection on r.
+lo, hi = 1.0, 1000.0
+for _ in range(60):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if collision_probability(1 / mid) ** 32 < 0.5 else (lo, mid)
+glue("half_width", hi)
+# Exercise 4: with s = ceil(log2 M) the keys are base-2**s numbers: no collision (M = 5).
+M, s4 = 5, math.ceil(math.log2(5))
+grid = torch.cartesian_prod(torch.arange(M), torch.arange(M))
+assert shifted_sum(grid, shift=s4).unique().numel() == M * M
+assert shifted_sum(grid, shift=s4 - 1).unique().numel() < M * M
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 1
+# :class: dropdown
+# Write $s = r/c$. As $c/r \to 0$, $s \to \infty$: $\Phi(-s) \to 0$ and the last term
+# vanishes like $1/s$, so $p \to 1$. For $c \gg r$, $s \to 0$: $1 - 2\Phi(-s) \approx
+# 2s/\sqrt{2\pi}$ and $\frac{2}{\sqrt{2\pi}\,s}(1 - e^{-s^2/2}) \approx s/\sqrt{2\pi}$, so
+# $p(c) \approx \frac{1}{\sqrt{2\pi}}\,\frac{r}{c}$: it falls only as $1/c$, which is why one
+# hash is not enough and ACT takes 32.
+# ```
+#
+# ```{admonition} Solution to exercise 2
+# :class: dropdown
+# No: $a \cdot x - a \cdot y$ is $\mathcal{N}(0, c^2)$ in any dimension. At $c/r = 1$ this
+# build measured {glue:text}`d2:.3f` in $d = 2$ and {glue:text}`d64:.3f` in $d = 64$, against
+# the closed form's value.
+# ```
+#
+# ```{admonition} Solution to exercise 3
+# :class: dropdown
+# Solve $p(1/r)^{32} = 1/2$, i.e. $p(1/r) = 2^{-1/32} \approx 0.979$: bisection gives
+# $r \approx$ {glue:text}`half_width:.1f`. Points must be about that many times closer than
+# the bucket width to share a cluster as often as not.
+# ```
+#
+# ```{admonition} Solution to exercise 4
+# :class: dropdown
+# $s = \lceil \log_2 M \rceil$: each code then fits its own $s$ bits, and the key is the
+# tuple written in base $2^s$ (the code cell checks $M = 5$, $s = 3$, and that $s = 2$
+# collides). It does not help ACT: negative codes borrow from the next code's bits, and 32
+# codes of $s$ bits need $32 s \le 63$ bits, so $s = 1$: only codes 0 and 1 would be safe.
+# ```
