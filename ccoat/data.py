@@ -16,12 +16,16 @@ The data root is ``data_dir``, else the environment variable ``CCOAT_DATA``, els
 ``shared/data`` beside the checkout when it exists (where this project's machines keep their
 offline copies of CIFAR-10 and Imagenette). Bad data fails early
 and says what is wrong: a missing dataset names the places searched and how to get the data; a
-corrupt image names its file; an empty class folder or val classes unknown to train are named.
+corrupt image, or one over PIL's decompression-bomb limit, names its file; an empty class
+folder, a single class, val classes unknown to train, or a symbolic link that leads back into
+the tree are named. Hidden folders and files (``.ipynb_checkpoints``) are no classes and no
+images; 16-bit images are scaled to 8 bits by their bit depth.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,49 +172,147 @@ def digits_split(n_val: int = 297, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 # ImageFolder trees, checked
 
 
-def _read_image(path: str) -> Image.Image:
-    """Open an image as RGB; a file PIL cannot decode raises ``ValueError`` naming the file."""
+# 16-bit greys (microscopy, depth) scaled by their bit depth, not clipped: PIL's convert("RGB")
+# clips a mid-grey 32768 to white. PIL reads 16-bit PNGs and TIFFs as "I;16" and 16-bit PGMs as
+# "I" (32-bit), so an "I" image whose values fit 16 bits is taken as 16-bit.
+FULL_SCALE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535}
+
+
+def read_image(path: str) -> Image.Image:
+    """Open an image as 8-bit RGB; a file PIL cannot decode, or one larger than PIL's
+    decompression-bomb limit, raises ``ValueError`` naming the file."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
             image = Image.open(f)
-            return image.convert("RGB")
+            image.load()
+        for warning in caught:  # say which file: PIL's bomb warning names only pixel counts
+            limit = " (the limit is PIL.Image.MAX_IMAGE_PIXELS)" \
+                if warning.category is Image.DecompressionBombWarning else ""
+            warnings.warn(f"{path}: {warning.message}{limit}", warning.category, stacklevel=2)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"image file {path} is larger than PIL's decompression-bomb limit: "
+                         f"{error} Raise PIL.Image.MAX_IMAGE_PIXELS (None: no limit) if the "
+                         "file is trusted, or make it smaller") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"corrupt or unreadable image file {path}: {error}") from error
+    return _to_rgb8(image, path)
+
+
+def _to_rgb8(image: Image.Image, path: str) -> Image.Image:
+    """``image`` as 8-bit RGB; integer greys of 16 or 32 bits scaled by their bit depth
+    (65535 -> 255), float greys ("F") from [0, 1]; other ranges cannot be guessed and raise."""
+    if image.mode not in (*FULL_SCALE, "I", "F"):
+        return image.convert("RGB")
+    pixels = np.asarray(image).astype(np.float64)  # (H, W)
+    low, high = float(pixels.min()), float(pixels.max())
+    if image.mode == "F":
+        full, expected = 1.0, "float pixels in [0, 1]"
+    else:
+        full = FULL_SCALE.get(image.mode, 65535 if high <= 65535 else 2**31 - 1)
+        expected = "non-negative integer pixels"
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low and high <= full):
+        raise ValueError(f"image file {path} (mode {image.mode}) has pixels in [{low}, {high}];"
+                         f" expected {expected}: convert it to 8 or 16 bits")
+    grey = np.round(pixels * (255 / full)).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
+def _class_names(split_dir: Path) -> list[str]:
+    """The class folders of a split, sorted: its sub-folders (links to folders included), but not
+    hidden ones (``.ipynb_checkpoints``, ``.git``), which hold no class."""
+    return sorted(entry.name for entry in os.scandir(split_dir)
+                  if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _image_files(class_dir: Path, seen: dict[str, str]) -> list[str]:
+    """The image files under ``class_dir`` at any depth, in torchvision's ImageFolder order
+    (folders by path, then files by name), hidden files and folders left out (``._x.jpg`` is
+    macOS metadata, not an image).
+
+    Links to folders are followed (a class folder may live elsewhere), but a folder reached a
+    second time (``seen``: real path -> the path it was reached by) raises ``ValueError``
+    naming the link: a link back into the tree reads its images again, a loop forever.
+    """
+    walked, stack, top = [], [str(class_dir)], next(iter(seen.values()))  # top: the split
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise ValueError(_reached_twice(folder, seen[real], real, top))
+        seen[real] = folder
+        files = []
+        for entry in os.scandir(folder):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                stack.append(entry.path)
+            elif entry.name.lower().endswith(IMG_EXTENSIONS):
+                files.append(entry.path)
+        walked.append((folder, sorted(files)))
+    return [path for _, files in sorted(walked) for path in files]
+
+
+def _reached_twice(folder: str, first: str, real: str, top: str) -> str:
+    """The error for a folder reached by two paths below ``top``: names the link that leads back."""
+    links = [p for path in (folder, first) for p in (Path(path), *Path(path).parents)
+             if p.is_relative_to(top) and p.is_symlink()]
+    named = f"the symbolic link {links[0]} -> {os.readlink(links[0])}" if links else "a link"
+    return (f"{named} leads back to the folder {real}, already read as {first}: following it "
+            f"would read its images again (a loop, or a second copy of a class); expected each "
+            f"folder of the tree once. Remove the link, or copy the images it should add")
 
 
 def _class_folders(split_dir: Path) -> dict[str, int]:
-    """Class name -> number of image files, for each sub-folder of ``split_dir``."""
-    counts = {}
-    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
-        if entry.is_dir():
-            counts[entry.name] = sum(
-                1 for f in os.scandir(entry.path)
-                if f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS)
-            )
-    return counts
+    """Class name -> number of image files, for each class folder of ``split_dir``."""
+    seen = {os.path.realpath(split_dir): str(split_dir)}
+    return {name: len(_image_files(split_dir / name, seen)) for name in _class_names(split_dir)}
 
 
 class CheckedImageFolder(tvd.DatasetFolder):
-    """``torchvision.datasets.ImageFolder`` whose classes can be given (val uses train's), and
-    whose errors name the folder or file at fault."""
+    """``torchvision.datasets.ImageFolder`` whose classes can be given (val uses train's), which
+    leaves out hidden folders and files, refuses links that lead back into the tree, reads
+    16-bit images by their bit depth, and whose errors name the folder or file at fault."""
 
     def __init__(self, root, transform=None, class_to_idx: dict[str, int] | None = None):
         self._given_classes = class_to_idx
-        super().__init__(str(root), loader=_read_image, extensions=IMG_EXTENSIONS,
+        super().__init__(str(root), loader=read_image, extensions=IMG_EXTENSIONS,
                          transform=transform, allow_empty=class_to_idx is not None)
 
     def find_classes(self, directory):
         if self._given_classes is not None:
             classes = sorted(self._given_classes, key=self._given_classes.get)
             return classes, dict(self._given_classes)
-        return super().find_classes(directory)
+        classes = _class_names(Path(directory))
+        if not classes:
+            raise ValueError(f"expected one sub-folder per class in {directory}, found none")
+        return classes, {name: i for i, name in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
+                     allow_empty=False):
+        """(path, class index) for every image of the class folders that exist, as
+        :func:`_image_files` lists them; a class folder without images raises unless
+        ``allow_empty``."""
+        seen = {os.path.realpath(directory): str(directory)}
+        samples = []
+        for name in sorted(class_to_idx):
+            folder = Path(directory) / name
+            files = _image_files(folder, seen) if folder.is_dir() else []
+            if not files and not allow_empty:
+                raise ValueError(f"class folder {folder} has no images "
+                                 f"({', '.join(IMG_EXTENSIONS)})")
+            samples.extend((path, class_to_idx[name]) for path in files)
+        return samples
 
 
 def check_image_folder(train_dir: Path, val_dir: Path) -> list[str]:
-    """Raise ``ValueError`` for an empty class folder or val classes train lacks; return classes."""
+    """Raise ``ValueError`` for fewer than two classes, an empty class folder, or val classes
+    train lacks; return the classes."""
     train_counts, val_counts = _class_folders(train_dir), _class_folders(val_dir)
-    if not train_counts:
-        raise ValueError(f"expected one sub-folder per class in {train_dir}, found none")
+    if len(train_counts) < 2:
+        raise ValueError(f"expected one sub-folder per class (at least two classes) in "
+                         f"{train_dir}, found {len(train_counts)}: {list(train_counts)}")
     for split_dir, counts in ((train_dir, train_counts), (val_dir, val_counts)):
         empty = [name for name, n in counts.items() if n == 0]
         if empty:
