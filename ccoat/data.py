@@ -500,33 +500,54 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
 # A whole split on the device
 
 
-def to_uint8_tensor(dataset: Dataset, num_workers: int = 0, batch_size: int = 1000):
+class _MixedSizes(ValueError):
+    """The images of a split differ in size."""
+
+
+def to_uint8_tensor(dataset: Dataset, num_workers: int = 0, batch_size: int = 1000,
+                    side: int | None = None):
     """Decode every image of ``dataset`` once into ``uint8 (N, 3, H, W)`` and its labels.
 
-    The dataset's own transform is bypassed (images are read as they are stored), so every
-    image must have the same size; a split whose images differ raises ``ValueError``.
+    The dataset's own transform is bypassed: images of one size are kept as they are stored.
+    A split whose images differ in size (torchvision's Imagenette: 320 px on the shorter side,
+    of many widths) is read again with each image resized to ``side`` on its shorter side and
+    cut to its central square, as ``benchmarks/pack_imagenette.py`` packs Imagenette; without
+    ``side`` it raises ``ValueError``.
     """
     from torchvision.transforms.functional import pil_to_tensor
 
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
-    saved = base.transform
-    base.transform = pil_to_tensor
     try:
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=_stack_same_size)
-        images, labels = zip(*loader)
+        return _decode(dataset, pil_to_tensor, num_workers, batch_size)
+    except _MixedSizes:
+        if side is None:
+            raise
+    square = T.Compose([T.Resize(side), T.CenterCrop(side), T.PILToTensor()])
+    return _decode(dataset, square, num_workers, batch_size)
+
+
+def _decode(dataset: Dataset, transform, num_workers: int, batch_size: int):
+    """Every image of ``dataset`` through ``transform``, stacked; ``_MixedSizes`` as soon as
+    two sizes are seen (before the whole split is decoded)."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    saved, base.transform = base.transform, transform
+    images, labels = [], []
+    try:
+        for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                               collate_fn=_stack_same_size):
+            if images and x.shape[1:] != images[0].shape[1:]:
+                raise _MixedSizes(f"data_on_device needs images of one size; found "
+                                  f"{sorted({tuple(images[0].shape[1:]), tuple(x.shape[1:])})}")
+            images.append(x)
+            labels.append(y)
     finally:
         base.transform = saved
-    sizes = sorted({tuple(x.shape[1:]) for x in images})
-    if len(sizes) > 1:
-        raise ValueError(f"data_on_device needs images of one size; found {sizes}")
     return torch.cat(images), torch.cat(labels)
 
 
 def _stack_same_size(batch):
     sizes = sorted({tuple(x.shape) for x, _ in batch})
     if len(sizes) > 1:
-        raise ValueError(f"data_on_device needs images of one size; found {sizes}")
+        raise _MixedSizes(f"data_on_device needs images of one size; found {sizes}")
     return torch.stack([x for x, _ in batch]), torch.tensor([int(y) for _, y in batch])
 
 
@@ -642,8 +663,10 @@ def device_loader(dataset: Dataset, info: DataInfo, batch_size: int, train: bool
     """A :class:`DeviceLoader` for a split of :func:`build_datasets`. Images stored at
     ``img_size`` (CIFAR, digits) get the padded crop and flip of :func:`build_transforms`;
     images stored larger (a resized pack of Imagenette, say) its random-resized crop and flip
-    for training and the centre crop for evaluation."""
-    images, labels = to_uint8_tensor(dataset, num_workers)
+    for training and the centre crop for evaluation. A split of images of many sizes is stored
+    as the pack stores Imagenette: shorter side :func:`eval_resize` of ``img_size``, central
+    square (see :func:`to_uint8_tensor`)."""
+    images, labels = to_uint8_tensor(dataset, num_workers, side=eval_resize(info.img_size))
     stored = tuple(images.shape[-2:])
     if min(stored) < info.img_size:
         raise ValueError(f"data_on_device crops the stored images to img_size; they are "
