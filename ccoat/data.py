@@ -51,6 +51,8 @@ NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 NO_FLIP = {"digits"}  # datasets never mirrored in augmentation: a mirrored digit is another symbol
 VAL_SPLIT_NAMES = ("val", "test")  # the held-out split's folder, in order of preference
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# data in the wrong place when found beside the class folders (a class still zipped, say)
+ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -232,7 +234,8 @@ def _image_files(class_dir: Path, seen: dict[str, str]) -> list[str]:
 
     Links to folders are followed (a class folder may live elsewhere), but a folder reached a
     second time (``seen``: real path -> the path it was reached by) raises ``ValueError``
-    naming the link: a link back into the tree reads its images again, a loop forever.
+    naming the link: a link back into the tree reads its images again (torchvision's
+    ImageFolder follows a loop until the path grows too long: 40 copies).
     """
     walked, stack, top = [], [str(class_dir)], next(iter(seen.values()))  # top: the split
     while stack:
@@ -241,15 +244,16 @@ def _image_files(class_dir: Path, seen: dict[str, str]) -> list[str]:
         if real in seen:
             raise ValueError(_reached_twice(folder, seen[real], real, top))
         seen[real] = folder
-        files = []
-        for entry in os.scandir(folder):
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                stack.append(entry.path)
-            elif entry.name.lower().endswith(IMG_EXTENSIONS):
-                files.append(entry.path)
-        walked.append((folder, sorted(files)))
+        with os.scandir(folder) as entries:
+            entries = [entry for entry in entries if not entry.name.startswith(".")]
+        stack.extend(entry.path for entry in entries if entry.is_dir())
+        files = [entry for entry in entries
+                 if not entry.is_dir() and entry.name.lower().endswith(IMG_EXTENSIONS)]
+        broken = [entry.path for entry in files if not entry.is_file()]
+        if broken:  # found now, not an epoch into training
+            raise ValueError(f"{broken[0]} is a broken symbolic link or no regular file; "
+                             f"expected an image file")
+        walked.append((folder, sorted(entry.path for entry in files)))
     return [path for _, files in sorted(walked) for path in files]
 
 
@@ -310,6 +314,8 @@ def check_image_folder(train_dir: Path, val_dir: Path) -> list[str]:
     """Raise ``ValueError`` for fewer than two classes, an empty class folder, or val classes
     train lacks; return the classes."""
     train_counts, val_counts = _class_folders(train_dir), _class_folders(val_dir)
+    for split_dir in (train_dir, val_dir):
+        _refuse_stray_files(split_dir)
     if len(train_counts) < 2:
         raise ValueError(f"expected one sub-folder per class (at least two classes) in "
                          f"{train_dir}, found {len(train_counts)}: {list(train_counts)}")
@@ -318,11 +324,37 @@ def check_image_folder(train_dir: Path, val_dir: Path) -> list[str]:
         if empty:
             raise ValueError(f"class folder(s) with no images ({', '.join(IMG_EXTENSIONS)}): "
                              + ", ".join(str(split_dir / name) for name in empty))
+    if not val_counts:
+        raise ValueError(f"the val split {val_dir} has no class folders; expected some of "
+                         f"{sorted(train_counts)} with images in them")
     unknown = sorted(set(val_counts) - set(train_counts))
     if unknown:
         raise ValueError(f"the val split {val_dir} has classes the train split {train_dir} lacks: "
                          f"{unknown}; expected val classes to be a subset of {sorted(train_counts)}")
     return list(train_counts)
+
+
+def _refuse_stray_files(split_dir: Path) -> None:
+    """Images or archives directly in a split belong to no class: raise ``ValueError`` naming
+    them rather than leave them out unsaid (other files, a README say, are no data)."""
+    stray = sorted(entry.name for entry in os.scandir(split_dir)
+                   if not entry.name.startswith(".") and not entry.is_dir()
+                   and entry.name.lower().endswith(IMG_EXTENSIONS + ARCHIVE_EXTENSIONS))
+    if stray:
+        raise ValueError(f"{split_dir} holds {len(stray)} image or archive file(s) outside any "
+                         f"class folder: {', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}"
+                         f"; expected only class folders: move images into "
+                         f"{split_dir / '<class>'}, unpack archives there")
+
+
+def _not_a_tree(path: Path) -> str:
+    """What ``path``, expected to hold ``train/`` and ``val/``, is instead (for an error)."""
+    if not path.exists():
+        return f"{path} (does not exist)"
+    if not path.is_dir():
+        return f"{path} (a file, not a folder: unpack an archive first)"
+    return f"{path} (no train/ folder)" if not (path / "train").is_dir() \
+        else f"{path} (no val/ or test/ folder)"
 
 
 def find_splits(root: Path) -> tuple[Path, Path] | None:
@@ -459,7 +491,7 @@ def _build_datasets(data, root, img_size, randaugment, download):
     raise DatasetNotFoundError(
         f"--data {data!r} is neither 'digits', 'cifar10', 'cifar100', 'imagenette' nor an "
         "ImageFolder tree; "
-        "looked for train/ and val/ (or test/) in: " + "; ".join(str(p) for p in tried)
+        "looked for train/ and val/ (or test/) in: " + "; ".join(map(_not_a_tree, tried))
         + ". How to get data: 'digits' needs nothing; for your own images make "
         "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
     )

@@ -250,3 +250,36 @@ def test_a_decompression_bomb_names_the_file_and_the_option(tmp_path, monkeypatc
     with pytest.warns(Image.DecompressionBombWarning, match="MAX_IMAGE_PIXELS") as caught:
         train[0]
     assert path in str(caught[0].message)
+
+
+def test_a_val_split_without_class_folders_is_refused(tmp_path):
+    root = _tree(tmp_path, {"train": {"a": 1, "b": 1}, "val": {".ipynb_checkpoints": 1}})
+    with pytest.raises(ValueError, match="has no class folders; expected some of") as error:
+        cdata.build_datasets(str(root))  # was accepted: a run scored on no images
+    assert str(root / "val") in str(error.value)
+
+
+@pytest.mark.parametrize("stray", ["cat.png", "cat.zip"])
+def test_images_or_archives_outside_the_class_folders_are_named(tmp_path, stray):
+    root = _tree(tmp_path, {"train": {"dog": 1, "bird": 1}, "val": {"dog": 1}})
+    (root / "train" / stray).write_bytes(b"left out unsaid before")
+    (root / "train" / "README.txt").write_text("no data: still allowed")
+    with pytest.raises(ValueError, match=f"outside any class folder: {stray}") as error:
+        cdata.build_datasets(str(root))
+    assert str(root / "train") in str(error.value)
+
+
+def test_a_broken_link_to_an_image_is_named_before_training(tmp_path):
+    root = _tree(tmp_path, {"train": {"a": 1, "b": 1}, "val": {"a": 1}})
+    (root / "train" / "a" / "gone.png").symlink_to(tmp_path / "moved.png")
+    with pytest.raises(ValueError, match="gone.png is a broken symbolic link"):
+        cdata.build_datasets(str(root))
+
+
+def test_a_data_path_that_is_a_file_says_so(tmp_path):
+    archive = tmp_path / "images.zip"
+    archive.write_bytes(b"PK")
+    with pytest.raises(FileNotFoundError, match="a file, not a folder: unpack"):
+        cdata.build_datasets(str(archive))
+    with pytest.raises(FileNotFoundError, match="nowhere \\(does not exist\\)"):
+        cdata.build_datasets(str(tmp_path / "nowhere"))
