@@ -559,28 +559,31 @@ def to_uint8_tensor(dataset: Dataset, num_workers: int = 0, batch_size: int = 10
 
 def _decode(dataset: Dataset, transform, num_workers: int, batch_size: int):
     """Every image of ``dataset`` through ``transform``, stacked; ``_MixedSizes`` as soon as
-    two sizes are seen (before the whole split is decoded)."""
+    two sizes are seen (before the whole split is decoded). The loop is left with ``break``, not
+    an exception, so the loader's worker processes are shut down at once."""
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     saved, base.transform = base.transform, transform
-    images, labels = [], []
+    images, labels, sizes = [], [], set()
     try:
-        for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                               collate_fn=_stack_same_size):
-            if images and x.shape[1:] != images[0].shape[1:]:
-                raise _MixedSizes(f"data_on_device needs images of one size; found "
-                                  f"{sorted({tuple(images[0].shape[1:]), tuple(x.shape[1:])})}")
+        for x, y, batch_sizes in DataLoader(dataset, batch_size=batch_size,
+                                            num_workers=num_workers, collate_fn=_stack):
+            sizes.update(batch_sizes)
+            if len(sizes) > 1:
+                break
             images.append(x)
             labels.append(y)
     finally:
         base.transform = saved
+    if len(sizes) > 1:
+        raise _MixedSizes(f"data_on_device needs images of one size; found {sorted(sizes)}")
     return torch.cat(images), torch.cat(labels)
 
 
-def _stack_same_size(batch):
-    sizes = sorted({tuple(x.shape) for x, _ in batch})
-    if len(sizes) > 1:
-        raise _MixedSizes(f"data_on_device needs images of one size; found {sizes}")
-    return torch.stack([x for x, _ in batch]), torch.tensor([int(y) for _, y in batch])
+def _stack(batch):
+    """A batch's images stacked (None when their sizes differ), labels, and the sizes found."""
+    sizes = {tuple(x.shape) for x, _ in batch}
+    images = torch.stack([x for x, _ in batch]) if len(sizes) == 1 else None
+    return images, torch.tensor([int(y) for _, y in batch]), sizes
 
 
 class DeviceLoader:

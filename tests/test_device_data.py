@@ -147,7 +147,7 @@ def test_a_split_of_mixed_sizes_is_stored_as_the_pack_stores_it(tmp_path):
             pixels = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / split / name / f"{i}.png")
     train, val, info = cdata.build_datasets(str(tmp_path), img_size=16)
-    loader = cdata.device_loader(train, info, 4, train=False, device="cpu")
+    loader = cdata.device_loader(train, info, 4, train=False, device="cpu", num_workers=1)
     side = cdata.eval_resize(16)
     pack = T.Compose([T.Resize(side), T.CenterCrop(side), T.PILToTensor()])
     expected = torch.stack([pack(cdata.read_image(path)) for path, _ in train.samples])
