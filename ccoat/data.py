@@ -16,12 +16,16 @@ The data root is ``data_dir``, else the environment variable ``CCOAT_DATA``, els
 ``shared/data`` beside the checkout when it exists (where this project's machines keep their
 offline copies of CIFAR-10 and Imagenette). Bad data fails early
 and says what is wrong: a missing dataset names the places searched and how to get the data; a
-corrupt image names its file; an empty class folder or val classes unknown to train are named.
+corrupt image, or one over PIL's decompression-bomb limit, names its file; an empty class
+folder, a single class, val classes unknown to train, or a symbolic link that leads back into
+the tree are named. Hidden folders and files (``.ipynb_checkpoints``) are no classes and no
+images; 16-bit images are scaled to 8 bits by their bit depth.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,8 @@ NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 NO_FLIP = {"digits"}  # datasets never mirrored in augmentation: a mirrored digit is another symbol
 VAL_SPLIT_NAMES = ("val", "test")  # the held-out split's folder, in order of preference
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# data in the wrong place when found beside the class folders (a class still zipped, say)
+ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -168,59 +174,187 @@ def digits_split(n_val: int = 297, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 # ImageFolder trees, checked
 
 
-def _read_image(path: str) -> Image.Image:
-    """Open an image as RGB; a file PIL cannot decode raises ``ValueError`` naming the file."""
+# 16-bit greys (microscopy, depth) scaled by their bit depth, not clipped: PIL's convert("RGB")
+# clips a mid-grey 32768 to white. PIL reads 16-bit PNGs and TIFFs as "I;16" and 16-bit PGMs as
+# "I" (32-bit), so an "I" image whose values fit 16 bits is taken as 16-bit.
+FULL_SCALE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535}
+
+
+def read_image(path: str) -> Image.Image:
+    """Open an image as 8-bit RGB; a file PIL cannot decode, or one larger than PIL's
+    decompression-bomb limit, raises ``ValueError`` naming the file."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
             image = Image.open(f)
-            return image.convert("RGB")
+            image.load()
+        for warning in caught:  # say which file: PIL's bomb warning names only pixel counts
+            limit = " (the limit is PIL.Image.MAX_IMAGE_PIXELS)" \
+                if warning.category is Image.DecompressionBombWarning else ""
+            warnings.warn(f"{path}: {warning.message}{limit}", warning.category, stacklevel=2)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"image file {path} is larger than PIL's decompression-bomb limit: "
+                         f"{error} Raise PIL.Image.MAX_IMAGE_PIXELS (None: no limit) if the "
+                         "file is trusted, or make it smaller") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"corrupt or unreadable image file {path}: {error}") from error
+    return _to_rgb8(image, path)
+
+
+def _to_rgb8(image: Image.Image, path: str) -> Image.Image:
+    """``image`` as 8-bit RGB; integer greys of 16 or 32 bits scaled by their bit depth
+    (65535 -> 255), float greys ("F") from [0, 1]; other ranges cannot be guessed and raise."""
+    if image.mode not in (*FULL_SCALE, "I", "F"):
+        return image.convert("RGB")
+    pixels = np.asarray(image).astype(np.float64)  # (H, W)
+    low, high = float(pixels.min()), float(pixels.max())
+    if image.mode == "F":
+        full, expected = 1.0, "float pixels in [0, 1]"
+    else:
+        full = FULL_SCALE.get(image.mode, 65535 if high <= 65535 else 2**31 - 1)
+        expected = "non-negative integer pixels"
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low and high <= full):
+        raise ValueError(f"image file {path} (mode {image.mode}) has pixels in [{low}, {high}];"
+                         f" expected {expected}: convert it to 8 or 16 bits")
+    grey = np.round(pixels * (255 / full)).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
+def _class_names(split_dir: Path) -> list[str]:
+    """The class folders of a split, sorted: its sub-folders (links to folders included), but not
+    hidden ones (``.ipynb_checkpoints``, ``.git``), which hold no class."""
+    return sorted(entry.name for entry in os.scandir(split_dir)
+                  if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _image_files(class_dir: Path, seen: dict[str, str]) -> list[str]:
+    """The image files under ``class_dir`` at any depth, in torchvision's ImageFolder order
+    (folders by path, then files by name), hidden files and folders left out (``._x.jpg`` is
+    macOS metadata, not an image).
+
+    Links to folders are followed (a class folder may live elsewhere), but a folder reached a
+    second time (``seen``: real path -> the path it was reached by) raises ``ValueError``
+    naming the link: a link back into the tree reads its images again (torchvision's
+    ImageFolder follows a loop until the path grows too long: 40 copies).
+    """
+    walked, stack, top = [], [str(class_dir)], next(iter(seen.values()))  # top: the split
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise ValueError(_reached_twice(folder, seen[real], real, top))
+        seen[real] = folder
+        with os.scandir(folder) as entries:
+            entries = [entry for entry in entries if not entry.name.startswith(".")]
+        stack.extend(entry.path for entry in entries if entry.is_dir())
+        files = [entry for entry in entries
+                 if not entry.is_dir() and entry.name.lower().endswith(IMG_EXTENSIONS)]
+        broken = [entry.path for entry in files if not entry.is_file()]
+        if broken:  # found now, not an epoch into training
+            raise ValueError(f"{broken[0]} is a broken symbolic link or no regular file; "
+                             f"expected an image file")
+        walked.append((folder, sorted(entry.path for entry in files)))
+    return [path for _, files in sorted(walked) for path in files]
+
+
+def _reached_twice(folder: str, first: str, real: str, top: str) -> str:
+    """The error for a folder reached by two paths below ``top``: names the link that leads back."""
+    links = [p for path in (folder, first) for p in (Path(path), *Path(path).parents)
+             if p.is_relative_to(top) and p.is_symlink()]
+    named = f"the symbolic link {links[0]} -> {os.readlink(links[0])}" if links else "a link"
+    return (f"{named} leads back to the folder {real}, already read as {first}: following it "
+            f"would read its images again (a loop, or a second copy of a class); expected each "
+            f"folder of the tree once. Remove the link, or copy the images it should add")
 
 
 def _class_folders(split_dir: Path) -> dict[str, int]:
-    """Class name -> number of image files, for each sub-folder of ``split_dir``."""
-    counts = {}
-    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
-        if entry.is_dir():
-            counts[entry.name] = sum(
-                1 for f in os.scandir(entry.path)
-                if f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS)
-            )
-    return counts
+    """Class name -> number of image files, for each class folder of ``split_dir``."""
+    seen = {os.path.realpath(split_dir): str(split_dir)}
+    return {name: len(_image_files(split_dir / name, seen)) for name in _class_names(split_dir)}
 
 
 class CheckedImageFolder(tvd.DatasetFolder):
-    """``torchvision.datasets.ImageFolder`` whose classes can be given (val uses train's), and
-    whose errors name the folder or file at fault."""
+    """``torchvision.datasets.ImageFolder`` whose classes can be given (val uses train's), which
+    leaves out hidden folders and files, refuses links that lead back into the tree, reads
+    16-bit images by their bit depth, and whose errors name the folder or file at fault."""
 
     def __init__(self, root, transform=None, class_to_idx: dict[str, int] | None = None):
         self._given_classes = class_to_idx
-        super().__init__(str(root), loader=_read_image, extensions=IMG_EXTENSIONS,
+        super().__init__(str(root), loader=read_image, extensions=IMG_EXTENSIONS,
                          transform=transform, allow_empty=class_to_idx is not None)
 
     def find_classes(self, directory):
         if self._given_classes is not None:
             classes = sorted(self._given_classes, key=self._given_classes.get)
             return classes, dict(self._given_classes)
-        return super().find_classes(directory)
+        classes = _class_names(Path(directory))
+        if not classes:
+            raise ValueError(f"expected one sub-folder per class in {directory}, found none")
+        return classes, {name: i for i, name in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
+                     allow_empty=False):
+        """(path, class index) for every image of the class folders that exist, as
+        :func:`_image_files` lists them; a class folder without images raises unless
+        ``allow_empty``."""
+        seen = {os.path.realpath(directory): str(directory)}
+        samples = []
+        for name in sorted(class_to_idx):
+            folder = Path(directory) / name
+            files = _image_files(folder, seen) if folder.is_dir() else []
+            if not files and not allow_empty:
+                raise ValueError(f"class folder {folder} has no images "
+                                 f"({', '.join(IMG_EXTENSIONS)})")
+            samples.extend((path, class_to_idx[name]) for path in files)
+        return samples
 
 
 def check_image_folder(train_dir: Path, val_dir: Path) -> list[str]:
-    """Raise ``ValueError`` for an empty class folder or val classes train lacks; return classes."""
+    """Raise ``ValueError`` for fewer than two classes, an empty class folder, or val classes
+    train lacks; return the classes."""
     train_counts, val_counts = _class_folders(train_dir), _class_folders(val_dir)
-    if not train_counts:
-        raise ValueError(f"expected one sub-folder per class in {train_dir}, found none")
+    for split_dir in (train_dir, val_dir):
+        _refuse_stray_files(split_dir)
+    if len(train_counts) < 2:
+        raise ValueError(f"expected one sub-folder per class (at least two classes) in "
+                         f"{train_dir}, found {len(train_counts)}: {list(train_counts)}")
     for split_dir, counts in ((train_dir, train_counts), (val_dir, val_counts)):
         empty = [name for name, n in counts.items() if n == 0]
         if empty:
             raise ValueError(f"class folder(s) with no images ({', '.join(IMG_EXTENSIONS)}): "
                              + ", ".join(str(split_dir / name) for name in empty))
+    if not val_counts:
+        raise ValueError(f"the val split {val_dir} has no class folders; expected some of "
+                         f"{sorted(train_counts)} with images in them")
     unknown = sorted(set(val_counts) - set(train_counts))
     if unknown:
         raise ValueError(f"the val split {val_dir} has classes the train split {train_dir} lacks: "
                          f"{unknown}; expected val classes to be a subset of {sorted(train_counts)}")
     return list(train_counts)
+
+
+def _refuse_stray_files(split_dir: Path) -> None:
+    """Images or archives directly in a split belong to no class: raise ``ValueError`` naming
+    them rather than leave them out unsaid (other files, a README say, are no data)."""
+    stray = sorted(entry.name for entry in os.scandir(split_dir)
+                   if not entry.name.startswith(".") and not entry.is_dir()
+                   and entry.name.lower().endswith(IMG_EXTENSIONS + ARCHIVE_EXTENSIONS))
+    if stray:
+        raise ValueError(f"{split_dir} holds {len(stray)} image or archive file(s) outside any "
+                         f"class folder: {', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}"
+                         f"; expected only class folders: move images into "
+                         f"{split_dir / '<class>'}, unpack archives there")
+
+
+def _not_a_tree(path: Path) -> str:
+    """What ``path``, expected to hold ``train/`` and ``val/``, is instead (for an error)."""
+    if not path.exists():
+        return f"{path} (does not exist)"
+    if not path.is_dir():
+        return f"{path} (a file, not a folder: unpack an archive first)"
+    return f"{path} (no train/ folder)" if not (path / "train").is_dir() \
+        else f"{path} (no val/ or test/ folder)"
 
 
 def find_splits(root: Path) -> tuple[Path, Path] | None:
@@ -357,7 +491,7 @@ def _build_datasets(data, root, img_size, randaugment, download):
     raise DatasetNotFoundError(
         f"--data {data!r} is neither 'digits', 'cifar10', 'cifar100', 'imagenette' nor an "
         "ImageFolder tree; "
-        "looked for train/ and val/ (or test/) in: " + "; ".join(str(p) for p in tried)
+        "looked for train/ and val/ (or test/) in: " + "; ".join(map(_not_a_tree, tried))
         + ". How to get data: 'digits' needs nothing; for your own images make "
         "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
     )
@@ -398,34 +532,58 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
 # A whole split on the device
 
 
-def to_uint8_tensor(dataset: Dataset, num_workers: int = 0, batch_size: int = 1000):
+class _MixedSizes(ValueError):
+    """The images of a split differ in size."""
+
+
+def to_uint8_tensor(dataset: Dataset, num_workers: int = 0, batch_size: int = 1000,
+                    side: int | None = None):
     """Decode every image of ``dataset`` once into ``uint8 (N, 3, H, W)`` and its labels.
 
-    The dataset's own transform is bypassed (images are read as they are stored), so every
-    image must have the same size; a split whose images differ raises ``ValueError``.
+    The dataset's own transform is bypassed: images of one size are kept as they are stored.
+    A split whose images differ in size (torchvision's Imagenette: 320 px on the shorter side,
+    of many widths) is read again with each image resized to ``side`` on its shorter side and
+    cut to its central square, as ``benchmarks/pack_imagenette.py`` packs Imagenette; without
+    ``side`` it raises ``ValueError``.
     """
     from torchvision.transforms.functional import pil_to_tensor
 
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
-    saved = base.transform
-    base.transform = pil_to_tensor
     try:
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=_stack_same_size)
-        images, labels = zip(*loader)
+        return _decode(dataset, pil_to_tensor, num_workers, batch_size)
+    except _MixedSizes:
+        if side is None:
+            raise
+    square = T.Compose([T.Resize(side), T.CenterCrop(side), T.PILToTensor()])
+    return _decode(dataset, square, num_workers, batch_size)
+
+
+def _decode(dataset: Dataset, transform, num_workers: int, batch_size: int):
+    """Every image of ``dataset`` through ``transform``, stacked; ``_MixedSizes`` as soon as
+    two sizes are seen (before the whole split is decoded). The loop is left with ``break``, not
+    an exception, so the loader's worker processes are shut down at once."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    saved, base.transform = base.transform, transform
+    images, labels, sizes = [], [], set()
+    try:
+        for x, y, batch_sizes in DataLoader(dataset, batch_size=batch_size,
+                                            num_workers=num_workers, collate_fn=_stack):
+            sizes.update(batch_sizes)
+            if len(sizes) > 1:
+                break
+            images.append(x)
+            labels.append(y)
     finally:
         base.transform = saved
-    sizes = sorted({tuple(x.shape[1:]) for x in images})
     if len(sizes) > 1:
-        raise ValueError(f"data_on_device needs images of one size; found {sizes}")
+        raise _MixedSizes(f"data_on_device needs images of one size; found {sorted(sizes)}")
     return torch.cat(images), torch.cat(labels)
 
 
-def _stack_same_size(batch):
-    sizes = sorted({tuple(x.shape) for x, _ in batch})
-    if len(sizes) > 1:
-        raise ValueError(f"data_on_device needs images of one size; found {sizes}")
-    return torch.stack([x for x, _ in batch]), torch.tensor([int(y) for _, y in batch])
+def _stack(batch):
+    """A batch's images stacked (None when their sizes differ), labels, and the sizes found."""
+    sizes = {tuple(x.shape) for x, _ in batch}
+    images = torch.stack([x for x, _ in batch]) if len(sizes) == 1 else None
+    return images, torch.tensor([int(y) for _, y in batch]), sizes
 
 
 class DeviceLoader:
@@ -540,8 +698,10 @@ def device_loader(dataset: Dataset, info: DataInfo, batch_size: int, train: bool
     """A :class:`DeviceLoader` for a split of :func:`build_datasets`. Images stored at
     ``img_size`` (CIFAR, digits) get the padded crop and flip of :func:`build_transforms`;
     images stored larger (a resized pack of Imagenette, say) its random-resized crop and flip
-    for training and the centre crop for evaluation."""
-    images, labels = to_uint8_tensor(dataset, num_workers)
+    for training and the centre crop for evaluation. A split of images of many sizes is stored
+    as the pack stores Imagenette: shorter side :func:`eval_resize` of ``img_size``, central
+    square (see :func:`to_uint8_tensor`)."""
+    images, labels = to_uint8_tensor(dataset, num_workers, side=eval_resize(info.img_size))
     stored = tuple(images.shape[-2:])
     if min(stored) < info.img_size:
         raise ValueError(f"data_on_device crops the stored images to img_size; they are "

@@ -94,8 +94,10 @@ class TrainConfig:
     stop_after: int | None = _option(None, "stop after this many epochs, as if interrupted")
     num_workers: int = _option(2, "DataLoader worker processes")
     data_on_device: bool = _option(
-        False, "decode the splits once and keep and augment them on the device (images of one "
-        "size: CIFAR, digits, a resized pack of Imagenette)")
+        False, "decode the splits once and keep and augment them on the device (images of "
+        "several sizes, as torchvision's Imagenette, are stored resized to round(img_size / "
+        "0.875) on the shorter side and centre-cropped square, as benchmarks/pack_imagenette.py "
+        "packs them)")
     time_budget_s: float | None = _option(
         None, "train for this many seconds (--epochs is then an upper bound); the learning-rate "
         "schedule follows the training time", flag="--time-budget")

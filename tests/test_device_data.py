@@ -131,3 +131,30 @@ def test_images_stored_larger_still_are_resized_then_cropped_as_the_cpu_evaluati
     # torch's antialiased bilinear and PIL's differ by rounding: a level or two of 255
     assert (images - expected).abs().mean() < 1 / 255 / 0.25
     assert (images - expected).abs().max() < 8 / 255 / 0.25
+
+
+def test_a_split_of_mixed_sizes_is_stored_as_the_pack_stores_it(tmp_path):
+    # torchvision's Imagenette has many sizes; the pack (benchmarks/pack_imagenette.py) resizes
+    # each to eval_resize(img_size) on its shorter side and keeps the central square
+    import numpy as np
+    from torchvision import transforms as T
+
+    rng = np.random.default_rng(0)
+    for split, name, shape in (("train", "a", (40, 30)), ("train", "b", (30, 50)),
+                               ("val", "a", (30, 50))):
+        for i in range(2):
+            (tmp_path / split / name).mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / split / name / f"{i}.png")
+    train, val, info = cdata.build_datasets(str(tmp_path), img_size=16)
+    loader = cdata.device_loader(train, info, 4, train=False, device="cpu", num_workers=1)
+    side = cdata.eval_resize(16)
+    pack = T.Compose([T.Resize(side), T.CenterCrop(side), T.PILToTensor()])
+    expected = torch.stack([pack(cdata.read_image(path)) for path, _ in train.samples])
+    assert loader.images.shape == (4, 3, side, side) and torch.equal(loader.images, expected)
+    images, labels = next(iter(loader))  # the evaluation view: the CPU transform's pixels
+    cpu = torch.stack([val.transform(cdata.read_image(path)) for path, _ in train.samples])
+    torch.testing.assert_close(images, cpu, atol=1e-5, rtol=0)
+    assert labels.tolist() == train.targets
+    with pytest.raises(ValueError, match=r"one size; found \[\(3, 30, 50\), \(3, 40, 30\)\]"):
+        cdata.to_uint8_tensor(train)  # no side to resize to
