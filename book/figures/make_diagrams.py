@@ -111,7 +111,8 @@ def module_numbers() -> dict:
     if run is None:
         raise FileNotFoundError(f"results/{TRAINED_RUN} is not in this checkout")
     model = run.load_model()
-    hasher = model.stages[0].blocks[0].attn.core.hasher
+    stage = model.stages[0]
+    hasher = stage.blocks[0].attn.core.hasher
     images, names, source = photos(run.run["data"]["mean"], run.run["data"]["std"])
     macs = dict.fromkeys(STEPS, 0)
     clusters, padded = [], []
@@ -132,7 +133,8 @@ def module_numbers() -> dict:
         "model": run.run["config"]["model"], "weights": f"results/{TRAINED_RUN}/model.safetensors",
         "trained_at_px": run.run["data"]["img_size"], "img_size": IMG_SIZE, "stage": STAGE,
         "blocks": model.config.depths[0], "dim": model.config.embed_dims[0],
-        "heads": model.config.num_heads,
+        "heads": model.config.num_heads, "mlp_hidden": stage.blocks[0].mlp.fc1.out_features,
+        "cpe_kernel": stage.cpe.proj.kernel_size[0],
         "queries_per_row": cost.stage_shapes(model, IMG_SIZE)[0].image_tokens,
         "n_hashes": hasher.n_hashes, "bucket_width": float(hasher.bucket_width),
         "images": names, "image_source": source,
@@ -239,9 +241,12 @@ def draw_pyramid(numbers: dict, path: Path) -> None:
     box(svg, centre - 230, y + gap, 460, 46,
         ["stage 4's class token → LayerNorm → head",
          f"Linear({last['dim']} → {numbers['num_classes']} classes)"], fill=GREY, stroke=LINE)
-    svg.text(545, 404, f"{last['heads']} heads in every stage;", size=12, anchor="start")
-    svg.text(545, 420, "MLP width 8C (stages 1–2),", size=12, anchor="start")
-    svg.text(545, 436, "4C (stages 3–4)", size=12, anchor="start")
+    heads = sorted({s["heads"] for s in stages})
+    svg.text(545, 404, f"{'/'.join(map(str, heads))} heads in every stage;", size=12,
+             anchor="start")
+    ratios = [f"{s['mlp_hidden'] // s['dim']}C" for s in stages]
+    svg.text(545, 420, f"MLP width {', '.join(ratios)}", size=12, anchor="start")
+    svg.text(545, 436, "(stages 1 to 4)", size=12, anchor="start")
     svg.write(path)
 
 
@@ -258,7 +263,8 @@ def draw_module(n: dict, path: Path) -> None:
     svg.text(514, 26, "new in Clustering CoaT", size=12, anchor="start")
     svg.text(490, 46, "%: share of the block's MACs", size=12, anchor="start")
     svg.arrow((260, 54), (260, 76))
-    box(svg, 20, 76, 720, 50, ["1  CPE: x ← x + DWConv3×3(x)",
+    w = n["cpe_kernel"]
+    box(svg, 20, 76, 720, 50, [f"1  CPE: x ← x + DWConv{w}×{w}(x)",
                                "conv position encoding"], share=("cpe", share["cpe"]))
     svg.arrow((260, 126), (260, 148))
     box(svg, 20, 148, 720, 50, ["2  q, k, v = Linear(x)",
@@ -286,7 +292,8 @@ def draw_module(n: dict, path: Path) -> None:
     svg.arrow((380, 484), (380, 510))
     box(svg, 20, 510, 720, 44, ["output projection Linear(C → C)"],
         share=("proj", share["proj"]))
-    box(svg, 20, 572, 720, 50, ["rest of the serial block: MLP (C → 8C → C)",
+    ratio = n["mlp_hidden"] // n["dim"]
+    box(svg, 20, 572, 720, 50, [f"rest of the serial block: MLP (C → {ratio}C → C)",
                                 "LayerNorms and residual adds (no MACs)"],
         fill=GREY, stroke=LINE, share=("mlp", share["mlp"]))
     svg.write(path)
