@@ -60,6 +60,15 @@ def test_json_shares_are_the_shares_of_its_macs_and_sum_to_100(numbers):
     assert 1 <= module["clusters_per_row"] <= module["padded_per_row"] <= module["queries_per_row"]
 
 
+def test_module_diagram_prints_the_json_cluster_count(numbers):
+    module = numbers["module"]
+    root = ET.parse(FIGURES / "clustering_conv_attention.svg").getroot()
+    text = " ".join("".join(t.itertext()) for t in root.iter(f"{SVG}text"))
+    assert (f"≈ {module['clusters_per_row']:,.0f} clusters of {module['queries_per_row']:,} "
+            "queries") in text
+    assert f"{module['n_hashes']} hashes, bucket width r = {module['bucket_width']:g}" in text
+
+
 def test_json_says_how_it_was_made(numbers):
     record = numbers["provenance"]
     assert "make_diagrams.py" in record["command"]
