@@ -215,8 +215,20 @@ print("conv-attention matches ccoat.attention.ConvAttention")
 # ## The whole CoaT-Lite, against timm
 #
 # `ccoat` assembles these modules into CoaT-Lite (patch embeddings, class tokens, serial
-# blocks, head) independently of timm's implementation. Loading timm's weights into it must
-# give timm's logits.
+# blocks, head) independently of timm's implementation: four stages, each a strided patch
+# embedding that shrinks the grid and widens the channels, then serial blocks of
+# conv-attention and MLP; the last stage's class token feeds the head.
+#
+# ```{figure} /figures/coat_lite_pyramid.svg
+# :name: fig-coat-lite-pyramid
+# :alt: CoaT-Lite Tiny at 224 px: image, four stages (patch embedding, serial blocks), maps 56x56 to 7x7, class token, head.
+# :width: 100%
+#
+# CoaT-Lite Tiny at 224 px (the seed's Figure 1), read from `ccoat.create_model("coat_lite_tiny")`
+# by `book/figures/make_diagrams.py`.
+# ```
+#
+# Loading timm's weights into it must give timm's logits.
 
 # %%
 reference = timm.create_model("coat_lite_tiny").eval()
