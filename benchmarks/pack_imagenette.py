@@ -24,7 +24,6 @@ import tarfile
 import time
 from pathlib import Path
 
-from PIL import Image
 from torchvision import transforms as T
 
 from ccoat import data as cdata
@@ -59,7 +58,7 @@ with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
         for i in indices:
             path, _ = base.samples[i]
             buffer = io.BytesIO()
-            resize(Image.open(path).convert("RGB")).save(buffer, "JPEG", quality=args.quality)
+            resize(cdata.read_image(path)).save(buffer, "JPEG", quality=args.quality)
             rel = Path(path).relative_to(src)
             info = tarfile.TarInfo(f"imagenette/{rel}")
             info.size, info.mtime = buffer.tell(), 0
