@@ -492,9 +492,10 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
         torch.set_num_threads(config.threads)
     rank, world, device = _launch(config)
     folder = RunFolder(config.out) if config.out and rank == 0 else None
+    created = folder is not None and not folder.path.exists()
     try:
         if folder is not None:
-            folder.lock(wait=_cache, command=config.command)
+            _lock(folder, wait=_cache, command=config.command)
             if _cache:
                 config = dataclasses.replace(config, resume=folder.checkpoint.exists()
                                              or folder.record.exists())
@@ -502,6 +503,20 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
     finally:
         if folder is not None:
             folder.release()
+            if created:  # a run refused before its first write leaves no empty folder
+                _remove_if_empty(folder.path)
+
+
+def _lock(folder: RunFolder, wait: bool, command: str | None) -> None:
+    """:meth:`RunFolder.lock`, with a folder that cannot be made or written named as ``--out``
+    (a read-only disk, a path under ``/proc``)."""
+    try:
+        folder.lock(wait=wait, command=command)
+    except RunFolderBusy:
+        raise
+    except OSError as error:
+        raise OSError(error.errno, f"out (--out) {folder.path}: cannot make or write the run "
+                      f"folder ({error.strerror or error})") from error
 
 
 def _check_given_model(config: TrainConfig, model: nn.Module | None) -> None:
@@ -624,6 +639,10 @@ def _model(config: TrainConfig, model: nn.Module | None, info: cdata.DataInfo,
     if model is None:
         model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
                              drop_path_rate=config.drop_path, **model_options(config))
+    stride = getattr(getattr(_unwrap(model), "config", None), "stride", None)
+    if stride and info.img_size % stride:  # else the first forward pass fails, the run begun
+        raise ValueError(f"img_size (--img-size) must be divisible by {stride} (the stride of "
+                         f"{config.model}'s last stage), got {info.img_size}")
     if config.init and not resumed:
         load_weights(model, config.init)  # ValueError, model untouched, if they do not fit
     model.to(device)
@@ -1076,7 +1095,7 @@ def main(argv=None) -> int:
         _refuse_unused_options(config, args.explicit)
         fit(config)
     except (ValueError, OSError, RunFolderBusy) as error:
-        raise SystemExit(f"error: {error}") from None
+        raise SystemExit(f"error: {_one_line(error)}") from None
     except KeyboardInterrupt:
         print(f"interrupted: {_what_is_kept(config, args.eval_only)}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
@@ -1084,6 +1103,14 @@ def main(argv=None) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def _one_line(error: Exception) -> str:
+    """The error's message, without the ``[Errno N]`` that ``str`` puts before an ``OSError``
+    whose message already says what failed (kept where the file name is apart from it)."""
+    if isinstance(error, OSError) and error.strerror and error.filename is None:
+        return error.strerror
+    return str(error)
 
 
 def _refuse_unused_options(config: TrainConfig, explicit: set[str]) -> None:
@@ -1120,7 +1147,7 @@ def _eval_only(config: TrainConfig, args: argparse.Namespace) -> int:
     created = folder is not None and not folder.path.exists()
     try:
         if folder is not None:
-            folder.lock(command=config.command)
+            _lock(folder, wait=False, command=config.command)
         result = evaluate_checkpoint(ckpt, data_dir=config.data_dir, batch_size=config.batch_size,
                                      num_workers=config.num_workers, device=config.device,
                                      use_ema=args.ema, val_subset=config.val_subset,

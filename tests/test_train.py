@@ -630,3 +630,44 @@ def test_eval_only_reads_data_from_the_root_given_then_the_environment_then_the_
     monkeypatch.setenv("CCOAT_DATA", "/env")
     assert ctrain._data_root(None, here) is None  # None: the data module reads $CCOAT_DATA
     assert ctrain._data_root("/given", here) == "/given"
+
+
+def test_a_run_refused_after_taking_its_folder_leaves_no_folder_and_names_the_option(
+        tmp_path, monkeypatch):
+    """Refusals found once the folder is locked (data, model, --init) used to leave an empty
+    folder; a side the model cannot take failed at the first forward pass, run.json written."""
+    for extra, message in ((["--img-size", "40"], r"img_size \(--img-size\) must be divisible by "
+                                                   r"16 \(the stride of coat_lite_tiny_cifar's"),
+                           (["--batch-size", "4096"], "fewer than one batch of 4096"),
+                           (["--data", str(tmp_path / "nowhere")], "nor an ImageFolder tree")):
+        with pytest.raises(SystemExit, match=message):
+            ctrain.main(TINY + ["--epochs", "1", "--out", str(tmp_path / "run")] + extra)
+        assert not (tmp_path / "run").exists()
+    import pathlib
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    with pytest.raises(SystemExit, match=rf"^error: out \(--out\) {tmp_path / 'run'}: cannot make "
+                                         r"or write the run folder \(Permission denied\)$"):
+        ctrain.main(TINY + ["--epochs", "1", "--out", str(tmp_path / "run")])
+
+
+def test_ctrl_c_mid_epoch_exits_130_and_leaves_the_last_epoch_to_resume(tmp_path, monkeypatch,
+                                                                         capsys):
+    out, step, calls = tmp_path / "run", ctrain.train_step, {"n": 0}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C in the second epoch's first step
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(ctrain, "train_step", interrupted)
+    with pytest.raises(SystemExit) as caught:
+        ctrain.main(TINY + ["--epochs", "2", "--out", str(out)])
+    assert caught.value.code == 130
+    assert f"interrupted: {out} keeps the last completed epoch" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "metrics.jsonl", "run.json"]
+    assert [json.loads(l)["epoch"] for l in open(out / "metrics.jsonl")] == [1]
