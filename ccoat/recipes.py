@@ -216,7 +216,11 @@ class TrainConfig:
                           "(--token-clustering): it sets token clustering only")
 
     def _check_paths(self) -> None:
-        """``out`` is a folder or can be made one: neither it nor a folder above it is a file."""
+        """``out`` is a folder or can be made one: neither it nor a folder above it is a file;
+        a checkpoint given to ``resume`` is a file, not its run's folder."""
+        if isinstance(self.resume, str) and Path(self.resume).is_dir():
+            self._bad("resume", "a checkpoint file (a last.pt, or a model.safetensors to "
+                      "evaluate), not a folder")
         if self.out is None:
             return
         if not isinstance(self.out, (str, Path)) or not str(self.out):

@@ -573,16 +573,19 @@ def test_auto_precision_takes_bf16_only_where_the_gpu_computes_it(monkeypatch, c
     (["--out", "FILE"], r"out \(--out\) must be a folder \(or one to create\), but .*FILE is "
                         r"a file"),
     (["--out", "FILE/run"], r"out \(--out\) must be a folder .*FILE is a file"),
+    (["--resume", "DIR"], r"resume \(--resume\) must be a checkpoint file .* not a folder"),
 ])
 def test_cli_refuses_in_one_line_before_anything_is_touched(tmp_path, extra, message):
     (tmp_path / "FILE").write_text("a file, not a folder")
-    extra = [str(tmp_path / e) if e.startswith("FILE") else e for e in extra]
+    (tmp_path / "DIR").mkdir()  # a run folder given where its checkpoint is meant
+    extra = [str(tmp_path / e) if e in ("FILE", "FILE/run", "DIR") else e for e in extra]
     out = [] if "--out" in extra else ["--out", str(tmp_path / "run")]
     with pytest.raises(SystemExit) as caught:
         ctrain.main(TINY + ["--epochs", "1"] + out + extra)
     assert str(caught.value).startswith("error: ") and "\n" not in str(caught.value)
     assert re.search(message, str(caught.value)), caught.value
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR", "FILE"]
+    assert not any((tmp_path / "DIR").iterdir())
     assert (tmp_path / "FILE").read_text() == "a file, not a folder"
 
 
