@@ -1159,7 +1159,6 @@ def _eval_only(config: TrainConfig, args: argparse.Namespace) -> int:
             # the scored weights in half precision, the file a committed run keeps
             if ckpt.suffix != ".safetensors":
                 export_weights(ckpt, folder.path / WEIGHTS_FILE, use_ema=args.ema)
-            created = False
     finally:
         if folder is not None:
             folder.release()
