@@ -520,10 +520,20 @@ def _lock(folder: RunFolder, wait: bool, command: str | None) -> None:
 
 
 def _check_given_model(config: TrainConfig, model: nn.Module | None) -> None:
+    """A given model is what ``config`` says (its name, and its attention kinds where the config
+    names them): the run's record, and the model rebuilt from it to score it, must be the one
+    trained. Kinds share their weights, so a mismatch would load and score another model."""
     name = _registered_name(model) if model is not None else None
     if name is not None and name != config.model:
         raise ValueError(f"model (--model) is {config.model!r}, but the model given to fit is "
                          f"a {name}: give config.model={name!r}, or no model")
+    kinds = getattr(_unwrap(model), "attention_kinds", None) if model is not None else None
+    if config.attention and kinds is not None:
+        wanted = [config.attention] * 4 if isinstance(config.attention, str) \
+            else list(config.attention)
+        if list(kinds) != wanted:
+            raise ValueError(f"attention (--attention) is {config.attention!r}, but the model "
+                             f"given to fit has the kinds {list(kinds)}")
 
 
 def _registered_name(model: nn.Module) -> str | None:

@@ -596,6 +596,10 @@ def test_fit_refuses_a_given_model_of_another_name(tmp_path):
                                          r"model given to fit is a coat_lite_tiny_cifar"):
         ctrain.fit(small_config(tmp_path / "run", model="ccoat_lite_tiny_cifar"),
                    model=create_model("coat_lite_tiny_cifar", num_classes=10))
+    with pytest.raises(ValueError, match=r"attention \(--attention\) is 'clustered', but the model "
+                                         r"given to fit has the kinds \['factorized'"):
+        ctrain.fit(small_config(tmp_path / "run", attention="clustered"),
+                   model=create_model("coat_lite_tiny_cifar", num_classes=10))
     assert not (tmp_path / "run").exists()
 
 
