@@ -40,6 +40,10 @@ from .registry import MODEL_NAMES
 # What defines a run
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+# The largest image side a run takes: at 4096 px CoaT-Lite's first stage already holds 1M tokens
+# an image (a 1024x1024 grid); a larger side is a typo, refused before a model is built for it.
+MAX_IMG_SIZE = 4096
+SEED_LIMIT = 2**32  # numpy's seeds are 32-bit: np.random.seed(2**32) fails
 
 
 def _option(default, help: str, **cli):
@@ -127,6 +131,7 @@ class TrainConfig:
         by :func:`fit` and the command line before any work. Returns ``self``."""
         self._check_values()
         self._check_names()
+        self._check_paths()
         if training:
             self._check_resume()
         return self
@@ -143,11 +148,13 @@ class TrainConfig:
         """The numbers are in their ranges, the switches are bools."""
         for name in ("epochs", "batch_size"):
             self._check(name, "an integer >= 1", lambda v: _integer(v) and v >= 1)
-        for name in ("img_size", "train_subset", "val_subset", "steps_per_epoch", "stop_after",
-                     "threads"):
+        for name in ("train_subset", "val_subset", "steps_per_epoch", "stop_after", "threads"):
             self._check(name, "an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True)
-        for name in ("num_workers", "seed"):
-            self._check(name, "an integer >= 0", lambda v: _integer(v) and v >= 0)
+        self._check("img_size", f"an integer in [1, {MAX_IMG_SIZE}]",
+                    lambda v: _integer(v) and 1 <= v <= MAX_IMG_SIZE, optional=True)
+        self._check("num_workers", "an integer >= 0", lambda v: _integer(v) and v >= 0)
+        self._check("seed", "an integer in [0, 2**32)",
+                    lambda v: _integer(v) and 0 <= v < SEED_LIMIT)
         self._check("lr", "a number > 0", lambda v: _number(v) and v > 0)
         for name in ("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"):
             self._check(name, "a number >= 0", lambda v: _number(v) and v >= 0)
@@ -182,7 +189,9 @@ class TrainConfig:
                 rand_augment_transform(self.randaugment, {})
             except Exception:  # noqa: BLE001 (timm raises anything for a spec it cannot read)
                 self._bad("randaugment", 'a timm RandAugment spec such as "rand-m9-mstd0.5"')
-        if self.token_clustering is not None:
+        if self.token_clustering is None:
+            self._check_unclustered()
+        else:
             from .token_clustering import _check
 
             try:
@@ -196,6 +205,33 @@ class TrainConfig:
             self._bad("randaugment", "None with data_on_device (--data-on-device augments on "
                       "the device: random crops and flips only)")
         _device_from(self.device, 0)  # raises naming --device
+
+    def _check_unclustered(self) -> None:
+        """Without token clustering, its options keep their defaults: another value would be
+        ignored without a word. (A resumed run is compared with its checkpoint instead.)"""
+        if self.resume:
+            return
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        for name in ("keep", "token_stages"):
+            if _plain(getattr(self, name)) != _plain(defaults[name]):
+                self._bad(name, "left at its default without token_clustering "
+                          "(--token-clustering): it sets token clustering only")
+
+    def _check_paths(self) -> None:
+        """``out`` is a folder or can be made one: neither it nor a folder above it is a file;
+        a checkpoint given to ``resume`` is a file, not its run's folder."""
+        if isinstance(self.resume, str) and Path(self.resume).is_dir():
+            self._bad("resume", "a checkpoint file (a last.pt, or a model.safetensors to "
+                      "evaluate), not a folder")
+        if self.out is None:
+            return
+        if not isinstance(self.out, (str, Path)) or not str(self.out):
+            self._bad("out", "a folder path")
+        for path in (Path(self.out), *Path(self.out).parents):
+            if path.exists():
+                if not path.is_dir():
+                    self._bad("out", f"a folder (or one to create), but {path} is a file")
+                return
 
     def _check_resume(self) -> None:
         """A run that resumes or overwrites says where (``out``), and does not do both."""
@@ -220,6 +256,10 @@ def model_options(config) -> dict:
         options.update(token_clustering=config["token_clustering"], keep=config["keep"],
                        token_stages=tuple(config["token_stages"]))
     return options
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value  # the command line gives lists
 
 
 def _integer(v) -> bool:

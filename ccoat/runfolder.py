@@ -159,12 +159,12 @@ class RunFolder:
         return self.checkpoint.exists() or (self.metrics.exists() and self.metrics.stat().st_size > 0)
 
     def read_record(self) -> dict | None:
-        try:
-            return json.loads(self.record.read_text())
-        except FileNotFoundError:
-            return None
-        except ValueError as error:
-            raise ValueError(f"{self.record} is not valid JSON ({error})") from error
+        return read_json(self.record) if self.record.exists() else None
+
+    def measured_epochs(self) -> list[int]:
+        """The epochs ``metrics.jsonl`` holds (none when it is absent)."""
+        return [h["epoch"] for h in read_jsonl(self.metrics, "epoch")] if self.metrics.exists() \
+            else []
 
     def remove_temporaries(self) -> list[Path]:
         """Delete the temporary files of writes that never finished (call with the lock held)."""
@@ -199,6 +199,33 @@ class RunFolder:
 
     def write_metrics(self, history: list[dict]) -> None:
         write_atomic(self.metrics, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def read_json(path: str | os.PathLike):
+    """A JSON file's content; ``ValueError`` naming the file if it is not JSON (a write cut
+    short, an edit gone wrong), instead of a bare decoder error."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not valid JSON ({error})") from error
+
+
+def read_jsonl(path: str | os.PathLike, *required: str) -> list[dict]:
+    """The objects of a JSON-lines file (``metrics.jsonl``), each holding the keys
+    ``required``; ``ValueError`` naming the file and the line otherwise."""
+    records = []
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"{path}, line {number}, is not valid JSON ({error})") from error
+        if not isinstance(record, dict) or any(k not in record for k in required):
+            raise ValueError(f"{path}, line {number}: expected a JSON object with "
+                             f"{', '.join(required) or 'keys'}, got {line[:80]!r}")
+        records.append(record)
+    return records
 
 
 def _describe(holder: dict) -> str:
@@ -251,9 +278,9 @@ def weights_checkpoint(path: str | os.PathLike) -> dict:
     """A run folder's committed weights (``model.safetensors``, beside its ``run.json`` and
     ``metrics.jsonl``) read as a checkpoint that can be scored but not resumed: its config,
     data and last epoch from the run's records, its weights in float32, no optimizer state.
-    A missing record or a file that is not a weights file raises ``ValueError`` naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    A missing or corrupt record, or a file that is not a weights file (or fails its checksum),
+    raises ``ValueError`` naming it."""
+    from .weights import read_tensors
 
     path = Path(path)
     if not path.is_file():
@@ -263,13 +290,20 @@ def weights_checkpoint(path: str | os.PathLike) -> dict:
         raise ValueError(f"weights {path} have no run.json and metrics.jsonl beside them: not a "
                          f"run folder's weights")
     try:
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
-    except (SafetensorError, OSError, ValueError) as error:
+        tensors, _ = read_tensors(path)
+    except (OSError, ValueError) as error:
         raise ValueError(f"weights {path} cannot be read ({type(error).__name__}: "
                          f"{error})") from error
-    run = json.loads(record.read_text())
-    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines() if line]
-    return {"config": run["config"], "data": run["data"], "epoch": max(epochs) - 1,
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    run = read_json(record)
+    if not isinstance(run, dict) or "config" not in run or "data" not in run:
+        raise ValueError(f"{record} lacks the run's config and data: not written by "
+                         f"ccoat.train.fit")
+    history = read_jsonl(metrics, "epoch")
+    if not history:
+        raise ValueError(f"{metrics} holds no epoch: the run behind {path} measured nothing")
+    return {"config": run["config"], "data": run["data"],
+            "epoch": max(h["epoch"] for h in history) - 1, "history": history,
             "model": state, "ema": None, "weights_only": True}
 
 
@@ -358,9 +392,10 @@ def read_run(name: str, repo: str | None = None, *,
     if record is None:
         return None
     evaluated = results_file(f"{name}/eval.json", repo, start=start)
-    return CommittedRun(path=record.parent, run=json.loads(record.read_text()),
+    read_jsonl(metrics, "epoch")  # a corrupt line is named here; pandas would not name the file
+    return CommittedRun(path=record.parent, run=read_json(record),
                         metrics=pd.read_json(metrics, lines=True),
-                        eval=json.loads(evaluated.read_text()) if evaluated else None,
+                        eval=read_json(evaluated) if evaluated else None,
                         name=name, repo=repo, start=start)
 
 

@@ -6,7 +6,8 @@ for every model:
 - AdamW with weight decay (none on norms, biases and class tokens), a linear warm-up then a
   cosine decay (timm's :class:`~timm.scheduler.CosineLRScheduler`, stepped every update);
 - cross-entropy with label smoothing (soft targets under Mixup/CutMix), gradient clipping;
-- automatic mixed precision on a GPU (bf16 where supported, else fp16 with a gradient scaler);
+- automatic mixed precision on a GPU (bf16 where the GPU computes it natively, else fp16 with a
+  gradient scaler);
 - optional ``torch.compile``, channels-last, EMA of the weights (timm's ``ModelEmaV3``),
   Mixup/CutMix and RandAugment (timm's);
 - one JSON line of metrics per epoch in ``out/metrics.jsonl``, ``out/run.json`` with the run's
@@ -79,6 +80,7 @@ from .registry import create_model
 from .runfolder import (
     WEIGHTS_FILE,
     RunFolder,
+    RunFolderBusy,
     export_weights,
     load_checkpoint,
     weights_checkpoint,
@@ -129,14 +131,19 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision."""
+    """The autocast dtype, or None for full precision.
+
+    ``auto`` takes bf16 only where the GPU computes it natively, from compute capability 8.0
+    (Ampere) on, and fp16 (with a gradient scaler) below. ``torch.cuda.is_bf16_supported()``
+    cannot decide it: recent torch answers yes on a T4 (7.5, Colab's free GPU) too, where bf16
+    is emulated without tensor cores. ``bf16`` asks for it whatever the GPU."""
     if amp not in AMP_MODES:
         raise ValueError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "fp16":
         return torch.float16
-    if amp == "bf16" or torch.cuda.is_bf16_supported():
+    if amp == "bf16" or torch.cuda.get_device_capability(device) >= (8, 0):
         return torch.bfloat16
     return torch.float16
 
@@ -423,6 +430,7 @@ def _resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None,
         if record is None:
             raise ValueError(f"resume (--resume): nothing to resume from in {config.out} (no "
                              f"last.pt, no run.json); start the run without --resume")
+        _refuse_lost_checkpoint(folder)
         _refuse(folder.record, config_differences(record.get("config", {}), config))
         return None, record
     if main_process and folder is not None and folder.holds_run() and not config.overwrite:
@@ -430,6 +438,23 @@ def _resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None,
                          f"continue it, --overwrite to move it aside into "
                          f"{folder.path}/replaced-<date>/, or choose another --out")
     return None, None
+
+
+def _refuse_lost_checkpoint(folder: RunFolder) -> None:
+    """A folder with ``run.json`` and no ``last.pt`` resumes from scratch only if it measured
+    no epoch (a run stopped before its first checkpoint). One with measured epochs lost its
+    checkpoint (a committed run keeps none): starting again would replace its record."""
+    epochs = folder.measured_epochs()
+    if epochs:
+        raise ValueError(f"resume (--resume): {folder.path} holds a run with measured epochs "
+                         f"{_span(epochs)} (metrics.jsonl) but no {folder.checkpoint.name} to "
+                         f"continue from; refusing to start it again over them (restore "
+                         f"{folder.checkpoint.name}, or choose another --out)")
+
+
+def _span(epochs: list[int]) -> str:
+    return f"{epochs[0]}..{epochs[-1]}" if epochs == list(range(epochs[0], epochs[-1] + 1)) \
+        else str(epochs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,19 +476,26 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
         _cache: bool = False) -> TrainRun:
     """Train per ``config`` (optionally a given ``model``), returning the model and history.
 
+    A given ``model`` built by :func:`ccoat.create_model` must be ``config.model`` (its name
+    is what ``run.json`` and the checkpoint record, and what rebuilds the model to score it);
+    one built otherwise (a model of the caller's own size) is trained and recorded as what it
+    is, ``model_given`` (its class and parameter count), beside ``config.model``.
+
     With ``out``, the run folder is locked for the run's duration (another run into it raises
     :class:`~ccoat.runfolder.RunFolderBusy`) and kept consistent whenever the run stops
     (:mod:`ccoat.runfolder`). ``_cache`` (:func:`fit_cached`): wait for the lock, then resume
     whatever the folder holds.
     """
     config = (TrainConfig(**config) if isinstance(config, dict) else config).validate()
+    _check_given_model(config, model)
     if config.threads:
         torch.set_num_threads(config.threads)
     rank, world, device = _launch(config)
     folder = RunFolder(config.out) if config.out and rank == 0 else None
+    created = folder is not None and not folder.path.exists()
     try:
         if folder is not None:
-            folder.lock(wait=_cache, command=config.command)
+            _lock(folder, wait=_cache, command=config.command)
             if _cache:
                 config = dataclasses.replace(config, resume=folder.checkpoint.exists()
                                              or folder.record.exists())
@@ -471,6 +503,52 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
     finally:
         if folder is not None:
             folder.release()
+            if created:  # a run refused before its first write leaves no empty folder
+                _remove_if_empty(folder.path)
+
+
+def _lock(folder: RunFolder, wait: bool, command: str | None) -> None:
+    """:meth:`RunFolder.lock`, with a folder that cannot be made or written named as ``--out``
+    (a read-only disk, a path under ``/proc``)."""
+    try:
+        folder.lock(wait=wait, command=command)
+    except RunFolderBusy:
+        raise
+    except OSError as error:
+        raise OSError(error.errno, f"out (--out) {folder.path}: cannot make or write the run "
+                      f"folder ({error.strerror or error})") from error
+
+
+def _check_given_model(config: TrainConfig, model: nn.Module | None) -> None:
+    """A given model is what ``config`` says (its name, and its attention kinds where the config
+    names them): the run's record, and the model rebuilt from it to score it, must be the one
+    trained. Kinds share their weights, so a mismatch would load and score another model."""
+    name = _registered_name(model) if model is not None else None
+    if name is not None and name != config.model:
+        raise ValueError(f"model (--model) is {config.model!r}, but the model given to fit is "
+                         f"a {name}: give config.model={name!r}, or no model")
+    kinds = getattr(_unwrap(model), "attention_kinds", None) if model is not None else None
+    if config.attention and kinds is not None:
+        wanted = [config.attention] * 4 if isinstance(config.attention, str) \
+            else list(config.attention)
+        if list(kinds) != wanted:
+            raise ValueError(f"attention (--attention) is {config.attention!r}, but the model "
+                             f"given to fit has the kinds {list(kinds)}")
+
+
+def _registered_name(model: nn.Module) -> str | None:
+    """The name :func:`ccoat.create_model` built ``model`` from, or None for another model."""
+    return (getattr(_unwrap(model), "pretrained_cfg", None) or {}).get("architecture")
+
+
+def _model_given(model: nn.Module) -> dict | None:
+    """What ``run.json`` and the checkpoint record of a model not built from a registered name
+    (``config.model`` does not describe it); None for one that is ``config.model``."""
+    if _registered_name(model) is not None:
+        return None
+    return {"class": type(_unwrap(model)).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "note": "given to fit, not built from config.model"}
 
 
 def _launch(config: TrainConfig) -> tuple[int, int, torch.device]:
@@ -571,6 +649,10 @@ def _model(config: TrainConfig, model: nn.Module | None, info: cdata.DataInfo,
     if model is None:
         model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
                              drop_path_rate=config.drop_path, **model_options(config))
+    stride = getattr(getattr(_unwrap(model), "config", None), "stride", None)
+    if stride and info.img_size % stride:  # else the first forward pass fails, the run begun
+        raise ValueError(f"img_size (--img-size) must be divisible by {stride} (the stride of "
+                         f"{config.model}'s last stage), got {info.img_size}")
     if config.init and not resumed:
         load_weights(model, config.init)  # ValueError, model untouched, if they do not fit
     model.to(device)
@@ -722,7 +804,7 @@ def _begin_record(folder: RunFolder, config: TrainConfig, ckpt: dict | None,
         config=dataclasses.asdict(config), data=dataclasses.asdict(data.info) | {"classes": None},
         world_size=world, steps_per_epoch=data.steps_per_epoch,
         parameters=sum(p.numel() for p in model.parameters()),
-        attention_kinds=getattr(model, "attention_kinds", None),
+        attention_kinds=getattr(model, "attention_kinds", None), model_given=_model_given(model),
         resumed_from_epoch=progress.start_epoch if ckpt is not None else None)
     previous = folder.read_record() if ckpt is not None and folder.record.exists() else None
     if previous is not None:  # the first launch's record stays, nested
@@ -818,6 +900,7 @@ def _checkpoint(config: TrainConfig, epoch: int, model: nn.Module, opt: _Optimis
         "history": progress.history, "config": dataclasses.asdict(config),
         "data": dataclasses.asdict(info),
         "attention_kinds": list(getattr(model, "attention_kinds", None) or []) or None,
+        "model_given": _model_given(model),
     }
 
 
@@ -861,7 +944,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     ``data`` and ``expect`` (options such as ``model``, ``attention``, ``img_size``) say what the
     caller means to evaluate: a checkpoint made otherwise is refused, listing each difference.
     ``checkpoint`` is a ``last.pt`` or a run folder's ``model.safetensors``. The run's mixed
-    precision is used on a GPU; a CPU scores in float32.
+    precision is used on a GPU; a CPU scores in float32. The data root is ``data_dir`` if given,
+    else ``$CCOAT_DATA``, else the run's own if it exists on this machine (a committed run's is
+    another machine's), else the default. A run that has not trained all its epochs is scored,
+    and a line on stderr says so (``epochs_planned`` in the result).
     ``use_ema`` on a checkpoint without EMA weights is an error, as is ``val_subset`` < 1."""
     if val_subset is not None and (not isinstance(val_subset, int) or val_subset < 1):
         raise ValueError(f"val_subset (--val-subset) must be an integer >= 1 or None, got {val_subset!r}")
@@ -877,7 +963,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     if use_ema and ckpt.get("ema") is None:
         raise ValueError(f"--ema: checkpoint {checkpoint} holds no EMA weights (its run had "
                          f"ema_decay={config.ema_decay})")
-    _, val_set, info = cdata.build_datasets(config.data, data_dir or config.data_dir,
+    _, val_set, info = cdata.build_datasets(config.data, _data_root(data_dir, config.data_dir),
                                             config.img_size)
     val_set = cdata.subset(val_set, val_subset, seed=config.seed)
     model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
@@ -887,8 +973,33 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     loader = cdata.make_loader(val_set, batch_size, False, num_workers)
     dtype = amp_dtype(config.amp, device) if device.type == "cuda" else None  # CPU: float32
     result = evaluate(model, loader, device, dtype, progress=progress, interval=True)
+    unfinished = _unfinished(ckpt, config)
+    if unfinished:
+        print(f"note: {checkpoint} {unfinished}", file=sys.stderr, flush=True)
     return {"checkpoint": str(checkpoint), "model": config.model, "epoch": ckpt["epoch"] + 1,
-            "weights": "ema" if use_ema else "model", "dataset": _dataset_label(info), **result}
+            "epochs_planned": config.epochs, "weights": "ema" if use_ema else "model",
+            "dataset": _dataset_label(info), **result}
+
+
+def _data_root(given: str | None, stored: str | None) -> str | None:
+    """Where to read a checkpoint's data: the root given, else ``$CCOAT_DATA`` (None: the data
+    module reads it), else the run's own root where it exists here, else None (the default)."""
+    if given or os.environ.get(cdata.DATA_ENV):
+        return given
+    return stored if stored and Path(stored).is_dir() else None
+
+
+def _unfinished(ckpt: dict, config: TrainConfig) -> str | None:
+    """Why the checkpoint's run is unfinished (its epochs done of those planned), or None. A
+    run under a time budget is finished once the budget is spent, whatever ``epochs`` says."""
+    done, history = ckpt["epoch"] + 1, ckpt.get("history") or []
+    if done >= config.epochs:
+        return None
+    if config.time_budget_s and history and \
+            history[-1].get("train_elapsed_s", 0.0) >= config.time_budget_s:
+        return None
+    return (f"is of an unfinished run: {done} of {config.epochs} planned epochs done; its score "
+            f"is not the run's final one")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -978,42 +1089,99 @@ def _with_saved_options(config: TrainConfig, explicit: set[str]) -> TrainConfig:
 
 
 def main(argv=None) -> int:
+    """The command line. A refused option or file, or a failed write, ends it with one line
+    ``error: ...`` (exit status 1) instead of a traceback; Ctrl-C with a line saying what the
+    run folder keeps (exit status 130)."""
     config, args = parse_args(argv)
     try:
         config.validate(training=not args.eval_only)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    if args.eval_only:
-        # the checkpoint named by --resume, else the run folder's: --out OUT scores OUT/last.pt
-        ckpt = _checkpoint_path(config) or (Path(config.out) / "last.pt" if config.out else None)
-        if ckpt is None or not ckpt.exists():
-            raise SystemExit(f"error: --eval-only needs --resume CHECKPOINT (a last.pt, or a "
-                             f"run folder's model.safetensors) or --out with last.pt; got {ckpt}")
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        expect = {k: getattr(config, k) for k in ("model", "attention", "data", "img_size")
-                  if k in args.explicit}
+        if args.eval_only:
+            return _eval_only(config, args)
+        if args.ema:
+            raise ValueError("--ema evaluates a checkpoint's EMA weights: it needs --eval-only "
+                             "(training keeps an EMA with --ema-decay)")
+        if config.resume:
+            config = _with_saved_options(config, args.explicit)
+        _refuse_unused_options(config, args.explicit)
+        fit(config)
+    except (ValueError, OSError, RunFolderBusy) as error:
+        raise SystemExit(f"error: {_one_line(error)}") from None
+    except KeyboardInterrupt:
+        print(f"interrupted: {_what_is_kept(config, args.eval_only)}", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def _one_line(error: Exception) -> str:
+    """The error's message, without the ``[Errno N]`` that ``str`` puts before an ``OSError``
+    whose message already says what failed (kept where the file name is apart from it)."""
+    if isinstance(error, OSError) and error.strerror and error.filename is None:
+        return error.strerror
+    return str(error)
+
+
+def _refuse_unused_options(config: TrainConfig, explicit: set[str]) -> None:
+    """Options given that the run would ignore (their defaults pass :meth:`TrainConfig.validate`
+    unseen): token clustering's ``--keep`` and ``--token-stages`` without it."""
+    unused = [_flag(k) for k in ("keep", "token_stages") if k in explicit]
+    if unused and config.token_clustering is None:
+        raise ValueError(f"{' and '.join(unused)} set token clustering, but no "
+                         f"--token-clustering was given (pool, bipartite or lsh)")
+
+
+def _what_is_kept(config: TrainConfig, eval_only: bool) -> str:
+    if eval_only:
+        return "nothing was written (eval.json is written once the scoring ends)"
+    if not config.out:
+        return "nothing was written (no --out)"
+    return (f"{config.out} keeps the last completed epoch (checkpoint first, then metrics.jsonl); "
+            f"add --resume to the same command to continue")
+
+
+def _eval_only(config: TrainConfig, args: argparse.Namespace) -> int:
+    """``--eval-only``: score the checkpoint named by ``--resume``, else ``OUT/last.pt``; with
+    ``--out``, write ``eval.json`` (and the scored weights) there, holding the folder's lock so
+    that a run training into it is not written over."""
+    ckpt = _checkpoint_path(config) or (Path(config.out) / "last.pt" if config.out else None)
+    if ckpt is None or not ckpt.exists():
+        raise ValueError(f"--eval-only needs --resume CHECKPOINT (a last.pt, or a run folder's "
+                         f"model.safetensors) or --out with last.pt; got {ckpt}")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    expect = {k: getattr(config, k) for k in ("model", "attention", "data", "img_size")
+              if k in args.explicit}
+    folder = RunFolder(config.out) if config.out else None
+    created = folder is not None and not folder.path.exists()
+    try:
+        if folder is not None:
+            _lock(folder, wait=False, command=config.command)
         result = evaluate_checkpoint(ckpt, data_dir=config.data_dir, batch_size=config.batch_size,
                                      num_workers=config.num_workers, device=config.device,
                                      use_ema=args.ema, val_subset=config.val_subset,
                                      progress=config.progress, expect=expect)
         result["provenance"] = provenance(dataset=result["dataset"], command=config.command)
         print(json.dumps({k: v for k, v in result.items() if k not in PER_IMAGE}, indent=2))
-        if config.out:
-            Path(config.out).mkdir(parents=True, exist_ok=True)
-            write_atomic(Path(config.out) / "eval.json", eval_json(result))
+        if folder is not None:
+            write_atomic(folder.path / "eval.json", eval_json(result))
             # the scored weights in half precision, the file a committed run keeps
             if ckpt.suffix != ".safetensors":
-                export_weights(ckpt, Path(config.out) / WEIGHTS_FILE, use_ema=args.ema)
-        return 0
-    if config.resume:
-        config = _with_saved_options(config, args.explicit)
-    try:
-        fit(config)
+                export_weights(ckpt, folder.path / WEIGHTS_FILE, use_ema=args.ema)
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        if folder is not None:
+            folder.release()
+            if created:  # a refused evaluation leaves no empty folder behind
+                _remove_if_empty(folder.path)
     return 0
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -153,3 +153,41 @@ def test_a_token_clustered_run_trains_and_reloads_with_its_clustering(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), result.model.eval()(x), atol=2e-2, rtol=0)
+
+
+def test_a_corrupt_record_names_its_file_in_read_run_and_in_eval_only(tmp_path):
+    """A run.json, metrics.jsonl or eval.json cut short or edited wrong is a ValueError naming
+    the file (read_run, and --eval-only of the folder's weights), not a bare decoder error."""
+    import pytest
+    import torch
+
+    import ccoat
+    from ccoat import train
+    from ccoat.weights import save_weights
+
+    for name, text in (("run.json", '{"command": "python -m ccoat.tr'),
+                       ("metrics.jsonl", '{"epoch": 1}\n{"epoch": 2, "val_'),
+                       ("eval.json", "\x00\x00garbage")):
+        _commit_run(tmp_path / "results", f"bad_{name}")
+        (tmp_path / "results" / f"bad_{name}" / name).write_text(text)
+        with pytest.raises(ValueError, match=rf"bad_{name}/{name}.* is not valid JSON"):
+            runfolder.read_run(f"bad_{name}", start=tmp_path)
+    folder = tmp_path / "weights_run"
+    folder.mkdir()
+    torch.manual_seed(0)
+    weights = save_weights(ccoat.create_model("coat_lite_tiny_cifar", num_classes=10),
+                           folder / "model.safetensors")
+    (folder / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    for name, text, message in (("run.json", '{"config": {', "is not valid JSON"),
+                                ("run.json", '{"command": "x"}', "lacks the run's config"),
+                                ("metrics.jsonl", '{"val_top1": 3.0}\n', "line 1: expected a JSON "
+                                                                         "object with epoch"),
+                                ("metrics.jsonl", "", "holds no epoch")):
+        if name == "metrics.jsonl":
+            (folder / "run.json").write_text('{"config": {}, "data": {}}')
+        (folder / name).write_text(text)
+        with pytest.raises(ValueError, match=rf"{folder / name}.*{message}"):
+            runfolder.weights_checkpoint(weights)
+        with pytest.raises(SystemExit, match=rf"error: .*{folder / name}.*{message}"):
+            train.main(["--eval-only", "--resume", str(weights), "--device", "cpu",
+                        "--num-workers", "0", "--no-progress"])

@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -297,6 +298,10 @@ def test_a_stale_lock_is_taken_over_and_said_so(tmp_path, capsys):
     (tmp_path / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": "h"}))
     ctrain.fit(small_config(tmp_path, epochs=1), model=tiny_model())
     assert f"taking over the lock left by pid {int(dead.stdout)} on h" in capsys.readouterr().err
+    # the model given is no registered name: run.json says what it is beside config.model
+    given = json.loads((tmp_path / "run.json").read_text())["model_given"]
+    assert given["class"] == "CoaTLite"
+    assert given["parameters"] == sum(p.numel() for p in tiny_model().parameters())
 
 
 def test_a_new_run_into_a_finished_run_needs_resume_or_overwrite(tmp_path, capsys):
@@ -382,7 +387,7 @@ def test_cli_resume_takes_the_options_not_given_from_the_checkpoint(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["config"]["lr"] == 2e-3 and record["resumed_from_epoch"] == 1
     assert "--stop-after 1" in record["first_launch"]["command"]
-    with pytest.raises(ValueError, match="model: checkpoint 'coat_lite_tiny_cifar', now "
+    with pytest.raises(SystemExit, match="model: checkpoint 'coat_lite_tiny_cifar', now "
                                          "'ccoat_lite_tiny_cifar'"):  # explicit: compared
         ctrain.main(["--out", str(out), "--resume", "--model", "ccoat_lite_tiny_cifar"])
 
@@ -411,9 +416,9 @@ def test_eval_only_honours_explicit_options_and_refuses_a_missing_ema(tmp_path):
                             val_subset=None, epochs=1), model=tiny_model(num_classes=4))
     ckpt = str(tmp_path / "run" / "last.pt")
     args = ["--eval-only", "--resume", ckpt, "--num-workers", "0", "--device", "cpu", "--no-progress"]
-    with pytest.raises(ValueError, match=rf"data: checkpoint '{tree}', now 'digits'"):
+    with pytest.raises(SystemExit, match=rf"data: checkpoint '{tree}', now 'digits'"):
         ctrain.main(args + ["--data", "digits"])  # the parser's default, but given: compared
-    with pytest.raises(ValueError, match="--ema: checkpoint .* holds no EMA weights"):
+    with pytest.raises(SystemExit, match="--ema: checkpoint .* holds no EMA weights"):
         ctrain.main(args + ["--ema"])
     with pytest.raises(SystemExit, match=r"val_subset \(--val-subset\) must be an integer >= 1"):
         ctrain.main(args + ["--val-subset", "0"])
@@ -421,9 +426,14 @@ def test_eval_only_honours_explicit_options_and_refuses_a_missing_ema(tmp_path):
 
 @pytest.mark.parametrize("option, value, message", [
     ("epochs", 0, r"epochs \(--epochs\) must be an integer >= 1"),
-    ("img_size", 0, r"img_size \(--img-size\) must be an integer >= 1"),
+    ("img_size", 0, r"img_size \(--img-size\) must be an integer in \[1, 4096\]"),
+    ("img_size", 100000, r"img_size \(--img-size\) must be an integer in \[1, 4096\] or None, "
+                         r"got 100000"),
+    ("seed", 2**32, r"seed \(--seed\) must be an integer in \[0, 2\*\*32\), got 4294967296"),
+    ("keep", 0.25, r"keep \(--keep\) must be left at its default without token_clustering"),
+    ("token_stages", (1,), r"token_stages \(--token-stages\) must be left at its default"),
     ("drop_path", 1.5, r"drop_path \(--drop-path\) must be a number in \[0, 1\)"),
-    ("seed", 1.5, r"seed \(--seed\) must be an integer >= 0"),
+    ("seed", 1.5, r"seed \(--seed\) must be an integer in \[0, 2\*\*32\)"),
     ("ema_decay", -0.5, r"ema_decay \(--ema-decay\) must be a number in \(0, 1\)"),
     ("weight_decay", -1.0, r"weight_decay \(--weight-decay\) must be a number >= 0"),
     ("warmup_epochs", -1.0, r"warmup_epochs \(--warmup-epochs\) must be a number >= 0"),
@@ -511,3 +521,160 @@ def test_init_starts_a_run_from_a_weights_file_in_any_model_options(tmp_path):
                          tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match=r"7 classes.*do not fit.*10 classes"):
         ctrain.fit(small_config(init=str(other)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults of issue 27: each refused before anything is touched, naming the option or the file
+
+
+TINY = ["--model", "coat_lite_tiny_cifar", "--data", "digits", "--img-size", "32",
+        "--batch-size", "16", "--steps-per-epoch", "2", "--val-subset", "32", "--num-workers", "0",
+        "--threads", "1", "--no-progress"]
+
+
+def test_resume_refuses_a_run_whose_checkpoint_is_gone(tmp_path):
+    """A committed run keeps run.json and metrics.jsonl but no last.pt: --resume used to start
+    it again, replacing its epochs [1, 2] by [1] and its run.json, exit status 0."""
+    out = tmp_path / "r"
+    ctrain.fit(small_config(out, epochs=2, train_subset=32, steps_per_epoch=2),
+               model=tiny_model())
+    (out / "last.pt").unlink()
+    before = _files(out)
+    with pytest.raises(SystemExit, match=rf"error: resume \(--resume\): {out} holds a run with "
+                                         r"measured epochs 1\.\.2 \(metrics.jsonl\) but no "
+                                         r"last.pt to continue from"):
+        ctrain.main(TINY + ["--epochs", "2", "--stop-after", "1", "--resume", "--out", str(out)])
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                                  ((8, 0), torch.bfloat16),
+                                                  ((9, 0), torch.bfloat16)])
+def test_auto_precision_takes_bf16_only_where_the_gpu_computes_it(monkeypatch, capability,
+                                                                   expected):
+    """A T4 (7.5) gets fp16 (and so a grad scaler) although torch calls bf16 supported there."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    gpu = torch.device("cuda", 0)
+    assert ctrain.amp_dtype("auto", gpu) == expected
+    assert ctrain.amp_dtype("bf16", gpu) == torch.bfloat16  # asked for: given
+    assert ctrain.amp_dtype("fp16", gpu) == torch.float16
+    assert ctrain.amp_dtype("off", gpu) is None
+    assert ctrain.amp_dtype("auto", torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--keep", "0.3"], r"keep \(--keep\) must be left at its default without token_clust"),
+    (["--keep", "0.5"], r"--keep set token clustering, but no --token-clustering"),  # default
+    (["--ema"], r"--ema evaluates a checkpoint's EMA weights: it needs --eval-only"),
+    (["--seed", str(2**32)], r"seed \(--seed\) must be an integer in \[0, 2\*\*32\), got "
+                             r"4294967296"),
+    (["--img-size", "100000"], r"img_size \(--img-size\) must be an integer in \[1, 4096\]"),
+    (["--out", "FILE"], r"out \(--out\) must be a folder \(or one to create\), but .*FILE is "
+                        r"a file"),
+    (["--out", "FILE/run"], r"out \(--out\) must be a folder .*FILE is a file"),
+    (["--resume", "DIR"], r"resume \(--resume\) must be a checkpoint file .* not a folder"),
+])
+def test_cli_refuses_in_one_line_before_anything_is_touched(tmp_path, extra, message):
+    (tmp_path / "FILE").write_text("a file, not a folder")
+    (tmp_path / "DIR").mkdir()  # a run folder given where its checkpoint is meant
+    extra = [str(tmp_path / e) if e in ("FILE", "FILE/run", "DIR") else e for e in extra]
+    out = [] if "--out" in extra else ["--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as caught:
+        ctrain.main(TINY + ["--epochs", "1"] + out + extra)
+    assert str(caught.value).startswith("error: ") and "\n" not in str(caught.value)
+    assert re.search(message, str(caught.value)), caught.value
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR", "FILE"]
+    assert not any((tmp_path / "DIR").iterdir())
+    assert (tmp_path / "FILE").read_text() == "a file, not a folder"
+
+
+def test_fit_refuses_a_given_model_of_another_name(tmp_path):
+    from ccoat import create_model
+
+    with pytest.raises(ValueError, match=r"model \(--model\) is 'ccoat_lite_tiny_cifar', but the "
+                                         r"model given to fit is a coat_lite_tiny_cifar"):
+        ctrain.fit(small_config(tmp_path / "run", model="ccoat_lite_tiny_cifar"),
+                   model=create_model("coat_lite_tiny_cifar", num_classes=10))
+    with pytest.raises(ValueError, match=r"attention \(--attention\) is 'clustered', but the model "
+                                         r"given to fit has the kinds \['factorized'"):
+        ctrain.fit(small_config(tmp_path / "run", attention="clustered"),
+                   model=create_model("coat_lite_tiny_cifar", num_classes=10))
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_only_takes_the_lock_and_says_a_run_is_unfinished(tmp_path, capsys):
+    from ccoat.runfolder import RunFolder
+
+    out = tmp_path / "run"
+    ctrain.fit(dict(data="digits", epochs=2, stop_after=1, batch_size=16, train_subset=16,
+                    val_subset=16, steps_per_epoch=1, num_workers=0, progress=False,
+                    out=str(out)))
+    before = _files(out)
+    args = ["--eval-only", "--out", str(out), "--val-subset", "16", "--num-workers", "0",
+            "--device", "cpu", "--no-progress"]
+    with RunFolder(out) as live:  # a run still training into the folder
+        live.lock(command="the live run")
+        with pytest.raises(SystemExit, match=rf"error: {out} is in use by another run .*the live"):
+            ctrain.main(args)
+    assert _files(out) == before
+    ctrain.main(args)
+    assert f"{out / 'last.pt'} is of an unfinished run: 1 of 2 planned epochs done" in \
+        capsys.readouterr().err
+    scored = json.loads((out / "eval.json").read_text())
+    assert (scored["epoch"], scored["epochs_planned"]) == (1, 2)
+    assert not (out / ".lock").exists()
+
+
+def test_eval_only_reads_data_from_the_root_given_then_the_environment_then_the_runs(
+        tmp_path, monkeypatch):
+    """A committed run.json holds another machine's data root (a temporary folder there)."""
+    here, gone = str(tmp_path), str(tmp_path / "tmp.5QQ3oCompy")
+    monkeypatch.delenv("CCOAT_DATA", raising=False)
+    assert ctrain._data_root("/given", here) == "/given"
+    assert ctrain._data_root(None, here) == here  # the run's own, where it exists
+    assert ctrain._data_root(None, gone) is None  # else the default (../shared/data)
+    monkeypatch.setenv("CCOAT_DATA", "/env")
+    assert ctrain._data_root(None, here) is None  # None: the data module reads $CCOAT_DATA
+    assert ctrain._data_root("/given", here) == "/given"
+
+
+def test_a_run_refused_after_taking_its_folder_leaves_no_folder_and_names_the_option(
+        tmp_path, monkeypatch):
+    """Refusals found once the folder is locked (data, model, --init) used to leave an empty
+    folder; a side the model cannot take failed at the first forward pass, run.json written."""
+    for extra, message in ((["--img-size", "40"], r"img_size \(--img-size\) must be divisible by "
+                                                   r"16 \(the stride of coat_lite_tiny_cifar's"),
+                           (["--batch-size", "4096"], "fewer than one batch of 4096"),
+                           (["--data", str(tmp_path / "nowhere")], "nor an ImageFolder tree")):
+        with pytest.raises(SystemExit, match=message):
+            ctrain.main(TINY + ["--epochs", "1", "--out", str(tmp_path / "run")] + extra)
+        assert not (tmp_path / "run").exists()
+    import pathlib
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    with pytest.raises(SystemExit, match=rf"^error: out \(--out\) {tmp_path / 'run'}: cannot make "
+                                         r"or write the run folder \(Permission denied\)$"):
+        ctrain.main(TINY + ["--epochs", "1", "--out", str(tmp_path / "run")])
+
+
+def test_ctrl_c_mid_epoch_exits_130_and_leaves_the_last_epoch_to_resume(tmp_path, monkeypatch,
+                                                                         capsys):
+    out, step, calls = tmp_path / "run", ctrain.train_step, {"n": 0}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C in the second epoch's first step
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(ctrain, "train_step", interrupted)
+    with pytest.raises(SystemExit) as caught:
+        ctrain.main(TINY + ["--epochs", "2", "--out", str(out)])
+    assert caught.value.code == 130
+    assert f"interrupted: {out} keeps the last completed epoch" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "metrics.jsonl", "run.json"]
+    assert [json.loads(l)["epoch"] for l in open(out / "metrics.jsonl")] == [1]

@@ -58,3 +58,56 @@ def test_corrupt_or_missing_file_is_a_clear_error(tmp_path):
         load_weights(model, bad)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_weights(model, tmp_path / "missing.safetensors")
+
+
+def test_integer_tensors_where_the_model_has_floats_are_refused_not_cast(saved, tmp_path):
+    """A cast would load an int32 file into float weights without a word."""
+    from safetensors.torch import load_file, save_file
+
+    _, path = saved
+    state = load_file(path)
+    state["head.weight"] = state["head.weight"].to(torch.int32)
+    bad = tmp_path / "int32.safetensors"
+    save_file(state, bad)  # no checksum: the dtype check alone must catch it
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"head.weight: model torch.float32, file torch.int32"):
+        load_weights(model, bad)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_flipped_bit_fails_the_checksum_and_files_without_one_still_load(saved, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model, path = saved
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")  # then the tensors' bytes
+    data[header + (len(data) - header) // 2] ^= 0x04  # one bit of one weight
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(data))
+    target = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"{flipped} is corrupt: its tensors do not match"):
+        load_weights(target, flipped)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+    old = tmp_path / "old.safetensors"  # as written before the checksum existed
+    save_file(load_file(path), old, metadata={"model": '"coat_lite_tiny_cifar"'})
+    load_weights(target, old)
+    torch.testing.assert_close(target.head.weight, model.head.weight.half().float())
+
+
+def test_the_committed_weights_written_without_a_checksum_still_load():
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    path = (Path(__file__).resolve().parents[1] / "results" / "imagenette128_gpu_coat_lite_tiny"
+            / "model.safetensors")
+    if path.stat().st_size < 1000:  # a Git LFS pointer in a checkout without LFS
+        pytest.skip("the committed weights are not in this checkout")
+    with safe_open(str(path), framework="pt") as f:
+        assert "tensors_sha256" not in (f.metadata() or {})
+    meta = read_metadata(path)
+    model = ccoat.create_model(meta["model"], num_classes=meta["num_classes"],
+                               img_size=meta["img_size"])
+    load_weights(model, path)
