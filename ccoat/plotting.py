@@ -1,6 +1,6 @@
 """One figure theme for the whole book, the figures the library draws (a cost audit's stacked
-bars, a cost sweep's lines, accuracies with their intervals), and :func:`glue`, which places a computed number in the prose of
-the built book."""
+bars, a cost sweep's lines, accuracies with their intervals), and :func:`glue`, which places a
+computed number in the prose of the built book."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
