@@ -85,8 +85,19 @@ set_theme()
 torch.manual_seed(0)
 
 
+# %% [markdown]
+# Every measurement below is read from a file committed under `results/`; a missing file
+# stops the chapter with an error that names it.
+
+
+# %%
+def committed_json(name):
+    """The committed results file ``results/name``, read."""
+    return json.loads(results_file(name, CCOAT_REPO, required=True).read_text())
+
+
 def committed_run(name):
-    """The committed run ``results/name``; a missing file stops the chapter."""
+    """The committed run folder ``results/name`` (``ccoat.runfolder.CommittedRun``)."""
     for file in ("run.json", "metrics.jsonl", "eval.json"):
         results_file(f"{name}/{file}", CCOAT_REPO, required=True)
     return read_run(name, CCOAT_REPO)
@@ -96,7 +107,8 @@ def committed_run(name):
 # ## Where the work is
 #
 # Counted on one 224 px image, CoaT-Lite Tiny spends its multiply-accumulates (MACs) as
-# follows. Everything but the patch embeddings and the two convolutions (CPE, CRPE) runs
+# follows (a count of operations, so freshly initialised weights do as well as trained
+# ones). Everything but the patch embeddings and the two convolutions (CPE, CRPE) runs
 # token by token, so it shrinks in proportion to the number of tokens it runs on.
 
 # %%
@@ -145,7 +157,7 @@ def unmerge_by_hand(prototypes, assign):
 
 
 # %% [markdown]
-# Two images of six tokens, clustered differently, check both against the library:
+# Two images of six random tokens, clustered differently, check both against the library:
 
 # %%
 x = torch.randn(2, 6, 4)
@@ -247,7 +259,7 @@ plt.show()
 # %%
 def sweep(name):
     """A committed sweep ``results/name``: its rows (row 0: CoaT-Lite), provenance."""
-    bench = json.loads(results_file(name, CCOAT_REPO, required=True).read_text())
+    bench = committed_json(name)
     return pd.DataFrame(bench["rows"]), bench["provenance"]
 
 
@@ -400,16 +412,10 @@ glue("tc_scope_change_max", change.max())
 
 
 # %%
-def committed_json(name):
-    """The committed results file ``results/name``, read; a missing one stops here."""
-    return json.loads(results_file(name, CCOAT_REPO, required=True).read_text())
-
-
-gpu = {
-    **committed_json("token_clustering_gpu.json"),
-    **committed_json("token_clustering_gpu_compiled.json"),
-}
-print(gpu["provenance"]["device"], gpu["provenance"]["date"][:10])
+files = [committed_json(f"token_clustering_gpu{s}.json") for s in ("", "_compiled")]
+for file in files:
+    print(file["provenance"]["device"], file["provenance"]["date"][:10])
+gpu = {**files[0], **files[1]}  # sections forward and train; compiled
 speeds = {
     section: {r["config"]: r for r in gpu[section]["rows"]}
     for section in ("forward", "compiled", "train")
