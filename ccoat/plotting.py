@@ -1,9 +1,10 @@
 """One figure theme for the whole book, the figures the library draws (a cost audit's stacked
-bars, a cost sweep's lines), and :func:`glue`, which places a computed number in the prose of
-the built book."""
+bars, a cost sweep's lines, accuracies with their intervals), and :func:`glue`, which places a
+computed number in the prose of the built book."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 
 from .clustering import block_index
@@ -112,3 +113,33 @@ def plot_sweep(rows, metric: str = "fwd_s", ax=None, model: str | None = None,
         ax.set_yscale("log")
     ax.legend()
     return ax
+
+
+def plot_intervals(x, y, low, high, ax=None, labels=None, **style):
+    """Points ``(x, y)`` with a vertical bar from ``low`` to ``high`` at each: an accuracy and
+    its 95% interval against a speed, say. ``labels`` (one text per point, e.g. a budget) are
+    written beside the points; ``style`` goes to ``ax.errorbar`` (``fmt``, ``label``, colours).
+
+    Matplotlib's ``errorbar`` takes the bars as distances below and above each point; an
+    interval comes as its two ends, and a point outside its own interval would draw a bar
+    pointing the wrong way without complaint, so that is refused here. Returns the errorbar
+    container (its ``lines[0]`` carries the colour, for drawing more in the same one)."""
+    x, y, low, high = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (x, y, low, high))
+    if not x.shape == y.shape == low.shape == high.shape or x.ndim != 1:
+        raise ValueError(f"x, y, low and high must be equally long sequences, got shapes "
+                         f"{x.shape}, {y.shape}, {low.shape} and {high.shape}")
+    outside = ~((low <= y) & (y <= high))
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"every point must lie inside its interval, got y = {y[i]:g} outside "
+                         f"[{low[i]:g}, {high[i]:g}] at position {i}")
+    if labels is not None and len(labels) != len(x):
+        raise ValueError(f"labels must give one text per point: {len(x)} points, "
+                         f"{len(labels)} labels")
+    ax = ax or plt.gca()
+    style = {"fmt": "o", "capsize": 3, **style}
+    bars = ax.errorbar(x, y, yerr=[y - low, high - y], **style)
+    for xi, yi, text in zip(x, y, labels if labels is not None else []):
+        ax.annotate(str(text), (xi, yi), textcoords="offset points", xytext=(5, -10),
+                    fontsize=7)
+    return bars
