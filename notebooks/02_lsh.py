@@ -373,7 +373,7 @@ for _ in range(60):
     mid = (lo + hi) / 2
     lo, hi = (mid, hi) if collision_probability(1 / mid) ** 32 < 0.5 else (lo, mid)
 glue("half_width", hi)
-# Exercise 4: with s = ceil(log2 M) the keys are base-2**s numbers: no collision (M = 5).
+# Exercise 4: s = ceil(log2 M) makes the keys base-2**s numbers: no collision (M = 5).
 M, s4 = 5, math.ceil(math.log2(5))
 grid = torch.cartesian_prod(torch.arange(M), torch.arange(M))
 assert shifted_sum(grid, shift=s4).unique().numel() == M * M

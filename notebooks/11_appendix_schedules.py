@@ -18,8 +18,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # Appendix: learning-rate schedules
 #
