@@ -4,6 +4,7 @@ A tiny book (one notebook, one failing cell) is built with the ``execute:`` sett
 project's own ``_config.yml``, so the test follows what the real build does.
 """
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,19 +28,25 @@ def _notebook(*sources: str) -> dict:
 
 
 def _tiny_book(root: Path, *sources: str) -> Path:
-    execute = yaml.safe_load((ROOT / "_config.yml").read_text())["execute"]
+    """A one-chapter book with the project's ``execute:`` settings and its local extensions."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    extensions = {name: str(ROOT / "book" / folder)
+                  for name, folder in config["sphinx"]["local_extensions"].items()}
     book = root / "book"
-    book.mkdir()
+    book.mkdir(exist_ok=True)
     (book / "_config.yml").write_text(yaml.safe_dump(
-        {"title": "tiny", "only_build_toc_files": True, "execute": execute}))
+        {"title": "tiny", "only_build_toc_files": True, "execute": config["execute"],
+         "sphinx": {"local_extensions": extensions}}))
     (book / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
     (book / "chapter.ipynb").write_text(json.dumps(_notebook(*sources)))
     return book
 
 
-def _build(book: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([JUPYTER_BOOK, "build", str(book)], capture_output=True, text=True,
-                          timeout=600, cwd=book.parent)
+def _build(book: Path, *options: str, profile: str = "smoke") -> subprocess.CompletedProcess:
+    env = dict(os.environ, CCOAT_PROFILE=profile,
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([JUPYTER_BOOK, "build", *options, str(book)], capture_output=True,
+                          text=True, timeout=600, cwd=book.parent, env=env)
 
 
 @pytest.mark.skipif(JUPYTER_BOOK is None, reason="jupyter-book is not installed (the [book] or [test] extra)")
@@ -58,3 +65,32 @@ def test_the_same_tiny_book_builds_when_no_cell_raises(tmp_path):
     result = _build(_tiny_book(tmp_path, "x = 1", "print(x + 1)"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "book" / "_build" / "html" / "chapter.html").is_file()
+
+
+PRINT_PROFILE = "import os\nprint('profile:', os.environ['CCOAT_PROFILE'])"
+
+
+@pytest.mark.skipif(JUPYTER_BOOK is None, reason="jupyter-book is not installed (the [book] or [test] extra)")
+def test_a_build_at_another_profile_executes_again(tmp_path):
+    """The cache is keyed by the profile: a cpu build after a smoke one shows cpu's output, and
+    a smoke build after that finds smoke's cache again (no stale pages either way)."""
+    book = _tiny_book(tmp_path, PRINT_PROFILE)
+    page = book / "_build" / "html" / "chapter.html"
+    for profile, options in (("smoke", ()), ("cpu", ("--all",)), ("smoke", ())):
+        result = _build(book, *options, profile=profile)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert f"profile: {profile}" in page.read_text(), f"the {profile} build shows:\n" + \
+            "\n".join(line for line in page.read_text().splitlines() if "profile:" in line)
+    caches = sorted(p.name.split("-")[0] for p in (book / "_build" / ".jupyter_cache").iterdir())
+    assert caches == ["cpu", "smoke"], caches
+
+
+@pytest.mark.skipif(JUPYTER_BOOK is None, reason="jupyter-book is not installed (the [book] or [test] extra)")
+def test_an_unknown_profile_stops_the_build_before_any_cell_runs(tmp_path):
+    book = _tiny_book(tmp_path, "open('ran', 'w').close()")
+    result = _build(book, profile="bogus")
+    assert result.returncode != 0, "the build accepted CCOAT_PROFILE=bogus"
+    output = result.stdout + result.stderr
+    assert "CCOAT_PROFILE must be one of" in output and "'bogus'" in output, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+    assert not (book / "ran").exists() and not (book / "_build" / "html" / "chapter.html").exists()
