@@ -7,6 +7,7 @@ run profile, the dataset and the date.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import platform
 import shlex
@@ -121,8 +122,11 @@ def results_file(name: str, repo: str | None = None, *, branch: str = "main",
     """The committed results file ``results/<name>``: the checkout's, else fetched from ``repo``.
 
     A notebook run inside a clone reads the file where it is (:func:`find_results`), and a file
-    the clone lacks is not looked for elsewhere. Without a checkout (a pip install on Colab) the file is downloaded once from the repository on GitHub
-    into ``results/<name>`` under ``start`` (default: the working directory), where the next call
+    the clone lacks is not looked for elsewhere; a file that git tracks but the working tree
+    lacks (deleted by hand) raises ``FileNotFoundError`` naming it, ``required`` or not, so a
+    chapter never shows "n/a" for a result that is committed. Without a checkout (a pip
+    install on Colab) the file is downloaded once from the repository on GitHub into
+    ``results/<name>`` under ``start`` (default: the working directory), where the next call
     finds it. Returns None when neither the checkout nor the repository has the file, or, with
     ``required=True``, raises ``FileNotFoundError`` saying where it looked.
     """
@@ -137,9 +141,15 @@ def results_file(name: str, repo: str | None = None, *, branch: str = "main",
 def _find_or_fetch(name: str, repo: str | None, branch: str,
                    start: str | os.PathLike | None) -> Path | None:
     local = find_results(name, start=start)
-    if local is not None or repo is None:
+    if local is not None:
         return local
     checkout = find_results(start=start)
+    if checkout is not None and _committed(checkout.parent, f"results/{name}"):
+        raise FileNotFoundError(
+            errno.ENOENT, f"results/{name} is committed but missing from the checkout at "
+            f"{checkout.parent}; restore it with: git checkout -- results/{name}")
+    if repo is None:
+        return None
     if checkout is not None and (checkout.parent / "pyproject.toml").is_file():
         return None  # a clone holds every committed file: what it lacks is not committed
     import urllib.error
@@ -157,6 +167,16 @@ def _find_or_fetch(name: str, repo: str | None, branch: str,
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, data)
     return target
+
+
+def _committed(root: Path, path: str) -> bool:
+    """Whether git tracks ``path`` in the checkout ``root`` (False outside git): a chapter that
+    finds a committed results file missing must stop, not print "n/a" in its place."""
+    try:
+        return subprocess.run(["git", "ls-files", "--error-unmatch", "--", path], cwd=root,
+                              capture_output=True).returncode == 0
+    except OSError:
+        return False
 
 
 def shorten_paths(text: str, data_root: str | os.PathLike | None) -> str:
