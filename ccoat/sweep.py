@@ -4,13 +4,17 @@ For every model size × attention kind × input resolution × batch size it reco
 operations (:func:`ccoat.cost.audit`), parameters, peak memory and throughput (forward, and
 forward + backward), and writes
 
-- ``results/<name>.csv``: one row per configuration;
-- ``results/<name>_components.csv``: one row per configuration × component × stage;
-- ``results/<name>.json``: both tables plus the provenance record (command, git commit, torch,
+- ``<out>/<name>.csv``: one row per configuration;
+- ``<out>/<name>_components.csv``: one row per configuration × component × stage;
+- ``<out>/<name>.json``: both tables plus the provenance record (command, git commit, torch,
   device, threads, profile, date) and the sweep's settings.
 
 Each CSV starts with one ``# {...}`` line holding the provenance record as JSON
 (``pandas.read_csv(path, skiprows=1)`` reads the table); :func:`load` reads the JSON.
+
+``--out`` is ``runs/sweep`` unless given: the committed ``results/cost_<profile>.*`` that the
+book reads are rewritten only with ``--out results --overwrite``. A sweep never replaces files
+of an earlier one without ``--overwrite``; it is refused before any work.
 
 The sweep's size follows the run profile (``CCOAT_PROFILE``; every setting can be overridden):
 
@@ -55,6 +59,7 @@ from .provenance import provenance, write_atomic
 from .registry import MODEL_NAMES, create_model
 
 RESULTS_DIR = Path("results")
+DEFAULT_OUT = Path("runs") / "sweep"  # a user's sweep; results/ holds the committed ones
 SIZES = ("tiny", "mini", "small", "medium")
 
 
@@ -225,17 +230,29 @@ def validate_settings(settings: dict) -> dict:
     return settings
 
 
-def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str | None = None,
-        progress: bool = True) -> dict:
+def check_out(out_dir: str | os.PathLike, name: str, overwrite: bool = False) -> None:
+    """Raise ``FileExistsError`` when ``out_dir`` holds a complete sweep ``name`` and
+    ``overwrite`` is false: a new sweep would replace it (``results/cost_cpu.json`` is what the
+    book's chapters read)."""
+    found = [str(p) for p in _files(out_dir, name) if p.exists()]
+    if found and not overwrite:
+        raise FileExistsError(f"{', '.join(found)} already exist(s); a sweep replaces them only "
+                              f"with --overwrite (or choose another --out or --name)")
+
+
+def run(settings: dict, out_dir: str | os.PathLike = DEFAULT_OUT, command: str | None = None,
+        progress: bool = True, overwrite: bool = False) -> dict:
     """Run a sweep and write its CSV and JSON files; return the JSON record.
 
     While the sweep runs, its rows so far are written to ``<name>.partial.*`` after every
     configuration (a long sweep cut short keeps them); the complete sweep then replaces
     ``<name>.*`` and the partial files are removed. Every write is atomic, so the files of an
-    earlier complete sweep are never replaced by a partial one."""
+    earlier complete sweep are never replaced by a partial one, and by a complete one only
+    with ``overwrite`` (:func:`check_out`, before any work)."""
     from tqdm.auto import tqdm
 
     validate_settings(settings)
+    check_out(out_dir, settings["name"], overwrite)
     device = torch.device(settings["device"])
     # The record is taken before the sweep: the code that ran is the code at its start.
     record_of_run = provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
@@ -333,7 +350,11 @@ def _parse(argv=None) -> argparse.Namespace:
                    help="time forward passes only")
     p.add_argument("--device")
     p.add_argument("--name", help="file stem under --out (default cost_<profile>)")
-    p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help=f"output folder (default {DEFAULT_OUT}; the committed sweeps are in "
+                        f"{RESULTS_DIR})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier sweep of the same --name in --out")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -352,8 +373,9 @@ def main(argv=None) -> int:
         validate_settings(settings)
         command = "python -m ccoat.sweep " + " ".join(shlex.quote(a) for a in
                                                       (sys.argv[1:] if argv is None else argv))
-        record = run(settings, args.out, command=command.strip(), progress=not args.no_progress)
-    except ValueError as e:
+        record = run(settings, args.out, command=command.strip(), progress=not args.no_progress,
+                     overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as e:
         raise SystemExit(f"error: {e}") from None
     n_skipped = sum(1 for r in record["rows"] for m in ("fwd", "train") if r.get(f"{m}_skipped"))
     print(f"wrote {Path(args.out) / settings['name']}.csv, _components.csv and .json "

@@ -33,13 +33,37 @@ def test_a_sweep_cut_short_keeps_the_complete_results_and_its_partial_rows(tmp_p
 
     monkeypatch.setattr(sweep, "_measure_config", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        sweep.run(SETTINGS, tmp_path, command="cut", progress=False)
+        sweep.run(SETTINGS, tmp_path, command="cut", progress=False, overwrite=True)
     after = _snapshot(tmp_path)
     assert {k: after[k] for k in before} == before  # the complete sweep is untouched
     partial = json.loads(after["t.partial.json"])
     assert partial["complete"] is False and {r["img_size"] for r in partial["rows"]} == {32}
     assert set(after) == set(before) | {"t.partial.json", "t.partial.csv",
                                         "t.partial_components.csv"}
+
+
+def test_the_default_output_is_outside_the_committed_results(monkeypatch):
+    """A user's ``python -m ccoat.sweep`` replaced results/cost_cpu.json, which chapters read."""
+    out = sweep._parse([]).out
+    assert os.path.normpath(out).split(os.sep)[0] != "results", out
+    assert sweep.run.__defaults__[0] == sweep.DEFAULT_OUT
+
+
+def test_an_earlier_sweep_is_replaced_only_with_overwrite(tmp_path, monkeypatch, capsys):
+    sweep.write({"provenance": {}, "rows": [{"a": 1}], "components": []}, tmp_path, "t")
+    before = _snapshot(tmp_path)
+    args = ["--profile", "smoke", "--name", "t", "--out", str(tmp_path), "--no-progress"]
+    monkeypatch.setattr(sweep, "build_models", lambda *a: pytest.fail("work started"))
+    with pytest.raises(SystemExit, match=r"^error: .*t\.json.* already exist\(s\); a sweep "
+                       r"replaces them only with --overwrite"):
+        sweep.main(args)
+    assert _snapshot(tmp_path) == before
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        sweep.run(SETTINGS, tmp_path, progress=False)
+    monkeypatch.undo()
+    record = sweep.run(SETTINGS, tmp_path, command="again", progress=False, overwrite=True)
+    assert json.loads((tmp_path / "t.json").read_text())["provenance"]["command"] == "again"
+    assert record["complete"] and _snapshot(tmp_path) != before
 
 
 def test_a_failed_write_keeps_the_old_file_and_names_the_path(tmp_path, monkeypatch):
