@@ -21,7 +21,8 @@ from .profile import get_profile
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
-    """The checkout's commit, with ``-dirty`` when it has uncommitted changes; ``unknown`` outside git."""
+    """The checkout's commit, with ``-dirty`` when it has uncommitted changes; ``unknown``
+    outside git."""
     cwd = Path(path or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
@@ -44,7 +45,8 @@ def provenance(*, dataset: str | None = None, device: str | torch.device | None 
                command: str | None = None, **extra) -> dict:
     """A JSON-ready record of how a result is being produced, now."""
     return {
-        "command": command or " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "command": command or " ".join(shlex.quote(a)
+                                       for a in [Path(sys.executable).name, *sys.argv]),
         "git_commit": git_commit(),
         "device": device_name(device),
         "torch": torch.__version__,
@@ -110,7 +112,8 @@ def _write_file(path: Path, data: bytes | memoryview) -> None:
 
 
 def raw_url(repo: str, path: str, branch: str = "main") -> str:
-    """The address of one committed file: ``https://github.com/o/r`` -> raw.githubusercontent.com."""
+    """The address of one committed file: ``https://github.com/o/r`` ->
+    raw.githubusercontent.com."""
     prefix = "https://github.com/"
     if not repo.startswith(prefix):
         raise ValueError(f"repository must be a GitHub address ({prefix}owner/name), got {repo!r}")

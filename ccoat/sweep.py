@@ -72,13 +72,16 @@ def default_settings(profile: str | None = None) -> dict:
         "models": choose(smoke=["coat_lite_tiny"], cpu=["coat_lite_tiny"],
                          gpu=[f"coat_lite_{s}" for s in SIZES], profile=profile),
         "kinds": list(ATTENTION_KINDS),
-        "resolutions": choose(smoke=[224], cpu=small + resolutions, gpu=resolutions, profile=profile),
+        "resolutions": choose(smoke=[224], cpu=small + resolutions, gpu=resolutions,
+                              profile=profile),
         "batch_sizes": choose(smoke=[1], cpu=[1], gpu=[1, 32], profile=profile),
         "repeats": choose(smoke=1, cpu=5, gpu=10, profile=profile),
         "warmup": choose(smoke=0, cpu=1, gpu=3, profile=profile),
         "max_seconds": choose(smoke=10.0, cpu=30.0, gpu=30.0, profile=profile),
         "train": choose(smoke=False, cpu=True, gpu=True, profile=profile),
-        "device": "cuda" if profile == "gpu" and torch.cuda.is_available() else "cpu",
+        # the gpu sweep without CUDA is refused (validate_settings), not run on the CPU under
+        # the gpu profile's name; --device cpu runs it there on purpose
+        "device": "cuda" if profile == "gpu" else "cpu",
         "name": f"cost_{profile}",
     }
 
@@ -219,14 +222,21 @@ def validate_settings(settings: dict) -> dict:
         bad("models", f"model names among {', '.join(MODEL_NAMES)}")
     if not settings["kinds"] or any(k not in ATTENTION_KINDS for k in settings["kinds"]):
         bad("kinds", f"attention kinds among {', '.join(ATTENTION_KINDS)}")
+    for key in ("resolutions", "batch_sizes", "models", "kinds"):
+        repeated = sorted({v for v in settings[key] if list(settings[key]).count(v) > 1})
+        if repeated:  # a repeated size gave two rows of one configuration
+            raise ValueError(f"--{key.replace('_', '-')}: each value once, got "
+                             f"{list(settings[key])!r} ({', '.join(map(str, repeated))} repeated)")
     if not settings["name"] or Path(settings["name"]).name != settings["name"]:
         bad("name", "a file stem (no folder)")
     try:
         device = torch.device(settings["device"])
     except (RuntimeError, TypeError):
         bad("device", "cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        bad("device", "cpu here (CUDA is not available)")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= gpus:  # else a CUDA error mid-sweep
+        bad("device", f"cpu or cuda:0 to cuda:{gpus - 1}" if gpus else
+            "cpu here (CUDA is not available)")
     return settings
 
 
@@ -234,6 +244,9 @@ def check_out(out_dir: str | os.PathLike, name: str, overwrite: bool = False) ->
     """Raise ``FileExistsError`` when ``out_dir`` holds a complete sweep ``name`` and
     ``overwrite`` is false: a new sweep would replace it (``results/cost_cpu.json`` is what the
     book's chapters read)."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file; the sweep writes its files into a "
+                                 f"folder")
     found = [str(p) for p in _files(out_dir, name) if p.exists()]
     if found and not overwrite:
         raise FileExistsError(f"{', '.join(found)} already exist(s); a sweep replaces them only "
@@ -359,23 +372,28 @@ def _parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = _parse(argv)
-    if args.profile:
-        os.environ["CCOAT_PROFILE"] = args.profile
-    settings = default_settings(args.profile)
+def _settings(args: argparse.Namespace) -> dict:
+    """The profile's sweep with the options given on the command line in place of its own."""
+    settings = default_settings(args.profile)  # an unknown CCOAT_PROFILE is a ValueError
     for key in ("models", "kinds", "resolutions", "batch_sizes", "repeats", "warmup",
                 "max_seconds", "train", "device", "name"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
+    return settings
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    if args.profile:
+        os.environ["CCOAT_PROFILE"] = args.profile
     try:
-        validate_settings(settings)
+        settings = validate_settings(_settings(args))
         command = "python -m ccoat.sweep " + " ".join(shlex.quote(a) for a in
                                                       (sys.argv[1:] if argv is None else argv))
         record = run(settings, args.out, command=command.strip(), progress=not args.no_progress,
                      overwrite=args.overwrite)
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, FileExistsError, NotADirectoryError) as e:
         raise SystemExit(f"error: {e}") from None
     n_skipped = sum(1 for r in record["rows"] for m in ("fwd", "train") if r.get(f"{m}_skipped"))
     print(f"wrote {Path(args.out) / settings['name']}.csv, _components.csv and .json "

@@ -61,7 +61,8 @@ def test_results_file_prefers_the_checkout_then_fetches_from_the_repository(tmp_
     assert prov.results_file("other.json", None, start=bare) is None  # no repository: no fetch
     (tmp_path / "clone" / "results").mkdir(parents=True)
     (tmp_path / "clone" / "results" / "a.json").write_text("{}")
-    assert prov.results_file("a.json", repo, start=tmp_path / "clone") == tmp_path / "clone" / "results" / "a.json"
+    assert prov.results_file("a.json", repo, start=tmp_path / "clone") == \
+        tmp_path / "clone" / "results" / "a.json"
     assert len(asked) == 2
     # a clone (results/ beside pyproject.toml) holds every committed file: no fetch, offline too
     (tmp_path / "clone" / "pyproject.toml").write_text("")
@@ -118,7 +119,8 @@ def test_shorten_paths_writes_the_data_root_as_a_variable():
     from ccoat.provenance import shorten_paths
 
     text = "--data-dir /srv/data --epochs 3; CIFAR-10 at /srv/data/cifar10"
-    assert shorten_paths(text, "/srv/data/") == "--data-dir $CCOAT_DATA --epochs 3; CIFAR-10 at $CCOAT_DATA/cifar10"
+    assert shorten_paths(text, "/srv/data/") == \
+        "--data-dir $CCOAT_DATA --epochs 3; CIFAR-10 at $CCOAT_DATA/cifar10"
     assert shorten_paths(text, None) == text
 
 
