@@ -7,6 +7,7 @@ run profile, the dataset and the date.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import platform
 import shlex
@@ -20,7 +21,8 @@ from .profile import get_profile
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
-    """The checkout's commit, with ``-dirty`` when it has uncommitted changes; ``unknown`` outside git."""
+    """The checkout's commit, with ``-dirty`` when it has uncommitted changes; ``unknown``
+    outside git."""
     cwd = Path(path or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
@@ -43,7 +45,8 @@ def provenance(*, dataset: str | None = None, device: str | torch.device | None 
                command: str | None = None, **extra) -> dict:
     """A JSON-ready record of how a result is being produced, now."""
     return {
-        "command": command or " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "command": command or " ".join(shlex.quote(a)
+                                       for a in [Path(sys.executable).name, *sys.argv]),
         "git_commit": git_commit(),
         "device": device_name(device),
         "torch": torch.__version__,
@@ -109,7 +112,8 @@ def _write_file(path: Path, data: bytes | memoryview) -> None:
 
 
 def raw_url(repo: str, path: str, branch: str = "main") -> str:
-    """The address of one committed file: ``https://github.com/o/r`` -> raw.githubusercontent.com."""
+    """The address of one committed file: ``https://github.com/o/r`` ->
+    raw.githubusercontent.com."""
     prefix = "https://github.com/"
     if not repo.startswith(prefix):
         raise ValueError(f"repository must be a GitHub address ({prefix}owner/name), got {repo!r}")
@@ -121,8 +125,11 @@ def results_file(name: str, repo: str | None = None, *, branch: str = "main",
     """The committed results file ``results/<name>``: the checkout's, else fetched from ``repo``.
 
     A notebook run inside a clone reads the file where it is (:func:`find_results`), and a file
-    the clone lacks is not looked for elsewhere. Without a checkout (a pip install on Colab) the file is downloaded once from the repository on GitHub
-    into ``results/<name>`` under ``start`` (default: the working directory), where the next call
+    the clone lacks is not looked for elsewhere; a file that git tracks but the working tree
+    lacks (deleted by hand) raises ``FileNotFoundError`` naming it, ``required`` or not, so a
+    chapter never shows "n/a" for a result that is committed. Without a checkout (a pip
+    install on Colab) the file is downloaded once from the repository on GitHub into
+    ``results/<name>`` under ``start`` (default: the working directory), where the next call
     finds it. Returns None when neither the checkout nor the repository has the file, or, with
     ``required=True``, raises ``FileNotFoundError`` saying where it looked.
     """
@@ -137,9 +144,15 @@ def results_file(name: str, repo: str | None = None, *, branch: str = "main",
 def _find_or_fetch(name: str, repo: str | None, branch: str,
                    start: str | os.PathLike | None) -> Path | None:
     local = find_results(name, start=start)
-    if local is not None or repo is None:
+    if local is not None:
         return local
     checkout = find_results(start=start)
+    if checkout is not None and _committed(checkout.parent, f"results/{name}"):
+        raise FileNotFoundError(
+            errno.ENOENT, f"results/{name} is committed but missing from the checkout at "
+            f"{checkout.parent}; restore it with: git checkout -- results/{name}")
+    if repo is None:
+        return None
     if checkout is not None and (checkout.parent / "pyproject.toml").is_file():
         return None  # a clone holds every committed file: what it lacks is not committed
     import urllib.error
@@ -157,6 +170,16 @@ def _find_or_fetch(name: str, repo: str | None, branch: str,
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, data)
     return target
+
+
+def _committed(root: Path, path: str) -> bool:
+    """Whether git tracks ``path`` in the checkout ``root`` (False outside git): a chapter that
+    finds a committed results file missing must stop, not print "n/a" in its place."""
+    try:
+        return subprocess.run(["git", "ls-files", "--error-unmatch", "--", path], cwd=root,
+                              capture_output=True).returncode == 0
+    except OSError:
+        return False
 
 
 def shorten_paths(text: str, data_root: str | os.PathLike | None) -> str:

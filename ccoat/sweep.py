@@ -4,13 +4,17 @@ For every model size × attention kind × input resolution × batch size it reco
 operations (:func:`ccoat.cost.audit`), parameters, peak memory and throughput (forward, and
 forward + backward), and writes
 
-- ``results/<name>.csv``: one row per configuration;
-- ``results/<name>_components.csv``: one row per configuration × component × stage;
-- ``results/<name>.json``: both tables plus the provenance record (command, git commit, torch,
+- ``<out>/<name>.csv``: one row per configuration;
+- ``<out>/<name>_components.csv``: one row per configuration × component × stage;
+- ``<out>/<name>.json``: both tables plus the provenance record (command, git commit, torch,
   device, threads, profile, date) and the sweep's settings.
 
 Each CSV starts with one ``# {...}`` line holding the provenance record as JSON
 (``pandas.read_csv(path, skiprows=1)`` reads the table); :func:`load` reads the JSON.
+
+``--out`` is ``runs/sweep`` unless given: the committed ``results/cost_<profile>.*`` that the
+book reads are rewritten only with ``--out results --overwrite``. A sweep never replaces files
+of an earlier one without ``--overwrite``; it is refused before any work.
 
 The sweep's size follows the run profile (``CCOAT_PROFILE``; every setting can be overridden):
 
@@ -55,6 +59,7 @@ from .provenance import provenance, write_atomic
 from .registry import MODEL_NAMES, create_model
 
 RESULTS_DIR = Path("results")
+DEFAULT_OUT = Path("runs") / "sweep"  # a user's sweep; results/ holds the committed ones
 SIZES = ("tiny", "mini", "small", "medium")
 
 
@@ -67,13 +72,16 @@ def default_settings(profile: str | None = None) -> dict:
         "models": choose(smoke=["coat_lite_tiny"], cpu=["coat_lite_tiny"],
                          gpu=[f"coat_lite_{s}" for s in SIZES], profile=profile),
         "kinds": list(ATTENTION_KINDS),
-        "resolutions": choose(smoke=[224], cpu=small + resolutions, gpu=resolutions, profile=profile),
+        "resolutions": choose(smoke=[224], cpu=small + resolutions, gpu=resolutions,
+                              profile=profile),
         "batch_sizes": choose(smoke=[1], cpu=[1], gpu=[1, 32], profile=profile),
         "repeats": choose(smoke=1, cpu=5, gpu=10, profile=profile),
         "warmup": choose(smoke=0, cpu=1, gpu=3, profile=profile),
         "max_seconds": choose(smoke=10.0, cpu=30.0, gpu=30.0, profile=profile),
         "train": choose(smoke=False, cpu=True, gpu=True, profile=profile),
-        "device": "cuda" if profile == "gpu" and torch.cuda.is_available() else "cpu",
+        # the gpu sweep without CUDA is refused (validate_settings), not run on the CPU under
+        # the gpu profile's name; --device cpu runs it there on purpose
+        "device": "cuda" if profile == "gpu" else "cpu",
         "name": f"cost_{profile}",
     }
 
@@ -214,28 +222,50 @@ def validate_settings(settings: dict) -> dict:
         bad("models", f"model names among {', '.join(MODEL_NAMES)}")
     if not settings["kinds"] or any(k not in ATTENTION_KINDS for k in settings["kinds"]):
         bad("kinds", f"attention kinds among {', '.join(ATTENTION_KINDS)}")
+    for key in ("resolutions", "batch_sizes", "models", "kinds"):
+        repeated = sorted({v for v in settings[key] if list(settings[key]).count(v) > 1})
+        if repeated:  # a repeated size gave two rows of one configuration
+            raise ValueError(f"--{key.replace('_', '-')}: each value once, got "
+                             f"{list(settings[key])!r} ({', '.join(map(str, repeated))} repeated)")
     if not settings["name"] or Path(settings["name"]).name != settings["name"]:
         bad("name", "a file stem (no folder)")
     try:
         device = torch.device(settings["device"])
     except (RuntimeError, TypeError):
         bad("device", "cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        bad("device", "cpu here (CUDA is not available)")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= gpus:  # else a CUDA error mid-sweep
+        bad("device", f"cpu or cuda:0 to cuda:{gpus - 1}" if gpus else
+            "cpu here (CUDA is not available)")
     return settings
 
 
-def run(settings: dict, out_dir: str | os.PathLike = RESULTS_DIR, command: str | None = None,
-        progress: bool = True) -> dict:
+def check_out(out_dir: str | os.PathLike, name: str, overwrite: bool = False) -> None:
+    """Raise ``FileExistsError`` when ``out_dir`` holds a complete sweep ``name`` and
+    ``overwrite`` is false: a new sweep would replace it (``results/cost_cpu.json`` is what the
+    book's chapters read)."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file; the sweep writes its files into a "
+                                 f"folder")
+    found = [str(p) for p in _files(out_dir, name) if p.exists()]
+    if found and not overwrite:
+        raise FileExistsError(f"{', '.join(found)} already exist(s); a sweep replaces them only "
+                              f"with --overwrite (or choose another --out or --name)")
+
+
+def run(settings: dict, out_dir: str | os.PathLike = DEFAULT_OUT, command: str | None = None,
+        progress: bool = True, overwrite: bool = False) -> dict:
     """Run a sweep and write its CSV and JSON files; return the JSON record.
 
     While the sweep runs, its rows so far are written to ``<name>.partial.*`` after every
     configuration (a long sweep cut short keeps them); the complete sweep then replaces
     ``<name>.*`` and the partial files are removed. Every write is atomic, so the files of an
-    earlier complete sweep are never replaced by a partial one."""
+    earlier complete sweep are never replaced by a partial one, and by a complete one only
+    with ``overwrite`` (:func:`check_out`, before any work)."""
     from tqdm.auto import tqdm
 
     validate_settings(settings)
+    check_out(out_dir, settings["name"], overwrite)
     device = torch.device(settings["device"])
     # The record is taken before the sweep: the code that ran is the code at its start.
     record_of_run = provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
@@ -333,27 +363,37 @@ def _parse(argv=None) -> argparse.Namespace:
                    help="time forward passes only")
     p.add_argument("--device")
     p.add_argument("--name", help="file stem under --out (default cost_<profile>)")
-    p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help=f"output folder (default {DEFAULT_OUT}; the committed sweeps are in "
+                        f"{RESULTS_DIR})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier sweep of the same --name in --out")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """The profile's sweep with the options given on the command line in place of its own."""
+    settings = default_settings(args.profile)  # an unknown CCOAT_PROFILE is a ValueError
+    for key in ("models", "kinds", "resolutions", "batch_sizes", "repeats", "warmup",
+                "max_seconds", "train", "device", "name"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    return settings
 
 
 def main(argv=None) -> int:
     args = _parse(argv)
     if args.profile:
         os.environ["CCOAT_PROFILE"] = args.profile
-    settings = default_settings(args.profile)
-    for key in ("models", "kinds", "resolutions", "batch_sizes", "repeats", "warmup",
-                "max_seconds", "train", "device", "name"):
-        value = getattr(args, key)
-        if value is not None:
-            settings[key] = value
     try:
-        validate_settings(settings)
+        settings = validate_settings(_settings(args))
         command = "python -m ccoat.sweep " + " ".join(shlex.quote(a) for a in
                                                       (sys.argv[1:] if argv is None else argv))
-        record = run(settings, args.out, command=command.strip(), progress=not args.no_progress)
-    except ValueError as e:
+        record = run(settings, args.out, command=command.strip(), progress=not args.no_progress,
+                     overwrite=args.overwrite)
+    except (ValueError, FileExistsError, NotADirectoryError) as e:
         raise SystemExit(f"error: {e}") from None
     n_skipped = sum(1 for r in record["rows"] for m in ("fwd", "train") if r.get(f"{m}_skipped"))
     print(f"wrote {Path(args.out) / settings['name']}.csv, _components.csv and .json "

@@ -1,4 +1,6 @@
 import json
+import shutil
+import subprocess
 
 import pytest
 
@@ -59,7 +61,8 @@ def test_results_file_prefers_the_checkout_then_fetches_from_the_repository(tmp_
     assert prov.results_file("other.json", None, start=bare) is None  # no repository: no fetch
     (tmp_path / "clone" / "results").mkdir(parents=True)
     (tmp_path / "clone" / "results" / "a.json").write_text("{}")
-    assert prov.results_file("a.json", repo, start=tmp_path / "clone") == tmp_path / "clone" / "results" / "a.json"
+    assert prov.results_file("a.json", repo, start=tmp_path / "clone") == \
+        tmp_path / "clone" / "results" / "a.json"
     assert len(asked) == 2
     # a clone (results/ beside pyproject.toml) holds every committed file: no fetch, offline too
     (tmp_path / "clone" / "pyproject.toml").write_text("")
@@ -69,6 +72,36 @@ def test_results_file_prefers_the_checkout_then_fetches_from_the_repository(tmp_
         prov.results_file("missing.json", repo, start=bare, required=True)
     with pytest.raises(FileNotFoundError, match="no repository was given"):
         prov.results_file("other.json", None, start=bare, required=True)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.parametrize("repo", [None, "https://github.com/owner/name"])
+def test_a_committed_results_file_missing_from_the_clone_is_an_error(tmp_path, monkeypatch, repo):
+    """A chapter that read None for a deleted, committed file printed "n/a" and the book built
+    green: the file is named instead, required or not, and nothing is fetched in its place."""
+    import urllib.request
+
+    from ccoat import provenance as prov
+
+    monkeypatch.setattr(prov, "__file__", str(tmp_path / "site" / "ccoat" / "provenance.py"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("fetched"))
+    clone = tmp_path / "clone"
+    (clone / "results" / "run").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text("")
+    (clone / "results" / "run" / "conversion.json").write_text("{}")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "results"]):
+        subprocess.run([*git, *args], cwd=clone, check=True, capture_output=True)
+    (clone / "results" / "run" / "conversion.json").unlink()
+    for required in (False, True):
+        with pytest.raises(FileNotFoundError, match=r"results/run/conversion.json is committed "
+                           r"but missing .* git checkout -- results/run/conversion.json"):
+            prov.results_file("run/conversion.json", repo, start=clone / "notebooks",
+                              required=required)
+    assert prov.results_file("run/never_committed.json", repo, start=clone) is None
+    subprocess.run(["git", "checkout", "--", "results"], cwd=clone, check=True)
+    assert prov.results_file("run/conversion.json", repo, start=clone) == \
+        clone / "results" / "run" / "conversion.json"
 
 
 def test_raw_url_wants_a_github_address():
@@ -86,7 +119,8 @@ def test_shorten_paths_writes_the_data_root_as_a_variable():
     from ccoat.provenance import shorten_paths
 
     text = "--data-dir /srv/data --epochs 3; CIFAR-10 at /srv/data/cifar10"
-    assert shorten_paths(text, "/srv/data/") == "--data-dir $CCOAT_DATA --epochs 3; CIFAR-10 at $CCOAT_DATA/cifar10"
+    assert shorten_paths(text, "/srv/data/") == \
+        "--data-dir $CCOAT_DATA --epochs 3; CIFAR-10 at $CCOAT_DATA/cifar10"
     assert shorten_paths(text, None) == text
 
 

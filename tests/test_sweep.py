@@ -33,13 +33,37 @@ def test_a_sweep_cut_short_keeps_the_complete_results_and_its_partial_rows(tmp_p
 
     monkeypatch.setattr(sweep, "_measure_config", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        sweep.run(SETTINGS, tmp_path, command="cut", progress=False)
+        sweep.run(SETTINGS, tmp_path, command="cut", progress=False, overwrite=True)
     after = _snapshot(tmp_path)
     assert {k: after[k] for k in before} == before  # the complete sweep is untouched
     partial = json.loads(after["t.partial.json"])
     assert partial["complete"] is False and {r["img_size"] for r in partial["rows"]} == {32}
     assert set(after) == set(before) | {"t.partial.json", "t.partial.csv",
                                         "t.partial_components.csv"}
+
+
+def test_the_default_output_is_outside_the_committed_results(monkeypatch):
+    """A user's ``python -m ccoat.sweep`` replaced results/cost_cpu.json, which chapters read."""
+    out = sweep._parse([]).out
+    assert os.path.normpath(out).split(os.sep)[0] != "results", out
+    assert sweep.run.__defaults__[0] == sweep.DEFAULT_OUT
+
+
+def test_an_earlier_sweep_is_replaced_only_with_overwrite(tmp_path, monkeypatch, capsys):
+    sweep.write({"provenance": {}, "rows": [{"a": 1}], "components": []}, tmp_path, "t")
+    before = _snapshot(tmp_path)
+    args = ["--profile", "smoke", "--name", "t", "--out", str(tmp_path), "--no-progress"]
+    monkeypatch.setattr(sweep, "build_models", lambda *a: pytest.fail("work started"))
+    with pytest.raises(SystemExit, match=r"^error: .*t\.json.* already exist\(s\); a sweep "
+                       r"replaces them only with --overwrite"):
+        sweep.main(args)
+    assert _snapshot(tmp_path) == before
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        sweep.run(SETTINGS, tmp_path, progress=False)
+    monkeypatch.undo()
+    record = sweep.run(SETTINGS, tmp_path, command="again", progress=False, overwrite=True)
+    assert json.loads((tmp_path / "t.json").read_text())["provenance"]["command"] == "again"
+    assert record["complete"] and _snapshot(tmp_path) != before
 
 
 def test_a_failed_write_keeps_the_old_file_and_names_the_path(tmp_path, monkeypatch):
@@ -63,12 +87,45 @@ def test_a_failed_write_keeps_the_old_file_and_names_the_path(tmp_path, monkeypa
     (["--resolutions", "0"], r"--resolutions: resolutions must be >= 1"),
     (["--models", "coat_huge"], r"--models must be model names among"),
     (["--name", "a/b"], r"--name must be a file stem"),
+    (["--resolutions", "224", "224"], r"--resolutions: each value once, got \[224, 224\] "
+                                      r"\(224 repeated\)"),
+    (["--kinds", "softmax", "softmax"], r"--kinds: each value once"),
 ])
 def test_bad_settings_are_refused_before_any_work(tmp_path, monkeypatch, args, message):
     monkeypatch.setattr(sweep, "build_models", lambda *a: pytest.fail("work started"))
     with pytest.raises(SystemExit, match=message):
         sweep.main(args + ["--out", str(tmp_path / "out"), "--no-progress"])
     assert not (tmp_path / "out").exists()
+
+
+def test_the_gpu_sweep_is_not_run_on_a_cpu_under_its_name(tmp_path, monkeypatch):
+    """``--profile gpu`` without CUDA ran the gpu sweep on the CPU and labelled it gpu; a GPU
+    index the machine lacks failed with a CUDA error after the models were built."""
+    monkeypatch.setenv("CCOAT_PROFILE", "smoke")  # main sets it from --profile: restored after
+    monkeypatch.setattr(sweep, "build_models", lambda *a: pytest.fail("work started"))
+    monkeypatch.setattr(sweep.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match=r"--device must be cpu here \(CUDA is not available\), "
+                       r"got 'cuda'"):
+        sweep.main(["--profile", "gpu", "--out", str(tmp_path), "--no-progress"])
+    monkeypatch.setattr(sweep.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(sweep.torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit, match=r"--device must be cpu or cuda:0 to cuda:0, got 'cuda:3'"):
+        sweep.main(["--device", "cuda:3", "--out", str(tmp_path), "--no-progress"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_unknown_profile_in_the_environment_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCOAT_PROFILE", "bogus")
+    with pytest.raises(SystemExit, match=r"^error: CCOAT_PROFILE must be one of .*got 'bogus'$"):
+        sweep.main(["--out", str(tmp_path), "--no-progress"])
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "build_models", lambda *a: pytest.fail("work started"))
+    (tmp_path / "out").write_text("mine")
+    with pytest.raises(SystemExit, match=r"^error: --out .*out is a file"):
+        sweep.main(["--out", str(tmp_path / "out"), "--no-progress"])
+    assert (tmp_path / "out").read_text() == "mine"
 
 
 def test_sweep_writes_results_with_provenance_and_skips_with_a_reason(tmp_path):

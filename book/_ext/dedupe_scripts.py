@@ -9,7 +9,8 @@ every page. Keeping the first copy of each script removes that console error.
 def _dedupe(app, pagename, templatename, context, doctree):
     seen, kept = set(), []
     for script in context.get("script_files", []):
-        key = (str(script.filename or ""), tuple(sorted((str(k), str(v)) for k, v in script.attributes.items())))
+        attributes = tuple(sorted((str(k), str(v)) for k, v in script.attributes.items()))
+        key = (str(script.filename or ""), attributes)
         if key not in seen:
             seen.add(key)
             kept.append(script)
