@@ -126,10 +126,8 @@ plt.tight_layout()
 
 # %%
 mlp, dw = coat.loc["mlp"], coat.loc["cpe"] + coat.loc["crpe"]
-assert mlp["share of time"] < 0.6 * mlp["share of MACs"], "the MLP should run faster"
-assert dw["share of time"] > 3 * dw["share of MACs"], (
-    "depthwise convs should run slower"
-)
+assert mlp["share of time"] < 0.6 * mlp["share of MACs"], "MLP: less time than MACs"
+assert dw["share of time"] > 3 * dw["share of MACs"], "depthwise: more time than MACs"
 glue("mlp_macs", mlp["share of MACs"])
 glue("mlp_time", mlp["share of time"])
 glue("dw_macs", dw["share of MACs"])
@@ -160,9 +158,8 @@ glue("pass_ms", coat_224.pass_seconds.iloc[0] * 1e3)
 
 # %%
 passes = ccoat.choose(smoke=3, cpu=9, gpu=9)
-model = ccoat.create_model(
-    "coat_lite_tiny"
-).eval()  # random-init: timing needs no training
+# random-init weights: a timing needs no training
+model = ccoat.create_model("coat_lite_tiny").eval()
 measure.component_times(model, 224, 1, repeats=1, warmup=1)  # warm-up, not kept
 live, totals = [], []
 for _ in range(passes):
@@ -171,6 +168,8 @@ for _ in range(passes):
     live.append(pd.Series(times).groupby(level=0).sum() / totals[-1])
 live = pd.DataFrame(live).fillna(0)
 live = live[[c for c in cost.COMPONENTS if c in live.columns]]
+
+# %%
 median = live.median()
 ax = median.plot.bar(
     figsize=(9, 3.8), rot=30, color="tab:orange", label="share of time (median)"
