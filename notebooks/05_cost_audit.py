@@ -62,8 +62,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import ccoat
-from ccoat import cost, sweep
+from ccoat import cost
 from ccoat.plotting import glue, plot_components, set_theme
+from ccoat.runfolder import read_run
 
 set_theme()
 torch.manual_seed(0)
@@ -216,18 +217,27 @@ glue("crpe_share", share["crpe"])
 # %% [markdown]
 # ## The attention kinds side by side
 #
-# The same model with each attention kind and one set of (random-init) weights: `factorized`
-# (CoaT-Lite), `softmax` (exact attention), `clustered` (the seed's module: E2LSH clusters of
-# the queries, prototypes attend to all keys with softmax, the result is broadcast back) and
+# The same model with each attention kind and one set of weights: `factorized` (CoaT-Lite),
+# `softmax` (exact attention), `clustered` (the seed's module: E2LSH clusters of the queries,
+# prototypes attend to all keys with softmax, the result is broadcast back) and
 # `clustered_factorized` (prototypes in place of the queries in CoaT's factorized product).
 # The clustered kinds form as many clusters as their queries fall into distinct hash buckets,
-# so their cost depends on the images: `cost.audit` runs them on two photos shipped with
-# scikit-learn, and reports, besides the MACs, the steps that have almost none — hashing,
-# clustering (a sort), prototypes (a scatter-mean) and broadcast (a gather).
+# so their cost depends on the weights and the images. The weights are trained ones:
+# CoaT-Lite Tiny trained on Imagenette at 128 px (the committed run
+# `imagenette128_gpu_coat_lite_tiny`, see `results/README.md`), loaded into every kind.
+# `cost.audit` runs them on two photos shipped with scikit-learn, and reports, besides the
+# MACs, the steps that have almost none — hashing, clustering (a sort), prototypes (a
+# scatter-mean) and broadcast (a gather).
 
 # %%
 audit_sizes = ccoat.choose(smoke=[224], cpu=[224, 448], gpu=[224, 448])
-models = sweep.build_models("coat_lite_tiny", KINDS, "cpu")
+coat_run = read_run("imagenette128_gpu_coat_lite_tiny", CCOAT_REPO)
+models = {}
+for kind in KINDS:
+    torch.manual_seed(
+        1
+    )  # one repeatable draw of the clustered kinds' hash projections
+    models[kind] = coat_run.load_model(attention=kind)
 audits, cluster_info = [], {}
 for img_size in audit_sizes:
     for kind, m in models.items():
@@ -369,10 +379,13 @@ glue("softmax_saving_x", saving_softmax / hashing)
 # The same holds stage by stage where $C_h \le n_\text{hashes}$. CoaT-Lite Tiny's heads have
 # $C_h$ = 8, 16, 32 and 40 channels in its four stages; in stage 4, where $C_h = 40$, the
 # bound allows a saving larger than the hashing, but that stage has only
-# {glue:text}`s4_tokens` tokens. The cell below checks, on the audit's counts, that hashing
-# costs more than clustering saves in every stage where $C_h \le n_\text{hashes}$ (at
-# $C_h = n_\text{hashes}$, hashing the $HW$ image queries costs $HW\,C_h^2$ and clustering them
-# saves at most $(HW - K)\,C_h^2$; the class token is neither hashed nor clustered).
+# {glue:text}`s4_tokens` tokens. In one block of stage 1, hashing costs
+# {glue:text}`block_hashing:.2f` M MACs, and clustering saves {glue:text}`block_saving:.2f` M
+# of the {glue:text}`block_most:.2f` M that $q$ times the context costs. The cell below
+# checks, on the audit's counts, that hashing costs more than clustering saves in every
+# stage where $C_h \le n_\text{hashes}$ (at $C_h = n_\text{hashes}$, hashing the $HW$ image
+# queries costs $HW\,C_h^2$ and clustering them saves at most $(HW - K)\,C_h^2$; the class
+# token is neither hashed nor clustered).
 
 
 # %%
@@ -382,16 +395,17 @@ def stage_macs(kind: str, component: str):
 
 
 shapes = cost.stage_shapes(model, 224)
-saved = stage_macs("factorized", "attention") - stage_macs(
-    "clustered_factorized", "attention"
-)
+factorized_core = stage_macs("factorized", "attention")
+saved = factorized_core - stage_macs("clustered_factorized", "attention")
 hashed = stage_macs("clustered_factorized", "hashing")
 for sh in shapes:
     if sh.dim // sh.heads <= 32:  # C_h <= n_hashes
-        assert hashed[sh.name] > saved[sh.name], (
-            f"{sh.name}: hashing should exceed saving"
-        )
+        assert hashed[sh.name] > saved[sh.name], f"{sh.name}: hashing > saving"
 glue("s4_tokens", shapes[3].tokens)
+depth = shapes[0].depth  # one block of stage 1: the stage's count over its blocks
+glue("block_hashing", hashed["stage1"] / depth / 1e6)
+glue("block_saving", saved["stage1"] / depth / 1e6)
+glue("block_most", factorized_core["stage1"] / 2 / depth / 1e6)
 names = [sh.name for sh in shapes]
 pd.DataFrame(
     {
@@ -425,8 +439,8 @@ pd.DataFrame(
 # 1. Using the closed forms in `help(ccoat.cost.analytic_costs)`, find the resolution at which
 #    softmax attention's MACs in stage 1 equal those of the stage's MLP.
 # 2. From the cost model, how many hashes at most could E2LSH use for clustering the queries
-#    of stage 1's factorized attention to save MACs at all? Check it by counting a
-#    `clustered_factorized` model converted with `n_hashes=4`.
+#    of stage 1's factorized attention to save MACs at all? Check it by counting the trained
+#    model as `clustered_factorized` with `n_hashes=4`.
 # 3. Suppose every query row of every block formed exactly 64 clusters. Pass
 #    `cost.analytic_costs` a `clusters` dictionary of `cost.BlockClusters(total=8 * 64,
 #    padded=8 * 64, before_cap=8 * 64, rows=8)` per `(stage, block)`: what share of softmax
@@ -460,9 +474,8 @@ glue("ex1_ratio_96", s1[96])
 
 # %% tags=["hide-input"]
 # Exercise 2: (N - K)·C_h² > N·n_hashes·C_h needs n_hashes < C_h·(N - K)/N < C_h = 8.
-few = ccoat.convert_attention(
-    ccoat.create_model("coat_lite_tiny"), "clustered_factorized", n_hashes=4
-)
+torch.manual_seed(1)
+few = coat_run.load_model(attention="clustered_factorized", n_hashes=4)
 few_macs = cost.macs(few, 224)
 few_saving = counts["factorized"]["attention"] - few_macs["attention"]
 assert few_macs["hashing"] < few_saving, "with 4 hashes, clustering should save MACs"
