@@ -348,6 +348,86 @@ def crossover(rows, kind: str = "clustered", reference: str = "softmax", metric:
     return None, table
 
 
+# The analyses of the book's cost chapters. They take a sweep's rows as :func:`load` returns them
+# and key every comparison on (model, img_size, batch_size), so they read a CPU sweep (batch 1)
+# and a GPU sweep (batches 1 and 32, several models) alike.
+CONFIG = ["model", "img_size", "batch_size"]
+
+
+def relative_to_factorized(rows):
+    """``rows`` with ``macs_vs_factorized``: each row's MACs over factorized attention's (CoaT-Lite)
+    in the same model, resolution and batch size. Its time over factorized's is already there,
+    ``fwd_vs_factorized`` (the median of per-round ratios, measured interleaved)."""
+    missing = [c for c in [*CONFIG, "kind", "macs"] if c not in rows]
+    if missing:
+        raise ValueError(f"sweep rows need columns {CONFIG + ['kind', 'macs']}, missing {missing}")
+    base = rows.loc[rows.kind == "factorized", [*CONFIG, "macs"]]
+    if base.duplicated(CONFIG).any():
+        raise ValueError("sweep rows hold more than one factorized row for one "
+                         f"{tuple(CONFIG)}: {base[base.duplicated(CONFIG)][CONFIG].values.tolist()}")
+    base = base.rename(columns={"macs": "_factorized_macs"})
+    out = rows.merge(base, on=CONFIG, how="left")
+    out["macs_vs_factorized"] = out.macs / out.pop("_factorized_macs")
+    return out
+
+
+def time_per_mac(rows, metric: str = "fwd_vs_factorized"):
+    """How each kind's time compares with what its MACs predict: per (model, batch size, kind
+    other than factorized), ``metric`` (time over factorized's) divided by the MAC ratio, as the
+    median, lowest and highest over the resolutions where the time was measured. 1 means time
+    follows MACs; above 1, the kind is slower than its MACs say."""
+    rel = relative_to_factorized(rows)
+    rel = rel[(rel.kind != "factorized") & rel[metric].notna()]
+    per_mac = (rel[metric] / rel.macs_vs_factorized).rename("per_mac")
+    grouped = rel.assign(per_mac=per_mac).groupby(["model", "batch_size", "kind"], sort=False)
+    return grouped.per_mac.agg(median="median", low="min", high="max", resolutions="count")
+
+
+def at(rows, model: str = "coat_lite_tiny", batch_size: int = 1):
+    """The rows of one model and batch size, with ``img_size`` unique per kind: the selection
+    before a table indexed by resolution (a GPU sweep holds batches 1 and 32). Raises
+    ``ValueError`` naming what the rows hold if the selection is empty."""
+    sel = rows[(rows.model == model) & (rows.batch_size == batch_size)]
+    if sel.empty:
+        held = sorted(set(zip(rows.model, rows.batch_size.astype(int))))
+        raise ValueError(f"no sweep rows for model {model!r} at batch {batch_size}; "
+                         f"the rows hold (model, batch) {held}")
+    return sel
+
+
+def peak_memory_ratios(rows, model: str = "coat_lite_tiny", batch_size: int = 1):
+    """Per resolution: the forward peaks' spread across kinds (``(max - min) / max``), and each
+    kind's training peak over factorized attention's."""
+    import pandas as pd
+
+    sel = at(rows, model, batch_size)
+    fwd = sel.pivot_table(index="img_size", columns="kind", values="peak_mem_fwd_bytes")
+    train = sel.pivot_table(index="img_size", columns="kind", values="peak_mem_train_bytes")
+    spread = ((fwd.max(axis=1) - fwd.min(axis=1)) / fwd.max(axis=1)).rename("forward spread")
+    ratios = train.div(train["factorized"], axis=0).add_prefix("training / factorized: ")
+    return pd.concat([spread, ratios], axis=1)
+
+
+def load_component_times(path: str | os.PathLike):
+    """``benchmarks/cost_components.py``'s file (``results/cost_components_tiny.json``) ->
+    ``(table, provenance)``: one row per model, attention kind, resolution, batch size and
+    component, with its MACs, measured seconds and their shares of the pass, and the whole
+    pass's seconds (``pass_seconds``). Each time is a median over the file's repeats, taken
+    per component, so the time shares add up to about 1, not exactly ("other" holds what no
+    module covers: reshapes, residual adds)."""
+    import pandas as pd
+
+    record = json.loads(Path(path).read_text())
+    frames = []
+    for t in record["tables"]:
+        rows = [r for r in t["rows"] if r["component"] != "total"]
+        (total,) = [r["seconds"] for r in t["rows"] if r["component"] == "total"]
+        frames.append(pd.DataFrame(rows).assign(model=t["model"], attention=t["attention"],
+                                                img_size=t["img_size"],
+                                                batch_size=t["batch_size"], pass_seconds=total))
+    return pd.concat(frames, ignore_index=True), record["provenance"]
+
+
 def _parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ccoat.sweep", description=__doc__.split("\n")[0])
     p.add_argument("--profile", choices=("smoke", "cpu", "gpu"),

@@ -19,14 +19,20 @@
 # ---
 
 # %% [markdown]
-# # Cost audit
+# # Cost audit: counting
 #
-# The seed paper proposes Clustering CoaT as a *lighter* CoaT, and reports no numbers. Before
-# asking whether clustering saves, we need an instrument that says where a CoaT-Lite forward
-# pass spends its work. This chapter builds that instrument, `ccoat.cost`, checks it against
-# hand counts and against timm's published numbers, and reads it: per component, per stage,
-# per attention kind and per input resolution, in counted multiply-accumulates and in measured
-# seconds.
+# The seed paper proposes Clustering CoaT as a *lighter* CoaT, and reports no numbers. Can
+# clustering the queries make a CoaT-Lite forward pass cheaper? **On paper, no: the part of the
+# pass that sees each query separately is {glue:text}`query_side:.1%` of CoaT-Lite Tiny's
+# multiply-accumulates at 224 px, and hashing the queries with E2LSH costs more than the most
+# that clustering them could save there. In exact softmax attention, where ACT applied it,
+# the same clustering saves {glue:text}`softmax_saving_x:.0f` times what its hashing costs.**
+# This chapter builds the instrument that says so, `ccoat.cost`, checks it against hand counts
+# and against timm's published numbers, and reads it; the next chapter
+# ({doc}`05b_measuring`) puts the counts next to measured time.
+#
+# **Prerequisites**: chapters 1 to 4 (conv-attention, E2LSH, clustering attention, Clustering
+# CoaT).
 #
 # **Learning objectives**
 #
@@ -34,9 +40,8 @@
 #   check the count against PyTorch's `FlopCounterMode`;
 # - see where CoaT-Lite's cost goes, and what share of it the seed's clustering module can
 #   touch at all;
-# - put counted cost next to measured time, and see where the two disagree;
-# - find, from measurements, the input resolution from which clustered attention is faster than
-#   exact softmax attention.
+# - compare the attention kinds' counted cost, component by component;
+# - state the cost model of clustering the queries, and check it against the counts.
 
 # %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
@@ -51,25 +56,20 @@ if "google.colab" in sys.modules:
     )
 
 # %% tags=["hide-input"]
-import textwrap
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from IPython.display import Markdown, display
 from torch.utils.flop_counter import FlopCounterMode
 
 import ccoat
-from ccoat import cost, measure, sweep
-from ccoat.model import CLUSTERED_KINDS
-from ccoat.plotting import KIND_COLORS, glue, plot_components, plot_sweep, set_theme
-from ccoat.provenance import describe, results_file
+from ccoat import cost
+from ccoat.plotting import glue, plot_components, set_theme
+from ccoat.runfolder import read_run
 
 set_theme()
 torch.manual_seed(0)
-PROFILE = ccoat.get_profile()
 KINDS = ccoat.ATTENTION_KINDS
-print(f"profile: {PROFILE}, torch {torch.__version__}")
+print(f"profile: {ccoat.get_profile()}, torch {torch.__version__}")
 print(f"attention kinds here: {', '.join(KINDS)}")
 
 # %% [markdown]
@@ -80,23 +80,23 @@ print(f"attention kinds here: {', '.join(KINDS)}")
 # output element, one per input channel of its group and per kernel tap. These are the
 # operations that dominate a transformer, and the quantity timm publishes as "GMACs".
 #
-# Take a block of CoaT-Lite Tiny's first stage at 224 px: a $56 \times 56$ grid, $N = 1 + 56^2$
-# tokens (with the class token) of $C = 64$ channels, $h = 8$ heads of $C_h = 8$, an MLP of
-# width $D = 8C$. Per component:
+# Take a block of CoaT-Lite Tiny's first stage at 224 px: a $56 \times 56$ grid ($H = W = 56$),
+# $N = 1 + HW$ tokens (with the class token) of $C = 64$ channels, $h = 8$ heads of
+# $C_h = C/h = 8$ channels, an MLP of width $8C$. Per component (the weights are random here:
+# a count does not depend on them):
 
 # %%
 C, heads, ratio, side = 64, 8, 8, 224 // 4
-HW, N, Ch, D = side * side, 1 + side * side, C // heads, ratio * C
+HW, N, Ch, hidden = side * side, 1 + side * side, C // heads, ratio * C
 by_hand = {
     "cpe": HW * C * 3 * 3,  # depthwise 3x3 on the grid
     "qkv": N * C * 3 * C,  # (N, C) @ (C, 3C)
-    "attention": heads
-    * (Ch * N * Ch + N * Ch * Ch),  # softmax(k)ᵀ v, then q @ context
-    "crpe": HW
-    * Ch
-    * (2 * 3 * 3 + 3 * 5 * 5 + 3 * 7 * 7),  # depthwise 3/5/7 on 2/3/3 heads
+    # softmax(k)ᵀ v, then q @ context, per head
+    "attention": heads * (Ch * N * Ch + N * Ch * Ch),
+    # depthwise 3/5/7 on 2/3/3 heads
+    "crpe": HW * Ch * (2 * 3 * 3 + 3 * 5 * 5 + 3 * 7 * 7),
     "proj": N * C * C,
-    "mlp": N * C * D + N * D * C,  # fc1, fc2
+    "mlp": N * C * hidden + N * hidden * C,  # fc1, fc2
 }
 for name, value in by_hand.items():
     print(f"{name:>9}: {value / 1e6:7.2f} M MACs")
@@ -143,7 +143,9 @@ tiny.head(10)
 
 # %% [markdown]
 # The whole model's count can be checked against an independent number: timm's model cards
-# give CoaT-Lite Tiny, Mini, Small and Medium as 1.6, 2.0, 4.0 and 9.8 GMACs at 224 px.
+# {cite:p}`rw2019timm` give CoaT-Lite Tiny, Mini, Small and Medium as 1.6, 2.0, 4.0 and 9.8
+# GMACs at 224 px. The table puts `ccoat.cost`'s count beside them; the largest difference is
+# {glue:text}`timm_difference:.1%`.
 
 # %%
 published = {"tiny": 1.6, "mini": 2.0, "small": 4.0, "medium": 9.8}
@@ -160,7 +162,8 @@ for size, gmacs in published.items():
     )
 sizes = pd.DataFrame(sizes).set_index("model")
 sizes["difference"] = sizes["ccoat.cost GMACs"] / sizes["published GMACs"] - 1
-assert sizes["difference"].abs().max() < 0.03
+assert sizes["difference"].abs().max() < 0.03, "the count should match timm's to 3%"
+glue("timm_difference", sizes["difference"].abs().max())
 sizes.style.format(
     {"ccoat.cost GMACs": "{:.3f}", "parameters (M)": "{:.2f}", "difference": "{:+.1%}"}
 )
@@ -193,6 +196,9 @@ query_side = (
     )
     / tiny["macs"].sum()
 )
+assert share["mlp"] > 0.5 and query_side < 0.01, (
+    "the MLP dominates; q @ context is tiny"
+)
 glue("mlp_share", share["mlp"])
 glue("proj_share", share["qkv"] + share["proj"])
 glue("core_share", share["attention"])
@@ -203,47 +209,10 @@ glue("crpe_share", share["crpe"])
 # The MLP holds **{glue:text}`mlp_share:.0%`** of CoaT-Lite Tiny's MACs and the qkv and output
 # projections **{glue:text}`proj_share:.0%`**. The attention core — everything the seed's
 # module replaces — holds **{glue:text}`core_share:.1%`**, and the query-side product
-# $q\,(\mathrm{softmax}(k)^\top v)$, the only part that sees each query,
+# $q\,(\mathrm{softmax}(k)^\top v)$, the only part that sees each query separately,
 # **{glue:text}`query_side:.1%`**. The CRPE term $q \odot \mathrm{DWConv}(v)$ also needs every
-# query ({glue:text}`crpe_share:.1%`).
-
-# %% [markdown]
-# ## MACs are not time
-#
-# A MAC count is a model of time. `measure.component_times` measures the time of each component
-# in a forward pass instead (hooks read the clock as each module starts and ends; what no
-# module covers — residual adds, reshapes — is "other").
-
-# %%
-repeats = ccoat.choose(smoke=1, cpu=5, gpu=5)
-times = measure.component_times(model, 224, 1, repeats=repeats, warmup=1)
-total_time = times.pop(("total", "all"))
-time_share = pd.Series(times).groupby(level=0).sum() / total_time
-compare = pd.DataFrame({"share of MACs": share, "share of time": time_share}).fillna(0)
-compare = compare.loc[[c for c in cost.COMPONENTS if c in compare.index]]
-ax = compare.plot.bar(figsize=(9, 3.8), rot=30)
-ax.set_ylabel("share of the forward pass")
-ax.set_title(
-    "CoaT-Lite Tiny, 224 px, batch 1: counted vs measured "
-    f"({'GPU' if torch.cuda.is_available() else 'CPU'})"
-)
-ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
-plt.tight_layout()
-
-# %%
-glue("pass_ms", total_time * 1e3)
-glue("mlp_time", time_share.get("mlp", 0))
-glue("dw_share", share["cpe"] + share["crpe"])
-glue("dw_time", time_share.get("cpe", 0) + time_share.get("crpe", 0))
-glue("core_time", time_share.get("attention", 0))
-
-# %% [markdown]
-# One forward pass took {glue:text}`pass_ms:.0f` ms here. The MLP's
-# **{glue:text}`mlp_share:.0%`** of the MACs took **{glue:text}`mlp_time:.0%`** of the time;
-# the depthwise convolutions (CPE and CRPE), **{glue:text}`dw_share:.1%`** of the MACs, took
-# **{glue:text}`dw_time:.0%`**, and the attention core **{glue:text}`core_time:.0%`**. Dense
-# matrix products run near the machine's peak; depthwise convolutions, softmaxes and reshapes
-# move much data for little arithmetic, so they cost far more time than their MACs say.
+# query ({glue:text}`crpe_share:.1%`). A clustering that cost nothing would save at most
+# {glue:text}`query_side:.1%` of CoaT-Lite's MACs.
 
 # %% [markdown]
 # ## The attention kinds side by side
@@ -253,13 +222,22 @@ glue("core_time", time_share.get("attention", 0))
 # prototypes attend to all keys with softmax, the result is broadcast back) and
 # `clustered_factorized` (prototypes in place of the queries in CoaT's factorized product).
 # The clustered kinds form as many clusters as their queries fall into distinct hash buckets,
-# so their cost depends on the images: `cost.audit` runs them on two photos shipped with
-# scikit-learn, and reports, besides the MACs, the steps that have almost none — hashing,
-# clustering (a sort), prototypes (a scatter-mean) and broadcast (a gather).
+# so their cost depends on the weights and the images. The weights are trained ones:
+# CoaT-Lite Tiny trained on Imagenette at 128 px (the committed run
+# `imagenette128_gpu_coat_lite_tiny`, see `results/README.md`), loaded into every kind.
+# `cost.audit` runs them on two photos shipped with scikit-learn, and reports, besides the
+# MACs, the steps that have almost none — hashing, clustering (a sort), prototypes (a
+# scatter-mean) and broadcast (a gather).
 
 # %%
 audit_sizes = ccoat.choose(smoke=[224], cpu=[224, 448], gpu=[224, 448])
-models = sweep.build_models("coat_lite_tiny", KINDS, "cpu")
+coat_run = read_run("imagenette128_gpu_coat_lite_tiny", CCOAT_REPO)
+models = {}
+for kind in KINDS:
+    torch.manual_seed(
+        1
+    )  # one repeatable draw of the clustered kinds' hash projections
+    models[kind] = coat_run.load_model(attention=kind)
 audits, cluster_info = [], {}
 for img_size in audit_sizes:
     for kind, m in models.items():
@@ -268,16 +246,17 @@ for img_size in audit_sizes:
         cluster_info[(kind, img_size)] = table.attrs["clusters"]
 audits = pd.concat(audits, ignore_index=True)
 
+# %%
 fig, axes = plt.subplots(2, len(KINDS), figsize=(3.6 * len(KINDS), 7.5))
 for col, kind in enumerate(KINDS):
-    sel = audits[(audits.kind == kind) & (audits.img_size == audit_sizes[0])]
+    sel = audits[(audits.kind == kind) & (audits.img_size == 224)]
     plot_components(sel, value="macs", ax=axes[0, col], title=kind)
     plot_components(sel, value="ops", ax=axes[1, col])
     for row in range(2):
         if col < len(KINDS) - 1:
             axes[row, col].get_legend().remove()
 fig.suptitle(
-    f"CoaT-Lite Tiny at {audit_sizes[0]} px by attention kind: MACs (top) and other "
+    "CoaT-Lite Tiny at 224 px by attention kind: MACs (top) and other "
     "operations (bottom) per stage and component"
 )
 fig.tight_layout()
@@ -289,28 +268,31 @@ fig.tight_layout()
 # against that formula with the cluster counts it recorded.
 
 # %%
-if "clustered" in KINDS:
-    table = audits[(audits.kind == "clustered") & (audits.img_size == audit_sizes[0])]
-    blocks = cluster_info[("clustered", audit_sizes[0])]
-    sh = cost.stage_shapes(models["clustered"], audit_sizes[0])[0]
-    formula = sum(
-        2 * (c.rows + c.padded) * sh.tokens * (sh.dim // sh.heads)
-        for (stage, _), c in blocks.items()
-        if stage == "stage1"
-    )
-    counted_attention = table[
-        (table.component == "attention") & (table.stage == "stage1")
-    ].macs.item()
-    assert counted_attention == formula
-    per_row = [c.per_row for (stage, _), c in blocks.items() if stage == "stage1"]
-    display(
-        Markdown(
-            f"Stage 1 at {audit_sizes[0]} px: {sh.image_tokens} image queries per "
-            f"head fall into **{min(per_row):.0f}–{max(per_row):.0f}** clusters per "
-            "row (mean over the batch and heads of each block); prototype attention "
-            f"counts {counted_attention / 1e6:.1f} M MACs, as the formula says."
-        )
-    )
+table = audits[(audits.kind == "clustered") & (audits.img_size == 224)]
+blocks = cluster_info[("clustered", 224)]
+sh = cost.stage_shapes(models["clustered"], 224)[0]
+formula = sum(
+    2 * (c.rows + c.padded) * sh.tokens * (sh.dim // sh.heads)
+    for (stage, _), c in blocks.items()
+    if stage == "stage1"
+)
+is_core = (table.component == "attention") & (table.stage == "stage1")
+counted_attention = table[is_core].macs.item()
+assert counted_attention == formula, (counted_attention, formula)
+per_row = [c.per_row for (stage, _), c in blocks.items() if stage == "stage1"]
+assert max(per_row) < sh.image_tokens, (
+    "clustering should form fewer clusters than queries"
+)
+glue("s1_queries", sh.image_tokens)
+glue("s1_clusters_low", min(per_row))
+glue("s1_clusters_high", max(per_row))
+glue("s1_prototype_macs", counted_attention / 1e6)
+
+# %% [markdown]
+# In stage 1 at 224 px, the {glue:text}`s1_queries` image queries of each head fall into
+# **{glue:text}`s1_clusters_low:.0f` to {glue:text}`s1_clusters_high:.0f`** clusters per row
+# (the mean over the batch and heads of each block); prototype attention counts
+# {glue:text}`s1_prototype_macs:.1f` M MACs, as the formula says.
 
 # %%
 per_kind = (
@@ -331,332 +313,215 @@ per_kind.style.format("{:.3f}").set_caption(
 )
 
 # %% [markdown]
-# ## Cost and time against resolution
+# (cost-model)=
+# ## The cost model
 #
-# The sweep below was produced by `python -m ccoat.sweep` at the `cpu` profile (the command,
-# commit, machine and date are in the file's record, printed below): CoaT-Lite Tiny, batch 1,
-# every attention kind, inputs of 128 to 1024 px. At 1024 px the first stage has 65,537
-# tokens, so exact softmax attention forms $65537^2$ scores per head; passes that the sweep
-# estimated to exceed its time limit were skipped, and the table says why. The machine is a
-# shared 2-core CPU: absolute times wander with its load, so the sweep times the kinds of one
-# resolution *interleaved* (one pass of each kind in turn), which keeps their ratios fair.
-
-# %%
-sweep_name = (
-    "cost_gpu.json"
-    if PROFILE == "gpu" and torch.cuda.is_available()
-    else "cost_cpu.json"
-)
-rows, components, record = sweep.load(
-    results_file(sweep_name, CCOAT_REPO, required=True)
-)
-print(textwrap.fill("from: " + describe(record), 80, break_on_hyphens=False))
-skipped = rows[rows.fwd_skipped.notna() | rows.train_skipped.notna()]
-skipped[["kind", "img_size", "fwd_skipped", "train_skipped"]].fillna("measured")
-
-# %%
-fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-plot_sweep(rows, "macs", ax=axes[0, 0], label="MACs (counted)")
-plot_sweep(
-    rows,
-    "fwd_vs_factorized",
-    ax=axes[0, 1],
-    label="forward time / factorized's, same round",
-)
-plot_sweep(rows, "fwd_s", ax=axes[1, 0])
-plot_sweep(rows, "train_s", ax=axes[1, 1])
-axes[0, 0].set_title("counted cost")
-axes[0, 1].set_title("measured forward time relative to CoaT-Lite")
-axes[1, 0].set_title("measured forward time")
-axes[1, 1].set_title("measured forward + backward time")
-fig.suptitle(f"CoaT-Lite Tiny, batch 1, by attention kind ({record['device']})")
-fig.tight_layout()
-
-# %% [markdown]
-# ### The same sweep on a GPU
+# The table's two clustered rows differ in what clustering replaces. A short derivation says
+# why, and it holds for any image, any number of clusters and any bucket width.
 #
-# Time on a GPU follows other rules: many small kernels cost their launch time whatever their
-# size, and exact softmax attention runs through fused kernels that never store the score
-# matrix. `python -m ccoat.sweep --profile gpu` ran on one H100 for the 290 seconds the
-# session could give it, so the file holds CoaT-Lite Tiny only (batch 1 up to 1024 px,
-# batch 32 up to 640 px); what it measured is complete for those rows.
-
-# %%
-gpu_rows, _, gpu_record = sweep.load(
-    results_file("cost_gpu.json", CCOAT_REPO, required=True)
-)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-for ax, batch in zip(axes, (1, 32)):
-    plot_sweep(
-        gpu_rows,
-        "fwd_vs_factorized",
-        ax=ax,
-        batch_size=batch,
-        label="forward time / factorized's",
-    )
-    ax.axhline(1, color="k", lw=0.8)
-    ax.set_title(f"batch {batch}")
-fig.suptitle(
-    f"CoaT-Lite Tiny by attention kind, {gpu_record['device']}, "
-    f"torch {gpu_record['torch']}"
-)
-fig.tight_layout()
-plt.show()
-
-at = gpu_rows.set_index(["kind", "img_size", "batch_size"]).fwd_vs_factorized
-glue("gpu_clustered_224", at["clustered", 224, 32])
-glue("gpu_softmax_224", at["softmax", 224, 32])
-gpu_max = gpu_rows[gpu_rows.batch_size == 32].img_size.max()
-glue("gpu_max_px", gpu_max)
-glue("gpu_clustered_max", at["clustered", gpu_max, 32])
-glue("gpu_softmax_max", at["softmax", gpu_max, 32])
-clustered = gpu_rows[gpu_rows.kind == "clustered"].fwd_vs_factorized
-glue(
-    "gpu_vs_coat",
-    "slower than CoaT-Lite at every size and batch measured"
-    if (clustered > 1).all()
-    else "faster than CoaT-Lite at some sizes",
-)
-won = sweep.crossover(gpu_rows, "clustered", "softmax", "fwd_s", batch_size=32)
-glue(
-    "gpu_vs_softmax",
-    f"from {won[0]} px on" if won[0] is not None else "at no size measured",
-)
-
-# %% [markdown]
-# At batch 32 and 224 px, clustered attention takes {glue:text}`gpu_clustered_224:.1f`×
-# CoaT-Lite's forward time on the GPU and exact softmax attention
-# {glue:text}`gpu_softmax_224:.1f`×; at {glue:text}`gpu_max_px` px the two take
-# {glue:text}`gpu_clustered_max:.1f`× and {glue:text}`gpu_softmax_max:.1f`×. Clustered
-# attention is {glue:text}`gpu_vs_coat`, as on the CPU; at batch 32 it is faster than
-# softmax attention {glue:text}`gpu_vs_softmax`.
-
-# %% [markdown]
-# ## FLOPs next to wall-clock
+# ```{admonition} The cost model
+# Take one head of one block: $N$ queries, keys and values of $C_h$ channels, and $K$
+# clusters (prototypes) formed among the queries.
 #
-# If time followed MACs, a kind that needs twice CoaT-Lite's MACs would take twice its time.
-# Each point below is one attention kind at one resolution: its MACs and its measured forward
-# time, both relative to factorized attention (CoaT-Lite) at the same resolution, timed in the
-# same interleaved run (the median over rounds of the time ratio). On the diagonal, time follows MACs; above it, the kind is slower than
-# its MACs say; below it, faster.
-
-# %%
-base = rows[rows.kind == "factorized"].set_index("img_size")
-rows["MACs / CoaT-Lite"] = rows.macs / rows.img_size.map(base.macs)
-rows["time / CoaT-Lite"] = rows.fwd_vs_factorized  # median of per-round ratios
-others = rows[(rows.kind != "factorized") & rows["time / CoaT-Lite"].notna()]
-fig, ax = plt.subplots(figsize=(6.5, 5))
-for kind, group in others.groupby("kind", sort=False):
-    ax.scatter(
-        group["MACs / CoaT-Lite"],
-        group["time / CoaT-Lite"],
-        color=KIND_COLORS[kind],
-        label=kind,
-        s=40,
-    )
-    ends = group[group.img_size.isin([group.img_size.min(), group.img_size.max()])]
-    for (
-        _,
-        r,
-    ) in ends.iterrows():  # label each kind's smallest and largest size: no overlaps
-        ax.annotate(
-            f"{r.img_size}",
-            (r["MACs / CoaT-Lite"], r["time / CoaT-Lite"]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-lims = [
-    0.8,
-    max(others["MACs / CoaT-Lite"].max(), others["time / CoaT-Lite"].max()) * 1.3,
-]
-ax.plot(lims, lims, color="grey", lw=1, ls="--", label="time follows MACs")
-ax.set(
-    xscale="log",
-    yscale="log",
-    xlabel="MACs relative to CoaT-Lite (factorized)",
-    ylabel="forward time relative to CoaT-Lite",
-    title="Counted cost against measured time\n"
-    f"(labels: smallest and largest input px; {record['device']})",
-)
-ax.legend(fontsize="small")
-fig.tight_layout()
-ratios = others.pivot_table(
-    index="img_size", columns="kind", values=["MACs / CoaT-Lite", "time / CoaT-Lite"]
-)
-ratios = ratios.rename(
-    columns={"MACs / CoaT-Lite": "MACs", "time / CoaT-Lite": "time"}
-).T
-ratios.index.names = ["relative to CoaT-Lite", "kind"]
-ratios.style.format("{:.2f}").set_caption("columns: input px")
-
-# %%
-others = others.assign(per_mac=others["time / CoaT-Lite"] / others["MACs / CoaT-Lite"])
-verdicts = []
-for kind, group in others.groupby("kind", sort=False):
-    med, lo, hi = group.per_mac.median(), group.per_mac.min(), group.per_mac.max()
-    reading = (
-        "slower than its MACs say"
-        if med > 1.1
-        else "faster than its MACs say"
-        if med < 0.9
-        else "about as its MACs say"
-    )
-    verdicts.append(
-        f"- **{kind}**: {med:.2f}× CoaT-Lite's time per MAC (median over {len(group)} "
-        f"resolutions; {lo:.2f}–{hi:.2f}): {reading}."
-    )
-display(
-    Markdown(
-        "\n".join(verdicts) + "\n\n"
-        "The clustered kinds' hashing, sort, scatter-mean and gather have almost no "
-        "MACs but take time (the component times above show them); exact softmax "
-        "attention runs its $N^2$ products in one fused kernel (PyTorch's flash "
-        "attention for the CPU), whose rate differs from that of CoaT-Lite's many "
-        "small operations. A MAC count ranks the kinds, but it does not price them."
-    )
-)
-
-# %% [markdown]
-# Memory tells the same story from another side. The forward pass's peak (tensor storage
-# created by the pass, beyond weights and input) is set by the largest activation alive at one
-# time; with a fused attention kernel that is not the attention at all.
-
-# %%
-memory = (
-    rows.pivot_table(
-        index="img_size",
-        columns="kind",
-        values=["peak_mem_fwd_bytes", "peak_mem_train_bytes"],
-    )
-    / 2**20
-)
-print(f"method: {rows.memory_method.dropna().iloc[0]}")
-memory = memory.rename(
-    columns={"peak_mem_fwd_bytes": "forward", "peak_mem_train_bytes": "training"}
-).T
-memory.index.names = ["pass", "kind"]
-memory.style.format("{:.0f}", na_rep="skipped").set_caption(
-    "peak memory (MiB), batch 1; columns: input px"
-)
-
-# %%
-fwd = rows.pivot_table(index="img_size", columns="kind", values="peak_mem_fwd_bytes")
-train = rows.pivot_table(
-    index="img_size", columns="kind", values="peak_mem_train_bytes"
-)
-same = (fwd.max(axis=1) - fwd.min(axis=1)) / fwd.max(axis=1)
-stage1 = cost.stage_shapes(model, 224)[0]
-# the stage-1 MLP's hidden activation, float32
-hidden_bytes = stage1.tokens * stage1.hidden * 4
-spread = (
-    "are equal to within 0.1%"
-    if same.max() < 1e-3
-    else f"differ by at most **{same.max():.1%}**"
-)
-display(
-    Markdown(
-        f"At every resolution measured, the forward peaks of the kinds {spread}: at "
-        f"224 px the peak is {fwd.loc[224].max() / 2**20:.1f} MiB, "
-        f"{fwd.loc[224].max() / hidden_bytes:.1f}× the stage-1 MLP's hidden "
-        f"activation ({hidden_bytes / 2**20:.1f} MiB, tokens × {stage1.hidden} "
-        "channels × 4 bytes). Training keeps activations for the backward pass; at "
-        "224 px its peak is "
-        + ", ".join(
-            f"{train.loc[224, k] / train.loc[224, 'factorized']:.3f}× CoaT-Lite's for "
-            f"{k}"
-            for k in train.columns
-            if k != "factorized"
-        )
-        + "."
-    )
-)
-
-# %% [markdown]
-# ## What the numbers say
+# *Factorized attention* (CoaT-Lite) computes the context $\mathrm{softmax}(k)^\top v$
+# ($N C_h^2$ MACs, over all keys whatever the queries do) and then $q$ times the context,
+# $N C_h^2$ MACs. Clustering the queries replaces the second product by the same product on
+# $K$ prototypes, so it saves at most
 #
-# The numbers above, in words (each computed from the tables of this chapter); the verdict on
-# the seed's claim is drawn once, in the conclusions chapter, from these same files:
+# $$\text{saving}_\text{factorized} = (N - K)\, C_h^2 .$$
+#
+# *E2LSH* multiplies every query by $n_\text{hashes}$ random projections before it can
+# cluster anything: $N\, n_\text{hashes}\, C_h$ MACs for the projections alone. Whenever
+# $n_\text{hashes} \ge C_h$, hashing costs more than the largest possible saving. With ACT's
+# $n_\text{hashes} = 32$ and CoaT-Lite Tiny's first stage, $C_h = 8$:
+#
+# $$N \cdot 32 \cdot 8 \;>\; N \cdot 64 \;\ge\; (N - K) \cdot 64 ,$$
+#
+# whatever $K$ or the bucket width $r$: clustering the queries of factorized attention cannot
+# save MACs there.
+#
+# *Softmax attention* multiplies every query by all $N$ keys and then by all $N$ values,
+# $2 N C_h$ MACs per query. On $K$ prototypes instead of $N$ queries it saves
+#
+# $$\text{saving}_\text{softmax} = 2\,(N - K)\, N\, C_h ,$$
+#
+# which grows with $N^2$, while hashing grows with $N$: this is where ACT's clustering pays.
+# ```
+#
+# The counted numbers obey it. Summed over every block and head of CoaT-Lite Tiny at 224 px,
+# clustering the queries of factorized attention saves
+# {glue:text}`cm_factorized_saving:.1f` M MACs (it could save at most
+# {glue:text}`cm_factorized_most:.1f` M, the whole query-side product) and its hashing costs
+# {glue:text}`cm_hashing:.1f` M. In softmax attention the same clustering saves
+# {glue:text}`cm_softmax_saving:.0f` M MACs, {glue:text}`softmax_saving_x:.0f` times its
+# hashing.
 
 # %%
-at_224 = rows[rows.img_size == 224].set_index("kind")
-lines = [
-    "1. **What the seed's module can touch.** At 224 px the attention core is "
-    f"{share['attention']:.1%} of CoaT-Lite Tiny's MACs, and the query-side product "
-    f"that clustering the queries can shrink is {query_side:.1%}. A clustering that "
-    f"cost nothing would save at most {query_side:.1%} of CoaT-Lite's MACs; the MLP "
-    f"({share['mlp']:.0%}) and the projections ({share['qkv'] + share['proj']:.0%}) "
-    "see every token whatever the attention does.",
-]
-for kind in [k for k in CLUSTERED_KINDS if k in at_224.index]:
-    faster = rows[(rows.kind == kind)].set_index("img_size").fwd_vs_factorized < 1
-    lines.append(
-        f"{len(lines) + 1}. **{kind} against CoaT-Lite.** At 224 px it needs "
-        f"{at_224.loc[kind, 'macs'] / at_224.loc['factorized', 'macs']:.2f}× "
-        f"CoaT-Lite's MACs and {at_224.loc[kind, 'fwd_vs_factorized']:.2f}× its "
-        f"forward time; it is faster than CoaT-Lite at {int(faster.sum())} of the "
-        f"{int(faster.notna().sum())} resolutions measured."
-    )
-soft_ratio = (
-    rows[rows.kind == "softmax"].set_index("img_size").fwd_vs_factorized.dropna()
+counts = {kind: cost.macs(m, 224) for kind, m in models.items()}
+hashing = counts["clustered_factorized"]["hashing"]
+assert hashing == counts["clustered"]["hashing"], "both kinds hash the same queries"
+saving_factorized = (
+    counts["factorized"]["attention"] - counts["clustered_factorized"]["attention"]
 )
-lines.append(
-    f"{len(lines) + 1}. **Where clustering has room.** Exact softmax attention takes "
-    f"{soft_ratio.iloc[0]:.1f}× CoaT-Lite's forward time at {soft_ratio.index[0]} px "
-    f"and {soft_ratio.iloc[-1]:.1f}× at {soft_ratio.index[-1]} px, the largest size "
-    "the sweep measured it at (beyond, its estimated time passed the sweep's limit)."
+most = counts["factorized"]["attention"] / 2  # q @ context: half of the core
+saving_softmax = counts["softmax"]["attention"] - counts["clustered"]["attention"]
+assert saving_factorized <= most < hashing, (
+    "hashing exceeds the largest possible saving"
 )
-if "clustered" in set(rows.kind):
-    # Times relative to factorized attention in the same round: the fairest comparison.
-    for metric, what in (
-        ("fwd_vs_factorized", "forward"),
-        ("train_vs_factorized", "forward + backward"),
-    ):
-        at, table = sweep.crossover(rows, "clustered", "softmax", metric)
-        if at is None:
-            text = (
-                "clustered attention is not faster at any resolution where both were "
-                "measured"
-            )
-        else:
-            first = "the smallest size measured, " if at == table.index.min() else ""
-            there = table.loc[at, "clustered"] / table.loc[at, "softmax"]
-            text = (
-                f"clustered attention is faster from **{at} px** ({first}{there:.2f}× "
-                "softmax's time there) at every larger size where both were measured "
-                f"(up to {table.index.max()} px, where it takes "
-                f"{table['clustered'].iloc[-1] / table['softmax'].iloc[-1]:.2f}×)"
-            )
-        lines.append(
-            f"{len(lines) + 1}. **Clustered against softmax attention, {what}** "
-            f"({record['device']}): {text}."
-        )
-display(Markdown("\n".join(lines)))
+assert saving_softmax > 10 * hashing, "in softmax attention the saving dwarfs hashing"
+glue("cm_factorized_saving", saving_factorized / 1e6)
+glue("cm_factorized_most", most / 1e6)
+glue("cm_hashing", hashing / 1e6)
+glue("cm_softmax_saving", saving_softmax / 1e6)
+glue("softmax_saving_x", saving_softmax / hashing)
+
+# %% [markdown]
+# The same holds stage by stage where $C_h \le n_\text{hashes}$. CoaT-Lite Tiny's heads have
+# $C_h$ = 8, 16, 32 and 40 channels in its four stages; in stage 4, where $C_h = 40$, the
+# bound allows a saving larger than the hashing, but that stage has only
+# {glue:text}`s4_tokens` tokens. In one block of stage 1, hashing costs
+# {glue:text}`block_hashing:.2f` M MACs, and clustering saves {glue:text}`block_saving:.2f` M
+# of the {glue:text}`block_most:.2f` M that $q$ times the context costs. The cell below
+# checks, on the audit's counts, that hashing costs more than clustering saves in every
+# stage where $C_h \le n_\text{hashes}$ (at $C_h = n_\text{hashes}$, hashing the $HW$ image
+# queries costs $HW\,C_h^2$ and clustering them saves at most $(HW - K)\,C_h^2$; the class
+# token is neither hashed nor clustered).
+
+
+# %%
+def stage_macs(kind: str, component: str):
+    sel = audits[(audits.kind == kind) & (audits.img_size == 224)]
+    return sel[sel.component == component].groupby("stage").macs.sum()
+
+
+shapes = cost.stage_shapes(model, 224)
+factorized_core = stage_macs("factorized", "attention")
+saved = factorized_core - stage_macs("clustered_factorized", "attention")
+hashed = stage_macs("clustered_factorized", "hashing")
+for sh in shapes:
+    if sh.dim // sh.heads <= 32:  # C_h <= n_hashes
+        assert hashed[sh.name] > saved[sh.name], f"{sh.name}: hashing > saving"
+glue("s4_tokens", shapes[3].tokens)
+depth = shapes[0].depth  # one block of stage 1: the stage's count over its blocks
+glue("block_hashing", hashed["stage1"] / depth / 1e6)
+glue("block_saving", saved["stage1"] / depth / 1e6)
+glue("block_most", factorized_core["stage1"] / 2 / depth / 1e6)
+names = [sh.name for sh in shapes]
+pd.DataFrame(
+    {
+        "C_h": [sh.dim // sh.heads for sh in shapes],
+        "tokens N": [sh.tokens for sh in shapes],
+        "hashing (M MACs)": hashed[names].to_numpy() / 1e6,
+        "saving (M MACs)": saved[names].to_numpy() / 1e6,
+    },
+    index=names,
+).round(2)
 
 # %% [markdown]
 # ## Summary
 #
 # - A MAC count is exact and cheap: `FlopCounterMode` counts matrix products and convolutions
-#   per module, and closed forms give the same numbers (the tests check both, and timm's
-#   published GMACs).
-# - In CoaT-Lite the MLP and the projections dominate the count; the attention core, already
-#   linear in the number of tokens, is a small share, and the part that sees each query smaller
-#   still.
-# - Time does not follow MACs: depthwise convolutions, softmaxes, LayerNorms and reshapes cost
-#   more time than their MACs suggest, and a kernel's efficiency changes with its shape.
-# - The resolution sweep measured, size by size, clustered attention's time against exact
-#   softmax attention's and CoaT-Lite's factorized attention's; the verdict on the seed's
-#   claim is drawn once, in the conclusions chapter.
+#   per module, closed forms give the same numbers, and the whole-model count is within
+#   {glue:text}`timm_difference:.1%` of timm's published GMACs.
+# - In CoaT-Lite Tiny at 224 px the MLP holds {glue:text}`mlp_share:.0%` of the MACs and the
+#   projections {glue:text}`proj_share:.0%`; the attention core, already linear in $N$, holds
+#   {glue:text}`core_share:.1%`, and the query-side product that clustering the queries can
+#   shrink {glue:text}`query_side:.1%`.
+# - {ref}`The cost model <cost-model>`: clustering the queries of factorized attention saves at
+#   most $(N-K)\,C_h^2$ per head, less than E2LSH's $N\,n_\text{hashes}\,C_h$ whenever
+#   $n_\text{hashes} \ge C_h$; counted, it saves {glue:text}`cm_factorized_saving:.1f` M MACs
+#   for {glue:text}`cm_hashing:.1f` M of hashing. In softmax attention it saves
+#   $2(N-K)\,N\,C_h$, {glue:text}`softmax_saving_x:.0f` times its hashing at 224 px.
+# - Counted cost is not time: {doc}`05b_measuring` measures it.
 #
 # ## Exercises
 #
 # 1. Using the closed forms in `help(ccoat.cost.analytic_costs)`, find the resolution at which
 #    softmax attention's MACs in stage 1 equal those of the stage's MLP.
-# 2. Re-run `measure.component_times` with batch size 8. Which components' share of time changes
-#    most, and why?
+# 2. From the cost model, how many hashes at most could E2LSH use for clustering the queries
+#    of stage 1's factorized attention to save MACs at all? Check it by counting the trained
+#    model as `clustered_factorized` with `n_hashes=4`.
 # 3. Suppose every query row of every block formed exactly 64 clusters. Pass
 #    `cost.analytic_costs` a `clusters` dictionary of `cost.BlockClusters(total=8 * 64,
 #    padded=8 * 64, before_cap=8 * 64, rows=8)` per `(stage, block)`: what share of softmax
 #    attention's MACs at 1024 px does clustered attention need then?
-# 4. Run `python -m ccoat.sweep --profile smoke` and compare its forward times with the file read
-#    above. How much do two runs on the same machine differ?
+
+# %% tags=["hide-input"]
+# Exercise 1: per block, softmax attention (2·N²·C) = the MLP (2·N·C·8C) at N = 8C.
+equal_tokens = 8 * C
+equal_px = 4 * (equal_tokens - 1) ** 0.5  # N = 1 + (px / 4)²
+softmax_model = models["softmax"]
+s1 = {}
+for px in (64, 96):  # inputs are multiples of 32
+    t = cost.audit(softmax_model, px)
+    t = t[t.stage == "stage1"].set_index("component").macs
+    s1[px] = t["attention"] / t["mlp"]
+assert s1[64] < 1 < s1[96], s1
+glue("ex1_tokens", equal_tokens)
+glue("ex1_px", equal_px)
+glue("ex1_ratio_64", s1[64])
+glue("ex1_ratio_96", s1[96])
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 1
+# :class: dropdown
+# Per block, softmax attention costs $2N^2C$ MACs ($q k^\top$, then the scores times $v$) and
+# the MLP $2NC \cdot 8C$. They are equal when $N = 8C$ = {glue:text}`ex1_tokens` tokens, that is
+# $1 + (\text{px}/4)^2 = 512$: about {glue:text}`ex1_px:.0f` px. CoaT-Lite takes multiples of
+# 32: at 64 px stage 1's softmax attention is {glue:text}`ex1_ratio_64:.2f` times its MLP, at
+# 96 px {glue:text}`ex1_ratio_96:.2f` times; from 96 px on, attention costs more.
+# ```
+
+# %% tags=["hide-input"]
+# Exercise 2: (N - K)·C_h² > N·n_hashes·C_h needs n_hashes < C_h·(N - K)/N < C_h = 8.
+torch.manual_seed(1)
+few = coat_run.load_model(attention="clustered_factorized", n_hashes=4)
+few_macs = cost.macs(few, 224)
+few_saving = counts["factorized"]["attention"] - few_macs["attention"]
+assert few_macs["hashing"] < few_saving, "with 4 hashes, clustering should save MACs"
+assert few_macs["total"] < counts["factorized"]["total"], "and the whole pass too"
+glue("ex2_hashing", few_macs["hashing"] / 1e6)
+glue("ex2_saving", few_saving / 1e6)
+glue("ex2_total", 1 - few_macs["total"] / counts["factorized"]["total"])
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 2
+# :class: dropdown
+# Hashing costs $N\,n_\text{hashes}\,C_h$ per head and the saving is at most $(N-K)\,C_h^2$,
+# so a saving needs $n_\text{hashes} < C_h\,(N-K)/N$, below $C_h = 8$: seven hashes at most,
+# and fewer the more clusters form. With 4 hashes the counted hashing is
+# {glue:text}`ex2_hashing:.1f` M MACs and the saving {glue:text}`ex2_saving:.1f` M: the pass
+# needs {glue:text}`ex2_total:.2%` fewer MACs than CoaT-Lite's. Fewer hashes make coarser
+# buckets, so the clusters mix less similar queries: the saving is real and tiny, and what it
+# does to accuracy is another question.
+# ```
+
+# %% tags=["hide-input"]
+# Exercise 3: 64 clusters in each of the 8 rows (batch 1 x 8 heads) of every block.
+row64 = cost.BlockClusters(total=8 * 64, padded=8 * 64, before_cap=8 * 64, rows=8)
+clustered = models["clustered"]
+every_block = {
+    (sh.name, b): row64
+    for sh in cost.stage_shapes(clustered, 1024)
+    for b in range(sh.depth)
+}
+with_64 = cost.analytic_costs(clustered, 1024, clusters=every_block)
+exact = cost.analytic_costs(models["softmax"], 1024)
+
+
+def attention_macs(costs):
+    return sum(v["macs"] for (comp, _), v in costs.items() if comp == "attention")
+
+
+ex3_share = attention_macs(with_64) / attention_macs(exact)
+assert ex3_share < 0.01, ex3_share
+glue("ex3_share", ex3_share)
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 3
+# :class: dropdown
+# Prototype attention then multiplies $1 + 64$ queries per row with all $N$ keys and values,
+# against $N$ queries for softmax attention: at 1024 px stage 1 has $N$ = 65,537 tokens, so
+# the ratio there is $65/65537$. Over all stages clustered attention's core needs
+# {glue:text}`ex3_share:.2%` of softmax attention's MACs (the hashing comes on top).
+# ```
