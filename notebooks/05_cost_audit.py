@@ -143,7 +143,7 @@ tiny.head(10)
 
 # %% [markdown]
 # The whole model's count can be checked against an independent number: timm's model cards
-# {cite:p}`rw2019timm` give CoaT-Lite Tiny, Mini, Small and Medium as 1.6, 2.0, 4.0 and 9.8
+# {cite:p}`wightman2019timm` give CoaT-Lite Tiny, Mini, Small and Medium as 1.6, 2.0, 4.0 and 9.8
 # GMACs at 224 px. The table puts `ccoat.cost`'s count beside them; the largest difference is
 # {glue:text}`timm_difference:.1%`.
 
