@@ -301,8 +301,8 @@ glue("largest", int(sizes.max()))
 #
 # ## What K ≈ N costs
 #
-# Prototype attention computes softmax attention for the $K$ prototypes of a row (plus the class
-# token) against all $N$ keys: $2 h (1 + K) (1 + N) C_h$ MACs per block and image, where
+# Prototype attention computes softmax attention for the $K$ prototypes of a row (plus the
+# class token) against all $N$ keys: $2 h (1 + K) (1 + N) C_h$ MACs per block and image, where
 # softmax attention computes $2 h (1 + N)^2 C_h$. The hashing adds $N C n_\text{hashes}$ MACs
 # (every query against every projection), and a sort. `ccoat.cost.audit` counts both on two of
 # the photos above, with the clusters the trained model forms on them; CoaT-Lite's factorized
@@ -368,8 +368,9 @@ for kind, value in totals.items():
 # row's $K$, so the rows that cluster most pay for the ones that cluster least). The hashing
 # is small in MACs where $N$ is large ({glue:text}`hash_share1:.1f`% of softmax attention in
 # stage 1) and not where it is small ({glue:text}`hash_share4:.0f`% in stage 4); beyond its
-# MACs it sorts and gathers, which a MAC count does not see (chapter 5 times them). CoaT-Lite's factorized attention, linear in $N$, costs $(1 + N)/C_h$ times less
-# than softmax attention: {glue:text}`fact_stage1:.0f` times less in stage 1, more than ten
+# MACs it sorts and gathers, which a MAC count does not see (chapter 5 times them).
+# CoaT-Lite's factorized attention, linear in $N$, costs $(1 + N)/C_h$ times less than softmax
+# attention: {glue:text}`fact_stage1:.0f` times less in stage 1, more than ten
 # times less in stages 1 and 2 (in stage 4, with 16 tokens and $C_h = 64$, it costs more). The
 # whole model costs {glue:text}`gmacs_clustered:.2f` GMACs per
 # image with clustered attention, {glue:text}`gmacs_softmax:.2f` with softmax and
@@ -383,8 +384,8 @@ for kind, value in totals.items():
 #   {glue:text}`first_stage1:.2f` to {glue:text}`last_stage1:.2f` clusters per token in stage
 #   1 and from {glue:text}`first_stage2:.2f` to {glue:text}`last_stage2:.2f` in stage 2 over
 #   {glue:text}`epochs` epochs; stages 3 and 4 form one cluster per token throughout.
-# - Where it does cluster (stage 1), clusters follow the image: uniform regions form a few large
-#   clusters, edges and texture many singletons ({glue:text}`singletons:.0f`% of stage 1's
+# - Where it does cluster (stage 1), clusters follow the image: uniform regions form a few
+#   large clusters, edges and texture many singletons ({glue:text}`singletons:.0f`% of stage 1's
 #   clusters).
 # - With $K \approx N$, prototype attention costs what softmax attention costs (here at least
 #   {glue:text}`ratio_min234:.2f` times it in stages 2 to 4), plus the hashing; CoaT-Lite's
