@@ -550,8 +550,8 @@ glue("ex3_vs_width", str(paired_difference(cap_hits, scored_hits[r_wide])))
 # ```{admonition} Solution to exercise 1
 # :class: dropdown
 # With $r = 0.001$ two queries share all 32 codes only if they are (all but) identical, as the
-# queries of a uniform patch of the image are (the largest cluster here holds
-# {glue:text}`ex1_shared` queries). Each prototype is then its queries, and the core computes
+# queries of a uniform patch of the image are (on these two images the largest cluster has
+# size {glue:text}`ex1_shared`). Each prototype is then its queries, and the core computes
 # $\mathrm{softmax}(q k^\top) v$ for every query: softmax attention. On two images the logits of the two converted models differ by at
 # most {glue:text}`ex1_diff:.1e`, rounding. Clustered attention therefore inherits softmax
 # attention's loss when it replaces CoaT's factorized attention in weights trained for the

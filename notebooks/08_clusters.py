@@ -79,7 +79,8 @@ print("profile:", ccoat.get_profile(), "| device:", DEVICE)
 #
 # The model is the committed Clustering CoaT Tiny of chapter 7
 # (`results/imagenette128_gpu_ccoat_lite_tiny`): trained from scratch **with** the seed's
-# clustered attention (bucket width $r = 4$, $n_\text{hashes} = 32$), 128-px Imagenette,
+# clustered attention (bucket width $r$ = {glue:text}`r_trained:g`, $n_\text{hashes}$ =
+# {glue:text}`n_hashes`), 128-px Imagenette,
 # {glue:text}`epochs` epochs on one GPU, {glue:text}`top1:.1f`% top-1 on all
 # {glue:text}`val_images` validation images. Its hash projections are part of its weights, so
 # the clusters below are the ones it trained with.
@@ -93,6 +94,9 @@ model = run.load_model().to(
 shapes = cost.stage_shapes(model, IMG_SIZE)
 TOKENS = {s.name: s.image_tokens for s in shapes}  # N per stage: 1024, 256, 64, 16
 print("attention kinds:", model.attention_kinds, "| image tokens per stage:", TOKENS)
+hasher = model.stages[0].blocks[0].attn.core.hasher
+glue("r_trained", hasher.bucket_width)
+glue("n_hashes", hasher.n_hashes)
 glue("epochs", len(run.metrics))
 glue("top1", run.eval["top1"])
 glue("val_images", run.eval["images"])
@@ -223,7 +227,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Uniform regions (sky, water, a plain background) share a few colours over large areas;
+# Uniform regions (the plain backgrounds, a shirt) share a few colours over large areas;
 # edges and texture break into many small clusters. The heads differ: each hashes its own
 # queries with its own projections.
 #
@@ -253,7 +257,7 @@ sns.boxplot(
 ax.set(
     ylabel="clusters per token, K/N",
     xlabel="block (s = stage, b = block)",
-    title=f"{n_images} validation images × 8 heads, r = 4",
+    title=f"{n_images} images × {shapes[0].heads} heads, r = {hasher.bucket_width:g}",
 )
 fig.tight_layout()
 plt.show()
