@@ -21,15 +21,24 @@
 # %% [markdown]
 # # What the clusters look like
 #
-# Clustering attention rests on one bet: that many queries in an image are nearly the same, so
-# one prototype can stand for them. This chapter looks at the clusters a trained model forms:
-# over which parts of an image, in which heads and stages, and how many.
+# Clustering attention rests on one bet: that many queries of an image are nearly the same, so
+# that one prototype can stand for each group. Does a Clustering CoaT **trained with
+# clustering** keep its queries grouped? No. Training spreads the queries apart: by the last
+# epoch stages 2 to 4 form about one cluster per token, and stage 1 about one cluster for every
+# two tokens. With as many prototypes as tokens, prototype attention costs what softmax
+# attention costs, plus the hashing.
+#
+# **Prerequisites.** Chapter 2 (LSH, the bucket width $r$), chapter 3 (clusters, prototypes),
+# chapter 5 (counting MACs) and chapter 7 (the committed Imagenette models).
 #
 # **Learning objectives**
 #
-# - draw a trained model's clusters and prototypes over real images, per stage and head;
-# - measure how the number of clusters varies across images, blocks and heads;
-# - relate cluster counts to the cost savings the seed hoped for.
+# - read how many clusters a model forms per stage from its training record, epoch by epoch;
+# - draw a trained model's clusters over real photos;
+# - measure how the cluster count varies across images, blocks and heads, and how large the
+#   clusters are;
+# - turn cluster counts into the cost of the attention core, and compare it with softmax and
+#   factorized attention.
 
 # %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
@@ -46,7 +55,7 @@ if "google.colab" in sys.modules:
 # %% tags=["hide-input"]
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
-import textwrap
+import copy
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -54,158 +63,188 @@ import pandas as pd
 import seaborn as sns
 import timm
 import torch
-from IPython.display import Markdown, display
 
+from ccoat import cost
 from ccoat import data as cdata
 from ccoat.clustering import block_index
-from ccoat.plotting import KIND_COLORS, block_label, set_theme
-from ccoat.runfolder import first_run
+from ccoat.plotting import KIND_COLORS, block_label, glue, set_theme
+from ccoat.runfolder import read_run
 
 set_theme()
-PROFILE = ccoat.get_profile()
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-print("profile:", PROFILE)
+print("profile:", ccoat.get_profile(), "| device:", DEVICE)
 
 # %% [markdown]
-# ## A trained model
+# ## The trained model
 #
-# The chapter on Imagenette read the committed reference CoaT-Lite Tiny, trained at 128 px with
-# factorized attention (`results/imagenette128_*_coat_lite_tiny`, the `gpu` recipe's where one
-# is committed). We load its weights, convert it to the seed's clustered attention without
-# retraining, and watch its clusters.
-
+# The model is the committed Clustering CoaT Tiny of chapter 7
+# (`results/imagenette128_gpu_ccoat_lite_tiny`): trained from scratch **with** the seed's
+# clustered attention (bucket width $r$ = {glue:text}`r_trained:g`, $n_\text{hashes}$ =
+# {glue:text}`n_hashes`), 128-px Imagenette,
+# {glue:text}`epochs` epochs on one GPU, {glue:text}`top1:.1f`% top-1 on all
+# {glue:text}`val_images` validation images. Its hash projections are part of its weights, so
+# the clusters below are the ones it trained with.
 
 # %%
-def reference_run(model_name):
-    """model_name's committed run: the gpu recipe's, else the cpu one's, else None."""
-    sizes = ("gpu", "cpu")
-    return first_run([f"imagenette128_{s}_{model_name}" for s in sizes], CCOAT_REPO)
-
-
-run = reference_run("coat_lite_tiny")
+run = read_run("imagenette128_gpu_ccoat_lite_tiny", CCOAT_REPO)
 IMG_SIZE = run.run["data"]["img_size"]
-print(
-    textwrap.fill(
-        f"val top-1 of the trained model: {run.eval['top1']:.1f}% on "
-        f"{run.eval['images']} Imagenette val images at {IMG_SIZE} px, after "
-        f"{len(run.metrics)} epoch(s) ({run.path.name})",
-        88,
-    )
-)
-model = run.load_model("clustered", seed=0).to(DEVICE)
-
-_, val_set, info = cdata.build_datasets(
-    "imagenette", cdata.data_root(), img_size=IMG_SIZE
-)
-n_images = ccoat.choose(smoke=8, cpu=64, gpu=256)
-images, labels = next(
-    iter(
-        cdata.make_loader(
-            cdata.subset(val_set, n_images, seed=1), batch_size=n_images, train=False
-        )
-    )
-)
-with torch.no_grad(), ccoat.record_clusters(model) as records:
-    model(images.to(DEVICE))
-records = {name: {k: v.cpu() for k, v in rec.items()} for name, rec in records.items()}
-print(textwrap.fill("blocks recorded: " + ", ".join(records), 80))
+model = run.load_model().to(
+    DEVICE
+)  # its own kind: clustered, its own hash projections
+shapes = cost.stage_shapes(model, IMG_SIZE)
+TOKENS = {s.name: s.image_tokens for s in shapes}  # N per stage: 1024, 256, 64, 16
+print("attention kinds:", model.attention_kinds, "| image tokens per stage:", TOKENS)
+hasher = model.stages[0].blocks[0].attn.core.hasher
+glue("r_trained", hasher.bucket_width)
+glue("n_hashes", hasher.n_hashes)
+glue("epochs", len(run.metrics))
+glue("top1", run.eval["top1"])
+glue("val_images", run.eval["images"])
 
 # %% [markdown]
+# ## Clusters per stage over training
+#
+# Every epoch, the training run counted the clusters each (image, head) row formed on the
+# validation images, averaged per stage; `metrics.jsonl` keeps them. Divided by the stage's
+# number of image tokens $N$, the count $K/N$ says how much clustering can save: at $K/N = 1$
+# every query is alone in its cluster.
+
+# %%
+per_epoch = pd.DataFrame(list(run.metrics.clusters_per_stage), index=run.metrics.epoch)
+fraction = per_epoch / pd.Series(TOKENS)  # K/N per stage and epoch
+fig, ax = plt.subplots(figsize=(7, 3.6))
+for (stage, values), color in zip(fraction.items(), sns.color_palette("crest", 4)):
+    label = f"{stage} (N = {TOKENS[stage]})"
+    ax.plot(values.index, values, "o-", color=color, label=label)
+ax.axhline(1, color="grey", ls=":", lw=1)
+ax.set(
+    xlabel="epoch",
+    ylabel="clusters per token, K/N",
+    ylim=(0, 1.05),
+    title="Clustering CoaT Tiny trained with clustering: K/N per stage",
+)
+ax.legend(fontsize="small", loc="lower right")
+fig.tight_layout()
+plt.show()
+
+# %%
+first, last = fraction.iloc[0], fraction.iloc[-1]
+assert last["stage1"] > 2 * first["stage1"], "stage 1's queries no longer spread apart"
+assert last["stage2"] > first["stage2"], "stage 2's queries no longer spread apart"
+assert (last[["stage2", "stage3", "stage4"]] > 0.95).all(), "stages 2-4 are not K ≈ N"
+assert (first[["stage3", "stage4"]] > 0.95).all(), "stages 3-4 did not start at K ≈ N"
+assert 0.4 < last["stage1"] < 0.6, (
+    "stage 1 no longer keeps about one cluster per 2 tokens"
+)
+final = pd.Series(run.eval["clusters_per_stage"]) / pd.Series(TOKENS)  # all val images
+assert (final - last).abs().max() < 0.02, (
+    "the scored weights disagree with the last epoch"
+)
+for stage in TOKENS:
+    glue(f"first_{stage}", first[stage])
+    glue(f"last_{stage}", last[stage])
+    glue(f"final_{stage}", final[stage])
+
+# %% [markdown]
+# After the first epoch, stage 1 formed {glue:text}`first_stage1:.2f` clusters per token and
+# stage 2 {glue:text}`first_stage2:.2f`: the young model's queries were still alike. Training
+# pulled them apart: in the last epoch stage 1 forms {glue:text}`last_stage1:.2f` clusters per
+# token, stage 2 {glue:text}`last_stage2:.2f`, stage 3 {glue:text}`last_stage3:.2f` and stage 4
+# {glue:text}`last_stage4:.2f`. The final weights, scored on every validation image, give the
+# same: {glue:text}`final_stage1:.2f`, {glue:text}`final_stage2:.2f`,
+# {glue:text}`final_stage3:.2f` and {glue:text}`final_stage4:.2f`. Nothing in the loss asks
+# for few clusters; a classifier gains from queries that tell tokens apart, and at a fixed
+# bucket width that means more buckets.
+#
 # ## Clusters over the image
 #
-# Each token of a stage covers a patch of the image (4×4 pixels in stage 1, 8×8 in stage 2, ...).
-# Below, every token is painted with the colour of **its cluster's prototype**: the prototype
-# vectors are projected to three dimensions (their first principal components, per head) and
+# Each token of stage 1 covers a 4×4-pixel patch. Below, the tokens of the first block of
+# stage 1 are painted over the photo with the colour of **their cluster's prototype**: the
+# prototypes are projected to three dimensions (their first principal components, per head) and
 # read as RGB. Tokens in one cluster share one colour exactly; similar prototypes look alike.
 
 # %%
-mean, std = (
-    torch.tensor(info.mean)[:, None, None],
-    torch.tensor(info.std)[:, None, None],
+n_images = ccoat.choose(smoke=4, cpu=16, gpu=256)
+_, val_set, info = cdata.build_datasets(
+    "imagenette", cdata.data_root(), img_size=IMG_SIZE
 )
+loader = cdata.make_loader(
+    cdata.subset(val_set, n_images, seed=1), batch_size=n_images, train=False
+)
+images, labels = next(iter(loader))
+with torch.no_grad(), ccoat.record_clusters(model) as records:
+    model(images.to(DEVICE))
+records = {name: {k: v.cpu() for k, v in rec.items()} for name, rec in records.items()}
+print(f"{n_images} val images; blocks recorded:", ", ".join(map(block_label, records)))
 
 
-def show_image(ax, i):
-    ax.imshow((images[i] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy())
-
-
+# %%
 def prototype_colours(rec, i, head):
-    """(H*W, 3) colours: each token's prototype's first three principal components."""
-    ids, protos = (
-        rec["ids"][i, head],
-        rec["prototypes"][i, head, : int(rec["num_clusters"][i, head])],
-    )
-    centred = protos - protos.mean(0)
+    """(H*W, 3) colours in [0, 1]: each token's prototype's first three principal
+    components (a row with one cluster is grey)."""
+    ids = rec["ids"][i, head]
+    protos = rec["prototypes"][i, head, : int(rec["num_clusters"][i, head])]
     if len(protos) < 2:
         return torch.full((len(ids), 3), 0.5)
-    _, _, v = torch.pca_lowrank(
-        centred, q=min(3, len(protos) - 1, centred.shape[1]), center=False
-    )
-    pcs = centred @ v
-    pcs = torch.nn.functional.pad(pcs, (0, 3 - pcs.shape[1]))
+    centred = protos - protos.mean(0)
+    q = min(3, len(protos) - 1, centred.shape[1])
+    _, _, v = torch.pca_lowrank(centred, q=q, center=False)
+    pcs = torch.nn.functional.pad(centred @ v, (0, 3 - q))
     lo, hi = pcs.min(0).values, pcs.max(0).values
     return ((pcs - lo) / (hi - lo).clamp_min(1e-6))[ids]
 
 
-def grid_of(rec):
-    n = rec["ids"].shape[-1]
-    side = int(round(n**0.5))
-    return side, n // side
+def show_image(ax, i):
+    mean, std = (torch.tensor(v)[:, None, None] for v in (info.mean, info.std))
+    ax.imshow((images[i] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy())
 
 
-i = 0
-blocks = [name for name in records if name.endswith("blocks.0")]
-fig, axes = plt.subplots(len(blocks), 5, figsize=(12, 2.6 * len(blocks)))
-for row, name in enumerate(blocks):
-    rec = records[name]
-    H, W = grid_of(rec)
-    show_image(axes[row, 0], i)
-    axes[row, 0].set_ylabel(f"stage {block_index(name)[0] + 1}")
-    for col, head in enumerate([0, 2, 5, 7]):
-        colours = prototype_colours(rec, i, head).reshape(H, W, 3)
-        axes[row, col + 1].imshow(colours.numpy(), interpolation="nearest")
-        k = int(rec["num_clusters"][i, head])
-        axes[row, col + 1].set_title(f"head {head}: {k} of {H * W}", fontsize=9)
-for ax in axes.flat:
-    ax.set_xticks([]), ax.set_yticks([])
-label = (
-    timm.data.ImageNetInfo()
-    .label_name_to_description(info.classes[labels[i]])
-    .split(",")[0]
-)
-fig.suptitle(
-    "First block of each stage: tokens coloured by their cluster's prototype; 'k of "
-    f"N': clusters of tokens (a {label})"
-)
-fig.tight_layout()
+def class_name(i):
+    wnid = info.classes[labels[i]]
+    return timm.data.ImageNetInfo().label_name_to_description(wnid).split(",")[0]
 
-# %% [markdown]
-# ## How many clusters, across images, blocks and heads
-#
-# One picture can mislead; here are the cluster counts over all the validation images we ran,
-# for every block and head, as a fraction of the tokens the block sees. A fraction of 1 means
-# every query was alone in its cluster and clustering saved nothing.
 
 # %%
-rows = []
-for name, rec in records.items():
-    n_tokens = rec["ids"].shape[-1]
-    stage = block_index(name)[0] + 1
-    for img in range(rec["num_clusters"].shape[0]):
-        for head in range(rec["num_clusters"].shape[1]):
-            rows.append(
-                dict(
-                    block=block_label(name),
-                    stage=stage,
-                    head=head,
-                    clusters=int(rec["num_clusters"][img, head]),
-                    tokens=n_tokens,
-                )
-            )
-counts = pd.DataFrame(rows)
-counts["fraction"] = counts["clusters"] / counts["tokens"]
+rec, side = records["stages.0.blocks.0"], IMG_SIZE // 4  # stage 1: a 32x32 grid
+heads = (0, 3, 6)
+fig, axes = plt.subplots(3, 1 + len(heads), figsize=(10, 7.6))
+for row, i in enumerate(range(3)):
+    show_image(axes[row, 0], i)
+    axes[row, 0].set_title(class_name(i), fontsize=9)
+    for col, head in enumerate(heads, start=1):
+        show_image(axes[row, col], i)
+        colours = prototype_colours(rec, i, head).reshape(side, side, 3)
+        extent = (-0.5, IMG_SIZE - 0.5, IMG_SIZE - 0.5, -0.5)
+        axes[row, col].imshow(colours.numpy(), alpha=0.65, extent=extent)
+        k = int(rec["num_clusters"][i, head])
+        axes[row, col].set_title(f"head {head}: K = {k} of {side**2}", fontsize=9)
+for ax in axes.flat:
+    ax.set_xticks([]), ax.set_yticks([])
+fig.suptitle(
+    "Stage 1, block 1: tokens coloured by their cluster's prototype", fontsize=11
+)
+fig.tight_layout()
+plt.show()
 
-fig, ax = plt.subplots(figsize=(9, 4))
+# %% [markdown]
+# Uniform regions (the plain backgrounds, a shirt) share a few colours over large areas;
+# edges and texture break into many small clusters. The heads differ: each hashes its own
+# queries with its own projections.
+#
+# ## How many clusters, across images, blocks and heads
+#
+# One photo can mislead. Here are the counts over all the validation images above, for every
+# block and head, as clusters per token.
+
+# %%
+rows = [
+    dict(block=block_label(name), stage=block_index(name)[0] + 1, clusters=int(k))
+    | {"fraction": int(k) / rec["ids"].shape[-1]}
+    for name, rec in records.items()
+    for k in rec["num_clusters"].flatten()
+]
+counts = pd.DataFrame(rows)
+fig, ax = plt.subplots(figsize=(9, 3.6))
 sns.boxplot(
     data=counts,
     x="block",
@@ -216,41 +255,35 @@ sns.boxplot(
     legend=False,
 )
 ax.set(
-    ylabel="clusters / tokens",
+    ylabel="clusters per token, K/N",
     xlabel="block (s = stage, b = block)",
-    title=f"Cluster counts, {n_images} validation images, 8 heads, default r",
+    title=f"{n_images} images × {shapes[0].heads} heads, r = {hasher.bucket_width:g}",
 )
 fig.tight_layout()
-
-# %%
-per_stage = counts.groupby("stage")["fraction"].median()
-display(
-    Markdown(
-        "Median clusters per token, by stage: "
-        + ", ".join(f"stage {s}: **{f:.2f}**" for s, f in per_stage.items())
-        + ". The seed's saving in the attention core scales with this fraction; "
-        "a stage where it stays near 1 gains nothing from clustering and pays for "
-        "the hashing."
-    )
-)
+plt.show()
+median = counts.groupby("stage")["fraction"].median()
+assert median.loc[1] < median.loc[[2, 3, 4]].min(), "stage 1 no longer clusters most"
+for stage, value in median.items():
+    glue(f"median_stage{stage}", value)
 
 # %% [markdown]
+# On these images the median row forms {glue:text}`median_stage1:.2f` clusters per token in
+# stage 1, {glue:text}`median_stage2:.2f` in stage 2, {glue:text}`median_stage3:.2f` in stage 3
+# and {glue:text}`median_stage4:.2f` in stage 4: stage 1 is the only stage where clustering
+# groups many queries.
+#
 # ## Cluster sizes
 #
-# Counts hide how the tokens are shared out: a few large clusters and many singletons give the
-# same count as evenly sized ones. The distribution of cluster sizes in stage 1:
+# A count hides how the tokens are shared out: a few large clusters and many singletons give
+# the same count as evenly sized ones. The sizes of every cluster of stage 1:
 
 # %%
 stage1 = [name for name in records if block_index(name)[0] == 0]
-sizes = torch.cat(
-    [records[n]["counts"][records[n]["counts"] > 0].flatten() for n in stage1]
-).numpy()
-fig, ax = plt.subplots()
-ax.hist(
-    sizes,
-    bins=np.logspace(0, np.log10(max(sizes.max(), 2)), 30),
-    color=KIND_COLORS["clustered"],
-)
+sizes = torch.cat([records[n]["counts"][records[n]["counts"] > 0] for n in stage1])
+sizes = sizes.numpy()
+fig, ax = plt.subplots(figsize=(7, 3.4))
+bins = np.logspace(0, np.log10(max(sizes.max(), 2)), 30)
+ax.hist(sizes, bins=bins, color=KIND_COLORS["clustered"])
 ax.set(
     xscale="log",
     yscale="log",
@@ -259,66 +292,209 @@ ax.set(
     title="Cluster sizes in stage 1",
 )
 fig.tight_layout()
-display(
-    Markdown(
-        f"In stage 1, **{(sizes == 1).mean():.0%}** of clusters are singletons and "
-        f"the largest holds {int(sizes.max())} tokens."
-    )
-)
+plt.show()
+singletons = float((sizes == 1).mean())
+assert singletons > 0.5, "singletons are no longer most of stage 1's clusters"
+glue("singletons", 100 * singletons)
+glue("largest", int(sizes.max()))
 
 # %% [markdown]
-# ## What this build's data can and cannot show
+# In stage 1, {glue:text}`singletons:.0f`% of the clusters are single tokens, and the largest
+# holds {glue:text}`largest` tokens: a few large clusters (the uniform regions) and a crowd of
+# singletons.
 #
-# The pictures are only as telling as the model behind them. Which case this build is in
-# follows from its own numbers:
+# ## What K ≈ N costs
+#
+# Prototype attention computes softmax attention for the $K$ prototypes of a row (plus the
+# class token) against all $N$ keys: $2 h (1 + K) (1 + N) C_h$ MACs per block and image, where
+# softmax attention computes $2 h (1 + N)^2 C_h$. The hashing adds $N C n_\text{hashes}$ MACs
+# (every query against every projection), and a sort. `ccoat.cost.audit` counts both on two of
+# the photos above, with the clusters the trained model forms on them; CoaT-Lite's factorized
+# attention is shown for scale.
 
 # %%
-fraction_1, top1 = per_stage.loc[1], run.eval["top1"]
-model_is = (
-    f"the model is the committed reference ({len(run.metrics)} epoch(s) of the "
-    f"`{run.path.name.split('_')[1]}` recipe at {IMG_SIZE} px, val top-1 {top1:.1f}%)"
+B, KINDS = 2, ("softmax", "factorized")
+weights = run.load_model()
+kinds = {k: ccoat.convert_attention(copy.deepcopy(weights), k) for k in KINDS}
+tables = {"clustered": cost.audit(weights, IMG_SIZE, B, images[:B])}
+tables |= {k: cost.audit(m, IMG_SIZE, B) for k, m in kinds.items()}
+
+
+def macs_of(kind, components):
+    table = tables[kind][tables[kind].component.isin(components)]
+    return (
+        table.groupby("stage").macs.sum().reindex(list(TOKENS), fill_value=0) / B / 1e6
+    )
+
+
+found = tables["clustered"].attrs["clusters"]
+core = pd.DataFrame(
+    {
+        "N": pd.Series(TOKENS),
+        "K per row": {s: cost.stage_clusters_per_row(found, s) for s in TOKENS},
+        "softmax": macs_of("softmax", ["attention"]),
+        "prototypes": macs_of("clustered", ["attention"]),
+        "hashing": macs_of("clustered", ["hashing"]),
+        "factorized": macs_of("factorized", ["attention"]),
+    }
 )
-if fraction_1 > 0.9:
-    reading = (
-        f"In stage 1 nearly every token is its own cluster (median {fraction_1:.2f} "
-        "clusters per token), so the maps above show noise: with clusters this small "
-        "they cannot show whether clusters follow regions of the image. Here "
-        f"{model_is}; a longer-trained model (the `gpu` recipe) is needed to see "
-        "that."
-    )
-elif fraction_1 > 0.5:
-    reading = (
-        f"In stage 1 a cluster holds few tokens (median {fraction_1:.2f} clusters per "
-        "token): the maps show small groups of tokens, not whole regions, so they "
-        f"say little about whether clusters follow the image. Here {model_is}."
-    )
-else:
-    reading = (
-        f"In stage 1 clusters hold several tokens each (median {fraction_1:.2f} "
-        "clusters per token), so the maps can show where clusters follow the image: "
-        "uniform areas in one colour, detailed ones broken into many. Here "
-        f"{model_is}."
-    )
-display(
-    Markdown(
-        reading + " The counts and sizes above hold at any profile: they are "
-        "measured, for this model, on these images."
-    )
+core["(proto + hash) / softmax"] = (core.prototypes + core.hashing) / core.softmax
+print(core.round(2).rename_axis("MMACs per image").to_string())
+
+# %%
+ratio = core["(proto + hash) / softmax"]
+assert (ratio[["stage2", "stage3", "stage4"]] > 0.95).all(), (
+    "K ≈ N no longer costs softmax"
 )
+assert ratio["stage1"] < 1, "stage 1's prototypes no longer cost less than softmax"
+cheaper = core.softmax / core.factorized  # softmax over factorized: (1 + N) / C_h
+assert (cheaper[["stage1", "stage2"]] > 10).all(), "factorized no longer far cheaper"
+totals = {k: t.macs.sum() / B / 1e9 for k, t in tables.items()}
+assert totals["clustered"] > totals["factorized"], "clustered is no longer the dearer"
+glue("ratio_stage1", ratio["stage1"])
+glue("ratio_min234", ratio[["stage2", "stage3", "stage4"]].min())
+glue("fact_stage1", cheaper["stage1"])
+hash_share = core.hashing / core.softmax
+assert hash_share["stage1"] < 0.05 < 0.5 < hash_share["stage4"], (
+    "the hashing's share moved"
+)
+glue("hash_share1", 100 * hash_share["stage1"])
+glue("hash_share4", 100 * hash_share["stage4"])
+glue("total_vs_softmax", totals["clustered"] / totals["softmax"])
+for kind, value in totals.items():
+    glue(f"gmacs_{kind}", value)
 
 # %% [markdown]
+# In stages 2 to 4, prototype attention plus the hashing costs at least
+# {glue:text}`ratio_min234:.2f` times what softmax attention costs: with $K \approx N$ the
+# prototypes are the queries, and nothing is saved. Stage 1, the one stage that clusters, costs
+# {glue:text}`ratio_stage1:.2f` times softmax attention (the cores pad every row to the largest
+# row's $K$, so the rows that cluster most pay for the ones that cluster least). The hashing
+# is small in MACs where $N$ is large ({glue:text}`hash_share1:.1f`% of softmax attention in
+# stage 1) and not where it is small ({glue:text}`hash_share4:.0f`% in stage 4); beyond its
+# MACs it sorts and gathers, which a MAC count does not see (chapter 5 times them).
+# CoaT-Lite's factorized attention, linear in $N$, costs $(1 + N)/C_h$ times less than softmax
+# attention: {glue:text}`fact_stage1:.0f` times less in stage 1, more than ten
+# times less in stages 1 and 2 (in stage 4, with 16 tokens and $C_h = 64$, it costs more). The
+# whole model costs {glue:text}`gmacs_clustered:.2f` GMACs per
+# image with clustered attention, {glue:text}`gmacs_softmax:.2f` with softmax and
+# {glue:text}`gmacs_factorized:.2f` with factorized attention. Clustered, the model costs
+# {glue:text}`total_vs_softmax:.2f` times what it costs with softmax attention, and more than
+# with factorized attention.
+#
 # ## Summary
 #
-# - Whether clusters are regions of the image depends on the model: with few tokens per
-#   cluster the maps show noise; the section above says which case this build is in.
-# - The number of clusters differs between heads of one block, because each head hashes its own
-#   queries, and between stages, because query scales differ.
-# - The fraction of clusters per token is the quantity that decides the seed's saving; it is
-#   measured here, not assumed.
+# - Trained with clustering, Clustering CoaT Tiny spreads its queries apart: from
+#   {glue:text}`first_stage1:.2f` to {glue:text}`last_stage1:.2f` clusters per token in stage
+#   1 and from {glue:text}`first_stage2:.2f` to {glue:text}`last_stage2:.2f` in stage 2 over
+#   {glue:text}`epochs` epochs; stages 3 and 4 form one cluster per token throughout.
+# - Where it does cluster (stage 1), clusters follow the image: uniform regions form a few
+#   large clusters, edges and texture many singletons ({glue:text}`singletons:.0f`% of stage 1's
+#   clusters).
+# - With $K \approx N$, prototype attention costs what softmax attention costs (here at least
+#   {glue:text}`ratio_min234:.2f` times it in stages 2 to 4), plus the hashing; CoaT-Lite's
+#   factorized attention costs {glue:text}`fact_stage1:.0f` times less in stage 1.
 #
 # ## Exercises
 #
-# 1. Repeat the counts with `bucket_width` halved and doubled. Which stage is most sensitive?
-# 2. Colour tokens by cluster id instead of prototype. What does the picture lose?
-# 3. Compute, per block, the MACs of the attention core at the measured cluster counts, and
-#    compare with factorized attention (see the cost chapter for the formulas).
+# 1. Count the clusters per stage with the bucket width halved ($r = 2$) and doubled
+#    ($r = 8$), with the trained weights. Which stage is most sensitive?
+# 2. Colour the tokens by cluster id instead of by prototype. What does the picture lose?
+# 3. From the stage-1 counts alone, compute the MACs of the stage-1 attention core of the two
+#    photos with the formula above, and check it against `ccoat.cost.audit`. How many times
+#    factorized attention's MACs is it?
+
+# %% tags=["hide-input"]
+# Exercise 1: the trained weights, new hash projections of width r (seed 0).
+softmax_model = kinds["softmax"]
+widths = {}
+for r in (2.0, 4.0, 8.0):
+    m = ccoat.convert_attention(
+        copy.deepcopy(softmax_model), "clustered", bucket_width=r, seed=0
+    )
+    with torch.no_grad(), ccoat.record_clusters(m) as recs:
+        m(images[:B])
+    k = {f"stage{s + 1}": [] for s in range(4)}
+    for name, rec in recs.items():
+        k[f"stage{block_index(name)[0] + 1}"].append(
+            rec["num_clusters"].float().mean()
+        )
+    widths[r] = {s: float(torch.stack(v).mean()) / TOKENS[s] for s, v in k.items()}
+sweep = pd.DataFrame(widths)  # K/N, stages x widths
+spread = sweep[2.0] - sweep[8.0]
+assert spread.idxmax() == "stage1", "stage 1 is no longer the most sensitive"
+assert (sweep[2.0] >= sweep[4.0]).all() and (sweep[4.0] >= sweep[8.0]).all()
+for r in widths:
+    glue(f"ex1_stage1_r{r:g}", sweep.loc["stage1", r])
+glue("ex1_spread1", spread["stage1"])
+glue("ex1_spread_rest", spread[["stage2", "stage3", "stage4"]].max())
+
+# %% tags=["hide-input"]
+# Exercise 2: adjacent ids against any two clusters; each cluster's nearest one.
+rec = records["stages.0.blocks.0"]
+ratios, far = [], []
+for head in range(rec["num_clusters"].shape[1]):
+    k = int(rec["num_clusters"][0, head])
+    protos = rec["prototypes"][0, head, :k]
+    distances = torch.cdist(protos, protos)  # (K, K)
+    adjacent = distances.diagonal(1).mean()  # ids i and i + 1
+    ratios.append(float(adjacent / (distances.sum() / (k * (k - 1)))))
+    nearest = (distances + torch.eye(k) * distances.max()).argmin(1)
+    far.append(((nearest - torch.arange(k)).abs() > 10).float().mean())
+ratio_ids, far_ids = float(np.mean(ratios)), 100 * float(torch.stack(far).mean())
+assert ratio_ids < 1, "adjacent ids are no longer closer than any two clusters"
+assert far_ids > 10, "nearest clusters are no longer often far apart in id"
+glue("ex2_ratio", ratio_ids)
+glue("ex2_far", far_ids)
+
+# %% tags=["hide-input"]
+# Exercise 3: 2 (B h + padded slots) (1 + N) C_h per block.
+s1 = shapes[0]
+heads_, c_h, n_tok = s1.heads, s1.dim // s1.heads, 1 + s1.image_tokens
+by_hand = 0
+for name in stage1:
+    k_pad = (
+        tables["clustered"].attrs["clusters"][("stage1", block_index(name)[1])].padded
+    )
+    by_hand += 2 * (B * heads_ + k_pad) * n_tok * c_h  # rows = B*h class-token queries
+counted = core.loc["stage1", "prototypes"] * B * 1e6
+assert abs(by_hand - counted) <= 1e-6 * counted, (
+    "the formula no longer matches the count"
+)
+glue("ex3_mmacs", by_hand / B / 1e6)
+glue("ex3_vs_factorized", counted / (core.loc["stage1", "factorized"] * B * 1e6))
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 1
+# :class: dropdown
+# Convert the trained weights to softmax attention, then back to `clustered` with
+# `bucket_width=r` (a new hash family of width $r$: the committed offsets were drawn for
+# $r = 4$, so loading them into another width would not be E2LSH of that width). On the two
+# photos, stage 1 forms {glue:text}`ex1_stage1_r2:.2f`, {glue:text}`ex1_stage1_r4:.2f` and
+# {glue:text}`ex1_stage1_r8:.2f` clusters per token at $r$ = 2, 4 and 8: a change of
+# {glue:text}`ex1_spread1:.2f` between $r = 2$ and $r = 8$, against at most
+# {glue:text}`ex1_spread_rest:.2f` in stages 2 to 4. Stage 1 is the most sensitive: the later
+# stages' queries are far apart at either width, so a bucket twice as wide still separates
+# them.
+# ```
+#
+# ```{admonition} Solution to exercise 2
+# :class: dropdown
+# The partition stays (tokens with one id share one colour), but not the similarity between
+# clusters. Ids are the ranks of the code tuples in lexicographic order: adjacent ids usually
+# share their first codes, so their prototypes are closer than two clusters taken at random
+# ({glue:text}`ex2_ratio:.2f` times the mean distance, over the heads of the first photo's
+# stage-1 block). But one order cannot keep every neighbour close: for
+# {glue:text}`ex2_far:.0f`% of the clusters, the nearest other prototype lies more than ten
+# ids away. A colour scale over ids paints such neighbours in unrelated colours; the
+# prototype colours put similar clusters in similar colours.
+# ```
+#
+# ```{admonition} Solution to exercise 3
+# :class: dropdown
+# Per block, the core attends $h$ class-token queries and $h K$ prototype slots (every row
+# padded to the block's largest $K$) to $1 + N$ keys, then multiplies by the values:
+# $2 (B h + \text{padded slots}) (1 + N) C_h$ MACs. Summed over stage 1's blocks this gives
+# {glue:text}`ex3_mmacs:.1f` MMACs per image, exactly what `ccoat.cost.audit` counts, and
+# {glue:text}`ex3_vs_factorized:.0f` times the MACs of factorized attention on the same stage.
+# ```
