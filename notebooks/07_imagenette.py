@@ -193,7 +193,7 @@ glue("long_planned", longest.run["config"]["epochs"])
 # clustered-factorized attention from 0.25 to 8; the study is committed.
 
 # %%
-study_file = results_file(f"{coat.name}/conversion.json", CCOAT_REPO)
+study_file = results_file(f"{coat.name}/conversion.json", CCOAT_REPO, required=True)
 record = json.loads(study_file.read_text())
 columns = ["kind", "bucket_width", "top1", "top1_ci95", "clusters_per_stage"]
 study = pd.DataFrame(record["rows"], columns=columns)
@@ -443,10 +443,11 @@ for key, row in (("narrow", first), ("wide", last)):
 # mkdir -p /tmp/inette && tar xzf data/imagenette146.tar.gz -C /tmp/inette
 # for m in coat_lite_tiny ccoat_lite_tiny; do
 #   python -m ccoat.train --recipe imagenette128-gpu --model $m --epochs 14 \
-#       --data-dir /tmp/inette --out results/imagenette128_gpu_$m
-#   python -m ccoat.train --eval-only --out results/imagenette128_gpu_$m
+#       --data-dir /tmp/inette --out runs/imagenette128_gpu_$m
+#   python -m ccoat.train --eval-only --out runs/imagenette128_gpu_$m
 # done
-# python benchmarks/convert_reference.py --run imagenette128_gpu_coat_lite_tiny
+# python benchmarks/convert_reference.py --run imagenette128_gpu_coat_lite_tiny \
+#     --out runs/imagenette128_gpu_coat_lite_tiny_conversion.json
 # ```
 #
 # (`--val-subset 0` packs all 3,925 validation images; the default, 1,000, is the per-epoch
