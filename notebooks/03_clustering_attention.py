@@ -137,21 +137,18 @@ glue("default_n", hashing.DEFAULT_N_HASHES)
 # %%
 q_img = q[:, :, 1:]  # (B, heads, H*W, C_h): the image tokens' queries
 lsh = hashing.E2LSH(Ch, n_hashes=32, bucket_width=4.0, seed=0)
-clusters = lsh(
-    q_img
-)  # ids (B, heads, H*W), counts (B, heads, K), num_clusters (B, heads)
+# ids (B, heads, H*W), counts (B, heads, K), num_clusters (B, heads)
+clusters = lsh(q_img)
 
 
 def prototypes_by_hand(x, ids, counts):
     B, h, n, C = x.shape
     K = counts.shape[-1]
-    slot = ids + K * torch.arange(B * h).view(
-        B, h, 1
-    )  # (B, heads, n): one per (row, cluster)
+    # (B, heads, n): row i's clusters get the slots iK .. iK + K - 1
+    slot = ids + K * torch.arange(B * h).view(B, h, 1)
     sums = torch.zeros(B * h * K, C).index_add_(0, slot.flatten(), x.reshape(-1, C))
-    return (sums / counts.reshape(-1, 1).clamp(min=1)).view(
-        B, h, K, C
-    )  # (B, heads, K, C)
+    means = sums / counts.reshape(-1, 1).clamp(min=1)
+    return means.view(B, h, K, C)  # (B, heads, K, C)
 
 
 def broadcast_by_hand(y, ids):
@@ -159,6 +156,10 @@ def broadcast_by_hand(y, ids):
     return torch.gather(y, 2, ids.unsqueeze(-1).expand(-1, -1, -1, y.shape[-1]))
 
 
+# %% [markdown]
+# Checked against the library, on every photo and head at once:
+
+# %%
 protos = prototypes_by_hand(q_img, clusters.ids, clusters.counts)
 torch.testing.assert_close(protos, clustering.prototypes(q_img, clusters))
 torch.testing.assert_close(
@@ -486,9 +487,8 @@ glue("wide_error", wide_error)
 # ```
 
 # %% tags=["hide-input"]
-ids = hashing.E2LSH(Ch, n_hashes=32, bucket_width=4.0, seed=0)(
-    q_img
-).ids  # (B, h, H*W)
+lsh = hashing.E2LSH(Ch, n_hashes=32, bucket_width=4.0, seed=0)
+ids = lsh(q_img).ids  # (B, h, H*W)
 together = ids.unsqueeze(-1) == ids.unsqueeze(-2)  # (B, h, H*W, H*W)
 together &= ~torch.eye(H * W, dtype=torch.bool)  # pairs of distinct tokens
 overlap = [
