@@ -245,8 +245,8 @@ fig.suptitle("E2LSH clusters of the first head's queries, 32 hashes (trained mod
 fig.tight_layout()
 
 # %% [markdown]
-# Uniform regions (sky, grass, background) fall into a few large clusters; edges and texture
-# split into many small ones. This is why the number of clusters adapts to the image.
+# Uniform regions (here the plain backgrounds) fall into a few large clusters; edges and
+# texture split into many small ones. This is why the number of clusters adapts to the image.
 
 # %% [markdown]
 # ## Error and number of clusters against $r$ and the number of hashes
@@ -310,8 +310,8 @@ axes[1].set(
 )
 axes[1].legend()
 fig.suptitle(
-    f"Clustered vs exact softmax attention, stage 1 block 1 of the trained "
-    f"Clustering CoaT Tiny, {B} Imagenette photos"
+    "Clustered vs exact softmax attention\nstage 1 block 1 of the trained Clustering "
+    f"CoaT Tiny, {B} Imagenette photos"
 )
 fig.tight_layout()
 
