@@ -427,24 +427,23 @@ rows += [
 sweep = pd.DataFrame(rows).sort_values("r")
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3.8))
-for kind, sel in sweep.groupby("kind"):
-    ax.plot(
-        sel.r, sel["predictions changed"], "o-", color=KIND_COLORS[kind], label=kind
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+for ax, column in zip(axes, ["logit change", "predictions changed"]):
+    for kind, sel in sweep.groupby("kind"):
+        ax.plot(sel.r, sel[column], "o-", color=KIND_COLORS[kind], label=kind)
+    ax.axhline(
+        table.loc["softmax", column],
+        color=KIND_COLORS["softmax"],
+        ls="--",
+        label="softmax (exact), for reference",
     )
-ax.axhline(
-    flips["softmax"],
-    color=KIND_COLORS["softmax"],
-    ls="--",
-    label="softmax (exact), for reference",
-)
-ax.set(
-    xscale="log",
-    xlabel="bucket width r",
-    ylabel="share of predictions changed",
-    title=f"Trained CoaT-Lite Tiny converted, {len(labels)} Imagenette val photos",
-)
-ax.legend()
+    ax.set(xscale="log", xlabel="bucket width r", ylabel=column)
+    ax.set_xticks(
+        sorted(sweep.r.unique()), [f"{r:g}" for r in sorted(sweep.r.unique())]
+    )
+    ax.minorticks_off()
+axes[0].legend()
+fig.suptitle(f"Trained CoaT-Lite Tiny converted, {len(labels)} Imagenette val photos")
 fig.tight_layout()
 
 # %%
