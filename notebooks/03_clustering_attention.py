@@ -21,22 +21,35 @@
 # %% [markdown]
 # # Adaptive clustering attention
 #
-# The seed paper's module keeps CoaT's conv-attention but does not use the queries directly:
-# similar queries are clustered with E2LSH, each cluster is replaced by a **prototype** (the
-# mean of its queries), attention is computed for the prototypes only, and each prototype's
-# output is **broadcast** back to the queries of its cluster. This is ACT's adaptive clustering
-# attention {cite:p}`zheng2021act`. With $K$ clusters among $N$ queries, softmax attention costs
-# $O(KNC)$ instead of $O(N^2C)$.
+# **The question.** ACT's adaptive clustering attention {cite:p}`zheng2021act` replaces the
+# queries of softmax attention by the means of their LSH clusters. How far does that move the
+# output of a trained model's attention, and how does it depend on the bucket width $r$?
+#
+# **The answer.** On the queries of the trained Clustering CoaT's first block, on Imagenette
+# photos, ccoat's default ($r$ = {glue:text}`d_r:.0f`, {glue:text}`d_hashes` hashes) keeps
+# {glue:text}`d_share:.0%` of the image tokens as clusters and moves the attention output by
+# {glue:text}`d_error:.1%` (relative norm). Each doubling of $r$ cuts the clusters and raises
+# the error; at $r$ = {glue:text}`big_r:.0f` only {glue:text}`big_clusters:.1f` clusters per row
+# remain and the error, {glue:text}`big_error:.0%`, approaches the
+# {glue:text}`baseline:.0%` of one cluster for the whole image.
+#
+# **Prerequisites.** Chapter 1 (conv-attention: $q$, $k$, $v$, softmax and factorized
+# attention, CRPE) and chapter 2 (E2LSH: bucket width $r$, the number of hashes).
 #
 # **Learning objectives**
 #
-# - compute prototypes and broadcast them back with scatter and gather, by hand, and check
-#   `ccoat.clustering` against it;
+# - compute prototypes and broadcast them back with `index_add_` and `gather`, by hand, and
+#   check `ccoat.clustering` against it;
 # - assemble clustered attention, with the class token kept as a cluster of its own, and see
-#   that it becomes exact softmax attention as the bucket width goes to 0;
-# - measure, on features of real photos, how the number of clusters and the approximation error
-#   follow the bucket width $r$ and the number of hashes;
+#   that it becomes exact softmax attention as $r \to 0$;
+# - measure, on a trained model's queries of real photos, how the number of clusters $K$ and
+#   the approximation error follow $r$ and the number of hashes;
 # - draw the clusters over the photo.
+#
+# The module: similar queries are clustered with E2LSH, each cluster is replaced by a
+# **prototype** (the mean of its queries), attention is computed for the prototypes only, and
+# each prototype's output is **broadcast** back to the queries of its cluster. With $K$
+# clusters among $N$ queries, softmax attention costs $O(KNC)$ instead of $O(N^2C)$.
 
 # %% tags=["hide-input"]
 # On Colab, install ccoat first (elsewhere the environment already has it).
@@ -61,11 +74,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from IPython.display import Markdown, display
+from IPython.display import display
 
-from ccoat.data import sample_photos
-from ccoat.plotting import KIND_COLORS, glue, set_theme
+from ccoat import data as cdata
+from ccoat.plotting import glue, set_theme
 from ccoat.provenance import describe, results_file
+from ccoat.runfolder import read_run
 
 set_theme()
 torch.manual_seed(0)
@@ -73,32 +87,28 @@ PROFILE = ccoat.get_profile()
 print(f"profile: {PROFILE}, torch {torch.__version__}")
 
 # %% [markdown]
-# ## Queries of real photos
+# ## Queries of a trained model on real photos
 #
-# The clusters only mean something on queries with structure, so we take real images:
-# scikit-learn's two sample photos, through the first stage of a CoaT-Lite Tiny up to its first
-# attention block (patch embedding, class token, CPE, LayerNorm, then the qkv projection).
-#
-# There are no pretrained weights on this machine, so the network is **randomly initialised**.
-# Its queries are still a fixed linear function of the normalised patch embeddings, so similar
-# patches give similar queries and the clusters follow the image. But the attention of an
-# untrained network is nearly uniform (its queries and keys are small), so every query's output
-# is close to the average value, and errors look small in absolute terms. We therefore also
-# report the error of the crudest approximation — one cluster for the whole image — as the
-# yardstick. A trained network has larger, more distinct queries: more clusters at the same $r$.
+# Clusters only mean something on queries with structure, so we take the queries that a
+# trained model computes for real photos: the Clustering CoaT Tiny trained on Imagenette at
+# 128 px (the committed run `imagenette128_gpu_ccoat_lite_tiny`, trained *with* clustered
+# attention; `results/README.md` says how), on a fixed random subset of Imagenette's
+# validation images. `clustering.block_qkv` runs the model up to the first block of stage 1
+# (patch embedding, class token, CPE, LayerNorm) and returns that block's $q$, $k$, $v$.
 
 # %%
-side = ccoat.choose(smoke=128, cpu=224, gpu=224)
-# scikit-learn's two photos: pixels (2, 3, side, side), clamped to [0, 1] for display
-images = sample_photos(side, 2, normalize=False).clamp(0, 1)
+n_images = ccoat.choose(smoke=2, cpu=4, gpu=16)
+_, val_set, _ = cdata.build_datasets("imagenette", cdata.data_root(), img_size=128)
+photos = cdata.subset(val_set, n_images, seed=0)
+inputs = torch.stack([photos[i][0] for i in range(len(photos))])  # (B, 3, 128, 128)
 mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
-inputs = (images - mean.view(3, 1, 1)) / std.view(3, 1, 1)  # (2, 3, side, side)
+images = (inputs * std.view(3, 1, 1) + mean.view(3, 1, 1)).clamp(0, 1)  # for display
 
-model = ccoat.create_model("coat_lite_tiny").eval()  # random init, seed 0
+model = read_run("imagenette128_gpu_ccoat_lite_tiny", CCOAT_REPO).load_model()
 with torch.no_grad():
     q, k, v, (H, W) = clustering.block_qkv(model, inputs, stage=0, block=0)
-B, heads, N, Ch = q.shape  # (2, 8, 1 + H*W, 8)
-for name, value in dict(B=B, side=side, H=H, W=W, N=N, heads=heads, Ch=Ch).items():
+B, heads, N, Ch = q.shape  # (B, 8, 1 + H*W, 8)
+for name, value in dict(B=B, H=H, W=W, N=N, heads=heads, Ch=Ch).items():
     glue(name, value)
 glue("q_std", q.std().item())
 glue("q_norm", q.norm(dim=-1).mean().item())
@@ -106,38 +116,39 @@ glue("default_r", hashing.DEFAULT_BUCKET_WIDTH)
 glue("default_n", hashing.DEFAULT_N_HASHES)
 
 # %% [markdown]
-# {glue:text}`B` photos at {glue:text}`side` px square give a {glue:text}`H` × {glue:text}`W`
-# grid: N = {glue:text}`N` tokens with the class token, {glue:text}`heads` heads of
-# {glue:text}`Ch` channels. The queries have a per-channel standard deviation of
-# **{glue:text}`q_std:.3f`** and a mean norm per head of **{glue:text}`q_norm:.2f`**: the
-# scale the bucket width is measured against (ccoat's default is r =
-# {glue:text}`default_r` with {glue:text}`default_n` hashes).
+# {glue:text}`B` photos at 128 px give a {glue:text}`H` × {glue:text}`W` grid:
+# $N$ = {glue:text}`N` tokens with the class token, $h$ = {glue:text}`heads` heads of
+# $C_h$ = {glue:text}`Ch` channels. The queries have a per-channel standard deviation of
+# **{glue:text}`q_std:.2f`** and a mean norm per head of **{glue:text}`q_norm:.2f`**: the
+# scale the bucket width is measured against (ccoat's default is $r$ =
+# {glue:text}`default_r:.0f` with {glue:text}`default_n` hashes, the width this model was
+# trained with).
 
 # %% [markdown]
 # ## Prototypes and broadcast, by hand
 #
-# We cluster the image tokens' queries (the class token stays out, see below) with the E2LSH of
-# the previous chapter. Within each (photo, head) row the cluster ids run from 0 to $K_{row}-1$.
-# A **prototype** is the mean of its cluster's queries: add each query into its cluster's slot
-# (`index_add_`), divide by the cluster's size. To do all rows at once, give row $i$ the slots
-# $iK \ldots iK + K - 1$, with $K$ the largest number of clusters of any row.
+# We cluster the image tokens' queries (the class token stays out, see below) with the E2LSH
+# of the previous chapter. Within each (photo, head) row the cluster ids run from 0 to
+# $K_\text{row}-1$. A **prototype** is the mean of its cluster's queries: add each query into
+# its cluster's slot (`index_add_`), divide by the cluster's size. To do all rows at once,
+# give row $i$ the slots $iK \ldots iK + K - 1$, with $K$ the largest number of clusters of
+# any row.
 
 # %%
 q_img = q[:, :, 1:]  # (B, heads, H*W, C_h): the image tokens' queries
 lsh = hashing.E2LSH(Ch, n_hashes=32, bucket_width=4.0, seed=0)
 # ids (B, heads, H*W), counts (B, heads, K), num_clusters (B, heads)
 clusters = lsh(q_img)
-K = clusters.max_clusters
 
 
 def prototypes_by_hand(x, ids, counts):
     B, h, n, C = x.shape
     K = counts.shape[-1]
-    # (B, heads, n): a slot per (row, cluster)
+    # (B, heads, n): row i's clusters get the slots iK .. iK + K - 1
     slot = ids + K * torch.arange(B * h).view(B, h, 1)
     sums = torch.zeros(B * h * K, C).index_add_(0, slot.flatten(), x.reshape(-1, C))
-    # (B, heads, K, C)
-    return (sums / counts.reshape(-1, 1).clamp(min=1)).view(B, h, K, C)
+    means = sums / counts.reshape(-1, 1).clamp(min=1)
+    return means.view(B, h, K, C)  # (B, heads, K, C)
 
 
 def broadcast_by_hand(y, ids):
@@ -145,6 +156,10 @@ def broadcast_by_hand(y, ids):
     return torch.gather(y, 2, ids.unsqueeze(-1).expand(-1, -1, -1, y.shape[-1]))
 
 
+# %% [markdown]
+# Checked against the library, on every photo and head at once:
+
+# %%
 protos = prototypes_by_hand(q_img, clusters.ids, clusters.counts)
 torch.testing.assert_close(protos, clustering.prototypes(q_img, clusters))
 torch.testing.assert_close(
@@ -159,23 +174,24 @@ glue("cluster_share", clusters.num_clusters.float().mean().item() / (H * W))
 # %% [markdown]
 # Prototypes and broadcast agree with `ccoat.clustering`. The {glue:text}`image_tokens`
 # image queries of a row form {glue:text}`fewest` to {glue:text}`most` clusters (mean
-# **{glue:text}`mean_clusters:.0f`**, {glue:text}`cluster_share:.1%` of the tokens).
+# **{glue:text}`mean_clusters:.0f`**, {glue:text}`cluster_share:.0%` of the tokens).
 
 # %% [markdown]
 # ## Clustered attention, by hand
 #
-# The class token is what CoaT-Lite finally classifies, so it never shares a cluster with image
-# tokens: it is put in front of the prototypes and gets its exact attention row. The prototypes
-# attend to **all** keys and values — only the queries are clustered — and each image token
-# receives its cluster's output. The CRPE term $q \odot \mathrm{DWConv}(v)$ is not part of this
-# core: `ConvAttention` adds it with every token's own query, as in the seed's module.
+# The class token is what CoaT-Lite finally classifies, so it never shares a cluster with
+# image tokens: it is put in front of the prototypes and gets its exact attention row. The
+# prototypes attend to **all** keys and values (only the queries are clustered) and each
+# image token receives its cluster's output. The CRPE term $q \odot \mathrm{DWConv}(v)$ is not
+# part of this core: `ConvAttention` adds it with every token's own query, as in the seed's
+# module (chapter 4 builds the whole module by hand).
 
 
 # %%
 def clustered_attention_by_hand(q, k, v, lsh):
     q_cls, q_img = q[:, :, :1], q[:, :, 1:]
     c = lsh(q_img)
-    # (B, h, 1+K, C)
+    # (B, h, 1+K, C_h): the class token's query, then the prototypes
     queries = torch.cat([q_cls, prototypes_by_hand(q_img, c.ids, c.counts)], dim=2)
     # (B, h, 1+K, N)
     attn = (queries @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
@@ -188,10 +204,10 @@ with torch.no_grad():
     ours = clustered_attention_by_hand(q, k, v, lsh)
     torch.testing.assert_close(ours, core(q, k, v))
     exact = F.scaled_dot_product_attention(q, k, v)
-    singletons = clustering.ClusteredCore(Ch, n_hashes=32, bucket_width=1e-6, seed=0)(
-        q, k, v
-    )
+    tiny_r = clustering.ClusteredCore(Ch, n_hashes=32, bucket_width=1e-6, seed=0)
+    singletons = tiny_r(q, k, v)
 glue("gap", (singletons - exact).abs().max().item())
+assert (singletons - exact).abs().max() < 1e-5, "r -> 0 should give exact attention"
 
 # %% [markdown]
 # The hand-written clustered attention equals `ccoat`'s `ClusteredCore`. With a bucket width
@@ -201,192 +217,182 @@ glue("gap", (singletons - exact).abs().max().item())
 # %% [markdown]
 # ## The clusters, drawn over the photo
 #
-# `ccoat.record_clusters` makes every clustered core of a model keep its clusters for a forward
-# pass. Converting our CoaT-Lite to clustered attention keeps every weight (ACT's drop-in
-# without retraining), so the queries are the ones above. Each colour is one cluster of the
-# first head in the first block; tokens are 4×4-pixel patches.
+# Each colour is one cluster of the first head's queries in the first block; tokens are
+# 4×4-pixel patches. Three bucket widths, from ccoat's default to one where few clusters
+# remain.
 
 # %%
-widths_shown = (2.0, 4.0, 8.0)
-fig, axes = plt.subplots(
-    B, 1 + len(widths_shown), figsize=(3.2 * (1 + len(widths_shown)), 3.2 * B)
-)
-rng = np.random.default_rng(0)
-palette = rng.random((4096, 3))
-for j, width in enumerate(widths_shown):
-    clustered_model = ccoat.convert_attention(
-        model, "clustered", bucket_width=width, seed=0
-    )
-    with torch.no_grad(), ccoat.record_clusters(clustered_model) as records:
-        clustered_model(inputs)
-    ids = records["stages.0.blocks.0"]["ids"][:, 0].view(B, H, W)  # first head
-    for i in range(B):
-        if j == 0:
-            axes[i, 0].imshow(images[i].permute(1, 2, 0).numpy())
-            axes[i, 0].set(title="photo", xticks=[], yticks=[])
-        overlay = palette[ids[i].numpy() % len(palette)]
-        axes[i, j + 1].imshow(images[i].permute(1, 2, 0).numpy())
-        axes[i, j + 1].imshow(
-            overlay, alpha=0.6, extent=(0, side, side, 0), interpolation="nearest"
+widths_shown = (4.0, 16.0, 64.0)
+shown = min(B, 2)  # photos drawn
+fig, axes = plt.subplots(shown, 4, figsize=(12.8, 3.2 * shown), squeeze=False)
+palette = np.random.default_rng(0).random((4096, 3))  # a random colour per cluster id
+for i in range(shown):
+    axes[i, 0].imshow(images[i].permute(1, 2, 0).numpy())
+    axes[i, 0].set(title="photo", xticks=[], yticks=[])
+for j, width in enumerate(widths_shown, start=1):
+    drawn = hashing.E2LSH(Ch, n_hashes=32, bucket_width=width, seed=0)(q_img[:shown])
+    for i in range(shown):
+        ids = drawn.ids[i, 0].view(H, W)  # first head
+        axes[i, j].imshow(images[i].permute(1, 2, 0).numpy())
+        axes[i, j].imshow(
+            palette[ids.numpy() % len(palette)], alpha=0.6, extent=(0, 128, 128, 0)
         )
-        n_clusters = records["stages.0.blocks.0"]["num_clusters"][i, 0].item()
-        axes[i, j + 1].set(
-            title=f"r = {width}: {n_clusters} clusters", xticks=[], yticks=[]
+        n_clusters = drawn.num_clusters[i, 0].item()
+        axes[i, j].set(
+            title=f"r = {width:g}: {n_clusters} clusters", xticks=[], yticks=[]
         )
-fig.suptitle(
-    "E2LSH clusters of the first head's queries, 32 hashes (random-init CoaT-Lite "
-    "Tiny)"
-)
+fig.suptitle("E2LSH clusters of the first head's queries, 32 hashes (trained model)")
 fig.tight_layout()
 
 # %% [markdown]
-# Uniform regions (sky, petals, background) fall into a few large clusters; edges and texture
-# split into many small ones. This is why the number of clusters adapts to the image.
+# Uniform regions (here the plain backgrounds) fall into a few large clusters; edges and
+# texture split into many small ones. This is why the number of clusters adapts to the image.
 
 # %% [markdown]
 # ## Error and number of clusters against $r$ and the number of hashes
 #
 # For each bucket width and number of hashes we count the clusters and measure the relative
 # error of the attention output, $\lVert \text{clustered} - \text{exact} \rVert /
-# \lVert \text{exact} \rVert$, on both photos and all heads.
+# \lVert \text{exact} \rVert$, on all photos and heads. The yardstick is the crudest
+# approximation: one cluster for the whole image, every image token given the attention of
+# the mean query. The widths run from nearly one cluster per token to a handful per row.
 
 # %%
 widths = ccoat.choose(
-    smoke=[1.0, 4.0, 16.0],
-    cpu=[0.5, 1, 2, 4, 8, 16, 32],
-    gpu=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+    smoke=[1.0, 4.0, 32.0, 128.0],
+    cpu=[0.5, 1, 2, 4, 8, 16, 32, 64, 128],
+    gpu=[0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256],
 )
-hash_counts = ccoat.choose(smoke=[8, 32], cpu=[4, 8, 16, 32], gpu=[4, 8, 16, 32, 64])
-relative_error = lambda out: ((out - exact).norm() / exact.norm()).item()  # noqa: E731
+hash_counts = ccoat.choose(smoke=[8, 32], cpu=[8, 32], gpu=[4, 8, 16, 32, 64])
+
+
+def relative_error(out):
+    return ((out - exact).norm() / exact.norm()).item()
+
 
 with torch.no_grad():
     mean_query_out = F.scaled_dot_product_attention(q_img.mean(2, keepdim=True), k, v)
-    one_cluster = torch.cat(
-        [exact[:, :, :1], mean_query_out.expand(-1, -1, N - 1, -1)], dim=2
-    )
+    one_cluster = torch.cat([exact[:, :, :1], mean_query_out.expand_as(q_img)], dim=2)
     rows = []
     for n in hash_counts:
         for width in widths:
             core = clustering.ClusteredCore(Ch, n_hashes=n, bucket_width=width, seed=0)
-            clusters = core.cluster(q_img)
+            K_mean = core.cluster(q_img).num_clusters.float().mean().item()
             rows.append(
                 dict(
                     n_hashes=n,
                     r=width,
                     error=relative_error(core(q, k, v)),
-                    clusters=clusters.num_clusters.float().mean().item(),
+                    clusters=K_mean,
                 )
             )
+sweep = pd.DataFrame(rows)
 baseline = relative_error(one_cluster)
 
 # %%
-fig, grid = plt.subplots(2, 2, figsize=(10, 7.5))
-axes = [grid[0, 0], grid[0, 1], grid[1, 0]]  # the fourth panel holds the legend
-for n in hash_counts:
-    sel = [row for row in rows if row["n_hashes"] == n]
-    axes[0].plot(
-        [s["r"] for s in sel],
-        [s["clusters"] / (N - 1) for s in sel],
-        "o-",
-        label=f"{n} hashes",
-    )
-    axes[1].plot(
-        [s["r"] for s in sel], [s["error"] for s in sel], "o-", label=f"{n} hashes"
-    )
-    axes[2].plot(
-        [s["clusters"] / (N - 1) for s in sel],
-        [s["error"] for s in sel],
-        "o-",
-        label=f"{n} hashes",
-    )
-for ax in axes[1:]:
-    ax.axhline(baseline, color="grey", ls="--", label="one cluster")
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+for n, sel in sweep.groupby("n_hashes"):
+    axes[0].plot(sel.r, sel.clusters / (H * W), "o-", label=f"{n} hashes")
+    axes[1].plot(sel.r, sel.error, "o-", label=f"{n} hashes")
+axes[1].axhline(baseline, color="grey", ls="--", label="one cluster per image")
 axes[0].set(
     xscale="log",
     yscale="log",
     xlabel="bucket width r",
-    ylabel="clusters / image tokens",
+    ylabel="clusters K / image tokens",
     title="Clusters formed",
 )
 axes[1].set(
     xscale="log",
     xlabel="bucket width r",
     ylabel="relative error",
-    title="Approximation error",
+    title="Error of the attention output",
 )
-axes[2].set(
-    xscale="log",
-    xlabel="clusters / image tokens",
-    ylabel="relative error",
-    title="Error against cost",
-)
-grid[1, 1].axis("off")
-grid[1, 1].legend(*axes[2].get_legend_handles_labels(), loc="center")
+axes[1].legend()
 fig.suptitle(
-    "Clustered vs exact softmax attention\nstage 1 of random-init CoaT-Lite Tiny, "
-    f"{side} px photos"
+    "Clustered vs exact softmax attention\nstage 1 block 1 of the trained Clustering "
+    f"CoaT Tiny, {B} Imagenette photos"
 )
 fig.tight_layout()
 
 # %%
-default = min(rows, key=lambda row: abs(row["r"] - 4.0) + abs(row["n_hashes"] - 32))
-glue("d_hashes", default["n_hashes"])
-glue("d_r", default["r"])
-glue("d_clusters", default["clusters"])
-glue("d_share", default["clusters"] / (N - 1))
-glue("d_error", default["error"])
-glue("baseline", baseline)
+at32 = sweep[sweep.n_hashes == 32].set_index("r")
+default, big = at32.loc[4.0], at32.iloc[-1]
+assert at32.error.is_monotonic_increasing, "the error should grow with r"
+assert at32.clusters.is_monotonic_decreasing, "the clusters should shrink as r grows"
+assert big.clusters < 10 and big.error > 0.5 * baseline, (
+    "large r: few clusters, big error"
+)
+assert big.error < baseline, "even a few clusters should beat one cluster per image"
+few_hashes = sweep[(sweep.n_hashes == 8) & (sweep.r == 4.0)].iloc[0]
+assert few_hashes.clusters < default.clusters, "fewer hashes should merge more queries"
+assert few_hashes.error > default.error, "and so move the output further"
+for name, value in dict(
+    d_hashes=32,
+    d_r=4.0,
+    d_clusters=default.clusters,
+    d_share=default.clusters / (H * W),
+    d_error=default.error,
+    big_r=big.name,
+    big_clusters=big.clusters,
+    big_error=big.error,
+    baseline=baseline,
+).items():
+    glue(name, value)
 
 # %% [markdown]
-# With {glue:text}`d_hashes` hashes and r = {glue:text}`d_r`, the image tokens form
-# {glue:text}`d_clusters:.0f` clusters per row on average ({glue:text}`d_share:.1%` of them),
-# and the relative error is **{glue:text}`d_error:.4f`**, against
-# **{glue:text}`baseline:.4f`** for a single cluster. The error falls as clusters are added,
-# but slowly: on these untrained features most of the output is the shared average, and the
-# part that depends on the query is what the clusters must capture.
+# With {glue:text}`d_hashes` hashes and $r$ = {glue:text}`d_r:.0f`, the image tokens form
+# {glue:text}`d_clusters:.0f` clusters per row on average ({glue:text}`d_share:.0%` of them),
+# and the relative error is **{glue:text}`d_error:.3f`**. At $r$ = {glue:text}`big_r:.0f` only
+# {glue:text}`big_clusters:.1f` clusters per row remain and the error is
+# **{glue:text}`big_error:.3f`**, against **{glue:text}`baseline:.3f`** for a single
+# cluster: wide buckets make the output visibly coarser. Fewer hashes cut the clusters as
+# wider buckets do (a pair must collide in every hash to share a cluster, so fewer hashes
+# merge more), and the error then rises with them.
 
 # %% [markdown]
 # ## What it costs: the measured benchmark
 #
-# The attention of the prototypes costs $(1 + K) N C$ multiply-accumulates per head for the
-# scores, against $N^2 C$ for exact attention; hashing adds $N \cdot n \cdot C_h$ for the
-# projections and a few sorts. The benchmark `benchmarks/bench_clustered_attention.py` times
-# one such layer (on `china.jpg` alone, batch 1) and the whole model on this machine; its
-# results file records how it was run.
+# The attention of the prototypes costs $(1 + K) N C_h$ multiply-accumulates per head for
+# the scores, against $N^2 C_h$ for exact attention; hashing adds $N \cdot n_\text{hashes}
+# \cdot C_h$ for the projections and a few sorts. The benchmark
+# `benchmarks/bench_clustered_attention.py` times one such layer (on `china.jpg` alone,
+# batch 1, through a randomly initialised CoaT-Lite Tiny: a measurement of time, where the
+# weights matter only through $K$) and the whole model; its results file records how it was
+# run (printed under the table).
 
 # %%
-bench_file = results_file("bench_clustered_attention.json", CCOAT_REPO)
-if bench_file is not None:
-    bench = json.loads(bench_file.read_text())
-    layer = pd.DataFrame(
-        [
-            {
-                "tokens N": r["tokens"],
-                "clusters (mean)": round(r["clusters_mean"]),
-                "time clustered / softmax": round(
-                    r["time_ratio_clustered_over_softmax"], 3
-                ),
-                "hashing share": f"{r['hash_and_cluster_share_of_clustered']:.0%}",
-                "rel. error": round(r["relative_error"], 4),
-            }
-            for r in bench["layer"].values()
-        ]
-    ).set_index("tokens N")
-    display(layer)
-    m = bench["model"]
-    display(
-        Markdown(
-            f"Whole model at {m['img_size']} px: ccoat_lite_tiny takes "
-            f"**{m['time_ratio_clustered_over_softmax']:.2f}×** the time of "
-            f"coat_lite_tiny with softmax attention. (r = {bench['bucket_width']}, "
-            f"{bench['n_hashes']} hashes; from {describe(bench, markdown=True)}.)"
-        )
-    )
-else:
-    print(
-        "no results/bench_clustered_attention.json: run "
-        "benchmarks/bench_clustered_attention.py"
-    )
+bench = json.loads(
+    results_file("bench_clustered_attention.json", CCOAT_REPO).read_text()
+)
+layer = pd.DataFrame(
+    {
+        "tokens N": r["tokens"],
+        "clusters (mean)": round(r["clusters_mean"]),
+        "time clustered / softmax": round(r["time_ratio_clustered_over_softmax"], 3),
+        "hashing share": f"{r['hash_and_cluster_share_of_clustered']:.0%}",
+    }
+    for r in bench["layer"].values()
+).set_index("tokens N")
+display(layer)
+glue("bench_img", bench["model"]["img_size"])
+glue("bench_ratio", bench["model"]["time_ratio_clustered_over_softmax"])
+glue("bench_vs_factorized", bench["model"]["time_ratio_clustered_over_factorized"])
+assert bench["model"]["time_ratio_clustered_over_softmax"] < 1, (
+    "clustered should be faster"
+)
+assert bench["model"]["time_ratio_clustered_over_factorized"] > 1, (
+    "and factorized faster"
+)
+print(describe(bench))
+
+# %% [markdown]
+# For the whole model at {glue:text}`bench_img` px, clustered attention takes
+# **{glue:text}`bench_ratio:.2f`×** the time of softmax attention, but
+# **{glue:text}`bench_vs_factorized:.1f`×** that of CoaT's factorized attention: clustering
+# pays against softmax attention, not against the operator CoaT already has.
+# Untrained queries are smaller than trained ones and form fewer clusters at the same $r$
+# (exercise 4 measures it), so these times, made with random weights, favour clustering.
 
 # %% [markdown]
 # ## Clustering CoaT's own attention
@@ -394,10 +400,10 @@ else:
 # The seed applies the clustering to CoaT, whose attention is *factorized*:
 # $\frac{1}{\sqrt{C_h}}\,q\,(\mathrm{softmax}_N(k)^\top v)$. That is linear in $q$, so a
 # prototype's output is exactly the mean of its members' outputs: `clustered_factorized`
-# averages the outputs within each cluster, and it saves only the $N C_h^2$ product per head,
-# which is already small. Linearity also sets its error: there is no softmax pulling every
-# output towards the average value, so the output moves as much as the query does when it is
-# replaced by its prototype.
+# averages the outputs within each cluster, and it saves only the $N C_h^2$ product per
+# head, which is already small. Linearity also sets its error: there is no softmax pulling
+# every output towards the average value, so the output moves as much as the query does
+# when it is replaced by its prototype.
 
 # %%
 with torch.no_grad():
@@ -411,36 +417,157 @@ with torch.no_grad():
     f_error = ((fcore(q, k, v) - factorized).norm() / factorized.norm()).item()
     moved = clustering.broadcast(clustering.prototypes(q_img, c), c)
     q_error = ((moved - q_img).norm() / q_img.norm()).item()
+assert f_error > default.error, "the factorized kind should be the less forgiving one"
 glue("f_error", f_error)
 glue("q_error", q_error)
 
 # %% [markdown]
 # Clustered factorized attention equals the cluster-averaged factorized output. Its relative
-# error against factorized attention is **{glue:text}`f_error:.2f`**, of the order of how far
-# the queries move to their prototypes (**{glue:text}`q_error:.2f`** of their norm) and far
-# above the error of clustered softmax attention: at this bucket width the clusters are
-# loose, and only the softmax's averaging hides it.
+# error against factorized attention is **{glue:text}`f_error:.3f`**, of the order of how far
+# the queries move to their prototypes (**{glue:text}`q_error:.3f`** of their norm) and above
+# the error of clustered softmax attention at the same $r$ ({glue:text}`d_error:.3f`): the
+# softmax's averaging hides part of the clustering's error.
 
 # %% [markdown]
 # ## Summary
 #
-# - Prototypes are cluster means (`index_add_` then a division), broadcast is a `gather`; both
-#   are differentiable and run for every image and head at once.
-# - Clustered attention computes softmax attention for the prototypes only and gives each query
-#   its cluster's row; the class token keeps its own row, and CRPE uses every token's own query.
-#   As $r \to 0$ it becomes exact softmax attention.
-# - On real photos the clusters follow the image: few in flat regions, many at edges. Wider
-#   buckets or fewer hashes mean fewer clusters, lower cost and a larger error.
-# - On clustered *factorized* attention the saving is small, because factorized attention
-#   spends little per query; on softmax attention it is the $N/K$ factor of the benchmark.
+# - Prototypes are cluster means (`index_add_` then a division), broadcast is a `gather`;
+#   both are differentiable and run for every image and head at once.
+# - Clustered attention computes softmax attention for the prototypes only and gives each
+#   query its cluster's row; the class token keeps its own row, and CRPE uses every token's
+#   own query. As $r \to 0$ it becomes exact softmax attention (largest difference
+#   {glue:text}`gap:.1e`).
+# - On a trained model's queries of real photos the clusters follow the image: few in flat
+#   regions, many at edges. At $r$ = {glue:text}`d_r:.0f` with {glue:text}`d_hashes` hashes,
+#   $K$ is {glue:text}`d_share:.0%` of the tokens and the error {glue:text}`d_error:.3f`;
+#   at $r$ = {glue:text}`big_r:.0f`, {glue:text}`big_clusters:.1f` clusters and an error of
+#   {glue:text}`big_error:.3f`, against {glue:text}`baseline:.3f` for one cluster.
+# - Against softmax attention clustering pays ({glue:text}`bench_ratio:.2f`× its time for the
+#   whole model at {glue:text}`bench_img` px); against CoaT's factorized attention it does not
+#   ({glue:text}`bench_vs_factorized:.1f`×), and clustered *factorized* attention has the
+#   larger error ({glue:text}`f_error:.3f`).
 #
 # ## Exercises
 #
-# 1. Use `max_clusters=64` in `ClusteredCore`. How does the error compare with choosing a bucket
-#    width that gives 64 clusters on its own?
-# 2. Draw the clusters of another head, and of stage 2 (`block_qkv(model, inputs, stage=1)`).
-#    Do heads agree on which tokens go together?
-# 3. Show that with identical queries the clustered output of every image token is the attention
-#    of the mean query, whatever $r$.
-# 4. Multiply the qkv weights by 5 (a crude stand-in for a trained network's larger queries).
-#    How many clusters does r = 4 give now, and what bucket width restores the count?
+# 1. Cap the clusters with `max_clusters=64` in `ClusteredCore` (at $r$ = 4). How does the
+#    error compare with a bucket width that gives 64 clusters per row on its own?
+# 2. Do the heads agree on which tokens go together? Compare, for every pair of heads, the
+#    pairs of tokens that share a cluster.
+# 3. Show that with identical queries the clustered output of every image token is the
+#    attention of the mean query, whatever $r$.
+# 4. *(Mechanics, random weights.)* A randomly initialised CoaT-Lite Tiny has smaller queries
+#    than the trained one. How many clusters does $r$ = 4 form on them, and does scaling $r$
+#    by the ratio of the query scales restore the trained model's count?
+
+# %% tags=["hide-input"]
+with torch.no_grad():
+    capped = clustering.ClusteredCore(Ch, 32, 4.0, max_clusters=64, seed=0)
+    capped_error = relative_error(capped(q, k, v))
+    low, high = 4.0, 256.0  # bisect (geometrically) for the r that gives 64 clusters
+    for _ in range(12):
+        r64 = (low * high) ** 0.5
+        K64 = clustering.ClusteredCore(Ch, 32, r64, seed=0).cluster(q_img).num_clusters
+        low, high = (r64, high) if K64.float().mean() > 64 else (low, r64)
+    wide_error = relative_error(clustering.ClusteredCore(Ch, 32, r64, seed=0)(q, k, v))
+assert abs(K64.float().mean().item() - 64) < 8, (
+    "the bisection should reach ~64 clusters"
+)
+assert capped_error < wide_error, "capping fine clusters should beat one wide bucket"
+glue("capped_error", capped_error)
+glue("r64", r64)
+glue("wide_error", wide_error)
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 1
+# :class: dropdown
+# The cap keeps each row's 64 largest clusters at $r$ = 4 and merges every other cluster,
+# whole, into the one with the nearest prototype: relative error
+# **{glue:text}`capped_error:.3f`**. The bucket width that gives 64 clusters per row on its
+# own is $r \approx$ {glue:text}`r64:.1f`, with an error of **{glue:text}`wide_error:.3f`**.
+# The cap is more accurate at the same $K$: it starts from fine clusters and merges by
+# distance between prototypes, while a wide bucket cuts space on a fixed random grid.
+# ```
+
+# %% tags=["hide-input"]
+lsh = hashing.E2LSH(Ch, n_hashes=32, bucket_width=4.0, seed=0)
+ids = lsh(q_img).ids  # (B, h, H*W)
+together = ids.unsqueeze(-1) == ids.unsqueeze(-2)  # (B, h, H*W, H*W)
+together &= ~torch.eye(H * W, dtype=torch.bool)  # pairs of distinct tokens
+overlap = [
+    (
+        (together[:, a] & together[:, b]).sum()
+        / (together[:, a] | together[:, b]).sum()
+    ).item()
+    for a in range(heads)
+    for b in range(a + 1, heads)
+]
+assert max(overlap) < 0.5, "no two heads should share most of their pairs"
+glue("overlap_mean", sum(overlap) / len(overlap))
+glue("overlap_low", min(overlap))
+glue("overlap_high", max(overlap))
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 2
+# :class: dropdown
+# For two heads, take the pairs of tokens that share a cluster in either head and count the
+# share that shares one in both (the Jaccard index of the two sets of pairs). Over all pairs
+# of heads it is {glue:text}`overlap_mean:.2f` on average, from
+# {glue:text}`overlap_low:.2f` to {glue:text}`overlap_high:.2f`: the heads agree in part
+# (the image's flat regions group in every head) but each head groups by its own features,
+# so each needs its own clustering, as ccoat does per (image, head) row.
+# ```
+
+# %% tags=["hide-input"]
+same = q.clone()
+same[:, :, 1:] = q_img[:, :, :1]  # every image token gets the first one's query
+with torch.no_grad():
+    target = F.scaled_dot_product_attention(same[:, :, 1:2], k, v)  # (B, h, 1, C_h)
+    for width in (1e-3, 1.0, 4.0, 1e3):
+        out = clustering.ClusteredCore(Ch, 32, width, seed=0)(same, k, v)
+        torch.testing.assert_close(out[:, :, 1:], target.expand_as(out[:, :, 1:]))
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 3
+# :class: dropdown
+# Identical queries have identical hash codes whatever $r$, so they form one cluster; its
+# prototype, their mean, is that same query, and its attention row is broadcast to all of
+# them. The cell above checks it for $r$ from $10^{-3}$ to $10^{3}$.
+# ```
+
+# %% tags=["hide-input"]
+random_model = ccoat.create_model("ccoat_lite_tiny", num_classes=10, img_size=128)
+with torch.no_grad():  # random init (seed 0 above): mechanics only
+    q_random = clustering.block_qkv(random_model.eval(), inputs)[0][:, :, 1:]
+scale = q_random.std().item() / q_img.std().item()
+
+
+def mean_clusters(x, width):
+    return hashing.E2LSH(Ch, 32, width, seed=0)(x).num_clusters.float().mean().item()
+
+
+trained_K, random_K = mean_clusters(q_img, 4.0), mean_clusters(q_random, 4.0)
+rescaled_K = mean_clusters(q_random, 4.0 * scale)
+assert random_K < trained_K / 2, "smaller queries: far fewer clusters at the same r"
+assert 2 / 3 < rescaled_K / trained_K < 3 / 2, "r scaled with the queries restores K"
+for name, value in dict(
+    random_std=q_random.std().item(),
+    scale=scale,
+    random_K=random_K,
+    trained_K=trained_K,
+    rescaled_K=rescaled_K,
+).items():
+    glue(name, value)
+
+# %% [markdown]
+# ```{admonition} Solution to exercise 4
+# :class: dropdown
+# At initialisation the queries have a per-channel standard deviation of
+# {glue:text}`random_std:.2f` (0.02-std qkv weights on LayerNorm'd tokens), against
+# {glue:text}`q_std:.2f` after training. At $r$ = 4 they form
+# **{glue:text}`random_K:.0f`** clusters per row against the trained model's
+# **{glue:text}`trained_K:.0f`**. E2LSH depends only on the ratio of distances to $r$, so
+# scaling $r$ by the ratio of the query scales ({glue:text}`scale:.2f`) gives
+# **{glue:text}`rescaled_K:.0f`** clusters, within a factor of 1.5 of the trained count (the
+# two sets of queries differ in shape as well as in scale): the bucket width must follow the
+# queries' scale, which training changes.
+# ```
