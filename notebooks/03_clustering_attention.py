@@ -363,7 +363,9 @@ for name, value in dict(
 
 # %%
 bench = json.loads(
-    results_file("bench_clustered_attention.json", CCOAT_REPO).read_text()
+    results_file(
+        "bench_clustered_attention.json", CCOAT_REPO, required=True
+    ).read_text()
 )
 layer = pd.DataFrame(
     {

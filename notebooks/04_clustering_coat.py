@@ -91,7 +91,17 @@ print("profile:", PROFILE, "device:", DEVICE)
 # %% [markdown]
 # ## The seed's module, by hand
 #
-# <!-- figure: clustering_conv_attention -->
+# ```{figure} /figures/clustering_conv_attention.svg
+# :name: fig-clustering-conv-attention
+# :alt: The Clustering conv-attention module in five steps, each with its share of stage 1's block MACs.
+# :width: 100%
+#
+# The Clustering conv-attention module (the seed's Figure 2). Each step carries its share of
+# the multiply-accumulates of CoaT-Lite Tiny's stage-1 blocks at 224 px, counted with
+# `ccoat.cost.audit` on the trained Clustering CoaT Tiny (trained at 128 px, so its clusters at
+# 224 px are those of a model run above its training size) over ten Imagenette validation
+# photos; the numbers and how they were made are in `book/figures/diagrams.json`.
+# ```
 #
 # The seed describes its module in five steps (section 3 of the paper, in English). We
 # follow them on the first block of stage 1 of the trained Clustering CoaT Tiny (the
