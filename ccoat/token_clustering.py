@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from .hashing import draw_projections, e2lsh_codes
 
 METHODS = ("pool", "bipartite", "lsh")
+LSH_OPTIONS = ("n_hashes", "bucket_width", "seed")  # what LSHOrder takes
 SCOPES = ("block", "stage")
 
 
@@ -167,18 +168,15 @@ class TokenClusteredBlock(nn.Module):
     def __init__(self, block: nn.Module, method: str, keep: float, *, shared: dict | None = None,
                  lead: bool = True, **options):
         super().__init__()
-        if block.attn.kind not in ("factorized", "softmax"):
-            raise ValueError(f"token clustering runs factorized or softmax attention on "
-                             f"prototypes; this block's attention is {block.attn.kind!r}")
+        _check_block(block)
+        _check_options(method, options)
         self.norm1, self.attn, self.norm2 = block.norm1, block.attn, block.norm2
         self.mlp, self.drop_path = block.mlp, block.drop_path
         self.method, self.keep = method, keep
         self.proportional = options.pop("proportional", True)
         self.lsh = LSHOrder(self.norm1.normalized_shape[0], **options) if method == "lsh" else None
-        if method != "lsh" and options:
-            raise ValueError(f"token clustering method {method!r} takes no options, got "
-                             f"{sorted(options)}")
-        self.record: dict | None = None  # filled by record_token_clusters
+        # One dict per open record_token_clusters (nested ones all see the clusters).
+        self.records: list[dict] = []
         # scope="stage": the stage's blocks share one dict; its first block (lead) forms the
         # clusters, the others reuse them. None: every block forms its own.
         self.shared, self.lead = shared, lead
@@ -226,8 +224,8 @@ class TokenClusteredBlock(nn.Module):
         cls, tokens = x[:, :1], x[:, 1:]
         assign, k = self.form_clusters(tokens, size)
         prototypes, sizes = merge(tokens, assign, k)
-        if self.record is not None:
-            self.record.update(assign=assign.detach(), sizes=sizes.detach(), size=size)
+        for record in self.records:
+            record.update(assign=assign.detach(), sizes=sizes.detach(), size=size)
         y = self.attention(self.norm1(torch.cat([cls, prototypes], 1)), sizes, assign, size, crpe)
         y = self.drop_path(y)
         x = x + torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1)
@@ -255,6 +253,44 @@ def _check(method, keep, stages, n_stages: int = 4) -> tuple[int, ...]:
     return stages
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_options(method: str, options: dict) -> None:
+    """``ValueError`` naming the option and its value for anything :class:`LSHOrder` or the
+    block could not use as meant (a string width, NaN, zero hashes), before a module is built."""
+    proportional = options.get("proportional", True)
+    if not isinstance(proportional, bool):
+        raise ValueError(f"proportional must be True or False, got {proportional!r}")
+    rest = sorted(set(options) - {"proportional"})
+    if method != "lsh":
+        if rest:
+            raise ValueError(f"token clustering method {method!r} takes no options, got {rest}")
+        return
+    unknown = sorted(set(rest) - set(LSH_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for token clustering 'lsh'; expected some "
+                         f"of {list(LSH_OPTIONS)} (and proportional)")
+    n_hashes = options.get("n_hashes", 6)
+    if isinstance(n_hashes, bool) or not isinstance(n_hashes, int) or n_hashes < 1:
+        raise ValueError(f"n_hashes must be an integer >= 1, got {n_hashes!r}")
+    width = options.get("bucket_width", 0.5)
+    if not _is_number(width) or not 0 < width < math.inf:  # NaN fails both comparisons
+        raise ValueError(f"bucket_width must be a finite number > 0, got {width!r}")
+    seed = options.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+
+
+def _check_block(block: nn.Module, where: str = "this block") -> None:
+    if isinstance(block, TokenClusteredBlock):
+        raise ValueError(f"{where} is already token-clustered")
+    if block.attn.kind not in ("factorized", "softmax"):
+        raise ValueError(f"token clustering runs factorized or softmax attention on "
+                         f"prototypes; the attention of {where} is {block.attn.kind!r}")
+
+
 def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(1, 2),
                    scope: str = "block", **options) -> nn.Module:
     """Make the blocks of ``stages`` (numbered from 1) run on ``keep`` of their image tokens.
@@ -266,18 +302,23 @@ def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(
     no longer follow the tokens). ``options``: ``proportional`` (default True) and, for
     ``"lsh"``, ``n_hashes``, ``bucket_width`` and ``seed``. No weight changes: with ``keep=1``
     the model computes what it computed before.
+
+    Every option and every block is checked before the first block is replaced, so a refused
+    call leaves ``model`` as it was.
     """
     stages = _check(method, keep, stages)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if not hasattr(model, "stages"):  # a timm CoaT-Lite
+    _check_options(method, options)
+    if not hasattr(model, "stages"):  # a timm CoaT-Lite (left unmodified: a copy is converted)
         from .convert import convert_attention
 
         model = convert_attention(model, "factorized")
     for number in stages:
+        for j, block in enumerate(model.stages[number - 1].blocks):
+            _check_block(block, f"stage {number} block {j}")
+    for number in stages:
         blocks = model.stages[number - 1].blocks
-        if any(isinstance(block, TokenClusteredBlock) for block in blocks):
-            raise ValueError(f"stage {number} is already token-clustered")
         shared = {} if scope == "stage" else None
         for j, block in enumerate(blocks):
             blocks[j] = TokenClusteredBlock(block, method, keep, shared=shared, lead=j == 0,
@@ -288,18 +329,22 @@ def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(
 class record_token_clusters(contextlib.AbstractContextManager):
     """``with record_token_clusters(model) as records: model(x)`` fills, for every
     token-clustered block ``"stages.i.blocks.j"``, the last pass's ``assign (B, N)``, cluster
-    ``sizes (B, K)`` and grid ``size``."""
+    ``sizes (B, K)`` and grid ``size``. Records opened inside one another each get every pass."""
 
     def __init__(self, model: nn.Module):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"record_token_clusters expects a model (a torch nn.Module), got "
+                            f"{type(model).__name__}")
         self.blocks = {name: m for name, m in model.named_modules()
                        if isinstance(m, TokenClusteredBlock)}
         self.records: dict[str, dict] = {}
 
     def __enter__(self) -> dict:
         for name, block in self.blocks.items():
-            block.record = self.records.setdefault(name, {})
+            block.records.append(self.records.setdefault(name, {}))
         return self.records
 
     def __exit__(self, *exc) -> None:
-        for block in self.blocks.values():
-            block.record = None
+        for name, block in self.blocks.items():
+            mine = self.records[name]
+            block.records[:] = [r for r in block.records if r is not mine]
