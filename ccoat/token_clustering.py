@@ -163,7 +163,13 @@ class TokenClusteredBlock(nn.Module):
     It holds the block's own modules under their own names (``norm1``, ``attn``, ``norm2``,
     ``mlp``), so a state dict loads into either. The clusters are formed once per block from
     the tokens after the CPE and used for both sub-layers.
+
+    ``supported_kinds``: the attention kinds it runs on prototypes. The clustered kinds would
+    cluster the prototypes' queries a second time, which this block does not implement;
+    :func:`ccoat.convert_attention` reads this to refuse them.
     """
+
+    supported_kinds = ("factorized", "softmax")
 
     def __init__(self, block: nn.Module, method: str, keep: float, *, shared: dict | None = None,
                  lead: bool = True, **options):
@@ -200,6 +206,9 @@ class TokenClusteredBlock(nn.Module):
     def attention(self, t, sizes, assign, size, crpe) -> torch.Tensor:
         """Conv-attention of ``t = [class token, prototypes] (B, 1 + K, C)``."""
         attn = self.attn
+        if attn.kind not in self.supported_kinds:  # a core swapped in by hand
+            raise ValueError(f"a token-clustered block runs {self.supported_kinds} attention on "
+                             f"prototypes, got {attn.kind!r}")
         B, M, C = t.shape
         q, k, v = attn.qkv(t).reshape(B, M, 3, C).unbind(2)
         q, k, v = (_per_head(z, attn.num_heads) for z in (q, k, v))  # (B, heads, 1 + K, C_head)
@@ -286,7 +295,7 @@ def _check_options(method: str, options: dict) -> None:
 def _check_block(block: nn.Module, where: str = "this block") -> None:
     if isinstance(block, TokenClusteredBlock):
         raise ValueError(f"{where} is already token-clustered")
-    if block.attn.kind not in ("factorized", "softmax"):
+    if block.attn.kind not in TokenClusteredBlock.supported_kinds:
         raise ValueError(f"token clustering runs factorized or softmax attention on "
                          f"prototypes; the attention of {where} is {block.attn.kind!r}")
 
