@@ -78,11 +78,27 @@ def budget(keep: float, n_tokens: int) -> int:
     return max(1, min(n_tokens, round(keep * n_tokens)))
 
 
+def pool_grid(size: tuple[int, int], k: int) -> tuple[int, int]:
+    """Rows and columns of windows that cut an ``(H, W)`` grid into about ``k`` rectangles."""
+    H, W = size
+    gh = max(1, min(H, round(math.sqrt(k * H / W))))
+    return gh, max(1, min(W, round(k / gh)))
+
+
+def cluster_count(method: str, keep: float, size: tuple[int, int]) -> int:
+    """How many clusters ``method`` forms of an ``(H, W)`` grid at ``keep``, whatever the data
+    (``"pool"`` rounds to whole windows; the other two form exactly the budget)."""
+    k = budget(keep, size[0] * size[1])
+    if method == "pool":
+        gh, gw = pool_grid(size, k)
+        return gh * gw
+    return k
+
+
 def pool_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
     """Windows of neighbouring tokens: the grid cut into about ``k`` rectangles."""
     H, W = size
-    gh = max(1, min(H, round(math.sqrt(k * H / W))))
-    gw = max(1, min(W, round(k / gh)))
+    gh, gw = pool_grid(size, k)
     rows = torch.arange(H, device=x.device) * gh // H
     cols = torch.arange(W, device=x.device) * gw // W
     assign = (rows[:, None] * gw + cols[None, :]).flatten()
@@ -117,6 +133,30 @@ def bipartite_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[
         features, sizes = merge(features, ids, m, sizes)
         assign = ids.gather(1, assign)
     return assign, m
+
+
+class BipartiteMatching(nn.Module):
+    """:func:`bipartite_clusters` as a module without parameters, so that ``ccoat.cost`` can
+    tell its similarity products from the block's attention."""
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
+        return bipartite_clusters(x, size, k)
+
+
+class PrototypeAttention(nn.Module):
+    """The attention core on ``[class token, prototypes]``: factorized or softmax, with ToMe's
+    proportional weights (a prototype of ``s`` tokens enters the keys' softmax ``s`` times).
+    A module without parameters, so that ``ccoat.cost`` counts its products as attention."""
+
+    def forward(self, q, k, v, sizes: torch.Tensor, kind: str, proportional: bool = True):
+        # q, k, v: (B, heads, 1 + K, C_head); sizes: (B, K)
+        weight = F.pad(sizes, (1, 0), value=1.0)  # (B, 1 + K): the class token counts once
+        bias = weight.clamp(min=1e-6).log()[:, None, :, None] if proportional else 0
+        if kind == "factorized":  # softmax over tokens: a cluster of s tokens weighs s
+            context = (k + bias).softmax(dim=2).transpose(-1, -2) @ v
+            return q @ (context * q.shape[-1] ** -0.5)
+        mask = bias.transpose(-1, -2).to(q.dtype) if proportional else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class LSHOrder(nn.Module):
@@ -181,6 +221,8 @@ class TokenClusteredBlock(nn.Module):
         self.method, self.keep = method, keep
         self.proportional = options.pop("proportional", True)
         self.lsh = LSHOrder(self.norm1.normalized_shape[0], **options) if method == "lsh" else None
+        self.matching = BipartiteMatching() if method == "bipartite" else None
+        self.prototype_attention = PrototypeAttention()
         # One dict per open record_token_clusters (nested ones all see the clusters).
         self.records: list[dict] = []
         # scope="stage": the stage's blocks share one dict; its first block (lead) forms the
@@ -200,7 +242,7 @@ class TokenClusteredBlock(nn.Module):
         if self.method == "pool":
             return pool_clusters(tokens, size, k)
         if self.method == "bipartite":
-            return bipartite_clusters(tokens, size, k)
+            return self.matching(tokens, size, k)
         return self.lsh(tokens, size, k)
 
     def attention(self, t, sizes, assign, size, crpe) -> torch.Tensor:
@@ -212,14 +254,7 @@ class TokenClusteredBlock(nn.Module):
         B, M, C = t.shape
         q, k, v = attn.qkv(t).reshape(B, M, 3, C).unbind(2)
         q, k, v = (_per_head(z, attn.num_heads) for z in (q, k, v))  # (B, heads, 1 + K, C_head)
-        weight = F.pad(sizes, (1, 0), value=1.0)  # (B, 1 + K): the class token counts once
-        bias = weight.clamp(min=1e-6).log()[:, None, :, None] if self.proportional else 0
-        if attn.kind == "factorized":  # softmax over tokens: a cluster of s tokens weighs s
-            context = (k + bias).softmax(dim=2).transpose(-1, -2) @ v
-            out = q @ (context * q.shape[-1] ** -0.5)
-        else:
-            mask = bias.transpose(-1, -2).to(q.dtype) if self.proportional else None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = self.prototype_attention(q, k, v, sizes, attn.kind, self.proportional)
         # CRPE on the full grid: every token carries its prototype's q and v.
         full = lambda z: torch.cat(  # noqa: E731
             [z[:, :, :1], _per_head(unmerge(_joined(z[:, :, 1:]), assign), attn.num_heads)], 2)
