@@ -10,7 +10,13 @@ from __future__ import annotations
 import torch.nn as nn
 from timm.models.coat import CoaT
 
-from .model import ATTENTION_KINDS, CLUSTERED_KINDS, CoaTLite, CoaTLiteConfig, make_core
+from .model import (
+    ATTENTION_KINDS,
+    CLUSTERED_KINDS,
+    CoaTLite,
+    CoaTLiteConfig,
+    make_core,
+)
 from .timm_weights import load_timm_weights
 
 
