@@ -288,7 +288,8 @@ def test_token_clustering_at_keep_one_counts_what_coat_lite_counts(method):
             assert clustered[component] == macs, component
     # What LSH adds is its hashing: every token of every block against its 6 projections
     # (LSHOrder's default n_hashes), for each of the 2 images.
-    hashing = sum(2 * sh.image_tokens * sh.dim * 6 * sh.depth for sh in cost.stage_shapes(model, 32))
+    hashing = sum(2 * sh.image_tokens * sh.dim * 6 * sh.depth
+                  for sh in cost.stage_shapes(model, 32))
     assert clustered["hashing"] == (hashing if method == "lsh" else 0)
     assert clustered["clustering"] == 0  # nothing to merge at keep=1
     assert clustered["total"] == plain["total"] + clustered["hashing"]

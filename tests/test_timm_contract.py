@@ -235,7 +235,10 @@ def test_torch_compile_gives_the_eager_forward_and_backward(kind):
 
 # Every small-image name and one 224 px name (the other sizes differ only in widths; a 224 px
 # pass of each takes minutes on a shared cpu).
-@pytest.mark.parametrize("name", [n for n in TIMM_NAMES if n.endswith("_cifar")] + ["ccoat_lite_tiny"])
+CFG_NAMES = [n for n in TIMM_NAMES if n.endswith("_cifar")] + ["ccoat_lite_tiny"]
+
+
+@pytest.mark.parametrize("name", CFG_NAMES)
 def test_default_cfg_describes_what_the_model_returns_at_its_default_input_size(name):
     """The fields timm's test_model_default_cfgs reads. forward_features gives the last stage's
     grid as tokens (class token first), not a spatial map, so pool_size is None: what timm's
