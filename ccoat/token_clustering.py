@@ -228,6 +228,7 @@ class TokenClusteredBlock(nn.Module):
         # scope="stage": the stage's blocks share one dict; its first block (lead) forms the
         # clusters, the others reuse them. None: every block forms its own.
         self.shared, self.lead = shared, lead
+        self.train(block.training)  # its new parts follow the block's train/eval mode
 
     def form_clusters(self, tokens: torch.Tensor, size) -> tuple[torch.Tensor, int]:
         if self.shared is not None and not self.lead:

@@ -264,3 +264,8 @@ def test_nested_token_cluster_records_both_see_the_clusters(model):
     assert outer["stages.0.blocks.0"]["assign"].shape[0] == 1
     assert inner["stages.0.blocks.0"]["assign"].shape[0] == 2
     assert all(not block.records for block in clustered.stages[0].blocks)
+
+
+def test_a_converted_block_keeps_the_models_eval_mode(model):
+    clustered = cluster_tokens(copy.deepcopy(model), "lsh", stages=(1, 2))
+    assert not any(m.training for m in clustered.modules())
