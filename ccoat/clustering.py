@@ -135,11 +135,15 @@ class record_clusters(contextlib.AbstractContextManager):
     """Within ``with record_clusters(model) as records:``, every clustered core of ``model``
     stores, for each forward pass, its image tokens' ``ids`` ``(B, heads, H*W)``, ``counts``,
     ``num_clusters`` and ``prototypes`` ``(B, heads, K, C_head)`` (detached) in
-    ``records["stages.i.blocks.j"]``; a later pass overwrites an earlier one. Outside the
-    context the cores keep nothing (one ``is None`` test per call).
+    ``records["stages.i.blocks.j"]``; a later pass overwrites an earlier one. Records opened
+    inside one another each get every pass (``ccoat.cost`` records while a caller may be
+    recording too). Outside the context the cores keep nothing (one empty-list test per call).
     """
 
     def __init__(self, model: nn.Module):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"record_clusters expects a model (a torch nn.Module), got "
+                            f"{type(model).__name__}")
         self.records: dict[str, dict[str, torch.Tensor]] = {}
         self.cores = [
             (name.removesuffix(".attn.core").removesuffix(".core"), module)
@@ -148,12 +152,12 @@ class record_clusters(contextlib.AbstractContextManager):
 
     def __enter__(self) -> dict:
         for name, core in self.cores:
-            core._recorder = (self.records, name)
+            core._recorders.append((self.records, name))
         return self.records
 
     def __exit__(self, *exc) -> None:
         for _, core in self.cores:
-            core._recorder = None
+            core._recorders[:] = [r for r in core._recorders if r[0] is not self.records]
 
 
 def block_index(name: str) -> tuple[int, int]:
@@ -205,7 +209,7 @@ class ClusteredCoreBase(nn.Module):
         self.head_dim = head_dim
         self.max_clusters = max_clusters
         self.hasher = E2LSH(head_dim, n_hashes, bucket_width, redraw=redraw, seed=seed)
-        self._recorder = None
+        self._recorders: list[tuple[dict, str]] = []  # (records, block name) per open record
 
     def extra_repr(self) -> str:
         return f"max_clusters={self.max_clusters}"
@@ -232,8 +236,7 @@ class ClusteredCoreBase(nn.Module):
         clusters = self.cluster(q_img)
         protos = prototypes(q_img, clusters)  # (B, heads, K, C_head)
         out = self.attend(torch.cat([q_cls, protos], dim=2), k, v)  # (B, heads, 1 + K, C_head)
-        if self._recorder is not None:
-            records, name = self._recorder
+        for records, name in self._recorders:
             records[name] = {"ids": clusters.ids.detach(), "counts": clusters.counts.detach(),
                              "num_clusters": clusters.num_clusters.detach(),
                              "prototypes": protos.detach()}

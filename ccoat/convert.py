@@ -10,7 +10,13 @@ from __future__ import annotations
 import torch.nn as nn
 from timm.models.coat import CoaT
 
-from .model import CoaTLite, CoaTLiteConfig, make_core
+from .model import (
+    ATTENTION_KINDS,
+    CLUSTERED_KINDS,
+    CoaTLite,
+    CoaTLiteConfig,
+    make_core,
+)
 from .timm_weights import load_timm_weights
 
 
@@ -34,28 +40,62 @@ def _config_of_timm_coat(model: nn.Module) -> CoaTLiteConfig:
     )
 
 
-def convert_attention(model: nn.Module, kind: str, **options) -> CoaTLite:
+def _stage_kinds(kind, n_stages: int = 4) -> list[str]:
+    """One attention kind for every stage, or a list/tuple of one per stage -> a list of four."""
+    kinds = list(kind) if isinstance(kind, (list, tuple)) else [kind] * n_stages
+    if len(kinds) != n_stages:
+        raise ValueError(f"attention kinds per stage need {n_stages} entries, got {len(kinds)}: "
+                         f"{kind!r}")
+    bad = [k for k in kinds if not isinstance(k, str) or k not in ATTENTION_KINDS]
+    if bad:
+        raise ValueError(f"attention kind must be one of {ATTENTION_KINDS} (or a list of {n_stages}"
+                         f" of them, one per stage), got {kind!r}")
+    return kinds
+
+
+def _check_ccoat(model: CoaTLite, kinds: list[str], options: dict) -> None:
+    """Refuse, before any core is replaced, what the blocks of ``model`` cannot compute."""
+    if options and not any(k in CLUSTERED_KINDS for k in kinds):
+        raise ValueError(f"clustering options {sorted(options)} need a clustered attention kind "
+                         f"in some stage, got {kinds}")
+    for i, (stage, kind) in enumerate(zip(model.stages, kinds)):
+        for j, block in enumerate(stage.blocks):
+            # A block that runs its attention itself (a token-clustered block) says which
+            # kinds it computes; giving it another core would report a kind it does not run.
+            supported = getattr(block, "supported_kinds", ATTENTION_KINDS)
+            if kind not in supported:
+                raise ValueError(f"stage {i + 1} block {j} ({type(block).__name__}) computes "
+                                 f"only {tuple(supported)} attention, got {kind!r}")
+
+
+def convert_attention(model: nn.Module, kind, **options) -> CoaTLite:
     """Give every block of a CoaT-Lite the attention ``kind``, keeping every weight.
 
+    ``kind`` is one attention kind, or a list/tuple of four, one per stage.
+
     - a ccoat :class:`~ccoat.model.CoaTLite` is converted **in place** (its cores are replaced)
-      and returned;
+      and returned; a kind that a block cannot compute (a token-clustered block runs only
+      factorized or softmax attention on its prototypes) is refused before anything changes;
     - a timm CoaT-Lite (``timm.models.coat.CoaT`` without parallel blocks) is **not modified**:
       a ccoat model of the same configuration is built, given the timm weights
       (:func:`~ccoat.timm_weights.load_timm_weights`), converted and returned, on the timm
       model's device and dtype, in its train/eval mode.
 
     ``options`` are the clustering options of the clustered kinds (``n_hashes``,
-    ``bucket_width``, ``max_clusters``, ``redraw``, ``seed``); new hash projections are drawn
-    from torch's generator (or ``seed``).
+    ``bucket_width``, ``max_clusters``, ``redraw``, ``seed``), given to the stages of a
+    clustered kind; new hash projections are drawn from torch's generator (or ``seed``).
     """
+    kinds = _stage_kinds(kind)
     if isinstance(model, CoaTLite):
-        for stage in model.stages:
-            for block in stage.blocks:
-                attn = block.attn
-                core = make_core(kind, head_dim=attn.qkv.in_features // attn.num_heads, **options)
-                ref = attn.qkv.weight
-                attn.core = core.to(device=ref.device)
-                attn.core.train(attn.training)
+        _check_ccoat(model, kinds, options)
+        # Every new core is built (and its options checked) before the first one is swapped in.
+        cores = [[make_core(k, head_dim=block.attn.qkv.in_features // block.attn.num_heads,
+                            **(options if k in CLUSTERED_KINDS else {}))
+                  for block in stage.blocks] for stage, k in zip(model.stages, kinds)]
+        for stage, stage_cores in zip(model.stages, cores):
+            for block, core in zip(stage.blocks, stage_cores):
+                block.attn.core = core.to(device=block.attn.qkv.weight.device)
+                block.attn.core.train(block.attn.training)
         return model
     if not isinstance(model, CoaT):
         raise ValueError(f"expected a ccoat CoaTLite or a timm CoaT-Lite, got {type(model).__name__}")
@@ -63,6 +103,6 @@ def convert_attention(model: nn.Module, kind: str, **options) -> CoaTLite:
     ref = next(model.parameters())
     in_chans = model.patch_embed1.proj.in_channels  # timm < 1.0.2x has no CoaT.in_chans
     converted = CoaTLite(config, num_classes=model.num_classes, in_chans=in_chans,
-                         attention=kind, **options)
+                         attention=kinds, **options)
     load_timm_weights(converted, model)
     return converted.to(device=ref.device, dtype=ref.dtype).train(model.training)

@@ -59,6 +59,16 @@ A transcendental (exp, erf) counts as one operation, like an add: the count says
 how many cycles one element takes. Data movement other than the broadcast (reshapes, the class
 token's concatenation, padding) is not counted.
 
+Token-clustered models
+----------------------
+A block converted by :func:`ccoat.cluster_tokens` runs its norms, ``qkv``, ``attention``,
+``proj`` and ``mlp`` on the class token and ``K`` prototypes and its ``cpe`` and ``crpe`` on the
+full grid; forming the clusters is its own component (``hashing`` for LSH's codes,
+``clustering`` for bipartite matching's similarity products and LSH's sorts; pool windows cost
+nothing), and so are the merges (``prototypes``) and the broadcasts back to the grid
+(``broadcast``). ``K`` depends only on ``keep`` and the grid, but LSH and bipartite matching
+need values, so these models are counted on a real pass too.
+
 Clustered kinds
 ---------------
 The cost of the clustered kinds depends on the data: the number of clusters a query row forms is
@@ -86,6 +96,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .clustering import block_index, record_clusters
 from .data import sample_photos
 from .model import CLUSTERED_KINDS
+from .token_clustering import TokenClusteredBlock, cluster_count
 
 COMPONENTS = ("patch_embed", "cpe", "norm", "qkv", "hashing", "clustering", "prototypes",
               "attention", "broadcast", "crpe", "proj", "mlp", "residual", "head", "other")
@@ -190,6 +201,11 @@ _COMPONENT_RULES = [
     (re.compile(r"^stages\.(\d)\.blocks\.\d+\.attn\.proj$"), "proj"),
     (re.compile(r"^stages\.(\d)\.blocks\.\d+\.mlp\.fc[12]$"), "mlp"),
     (re.compile(r"^stages\.(\d)\.(?:blocks\.\d+\.norm[12]|patch_embed\.norm)$"), "norm"),
+    # A token-clustered block (ccoat.token_clustering): LSH codes of its tokens, bipartite
+    # matching, and the attention core on its prototypes (its qkv, proj, mlp match above).
+    (re.compile(r"^stages\.(\d)\.blocks\.\d+\.lsh$"), "hashing"),
+    (re.compile(r"^stages\.(\d)\.blocks\.\d+\.matching$"), "clustering"),
+    (re.compile(r"^stages\.(\d)\.blocks\.\d+\.prototype_attention$"), "attention"),
     (re.compile(r"^head$"), "head"),
     (re.compile(r"^norm$"), "norm"),
 ]
@@ -288,7 +304,15 @@ def _component_of(path: str) -> tuple[str, str] | None:
 
 
 def _has_clustering(model: nn.Module) -> bool:
-    return any(kind in CLUSTERED_KINDS for kind in model.attention_kinds)
+    """Whether a pass of ``model`` clusters: queries (a clustered kind) or tokens."""
+    return (any(kind in CLUSTERED_KINDS for kind in model.attention_kinds)
+            or bool(_token_clustered_blocks(model)))
+
+
+def _token_clustered_blocks(model: nn.Module) -> dict[tuple[int, int], TokenClusteredBlock]:
+    """The token-clustered blocks of ``model`` by ``(stage index, block index)``."""
+    return {(s, b): block for s, stage in enumerate(model.stages)
+            for b, block in enumerate(stage.blocks) if isinstance(block, TokenClusteredBlock)}
 
 
 def counted_macs(model: nn.Module, img_size=224, batch_size: int = 1,
@@ -306,7 +330,7 @@ def _count(model, img_size, batch_size, images):
     check_input(model, img_size, batch_size)
     root = type(model).__name__ + "."
     clusters = None
-    with torch.no_grad():
+    with torch.no_grad(), _own_random_state(model):
         if _has_clustering(model):  # the cost depends on the data: run it for real
             x = _images_for(model, img_size, batch_size, images)
             with _ClusterRecorder(model) as recorder, flop_counter() as counter:
@@ -346,6 +370,14 @@ def _count(model, img_size, batch_size, images):
                            f"known component: a module of {type(model).__name__} is not covered "
                            "by ccoat.cost's rules")
     return dict(per_component), clusters
+
+
+def _own_random_state(model: nn.Module):
+    """Leave torch's random state as it was: a counting pass may draw (a clustered core with
+    ``redraw=True`` draws new hash projections every pass), and counting must not change what
+    a later seeded computation draws."""
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    return torch.random.fork_rng(devices=devices)
 
 
 def _images_for(model, img_size, batch_size, images):
@@ -458,6 +490,7 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
     check_input(model, img_size, batch_size)
     B, clusters = batch_size, clusters or {}
     n_hashes, max_clusters = _clustering_options(model)
+    token_blocks = _token_clustered_blocks(model)
     costs: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"macs": 0.0, "ops": 0.0})
 
     def add(component, stage, n_macs=0.0, n_ops=0.0):
@@ -471,6 +504,9 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
         add("norm", st, 0, OPS_LAYERNORM * B * HW * C)  # the patch embedding's LayerNorm
         crpe_macs = B * HW * sum(heads * c * w * w for w, heads in sh.crpe_windows.items())
         for b in range(sh.depth):
+            if (s, b) in token_blocks:  # sub-layers on the class token and K prototypes
+                _token_clustered_block_costs(add, sh, B, token_blocks[(s, b)])
+                continue
             add("cpe", st, 9 * B * HW * C, 2 * B * HW * C)  # + bias, + residual
             add("norm", st, 0, 2 * OPS_LAYERNORM * B * N * C)
             add("qkv", st, 3 * B * N * C * C, 3 * B * N * C)
@@ -509,6 +545,54 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
     if isinstance(model.head, nn.Linear):
         add("head", "head", B * C4 * model.head.out_features, B * model.head.out_features)
     return dict(costs)
+
+
+def _token_clustered_block_costs(add, sh: StageShape, B: int, block: TokenClusteredBlock) -> None:
+    """One token-clustered block (:mod:`ccoat.token_clustering`): norms, qkv, the attention
+    core, proj and MLP on ``M = 1 + K`` tokens (the class token and ``K`` prototypes); CPE and
+    CRPE on the full grid; the merges (``prototypes``), the broadcasts to the grid
+    (``broadcast``), and, in a block that forms its clusters, the forming."""
+    st, N, HW, C, h, D = sh.name, sh.tokens, sh.image_tokens, sh.dim, sh.heads, sh.hidden
+    c = C // h
+    K = cluster_count(block.method, block.keep, sh.grid)
+    M = 1 + K
+    add("cpe", st, 9 * B * HW * C, 2 * B * HW * C)  # + bias, + residual
+    add("norm", st, 0, 2 * OPS_LAYERNORM * B * M * C)
+    add("qkv", st, 3 * B * M * C * C, 3 * B * M * C)
+    crpe_macs = B * HW * sum(heads * c * w * w for w, heads in sh.crpe_windows.items())
+    add("crpe", st, crpe_macs, 2 * B * HW * C + B * M * C)  # bias, ⊙ (full grid), + core output
+    add("proj", st, B * M * C * C, B * M * C)
+    add("mlp", st, 2 * B * M * C * D, B * M * (D + C) + OPS_GELU * B * M * D)
+    add("residual", st, 0, 2 * B * N * C + B * K * C)  # two adds on the grid, prototypes += y
+    if sh.kind == "factorized":  # + the proportional log-size bias on the keys
+        add("attention", st, 2 * B * M * C * c, (OPS_SOFTMAX + 1) * B * M * C + B * C * c)
+    else:  # softmax with the log-size bias as a mask
+        add("attention", st, 2 * B * M * M * C, (OPS_SOFTMAX + 2) * B * h * M * M)
+    # merge (weigh, scatter-add, count, divide) of the tokens and of CRPE's output
+    add("prototypes", st, 0, 2 * (2 * B * HW * C + B * HW + B * K * C))
+    add("broadcast", st, 0, 4 * B * HW * C)  # q and v to the grid for CRPE, two updates back
+    if block.shared is None or block.lead:  # scope="stage": only the first block forms them
+        _forming_costs(add, sh, B, block, K)
+
+
+def _forming_costs(add, sh: StageShape, B: int, block: TokenClusteredBlock, K: int) -> None:
+    """Forming ``K`` clusters of a stage's image tokens: ``pool`` costs nothing (windows from
+    the shape); ``bipartite`` a ``⌈m/2⌉ x ⌊m/2⌋`` cosine-similarity product per round of ``m``
+    units (``clustering``); ``lsh`` the E2LSH codes of every token (``hashing``) and a stable
+    sort per hash (``clustering``)."""
+    st, HW, C = sh.name, sh.image_tokens, sh.dim
+    if block.method == "bipartite":
+        m = HW
+        while m > K:  # the rounds of ccoat.token_clustering.bipartite_clusters
+            r, a, b = min(m - K, m // 2), (m + 1) // 2, m // 2
+            # normalise, max over B, sort of A, merge (weigh, scatter-add, count, divide)
+            ops = 3 * m * C + a * b + a * _log2(a) + 2 * m * C + m + (m - r) * C
+            add("clustering", st, B * a * b * C, B * ops)
+            m -= r
+    elif block.method == "lsh":
+        L = block.lsh.projections.shape[1]
+        add("hashing", st, B * HW * C * L, B * (3 * HW * C + OPS_HASH_PER_CODE * HW * L))
+        add("clustering", st, 0, B * L * HW * (_log2(HW) + 2) + B * HW)  # sorts, gathers, scatter
 
 
 # ---------------------------------------------------------------------------------------------

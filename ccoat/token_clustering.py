@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from .hashing import draw_projections, e2lsh_codes
 
 METHODS = ("pool", "bipartite", "lsh")
+LSH_OPTIONS = ("n_hashes", "bucket_width", "seed")  # what LSHOrder takes
 SCOPES = ("block", "stage")
 
 
@@ -77,11 +78,27 @@ def budget(keep: float, n_tokens: int) -> int:
     return max(1, min(n_tokens, round(keep * n_tokens)))
 
 
+def pool_grid(size: tuple[int, int], k: int) -> tuple[int, int]:
+    """Rows and columns of windows that cut an ``(H, W)`` grid into about ``k`` rectangles."""
+    H, W = size
+    gh = max(1, min(H, round(math.sqrt(k * H / W))))
+    return gh, max(1, min(W, round(k / gh)))
+
+
+def cluster_count(method: str, keep: float, size: tuple[int, int]) -> int:
+    """How many clusters ``method`` forms of an ``(H, W)`` grid at ``keep``, whatever the data
+    (``"pool"`` rounds to whole windows; the other two form exactly the budget)."""
+    k = budget(keep, size[0] * size[1])
+    if method == "pool":
+        gh, gw = pool_grid(size, k)
+        return gh * gw
+    return k
+
+
 def pool_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
     """Windows of neighbouring tokens: the grid cut into about ``k`` rectangles."""
     H, W = size
-    gh = max(1, min(H, round(math.sqrt(k * H / W))))
-    gw = max(1, min(W, round(k / gh)))
+    gh, gw = pool_grid(size, k)
     rows = torch.arange(H, device=x.device) * gh // H
     cols = torch.arange(W, device=x.device) * gw // W
     assign = (rows[:, None] * gw + cols[None, :]).flatten()
@@ -116,6 +133,30 @@ def bipartite_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[
         features, sizes = merge(features, ids, m, sizes)
         assign = ids.gather(1, assign)
     return assign, m
+
+
+class BipartiteMatching(nn.Module):
+    """:func:`bipartite_clusters` as a module without parameters, so that ``ccoat.cost`` can
+    tell its similarity products from the block's attention."""
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
+        return bipartite_clusters(x, size, k)
+
+
+class PrototypeAttention(nn.Module):
+    """The attention core on ``[class token, prototypes]``: factorized or softmax, with ToMe's
+    proportional weights (a prototype of ``s`` tokens enters the keys' softmax ``s`` times).
+    A module without parameters, so that ``ccoat.cost`` counts its products as attention."""
+
+    def forward(self, q, k, v, sizes: torch.Tensor, kind: str, proportional: bool = True):
+        # q, k, v: (B, heads, 1 + K, C_head); sizes: (B, K)
+        weight = F.pad(sizes, (1, 0), value=1.0)  # (B, 1 + K): the class token counts once
+        bias = weight.clamp(min=1e-6).log()[:, None, :, None] if proportional else 0
+        if kind == "factorized":  # softmax over tokens: a cluster of s tokens weighs s
+            context = (k + bias).softmax(dim=2).transpose(-1, -2) @ v
+            return q @ (context * q.shape[-1] ** -0.5)
+        mask = bias.transpose(-1, -2).to(q.dtype) if proportional else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class LSHOrder(nn.Module):
@@ -162,26 +203,32 @@ class TokenClusteredBlock(nn.Module):
     It holds the block's own modules under their own names (``norm1``, ``attn``, ``norm2``,
     ``mlp``), so a state dict loads into either. The clusters are formed once per block from
     the tokens after the CPE and used for both sub-layers.
+
+    ``supported_kinds``: the attention kinds it runs on prototypes. The clustered kinds would
+    cluster the prototypes' queries a second time, which this block does not implement;
+    :func:`ccoat.convert_attention` reads this to refuse them.
     """
+
+    supported_kinds = ("factorized", "softmax")
 
     def __init__(self, block: nn.Module, method: str, keep: float, *, shared: dict | None = None,
                  lead: bool = True, **options):
         super().__init__()
-        if block.attn.kind not in ("factorized", "softmax"):
-            raise ValueError(f"token clustering runs factorized or softmax attention on "
-                             f"prototypes; this block's attention is {block.attn.kind!r}")
+        _check_block(block)
+        _check_options(method, options)
         self.norm1, self.attn, self.norm2 = block.norm1, block.attn, block.norm2
         self.mlp, self.drop_path = block.mlp, block.drop_path
         self.method, self.keep = method, keep
         self.proportional = options.pop("proportional", True)
         self.lsh = LSHOrder(self.norm1.normalized_shape[0], **options) if method == "lsh" else None
-        if method != "lsh" and options:
-            raise ValueError(f"token clustering method {method!r} takes no options, got "
-                             f"{sorted(options)}")
-        self.record: dict | None = None  # filled by record_token_clusters
+        self.matching = BipartiteMatching() if method == "bipartite" else None
+        self.prototype_attention = PrototypeAttention()
+        # One dict per open record_token_clusters (nested ones all see the clusters).
+        self.records: list[dict] = []
         # scope="stage": the stage's blocks share one dict; its first block (lead) forms the
         # clusters, the others reuse them. None: every block forms its own.
         self.shared, self.lead = shared, lead
+        self.train(block.training)  # its new parts follow the block's train/eval mode
 
     def form_clusters(self, tokens: torch.Tensor, size) -> tuple[torch.Tensor, int]:
         if self.shared is not None and not self.lead:
@@ -196,23 +243,19 @@ class TokenClusteredBlock(nn.Module):
         if self.method == "pool":
             return pool_clusters(tokens, size, k)
         if self.method == "bipartite":
-            return bipartite_clusters(tokens, size, k)
+            return self.matching(tokens, size, k)
         return self.lsh(tokens, size, k)
 
     def attention(self, t, sizes, assign, size, crpe) -> torch.Tensor:
         """Conv-attention of ``t = [class token, prototypes] (B, 1 + K, C)``."""
         attn = self.attn
+        if attn.kind not in self.supported_kinds:  # a core swapped in by hand
+            raise ValueError(f"a token-clustered block runs {self.supported_kinds} attention on "
+                             f"prototypes, got {attn.kind!r}")
         B, M, C = t.shape
         q, k, v = attn.qkv(t).reshape(B, M, 3, C).unbind(2)
         q, k, v = (_per_head(z, attn.num_heads) for z in (q, k, v))  # (B, heads, 1 + K, C_head)
-        weight = F.pad(sizes, (1, 0), value=1.0)  # (B, 1 + K): the class token counts once
-        bias = weight.clamp(min=1e-6).log()[:, None, :, None] if self.proportional else 0
-        if attn.kind == "factorized":  # softmax over tokens: a cluster of s tokens weighs s
-            context = (k + bias).softmax(dim=2).transpose(-1, -2) @ v
-            out = q @ (context * q.shape[-1] ** -0.5)
-        else:
-            mask = bias.transpose(-1, -2).to(q.dtype) if self.proportional else None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = self.prototype_attention(q, k, v, sizes, attn.kind, self.proportional)
         # CRPE on the full grid: every token carries its prototype's q and v.
         full = lambda z: torch.cat(  # noqa: E731
             [z[:, :, :1], _per_head(unmerge(_joined(z[:, :, 1:]), assign), attn.num_heads)], 2)
@@ -226,8 +269,8 @@ class TokenClusteredBlock(nn.Module):
         cls, tokens = x[:, :1], x[:, 1:]
         assign, k = self.form_clusters(tokens, size)
         prototypes, sizes = merge(tokens, assign, k)
-        if self.record is not None:
-            self.record.update(assign=assign.detach(), sizes=sizes.detach(), size=size)
+        for record in self.records:
+            record.update(assign=assign.detach(), sizes=sizes.detach(), size=size)
         y = self.attention(self.norm1(torch.cat([cls, prototypes], 1)), sizes, assign, size, crpe)
         y = self.drop_path(y)
         x = x + torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1)
@@ -255,6 +298,44 @@ def _check(method, keep, stages, n_stages: int = 4) -> tuple[int, ...]:
     return stages
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_options(method: str, options: dict) -> None:
+    """``ValueError`` naming the option and its value for anything :class:`LSHOrder` or the
+    block could not use as meant (a string width, NaN, zero hashes), before a module is built."""
+    proportional = options.get("proportional", True)
+    if not isinstance(proportional, bool):
+        raise ValueError(f"proportional must be True or False, got {proportional!r}")
+    rest = sorted(set(options) - {"proportional"})
+    if method != "lsh":
+        if rest:
+            raise ValueError(f"token clustering method {method!r} takes no options, got {rest}")
+        return
+    unknown = sorted(set(rest) - set(LSH_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for token clustering 'lsh'; expected some "
+                         f"of {list(LSH_OPTIONS)} (and proportional)")
+    n_hashes = options.get("n_hashes", 6)
+    if isinstance(n_hashes, bool) or not isinstance(n_hashes, int) or n_hashes < 1:
+        raise ValueError(f"n_hashes must be an integer >= 1, got {n_hashes!r}")
+    width = options.get("bucket_width", 0.5)
+    if not _is_number(width) or not 0 < width < math.inf:  # NaN fails both comparisons
+        raise ValueError(f"bucket_width must be a finite number > 0, got {width!r}")
+    seed = options.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+
+
+def _check_block(block: nn.Module, where: str = "this block") -> None:
+    if isinstance(block, TokenClusteredBlock):
+        raise ValueError(f"{where} is already token-clustered")
+    if block.attn.kind not in TokenClusteredBlock.supported_kinds:
+        raise ValueError(f"token clustering runs factorized or softmax attention on "
+                         f"prototypes; the attention of {where} is {block.attn.kind!r}")
+
+
 def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(1, 2),
                    scope: str = "block", **options) -> nn.Module:
     """Make the blocks of ``stages`` (numbered from 1) run on ``keep`` of their image tokens.
@@ -266,18 +347,23 @@ def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(
     no longer follow the tokens). ``options``: ``proportional`` (default True) and, for
     ``"lsh"``, ``n_hashes``, ``bucket_width`` and ``seed``. No weight changes: with ``keep=1``
     the model computes what it computed before.
+
+    Every option and every block is checked before the first block is replaced, so a refused
+    call leaves ``model`` as it was.
     """
     stages = _check(method, keep, stages)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if not hasattr(model, "stages"):  # a timm CoaT-Lite
+    _check_options(method, options)
+    if not hasattr(model, "stages"):  # a timm CoaT-Lite (left unmodified: a copy is converted)
         from .convert import convert_attention
 
         model = convert_attention(model, "factorized")
     for number in stages:
+        for j, block in enumerate(model.stages[number - 1].blocks):
+            _check_block(block, f"stage {number} block {j}")
+    for number in stages:
         blocks = model.stages[number - 1].blocks
-        if any(isinstance(block, TokenClusteredBlock) for block in blocks):
-            raise ValueError(f"stage {number} is already token-clustered")
         shared = {} if scope == "stage" else None
         for j, block in enumerate(blocks):
             blocks[j] = TokenClusteredBlock(block, method, keep, shared=shared, lead=j == 0,
@@ -288,18 +374,22 @@ def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(
 class record_token_clusters(contextlib.AbstractContextManager):
     """``with record_token_clusters(model) as records: model(x)`` fills, for every
     token-clustered block ``"stages.i.blocks.j"``, the last pass's ``assign (B, N)``, cluster
-    ``sizes (B, K)`` and grid ``size``."""
+    ``sizes (B, K)`` and grid ``size``. Records opened inside one another each get every pass."""
 
     def __init__(self, model: nn.Module):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"record_token_clusters expects a model (a torch nn.Module), got "
+                            f"{type(model).__name__}")
         self.blocks = {name: m for name, m in model.named_modules()
                        if isinstance(m, TokenClusteredBlock)}
         self.records: dict[str, dict] = {}
 
     def __enter__(self) -> dict:
         for name, block in self.blocks.items():
-            block.record = self.records.setdefault(name, {})
+            block.records.append(self.records.setdefault(name, {}))
         return self.records
 
     def __exit__(self, *exc) -> None:
-        for block in self.blocks.values():
-            block.record = None
+        for name, block in self.blocks.items():
+            mine = self.records[name]
+            block.records[:] = [r for r in block.records if r is not mine]

@@ -341,7 +341,26 @@ def test_record_clusters_keeps_each_block_for_the_pass_and_nothing_outside():
     with torch.no_grad():
         model(torch.randn(2, 3, 32, 32))
     assert records["stages.0.blocks.0"] is first  # nothing recorded outside the context
-    assert all(m._recorder is None for m in model.modules() if hasattr(m, "_recorder"))
+    assert all(not m._recorders for m in model.modules() if hasattr(m, "_recorders"))
+
+
+def test_nested_records_both_see_the_clusters_and_the_outer_keeps_recording():
+    torch.manual_seed(0)
+    model = ccoat.create_model("ccoat_lite_tiny_cifar", num_classes=10).eval()
+    with torch.no_grad(), record_clusters(model) as outer:
+        with record_clusters(model) as inner:
+            model(torch.randn(2, 3, 32, 32))
+        assert sorted(outer) == sorted(inner) and len(outer) == 8
+        for name in outer:
+            assert torch.equal(outer[name]["ids"], inner[name]["ids"])
+        model(torch.randn(1, 3, 32, 32))  # the inner record is closed, the outer one is not
+    assert outer["stages.0.blocks.0"]["ids"].shape[0] == 1
+    assert inner["stages.0.blocks.0"]["ids"].shape[0] == 2
+
+
+def test_record_clusters_of_no_model_says_what_it_expects():
+    with pytest.raises(TypeError, match="expects a model .* got NoneType"):
+        record_clusters(None)
 
 
 @pytest.mark.parametrize("stage, block", [(0, 0), (1, 1)])

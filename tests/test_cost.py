@@ -245,3 +245,84 @@ def test_names_that_moved_still_answer_with_a_warning(name, home):
         assert cost.example_images is ccoat.data.sample_photos
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         cost.nothing  # noqa: B018  (the attribute access is what raises)
+
+
+# --- token-clustered models (ccoat.token_clustering) -----------------------------------------
+
+def _token_clustered(method, keep, stages=(1,), kind="factorized", **kwargs):
+    torch.manual_seed(0)
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10, attention=kind).eval()
+    return ccoat.cluster_tokens(model, method, keep=keep, stages=stages, **kwargs)
+
+
+def test_a_token_clustered_block_costs_its_sub_layers_at_k_tokens():
+    """Stage 1 of CoaT-Lite-Tiny (CIFAR): a 16x16 grid; pool at keep 1/4 cuts it into 8x8
+    windows, so qkv, the attention core, proj and the MLP run on 1 + 64 tokens."""
+    model, B = _token_clustered("pool", 0.25), 2
+    with torch.no_grad(), ccoat.record_token_clusters(model) as records:
+        model(torch.randn(B, 3, 32, 32))
+    K = records["stages.0.blocks.0"]["sizes"].shape[-1]
+    assert K == 64
+    block = model.stages[0].blocks[0]
+    C, h = block.attn.qkv.in_features, block.attn.num_heads
+    D, c, M = block.mlp.fc1.out_features, C // h, 1 + K
+    per_block = {
+        "qkv": M * C * 3 * C,  # (M x C) @ (C x 3C)
+        "attention": h * (M * c * c + M * c * c),  # per head: softmax(k)ᵀ v, then q @ context
+        "proj": M * C * C,
+        "mlp": M * C * D + M * D * C,  # fc1, fc2
+    }
+    counted = cost.counted_macs(model, 32, B)
+    for component, macs in per_block.items():
+        assert counted[(component, "stage1")] == B * len(model.stages[0].blocks) * macs, component
+    assert counted.get(("clustering", "stage1"), 0) == 0  # pool's windows come from the shape
+
+
+@pytest.mark.parametrize("method", ccoat.token_clustering.METHODS)
+def test_token_clustering_at_keep_one_counts_what_coat_lite_counts(method):
+    plain = cost.macs(ccoat.create_model("coat_lite_tiny_cifar", num_classes=10), 32, 2)
+    model = _token_clustered(method, 1.0, stages=(1, 2, 3, 4))
+    clustered = cost.macs(model, 32, 2)
+    for component, macs in plain.items():
+        if component != "total":
+            assert clustered[component] == macs, component
+    # What LSH adds is its hashing: every token of every block against its 6 projections
+    # (LSHOrder's default n_hashes), for each of the 2 images.
+    hashing = sum(2 * sh.image_tokens * sh.dim * 6 * sh.depth
+                  for sh in cost.stage_shapes(model, 32))
+    assert clustered["hashing"] == (hashing if method == "lsh" else 0)
+    assert clustered["clustering"] == 0  # nothing to merge at keep=1
+    assert clustered["total"] == plain["total"] + clustered["hashing"]
+
+
+@pytest.mark.parametrize("method", ccoat.token_clustering.METHODS)
+@pytest.mark.parametrize("kind, scope", [("factorized", "block"), ("softmax", "stage")])
+def test_token_clustered_counted_equals_analytic_per_component(method, kind, scope):
+    model = _token_clustered(method, 0.3, stages=(1, 2, 3), kind=kind, scope=scope)
+    table = cost.audit(model, 32, 2)
+    assert (table.macs == table.macs_analytic).all(), table
+    forming = table[table.component.isin(["hashing", "clustering"])].set_index("stage").macs
+    if method == "pool":
+        assert (forming == 0).all()
+    else:  # the forming is counted on its own, in the stages that cluster
+        assert forming.sum() > 0 and forming.get("stage4", 0) == 0
+    assert (table[table.component.isin(["prototypes", "broadcast"])].ops > 0).all()
+
+
+def test_token_clustering_makes_the_clustered_stages_cheaper():
+    full = cost.macs(ccoat.create_model("coat_lite_tiny_cifar", num_classes=10), 32)
+    half = cost.macs(_token_clustered("bipartite", 0.5, stages=(1, 2)), 32)
+    for component in ("qkv", "attention", "proj", "mlp"):
+        assert half[component] < full[component], component
+    assert half["cpe"] == full["cpe"] and half["crpe"] == full["crpe"]  # convolutions: full grid
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ccoat.create_model("ccoat_lite_tiny_cifar", num_classes=10, redraw=True),
+    lambda: _token_clustered("lsh", 0.5),
+], ids=["clustered-redraw", "token-lsh"])
+def test_counting_leaves_the_random_state_as_it_found_it(make):
+    model = make().eval()
+    state = torch.random.get_rng_state()
+    cost.macs(model, 32)
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -231,3 +231,36 @@ def test_torch_compile_gives_the_eager_forward_and_backward(kind):
     torch.testing.assert_close(out, eager_out, rtol=1e-5, atol=1e-5)
     for name in eager_grads:
         torch.testing.assert_close(grads[name], eager_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+# Every small-image name and one 224 px name (the other sizes differ only in widths; a 224 px
+# pass of each takes minutes on a shared cpu).
+CFG_NAMES = [n for n in TIMM_NAMES if n.endswith("_cifar")] + ["ccoat_lite_tiny"]
+
+
+@pytest.mark.parametrize("name", CFG_NAMES)
+def test_default_cfg_describes_what_the_model_returns_at_its_default_input_size(name):
+    """The fields timm's test_model_default_cfgs reads. forward_features gives the last stage's
+    grid as tokens (class token first), not a spatial map, so pool_size is None: what timm's
+    own CoaT-Lite says for the same output. (Factorized attention: the shapes and the cfg do
+    not depend on the kind, and it is the quickest at 224 px.)"""
+    torch.manual_seed(0)
+    model = timm.create_model(name, attention="factorized").eval()
+    cfg = model.default_cfg
+    x = torch.randn(1, *cfg["input_size"])
+    with torch.no_grad():
+        features = model.forward_features(x)
+        last_map = model.forward_intermediates(x, indices=[-1], intermediates_only=True)[0]
+        pre_logits = model.forward_head(features, pre_logits=True)
+    side = last_map.shape[-1]
+    assert side == cfg["input_size"][-1] // model.config.stride
+    assert features.shape == (1, 1 + side * side, model.num_features)
+    assert cfg["pool_size"] is None
+    assert timm.models.get_pretrained_cfg("coat_lite_tiny").pool_size is None
+    assert pre_logits.shape == (1, model.head_hidden_size)
+    state = model.state_dict()
+    assert cfg["first_conv"] + ".weight" in state and cfg["classifier"] + ".weight" in state
+    assert cfg["num_classes"] == model.num_classes
+    model.reset_classifier(0)
+    with torch.no_grad():
+        assert model(x).shape == pre_logits.shape

@@ -200,3 +200,72 @@ def test_scope_stage_reuses_the_first_blocks_clusters_through_the_stage(model, m
                            blocked["stages.0.blocks.1"]["assign"])  # per block: its own
     same = cluster_tokens(copy.deepcopy(model), method, keep=1.0, scope="stage")
     torch.testing.assert_close(same(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("n_hashes", 0), ("n_hashes", 2.0), ("bucket_width", 0), ("bucket_width", -1.0),
+    ("bucket_width", float("nan")), ("bucket_width", float("inf")), ("bucket_width", "0.5"),
+    ("seed", "1"), ("proportional", 1),
+])
+def test_bad_lsh_options_are_refused_naming_the_option_and_value(model, option, value):
+    with pytest.raises(ValueError, match=f"{option} must be .*got {value!r}"):
+        cluster_tokens(copy.deepcopy(model), "lsh", **{option: value})
+
+
+def test_an_unknown_lsh_option_is_named(model):
+    with pytest.raises(ValueError, match=r"unknown options \['n_hash'\]"):
+        cluster_tokens(copy.deepcopy(model), "lsh", n_hash=4)
+
+
+def _state(model):
+    return [type(b).__name__ for stage in model.stages for b in stage.blocks], {
+        k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(method="lsh", stages=(1, 2), bucket_width=float("nan")),  # refused by an option
+    dict(method="pool", stages=(1, 3)),  # refused by stage 3's block, after stage 1's
+])
+def test_a_refused_call_leaves_the_model_unchanged(kwargs):
+    torch.manual_seed(0)
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10,
+                               attention=["factorized", "factorized", "clustered", "factorized"])
+    kinds, state = _state(model)
+    with pytest.raises(ValueError):
+        cluster_tokens(model, **kwargs)
+    after_kinds, after_state = _state(model)
+    assert after_kinds == kinds and "TokenClusteredBlock" not in kinds
+    assert after_state.keys() == state.keys()
+    for key in state:
+        torch.testing.assert_close(after_state[key], state[key], rtol=0, atol=0)
+
+
+def test_clustering_a_stage_twice_is_refused_without_touching_the_other_stages(model):
+    twice = cluster_tokens(copy.deepcopy(model), "pool", stages=(2,))
+    with pytest.raises(ValueError, match="stage 2 block 0 is already token-clustered"):
+        cluster_tokens(twice, "pool", stages=(1, 2))
+    assert not any(isinstance(b, TokenClusteredBlock) for b in twice.stages[0].blocks)
+
+
+def test_record_token_clusters_of_no_model_says_what_it_expects():
+    with pytest.raises(TypeError, match="expects a model .* got NoneType"):
+        record_token_clusters(None)
+
+
+def test_nested_token_cluster_records_both_see_the_clusters(model):
+    clustered = cluster_tokens(copy.deepcopy(model), "bipartite", stages=(1,))
+    with torch.no_grad(), record_token_clusters(clustered) as outer:
+        with record_token_clusters(clustered) as inner:
+            clustered(images(2))
+        assert inner.keys() == outer.keys() == {"stages.0.blocks.0", "stages.0.blocks.1"}
+        for name in outer:
+            assert torch.equal(outer[name]["assign"], inner[name]["assign"])
+        clustered(images(1, seed=5))  # only the outer record is still open
+    assert outer["stages.0.blocks.0"]["assign"].shape[0] == 1
+    assert inner["stages.0.blocks.0"]["assign"].shape[0] == 2
+    assert all(not block.records for block in clustered.stages[0].blocks)
+
+
+def test_a_converted_block_keeps_the_models_eval_mode(model):
+    clustered = cluster_tokens(copy.deepcopy(model), "lsh", stages=(1, 2))
+    assert not any(m.training for m in clustered.modules())
