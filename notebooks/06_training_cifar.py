@@ -142,7 +142,7 @@ live[["epoch", "train_loss", "val_top1", "images_per_s", "clusters_per_stage"]]
 # budget is spent. The two ran one after the other, alone on the GPU. Every epoch was scored on
 # all 10,000 test images. One command per model:
 #
-# ```
+# ```bash
 # python -m ccoat.train --recipe cifar10-gpu-budget --model coat_lite_tiny_cifar --out runs/a
 # python -m ccoat.train --recipe cifar10-gpu-budget --model ccoat_lite_tiny_cifar --out runs/b
 # ```

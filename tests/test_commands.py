@@ -1,4 +1,5 @@
-"""Every command that README.md and benchmarks/README.md give works as written on a fresh clone.
+"""Every command that README.md, benchmarks/README.md and the book's chapters give works as
+written on a fresh clone.
 
 The shell commands are read from the two files' fenced ``bash`` blocks (and unlabelled ones),
 with continuation lines joined and ``for`` loops expanded, and each is checked by what it runs:
@@ -64,10 +65,24 @@ def shell_commands(block: str) -> list[list[str]]:
     return commands
 
 
+def _text(doc: str) -> str:
+    """A document's Markdown: a README as it is, a chapter's markdown cells (jupytext source)."""
+    if not doc.startswith("notebooks/"):
+        return (ROOT / doc).read_text()
+    import jupytext
+
+    cells = jupytext.read(ROOT / doc).cells
+    return "\n".join(c.source for c in cells if c.cell_type == "markdown")
+
+
+CHAPTERS = tuple(f"notebooks/{p.name}" for p in sorted((ROOT / "notebooks").glob("*.py")))
+
+
 def _all_commands() -> list:
     params = []
-    for doc in DOCS:
-        blocks = fenced_blocks((ROOT / doc).read_text())
+    for doc in DOCS + CHAPTERS:
+        # a chapter's shell blocks are labelled (its unlabelled fences close directives)
+        blocks = fenced_blocks(_text(doc), ("bash", "sh") if doc in CHAPTERS else ("bash", "sh", ""))
         commands = [(block, words) for block in blocks for words in shell_commands(block)]
         for block, words in commands:
             params.append(pytest.param(doc, block, words, id=f"{doc}: {shlex.join(words)[:70]}"))
