@@ -82,7 +82,8 @@ def _all_commands() -> list:
     params = []
     for doc in DOCS + CHAPTERS:
         # a chapter's shell blocks are labelled (its unlabelled fences close directives)
-        blocks = fenced_blocks(_text(doc), ("bash", "sh") if doc in CHAPTERS else ("bash", "sh", ""))
+        shells = ("bash", "sh") if doc in CHAPTERS else ("bash", "sh", "")
+        blocks = fenced_blocks(_text(doc), shells)
         commands = [(block, words) for block in blocks for words in shell_commands(block)]
         for block, words in commands:
             params.append(pytest.param(doc, block, words, id=f"{doc}: {shlex.join(words)[:70]}"))
