@@ -116,7 +116,10 @@ images = torch.stack(
 )
 counts = {
     kind: cost.macs(
-        ccoat_run.load_model(attention=kind), img_size, images=images[:n_images]
+        ccoat_run.load_model(attention=kind),
+        img_size,
+        batch_size=n_images,
+        images=images[:n_images],
     )
     for kind in ("factorized", "clustered")
 }
