@@ -244,7 +244,7 @@ glue("k2_final", final.stage2)
 # ## Summary
 #
 # - Given the same {glue:text}`budget_s:.0f` s of H100 training, Clustering CoaT Tiny made
-#   {glue:text}`update_ratio:.2f}×` as many updates as CoaT-Lite Tiny and scored
+#   {glue:text}`update_ratio:.2f`× as many updates as CoaT-Lite Tiny and scored
 #   {glue:text}`top1_clus:.2f`% against {glue:text}`top1_coat:.2f`% on the same test images
 #   ({glue:text}`paired`). The seed's claim of less training time does not hold here.
 # - Trained queries spread apart: by the end, stages 2–4 form about one cluster per token and
