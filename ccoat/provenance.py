@@ -10,6 +10,7 @@ import datetime as _dt
 import errno
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def describe(record: dict, markdown: bool = False) -> str:
     ``?``). A training run's data root (``record["config"]["data_dir"]``) is written as
     ``$CCOAT_DATA`` (:func:`shorten_paths`); with ``markdown=True`` the command is code."""
     data_root = (record.get("config") or {}).get("data_dir")
-    command = shorten_paths(str(record.get("command", "?")), data_root)
+    command = elide_machine_paths(shorten_paths(str(record.get("command", "?")), data_root))
     return (f"{f'`{command}`' if markdown else command} at commit "
             f"{str(record.get('git_commit', '?'))[:10]}, {record.get('device', '?')}, "
             f"torch {record.get('torch', '?')}, {record.get('threads', '?')} thread(s), "
@@ -180,6 +181,21 @@ def _committed(root: Path, path: str) -> bool:
                               capture_output=True).returncode == 0
     except OSError:
         return False
+
+
+# An absolute path of the machine that made a record (a temporary folder, a home), which a
+# reader cannot open: written as "…/" and its last part.
+MACHINE_PATH = re.compile(
+    r"(?<![\w.:/~-])/(?:home|work|tmp|usr|root|opt|mnt|var|srv|Users|content|private)/\S*")
+
+
+def elide_machine_paths(text: str) -> str:
+    """``text`` with every absolute path of a machine written as ``…/`` and its last part.
+
+    >>> elide_machine_paths("python -m ccoat.sweep --out /root/out/sweep --data-dir data")
+    'python -m ccoat.sweep --out …/sweep --data-dir data'
+    """
+    return MACHINE_PATH.sub(lambda m: "…/" + (Path(m.group(0)).name or m.group(0)), text)
 
 
 def shorten_paths(text: str, data_root: str | os.PathLike | None) -> str:

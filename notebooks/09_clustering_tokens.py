@@ -84,6 +84,7 @@ from ccoat.stats import paired_difference
 
 set_theme()
 torch.manual_seed(0)
+print("profile:", ccoat.get_profile())
 
 
 # %% [markdown]
@@ -648,7 +649,7 @@ glue("tc_convert_pool", loss["pool"])
 glue("tc_convert_lsh", loss["lsh"])
 
 # %%
-# the same val images, image by image: each token model minus CoaT-Lite, and pool minus lsh
+# on the same val images: each token model minus CoaT-Lite, and pool minus lsh
 hits = {n: r.hits() for n, r in scratch.items()}
 names = list(SCRATCH)
 pool_pair = paired_difference(hits[names[1]], hits[names[0]])

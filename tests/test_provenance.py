@@ -138,3 +138,15 @@ def test_describe_says_in_one_line_what_made_a_result():
         "`python -m ccoat.train --data-dir $CCOAT_DATA --epochs 3` at commit")
     assert describe({"command": "python bench.py"}) == (
         "python bench.py at commit ?, ?, torch ?, ? thread(s), profile ?, ?")
+
+
+def test_describe_writes_no_path_of_the_machine_that_made_the_record():
+    from ccoat.provenance import describe
+
+    record = {"command": "python -m ccoat.train --data-dir /tmp/tmp.x1/data --out /root/runs/a "
+                         "--init results/r/model.safetensors",
+              "config": {"data_dir": "/tmp/tmp.x1/data"}, "git_commit": "abc", "date": "2026"}
+    line = describe(record)
+    assert "--data-dir $CCOAT_DATA" in line and "--out …/a" in line
+    assert "results/r/model.safetensors" in line  # a path of the repository stays
+    assert "/tmp/" not in line and "/root/" not in line
