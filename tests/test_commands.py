@@ -69,10 +69,15 @@ def _text(doc: str) -> str:
     """A document's Markdown: a README as it is, a chapter's markdown cells (jupytext source)."""
     if not doc.startswith("notebooks/"):
         return (ROOT / doc).read_text()
-    import jupytext
-
-    cells = jupytext.read(ROOT / doc).cells
-    return "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    # the py:percent source's markdown cells, read without jupytext (the oldest-versions run
+    # installs only the library): the comment lines of each "# %% [markdown]" cell
+    lines, markdown = [], False
+    for line in (ROOT / doc).read_text().splitlines():
+        if line.startswith("# %%"):
+            markdown = "[markdown]" in line
+        elif markdown and line.startswith("#"):
+            lines.append(line[2:] if line.startswith("# ") else line[1:])
+    return "\n".join(lines)
 
 
 CHAPTERS = tuple(f"notebooks/{p.name}" for p in sorted((ROOT / "notebooks").glob("*.py")))
