@@ -152,6 +152,7 @@ def crpe(q, v, size):
     return F.pad(q[:, :, 1:] * conv_v, (0, 0, 1, 0))  # zero row for the class token
 
 
+# %%
 library_crpe = ca.ConvRelPosEnc(Ch, heads, windows)
 library_crpe.load_state_dict(
     {
@@ -270,6 +271,7 @@ def counted_macs(fn, *args):
     return counter.get_total_flops() / 2
 
 
+# %%
 cores = {"factorized": ca.factorized_attention, "softmax": ca.softmax_attention}
 rows = []
 with torch.no_grad():

@@ -135,6 +135,7 @@ def seconds_cosine(updates, seconds, peak, floor, warmup, budget, warmup_end):
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
 
 
+# %%
 fig, ax = plt.subplots(figsize=(6, 3))
 for step_s, colour in ((0.010, "C0"), (0.016, "C3")):
     n = int(5.0 / step_s)
