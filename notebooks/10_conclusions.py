@@ -161,7 +161,7 @@ tables = {}
 for name in ("cost_cpu.json", "cost_gpu.json"):
     rows, _, record = sweep.load(results_file(name, CCOAT_REPO, required=True))
     batch = rows.batch_size.max()
-    sel = rows[(rows.img_size == 224) & (rows.batch_size == batch)]
+    sel = sweep.at(rows, batch_size=batch).query("img_size == 224")
     device = record["device"].replace("NVIDIA ", "")
     tables[f"{device}, batch {batch}"] = sel.set_index("kind").fwd_vs_factorized
     print(f"{name}: {describe(record)}")
