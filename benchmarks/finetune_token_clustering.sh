@@ -10,9 +10,11 @@
 #   python benchmarks/pack_imagenette.py && mkdir -p data/imagenette146 \
 #       && tar -xzf data/imagenette146.tar.gz -C data/imagenette146
 #   bash benchmarks/finetune_token_clustering.sh            # KEEP=0.25 METHODS="none pool ..."
+#   SIZE=96 METHODS=none bash benchmarks/finetune_token_clustering.sh   # the resolution baseline
 #
-# Each run writes results/imagenette128_finetune_<method><keep>/ (run.json, metrics.jsonl,
-# eval.json, model.safetensors); last.pt stays out of git.
+# Each run writes results/imagenette<size>_finetune_<method><keep>/ (run.json, metrics.jsonl,
+# eval.json with per-image predictions, model.safetensors); last.pt stays out of git. A run
+# folder that exists is replaced only with OVERWRITE=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -21,17 +23,20 @@ DATA=${DATA:-data/imagenette146}  # the unpacked 146-px pack
 FULL=${FULL:-../shared/data}      # the whole val split, for the final score
 KEEP=${KEEP:-0.25}
 METHODS=${METHODS:-none pool bipartite lsh}
+SIZE=${SIZE:-128}                 # image side; the pack's 146 px are cropped to it
+overwrite=()
+[ "${OVERWRITE:-0}" = 1 ] && overwrite=(--overwrite)
 for method in $METHODS; do
   if [ "$method" = none ]; then
-    name=imagenette128_finetune_coat_lite_tiny
+    name=imagenette${SIZE}_finetune_coat_lite_tiny
     clustering=()
   else
-    name=imagenette128_finetune_${method}$($PY -c "print(round($KEEP * 100))")
+    name=imagenette${SIZE}_finetune_${method}$($PY -c "print(round($KEEP * 100))")
     clustering=(--token-clustering "$method" --keep "$KEEP")
   fi
   echo "== $name"
   $PY -m ccoat.train --recipe imagenette128-finetune-cpu --init "$WEIGHTS" --data-dir "$DATA" \
-    "${clustering[@]}" --out "results/$name" --no-progress
+    --img-size "$SIZE" "${clustering[@]}" --out "results/$name" "${overwrite[@]}" --no-progress
   $PY -m ccoat.train --eval-only --out "results/$name" --data-dir "$FULL" --batch-size 100 \
     --num-workers 1 --no-progress > /dev/null
   $PY -c "import json,sys; e=json.load(open(sys.argv[1])); print(sys.argv[1], round(e['top1'],1), [round(x,1) for x in e['top1_ci95']])" "results/$name/eval.json"

@@ -85,7 +85,7 @@ import contextlib
 import math
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -96,6 +96,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .clustering import block_index, record_clusters
 from .data import sample_photos
 from .model import CLUSTERED_KINDS
+from .grid_clustering import NEIGHBOURS, GridClusteredStage
 from .token_clustering import TokenClusteredBlock, cluster_count
 
 COMPONENTS = ("patch_embed", "cpe", "norm", "qkv", "hashing", "clustering", "prototypes",
@@ -206,6 +207,10 @@ _COMPONENT_RULES = [
     (re.compile(r"^stages\.(\d)\.blocks\.\d+\.lsh$"), "hashing"),
     (re.compile(r"^stages\.(\d)\.blocks\.\d+\.matching$"), "clustering"),
     (re.compile(r"^stages\.(\d)\.blocks\.\d+\.prototype_attention$"), "attention"),
+    # A grid-clustered stage (ccoat.grid_clustering): its local k-means and the rebuild of the
+    # full grid (its blocks match above, on the coarse grid).
+    (re.compile(r"^stages\.(\d)\.clustering$"), "clustering"),
+    (re.compile(r"^stages\.(\d)\.rebuild$"), "broadcast"),
     (re.compile(r"^head$"), "head"),
     (re.compile(r"^norm$"), "norm"),
 ]
@@ -306,7 +311,8 @@ def _component_of(path: str) -> tuple[str, str] | None:
 def _has_clustering(model: nn.Module) -> bool:
     """Whether a pass of ``model`` clusters: queries (a clustered kind) or tokens."""
     return (any(kind in CLUSTERED_KINDS for kind in model.attention_kinds)
-            or bool(_token_clustered_blocks(model)))
+            or bool(_token_clustered_blocks(model))
+            or any(isinstance(stage, GridClusteredStage) for stage in model.stages))
 
 
 def _token_clustered_blocks(model: nn.Module) -> dict[tuple[int, int], TokenClusteredBlock]:
@@ -502,6 +508,10 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
         c = C // h
         add("patch_embed", st, B * HW * C * sh.in_chans * sh.patch ** 2, B * HW * C)  # + bias
         add("norm", st, 0, OPS_LAYERNORM * B * HW * C)  # the patch embedding's LayerNorm
+        grid = model.stages[s]
+        if isinstance(grid, GridClusteredStage) and grid.clustering.cell != (1, 1):
+            sh = _grid_costs(add, sh, B, grid)  # the blocks then run on the coarse grid
+            N, HW = sh.tokens, sh.image_tokens
         crpe_macs = B * HW * sum(heads * c * w * w for w, heads in sh.crpe_windows.items())
         for b in range(sh.depth):
             if (s, b) in token_blocks:  # sub-layers on the class token and K prototypes
@@ -545,6 +555,28 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
     if isinstance(model.head, nn.Linear):
         add("head", "head", B * C4 * model.head.out_features, B * model.head.out_features)
     return dict(costs)
+
+
+def _grid_costs(add, sh: StageShape, B: int, stage: GridClusteredStage) -> StageShape:
+    """A grid-clustered stage (:mod:`ccoat.grid_clustering`) beyond its patch embedding: the
+    local k-means (``clustering``), the rebuild of the full grid (``broadcast``); returns the
+    shape its blocks run on, the coarse grid.
+
+    With ``N`` image tokens of width ``C``, ``n = h·w`` centroids and 9 candidates per token,
+    each of ``steps`` rounds costs two ``N x 9 x C`` products (similarities; weighted sums) and,
+    per element: normalising tokens and candidates (3), dividing by the temperature, masking
+    and the softmax over 9 (7), summing the weights, folding the shares and the mass into the
+    centroids and dividing (``9C + 9`` per centroid, 9 per token); the start is a mean over
+    each cell (1 per token element). The rebuild is one ``N x 9 x C`` product and an add."""
+    st, HW, C = sh.name, sh.image_tokens, sh.dim
+    clustering = stage.clustering
+    h, w = clustering.coarse_size(sh.grid)
+    n, k = h * w, NEIGHBOURS
+    per_step = 3 * HW * C + 3 * n * k * C + 7 * HW * k + HW * k + n * k * (C + 1) + n * (C + 1)
+    add("clustering", st, B * 2 * HW * k * C * clustering.steps,
+        B * (HW * C + clustering.steps * per_step))
+    add("broadcast", st, B * HW * k * C, B * (HW * C + n * C))  # + tokens; change = y - c
+    return replace(sh, grid=(h, w))
 
 
 def _token_clustered_block_costs(add, sh: StageShape, B: int, block: TokenClusteredBlock) -> None:

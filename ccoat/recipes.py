@@ -68,8 +68,8 @@ class TrainConfig:
     img_size: int | None = _option(None, "image side in pixels (None: the dataset's)")
     attention: str | None = _option(None, "override the model's attention kind")
     token_clustering: str | None = _option(
-        None, "run the blocks of --token-stages on clusters of their tokens: pool, bipartite or "
-        "lsh (ccoat.cluster_tokens)", choices=("pool", "bipartite", "lsh"))
+        None, "run the blocks of --token-stages on clusters of their tokens: pool, bipartite, "
+        "lsh or grid (ccoat.cluster_tokens)", choices=("pool", "bipartite", "lsh", "grid"))
     keep: float = _option(0.5, "token clustering: the fraction of a stage's image tokens kept "
                           "as clusters")
     token_stages: tuple[int, ...] = _option((1, 2), "token clustering: the stages (from 1)",

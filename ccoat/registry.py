@@ -81,8 +81,8 @@ def create_model(name: str, *, pretrained: bool = False, num_classes: int = 1000
     (through the Hugging Face hub, where the network allows). ``features_only=True`` gives the
     stage maps of ``out_indices`` (:class:`ccoat.model.CoaTLiteFeatures`), as timm does.
     The model's ``pretrained_cfg`` (and its alias ``default_cfg``) is :func:`pretrained_cfg`,
-    updated with ``pretrained_cfg_overlay``. ``token_clustering`` (``"pool"``, ``"bipartite"``
-    or ``"lsh"``) makes the blocks of ``token_stages`` run on ``keep`` of their image tokens
+    updated with ``pretrained_cfg_overlay``. ``token_clustering`` (``"pool"``, ``"bipartite"``,
+    ``"lsh"`` or ``"grid"``) makes the blocks of ``token_stages`` run on ``keep`` of their image tokens
     (:func:`ccoat.token_clustering.cluster_tokens`).
     """
     family, size, small_image = parse_name(name)

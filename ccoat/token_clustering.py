@@ -17,6 +17,10 @@ fixed number of clusters per image, so shapes depend only on ``keep``, never on 
 - ``"lsh"``: the seed's E2LSH codes of the tokens (:mod:`ccoat.hashing`), read as a sort order:
   tokens with equal codes are neighbours in it, and the order is cut into ``K`` equal runs.
 
+A fourth, ``"grid"`` (:mod:`ccoat.grid_clustering`), works on whole stages instead of blocks:
+the stage's tokens are clustered once onto a coarser regular grid of centroids, every block
+of the stage (CPE and CRPE included) runs on that grid, and the full grid is rebuilt at the end.
+
 The CRPE term ``q * DWConv(v)`` is computed on the full grid from each token's prototype and
 averaged back over the cluster, so within a cluster it is the cluster's mean: the one place
 where a block on clusters of equal tokens differs from the block on all tokens (a window's
@@ -38,9 +42,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .grid_clustering import GridClusteredStage, cell_for, check_grid_options
 from .hashing import draw_projections, e2lsh_codes
 
-METHODS = ("pool", "bipartite", "lsh")
+BLOCK_METHODS = ("pool", "bipartite", "lsh")  # clusters formed and used inside each block
+METHODS = (*BLOCK_METHODS, "grid")
 LSH_OPTIONS = ("n_hashes", "bucket_width", "seed")  # what LSHOrder takes
 SCOPES = ("block", "stage")
 
@@ -290,6 +296,8 @@ def _check(method, keep, stages, n_stages: int = 4) -> tuple[int, ...]:
         raise ValueError(f"token clustering method must be one of {METHODS}, got {method!r}")
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    if method == "grid":
+        cell_for(keep)
     stages = tuple(stages)
     bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, int)
            or not 1 <= s <= n_stages]
@@ -337,28 +345,49 @@ def _check_block(block: nn.Module, where: str = "this block") -> None:
 
 
 def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(1, 2),
-                   scope: str = "block", **options) -> nn.Module:
+                   scope: str | None = None, **options) -> nn.Module:
     """Make the blocks of ``stages`` (numbered from 1) run on ``keep`` of their image tokens.
 
     ``model`` is a ccoat CoaT-Lite (converted in place and returned) or a timm CoaT-Lite
-    (converted to ccoat first, every weight kept). ``scope``: ``"block"``, every block forms
-    its clusters from its own input; ``"stage"``, a stage's first block forms them and the
-    stage's other blocks reuse them (no clustering cost after the first block, clusters that
-    no longer follow the tokens). ``options``: ``proportional`` (default True) and, for
-    ``"lsh"``, ``n_hashes``, ``bucket_width`` and ``seed``. No weight changes: with ``keep=1``
-    the model computes what it computed before.
+    (converted to ccoat first, every weight kept). ``scope`` (pool, bipartite, lsh; default
+    ``"block"``): ``"block"``, every block forms its clusters from its own input; ``"stage"``,
+    a stage's first block forms them and the stage's other blocks reuse them (no clustering
+    cost after the first block, clusters that no longer follow the tokens). ``"grid"`` replaces
+    whole stages (:class:`~ccoat.grid_clustering.GridClusteredStage`): its clusters are formed
+    once per stage (``scope`` may only be ``"stage"``), and ``keep`` must be ``1/n``.
+    ``options``: ``proportional`` (default True) and, for ``"lsh"``, ``n_hashes``,
+    ``bucket_width`` and ``seed``; for ``"grid"``, ``steps`` and ``temperature``. No weight
+    changes: with ``keep=1`` the model computes what it computed before.
 
     Every option and every block is checked before the first block is replaced, so a refused
     call leaves ``model`` as it was.
     """
     stages = _check(method, keep, stages)
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    _check_options(method, options)
+    scope = scope or ("stage" if method == "grid" else "block")
+    if scope not in SCOPES or (method == "grid" and scope != "stage"):
+        expected = ("stage",) if method == "grid" else SCOPES
+        raise ValueError(f"scope for {method!r} must be one of {expected}, got {scope!r}")
+    if method == "grid":
+        cell_for(keep)
+        check_grid_options(options)
+    else:
+        _check_options(method, options)
     if not hasattr(model, "stages"):  # a timm CoaT-Lite (left unmodified: a copy is converted)
         from .convert import convert_attention
 
         model = convert_attention(model, "factorized")
+    for number in stages:
+        if isinstance(model.stages[number - 1], GridClusteredStage):
+            raise ValueError(f"stage {number} is already grid-clustered")
+    if method == "grid":
+        for number in stages:
+            if any(isinstance(b, TokenClusteredBlock) for b in model.stages[number - 1].blocks):
+                raise ValueError(f"stage {number} has token-clustered blocks; grid clustering "
+                                 f"takes a stage of plain blocks")
+        for number in stages:
+            model.stages[number - 1] = GridClusteredStage(model.stages[number - 1], keep,
+                                                          **options)
+        return model
     for number in stages:
         for j, block in enumerate(model.stages[number - 1].blocks):
             _check_block(block, f"stage {number} block {j}")
@@ -373,15 +402,17 @@ def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(
 
 class record_token_clusters(contextlib.AbstractContextManager):
     """``with record_token_clusters(model) as records: model(x)`` fills, for every
-    token-clustered block ``"stages.i.blocks.j"``, the last pass's ``assign (B, N)``, cluster
-    ``sizes (B, K)`` and grid ``size``. Records opened inside one another each get every pass."""
+    token-clustered block ``"stages.i.blocks.j"`` (and every grid-clustered stage
+    ``"stages.i"``), the last pass's ``assign (B, N)``, cluster ``sizes (B, K)`` and grid
+    ``size``; a grid stage adds its ``coarse`` grid and soft ``weights``. Records opened inside
+    one another each get every pass."""
 
     def __init__(self, model: nn.Module):
         if not isinstance(model, nn.Module):
             raise TypeError(f"record_token_clusters expects a model (a torch nn.Module), got "
                             f"{type(model).__name__}")
         self.blocks = {name: m for name, m in model.named_modules()
-                       if isinstance(m, TokenClusteredBlock)}
+                       if isinstance(m, (TokenClusteredBlock, GridClusteredStage))}
         self.records: dict[str, dict] = {}
 
     def __enter__(self) -> dict:

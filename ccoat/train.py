@@ -1129,7 +1129,7 @@ def _refuse_unused_options(config: TrainConfig, explicit: set[str]) -> None:
     unused = [_flag(k) for k in ("keep", "token_stages") if k in explicit]
     if unused and config.token_clustering is None:
         raise ValueError(f"{' and '.join(unused)} set token clustering, but no "
-                         f"--token-clustering was given (pool, bipartite or lsh)")
+                         f"--token-clustering was given (pool, bipartite, lsh or grid)")
 
 
 def _what_is_kept(config: TrainConfig, eval_only: bool) -> str:

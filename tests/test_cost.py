@@ -278,7 +278,7 @@ def test_a_token_clustered_block_costs_its_sub_layers_at_k_tokens():
     assert counted.get(("clustering", "stage1"), 0) == 0  # pool's windows come from the shape
 
 
-@pytest.mark.parametrize("method", ccoat.token_clustering.METHODS)
+@pytest.mark.parametrize("method", ccoat.token_clustering.BLOCK_METHODS)
 def test_token_clustering_at_keep_one_counts_what_coat_lite_counts(method):
     plain = cost.macs(ccoat.create_model("coat_lite_tiny_cifar", num_classes=10), 32, 2)
     model = _token_clustered(method, 1.0, stages=(1, 2, 3, 4))
@@ -295,7 +295,7 @@ def test_token_clustering_at_keep_one_counts_what_coat_lite_counts(method):
     assert clustered["total"] == plain["total"] + clustered["hashing"]
 
 
-@pytest.mark.parametrize("method", ccoat.token_clustering.METHODS)
+@pytest.mark.parametrize("method", ccoat.token_clustering.BLOCK_METHODS)
 @pytest.mark.parametrize("kind, scope", [("factorized", "block"), ("softmax", "stage")])
 def test_token_clustered_counted_equals_analytic_per_component(method, kind, scope):
     model = _token_clustered(method, 0.3, stages=(1, 2, 3), kind=kind, scope=scope)

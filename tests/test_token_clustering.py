@@ -6,6 +6,7 @@ import torch
 
 import ccoat
 from ccoat.token_clustering import (
+    BLOCK_METHODS,
     METHODS,
     TokenClusteredBlock,
     bipartite_clusters,
@@ -42,7 +43,7 @@ def test_merging_copies_of_one_token_changes_nothing():
     torch.testing.assert_close(unmerge(merge(x, assign, 4)[0], assign), x)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", BLOCK_METHODS)
 @pytest.mark.parametrize("keep", [0.25, 0.5, 0.75])
 def test_every_method_gives_exactly_the_budget_whatever_the_data(method, keep):
     torch.manual_seed(0)
@@ -134,7 +135,8 @@ def test_a_timm_coat_lite_converts_with_its_weights(model):
     (dict(method="pool", keep=1.5), "got 1.5"),
     (dict(method="pool", stages=(5,)), "stage numbers from 1 to 4, got \\(5,\\)"),
     (dict(method="pool", n_hashes=4), "takes no options"),
-    (dict(method="pool", scope="layer"), r"scope must be one of \('block', 'stage'\), got 'layer'"),
+    (dict(method="pool", scope="layer"),
+     r"scope for 'pool' must be one of \('block', 'stage'\), got 'layer'"),
 ])
 def test_bad_options_are_named(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -170,7 +172,7 @@ def _merged_around_each_sub_layer(block, x, size, cpe, crpe):
     return x + torch.cat([y[:, :1], unmerge(y[:, 1:], assign)], 1)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", BLOCK_METHODS)
 def test_keeping_the_clusters_through_the_block_equals_merging_around_each_sub_layer(model, method):
     converted = cluster_tokens(copy.deepcopy(model), method, keep=0.25)
     stage = converted.stages[0]
