@@ -11,6 +11,7 @@
 #       && tar -xzf data/imagenette146.tar.gz -C data/imagenette146
 #   bash benchmarks/finetune_token_clustering.sh            # KEEP=0.25 METHODS="none pool ..."
 #   SIZE=96 METHODS=none bash benchmarks/finetune_token_clustering.sh   # the resolution baseline
+#   METHODS=grid STAGES="1 2 3" bash benchmarks/finetune_token_clustering.sh
 #
 # Each run writes results/imagenette<size>_finetune_<method><keep>/ (run.json, metrics.jsonl,
 # eval.json with per-image predictions, model.safetensors); last.pt stays out of git. A run
@@ -24,6 +25,7 @@ FULL=${FULL:-../shared/data}      # the whole val split, for the final score
 KEEP=${KEEP:-0.25}
 METHODS=${METHODS:-none pool bipartite lsh}
 SIZE=${SIZE:-128}                 # image side; the pack's 146 px are cropped to it
+STAGES=${STAGES:-1 2}             # the stages that cluster (a name gets _s123 beyond 1 2)
 overwrite=()
 [ "${OVERWRITE:-0}" = 1 ] && overwrite=(--overwrite)
 for method in $METHODS; do
@@ -32,7 +34,9 @@ for method in $METHODS; do
     clustering=()
   else
     name=imagenette${SIZE}_finetune_${method}$($PY -c "print(round($KEEP * 100))")
-    clustering=(--token-clustering "$method" --keep "$KEEP")
+    [ "$STAGES" != "1 2" ] && name=${name}_s${STAGES// /}
+    # shellcheck disable=SC2206  # the stages are words
+    clustering=(--token-clustering "$method" --keep "$KEEP" --token-stages $STAGES)
   fi
   echo "== $name"
   $PY -m ccoat.train --recipe imagenette128-finetune-cpu --init "$WEIGHTS" --data-dir "$DATA" \
