@@ -16,7 +16,10 @@ whose ``eval.json`` holds the tuned accuracy.
   predictions (so the chapter can pair any two rows: ``ccoat.stats.paired_difference``), and
   the MACs of one image counted by ``ccoat.cost.macs``.
 - ``time``: CPU images/s of a forward pass at batch 32 and at batch 1, every row in turn within
-  each round (``ccoat.measure.alternate``), the median over rounds, and its ratio to 128 px.
+  each round (``ccoat.measure.alternate``), the median over rounds, and its ratio to 128 px;
+  then where the time of one pass at batch 32 goes, per component and stage
+  (``ccoat.measure.component_times``, the median of ``--repeats`` passes), for CoaT-Lite at
+  128 px and the grid rows.
 
 Writes after every row (atomically); ``--sections time`` keeps the scores of an existing ``--out``.
 """
@@ -121,6 +124,12 @@ def time_rows(record, models, args, write):
         for row in rows.values():
             if f"images_per_s_batch{batch}" in row:
                 row[f"speedup_batch{batch}"] = row[f"images_per_s_batch{batch}"] / reference
+        write()
+    for name in ["coat_lite 128"] + [n for n in models if CONFIGS[n][1] == "grid"]:
+        times = measure.component_times(models[name], CONFIGS[name][0], 32,
+                                         repeats=args.repeats)
+        row = next(row for row in record["rows"] if row["config"] == name)
+        row["component_seconds_batch32"] = {f"{c}/{st}": t for (c, st), t in times.items()}
         write()
 
 
