@@ -95,8 +95,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .clustering import block_index, record_clusters
 from .data import sample_photos
-from .model import CLUSTERED_KINDS
 from .grid_clustering import NEIGHBOURS, GridClusteredStage
+from .model import CLUSTERED_KINDS
 from .token_clustering import TokenClusteredBlock, cluster_count
 
 COMPONENTS = ("patch_embed", "cpe", "norm", "qkv", "hashing", "clustering", "prototypes",

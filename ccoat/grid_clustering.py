@@ -7,19 +7,20 @@ Lowering the image's resolution cuts *every* token of every stage, convolutions 
 clustering keeps that regularity inside a stage and stays content-adaptive:
 
 1. **Cluster** (at the start of the stage, after its patch embedding): the ``H x W`` image
-   tokens are summarised by an ``h x w`` grid of centroids, ``h = H / s_h``, ``w = W / s_w``
-   for a cell of ``s_h x s_w`` tokens (``keep = 1 / (s_h s_w)``). The centroids start as the
-   mean of their cell (average pooling) and take ``steps`` rounds of a *local* k-means: each
-   token is softly assigned to the 3 x 3 centroids around its own cell (a softmax of cosine
-   similarities over ``temperature``; a token never joins a distant centroid), and each
-   centroid becomes the weighted mean of the tokens assigned to it. This is Expedit's idea
-   (Liang et al., 2022: local k-means from pooled centroids); the code here is ccoat's own.
-2. **Run the stage on the grid**: the class token and the ``h x w`` centroids go through every
-   block of the stage unchanged, CPE and CRPE included, as if the image were ``s`` times
-   smaller in this stage.
+   tokens are summarised by an ``H' x W'`` grid of centroids ``c_j``, ``H' = H / S_h``,
+   ``W' = W / S_w`` for a cell of ``S_h x S_w`` tokens (``keep = 1 / (S_h S_w)``). The
+   centroids start as the mean of their cell (average pooling) and take ``steps`` rounds of a
+   *local* k-means: each token is softly assigned to the 3 x 3 centroids around its own cell
+   (weights ``alpha_ij``: a softmax of cosine similarities over the temperature ``tau``; a
+   token never joins a distant centroid), and each centroid becomes the weighted mean of the
+   tokens assigned to it. This is Expedit's idea (Liang et al., 2022: local k-means from
+   pooled centroids); the code here is ccoat's own.
+2. **Run the stage on the grid**: the class token and the ``H' x W'`` centroids go through
+   every block of the stage unchanged, CPE and CRPE included, as if the image were ``S_h``
+   times smaller in this stage.
 3. **Rebuild the full grid** (at the end of the stage, before the next stage's patch
    embedding): every token gets its own value plus the change its centroids underwent in the
-   stage, weighed by its assignment, ``x_i + sum_j a_ij (y_j - c_j)``. A token keeps its
+   stage, weighed by its assignment, ``x_i + sum_j alpha_ij (y_j - c_j)``. A token keeps its
    detail and receives what the stage computed for its neighbourhood; for a cell of one token
    the stage is CoaT-Lite's exactly.
 
@@ -44,9 +45,9 @@ NEIGHBOURS = 9  # the 3 x 3 centroids around a token's own cell
 
 
 def cell_for(keep: float) -> tuple[int, int]:
-    """The cell ``(s_h, s_w)`` of tokens that one centroid summarises at a budget ``keep``:
-    ``1 / keep`` must be a whole number ``n``; the cell is the most nearly square ``s_h x s_w
-    = n`` with ``s_h >= s_w`` (keep 0.25: 2 x 2; keep 0.5: 2 x 1; keep 0.125: 4 x 2)."""
+    """The cell ``(S_h, S_w)`` of tokens that one centroid summarises at a budget ``keep``:
+    ``1 / keep`` must be a whole number ``n``; the cell is the most nearly square ``S_h x S_w
+    = n`` with ``S_h >= S_w`` (keep 0.25: 2 x 2; keep 0.5: 2 x 1; keep 0.125: 4 x 2)."""
     n = 1 / keep
     if not 0 < keep <= 1 or abs(n - round(n)) > 1e-9:
         raise ValueError(f"grid clustering needs keep = 1/n for a whole number n (0.5, 0.25, "
@@ -72,7 +73,7 @@ def check_grid_options(options: dict) -> None:
 
 
 def to_cells(tokens: torch.Tensor, size, cell) -> torch.Tensor:
-    """Tokens ``(B, H*W, C)`` -> per cell ``(B, h*w, s_h*s_w, C)``, row-major in both."""
+    """Tokens ``(B, HW, C)`` -> per cell ``(B, H'W', S_h S_w, C)``, row-major in both."""
     (H, W), (sh, sw) = size, cell
     B, _, C = tokens.shape
     t = tokens.reshape(B, H // sh, sh, W // sw, sw, C).permute(0, 1, 3, 2, 4, 5)
@@ -80,7 +81,7 @@ def to_cells(tokens: torch.Tensor, size, cell) -> torch.Tensor:
 
 
 def from_cells(cells: torch.Tensor, size, cell) -> torch.Tensor:
-    """The inverse of :func:`to_cells`: ``(B, h*w, s_h*s_w, C)`` -> ``(B, H*W, C)``."""
+    """The inverse of :func:`to_cells`: ``(B, H'W', S_h S_w, C)`` -> ``(B, HW, C)``."""
     (H, W), (sh, sw) = size, cell
     B, C = cells.shape[0], cells.shape[-1]
     t = cells.reshape(B, H // sh, W // sw, sh, sw, C).permute(0, 1, 3, 2, 4, 5)
@@ -88,7 +89,7 @@ def from_cells(cells: torch.Tensor, size, cell) -> torch.Tensor:
 
 
 def candidates(grid: torch.Tensor) -> torch.Tensor:
-    """Centroids ``(B, h, w, C)`` -> each cell's 3 x 3 neighbours ``(B, h*w, 9, C)``, row by
+    """Centroids ``(B, H', W', C)`` -> each cell's 3 x 3 neighbours ``(B, H'W', 9, C)``, row by
     row from the upper left (zeros off the grid)."""
     B, h, w, C = grid.shape
     padded = F.pad(grid, (0, 0, 1, 1, 1, 1))
@@ -97,8 +98,8 @@ def candidates(grid: torch.Tensor) -> torch.Tensor:
 
 
 def gather_back(shares: torch.Tensor, coarse) -> torch.Tensor:
-    """Each cell's share for its 3 x 3 neighbours ``(B, h*w, 9, C)`` summed into the centroids
-    ``(B, h, w, C)``: the adjoint of :func:`candidates`."""
+    """Each cell's share for its 3 x 3 neighbours ``(B, H'W', 9, C)`` summed into the centroids
+    ``(B, H', W', C)``: the adjoint of :func:`candidates`."""
     B, _, _, C = shares.shape
     h, w = coarse
     padded = shares.new_zeros(B, h + 2, w + 2, C)
@@ -110,10 +111,10 @@ def gather_back(shares: torch.Tensor, coarse) -> torch.Tensor:
 
 
 class GridClustering(nn.Module):
-    """Local k-means of an ``(H, W)`` grid of tokens onto an ``(H/s_h, W/s_w)`` grid of centroids.
+    """Local k-means of an ``(H, W)`` grid of tokens onto an ``(H/S_h, W/S_w)`` grid of centroids.
 
     The tokens of one cell all see the same 3 x 3 candidate centroids, so both steps of a round
-    are one batched matrix product per cell: similarities ``(s_h s_w) x C`` by ``C x 9``, and
+    are one batched matrix product per cell: similarities ``(S_h S_w) x C`` by ``C x 9``, and
     the weighted sums back. :func:`candidates` gathers a cell's candidates (nine shifted views
     of the padded grid), :func:`gather_back` adds each cell's share into the centroids (its
     adjoint); a candidate off the grid gets weight 0. Everything stays channels-last, as the
@@ -135,8 +136,8 @@ class GridClustering(nn.Module):
         return H // sh, W // sw
 
     def assign(self, unit: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-        """Soft assignment ``(B, h*w, s_h*s_w, 9)`` of each token (``unit``: the cells of
-        unit-length tokens) to its cell's candidates among ``centroids (B, h, w, C)``."""
+        """Soft assignment ``(B, H'W', S_h S_w, 9)`` of each token (``unit``: the cells of
+        unit-length tokens) to its cell's candidates among ``centroids (B, H', W', C)``."""
         cand = candidates(F.normalize(centroids, dim=-1))  # (B, hw, 9, C)
         off_grid = candidates(centroids.new_ones(1, *centroids.shape[1:3], 1)) == 0
         sim = unit @ cand.transpose(2, 3)  # cosine similarities (B, hw, s, 9)
@@ -144,14 +145,14 @@ class GridClustering(nn.Module):
 
     @staticmethod
     def update(cells: torch.Tensor, weights: torch.Tensor, coarse) -> torch.Tensor:
-        """Centroids ``(B, h, w, C)``: the weighted means of the tokens assigned to them."""
-        total = gather_back(weights.transpose(2, 3) @ cells, coarse)  # (B, h, w, C)
+        """Centroids ``(B, H', W', C)``: the weighted means of the tokens assigned to them."""
+        total = gather_back(weights.transpose(2, 3) @ cells, coarse)  # (B, H', W', C)
         mass = gather_back(weights.sum(2)[..., None], coarse)  # (B, h, w, 1)
         return total / mass.clamp(min=1e-6)
 
     def forward(self, tokens: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-        """Image tokens ``(B, H*W, C)`` -> centroids ``(B, h*w, C)``, the assignment
-        ``(B, h*w, s_h*s_w, 9)`` that formed them, and ``(h, w)``."""
+        """Image tokens ``(B, HW, C)`` -> centroids ``(B, H'W', C)``, the assignment
+        ``(B, H'W', S_h S_w, 9)`` that formed them, and ``(H', W')``."""
         coarse = self.coarse_size(size)
         cells = to_cells(tokens, size, self.cell)  # (B, hw, s, C)
         unit = F.normalize(cells, dim=-1)
@@ -162,7 +163,7 @@ class GridClustering(nn.Module):
         return centroids.flatten(1, 2), weights, coarse
 
     def nearest(self, weights: torch.Tensor, size, coarse) -> torch.Tensor:
-        """The centroid each token weighs most, ``(B, H*W)`` in ``[0, h*w)`` (for figures)."""
+        """The centroid each token weighs most, ``(B, HW)`` in ``[0, H'W')`` (for figures)."""
         h, w = coarse
         k = weights.argmax(-1)  # (B, hw, s): which of the 3 x 3 candidates
         cell = torch.arange(h * w, device=k.device)[None, :, None]
@@ -172,7 +173,7 @@ class GridClustering(nn.Module):
 
 
 class GridRebuild(nn.Module):
-    """The full grid again: ``tokens (B, H*W, C)`` plus the ``change (B, h*w, C)`` of the
+    """The full grid again: ``tokens (B, HW, C)`` plus the ``change (B, H'W', C)`` of the
     centroids each token was assigned to, weighed by its assignment (a module without
     parameters, so that ``ccoat.cost`` counts its product as ``broadcast``)."""
 
@@ -227,7 +228,7 @@ class GridClusteredStage(nn.Module):
 
     def _record(self, tokens, weights, size, coarse) -> None:
         """What :func:`ccoat.record_token_clusters` keeps, in the other methods' terms:
-        ``assign (B, H*W)`` (each token's heaviest centroid) and ``sizes (B, h*w)`` (each
+        ``assign (B, HW)`` (each token's heaviest centroid) and ``sizes (B, H'W')`` (each
         centroid's assigned weight), with the grid ``size``, ``coarse`` and ``weights``."""
         if weights is None:
             assign = torch.arange(tokens.shape[1], device=tokens.device).expand(
