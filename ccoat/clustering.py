@@ -3,8 +3,8 @@
 ACT does not give every query its own attention row. It groups similar queries with E2LSH
 (:mod:`ccoat.hashing`), replaces each group by its **prototype** (the mean of its queries),
 computes attention for the prototypes only, and **broadcasts** each prototype's output back to
-the queries of its cluster. With ``K`` clusters among ``N`` queries, softmax attention costs
-``O(K N C)`` instead of ``O(N² C)``.
+the queries of its cluster. With ``K`` clusters among a row's ``HW`` image queries, softmax
+attention on ``N = 1 + HW`` keys costs ``O(K N C)`` instead of ``O(N² C)``.
 
 Two cores use it, with the interface of :mod:`ccoat.attention` (``forward(q, k, v, size)`` on
 ``(B, heads, N, C_head)`` tensors, token 0 the class token):
@@ -38,19 +38,21 @@ CLUSTERING_OPTIONS = ("n_hashes", "bucket_width", "max_clusters", "redraw", "see
 
 
 def _row_offsets(clusters: Clusters) -> torch.Tensor:
-    """Index of every token's cluster in a flat ``(B * heads * K)`` list of clusters."""
+    """Index of every token's cluster in a flat ``(B * heads * K_max)`` list of clusters."""
     B, h, N = clusters.ids.shape
     K = clusters.max_clusters
     rows = torch.arange(B * h, device=clusters.ids.device).view(B, h, 1) * K
-    return (clusters.ids + rows).reshape(-1)  # (B*heads*N,)
+    return (clusters.ids + rows).reshape(-1)  # (B*heads*H*W,)
 
 
 def prototypes(x: torch.Tensor, clusters: Clusters) -> torch.Tensor:
-    """The mean of each cluster's vectors: ``(B, heads, N, C)`` -> ``(B, heads, K, C)``.
+    """The mean of each cluster's vectors, the prototypes ``P``: ``(B, heads, H*W, C_head)``
+    -> ``(B, heads, K_max, C_head)``.
 
-    ``K = clusters.max_clusters``; the slots past a row's own number of clusters are zero.
+    ``K_max = clusters.max_clusters``; the slots past a row's own ``K`` clusters are zero.
     A sum by ``index_add`` then a division, so gradients flow to every member (each gets
-    ``1 / count`` of its prototype's gradient). Summed in float32 for low-precision inputs.
+    ``1 / s`` of its prototype's gradient, ``s`` its cluster's size). Summed in float32 for
+    low-precision inputs.
     """
     B, h, N, C = x.shape
     K = clusters.max_clusters
@@ -61,7 +63,8 @@ def prototypes(x: torch.Tensor, clusters: Clusters) -> torch.Tensor:
 
 
 def broadcast(y: torch.Tensor, clusters: Clusters) -> torch.Tensor:
-    """Give every token its cluster's row: ``(B, heads, K, C)`` -> ``(B, heads, N, C)``."""
+    """Give every token its cluster's row: ``(B, heads, K_max, C_head)`` ->
+    ``(B, heads, H*W, C_head)``."""
     C = y.shape[-1]
     return torch.gather(y, 2, clusters.ids.unsqueeze(-1).expand(-1, -1, -1, C))
 
@@ -82,14 +85,14 @@ def limit_clusters(x: torch.Tensor, clusters: Clusters, max_clusters: int) -> Cl
     counts = clusters.counts.view(B * h, K)
     protos = prototypes(x, clusters).view(B * h, K, C).float()
     order = torch.argsort(counts, dim=1, descending=True, stable=True)
-    kept_slots = order[:, :max_clusters]  # (rows, cap): largest first
+    kept_slots = order[:, :max_clusters]  # (rows, K_cap): largest first
     keep = torch.zeros_like(counts, dtype=torch.bool).scatter_(1, kept_slots, True) & (counts > 0)
-    new_id = keep.long().cumsum(1) - 1  # (rows, K): new id of each kept cluster, in old order
+    new_id = keep.long().cumsum(1) - 1  # (rows, K_max): new id of each kept cluster, in old order
     # Nearest kept prototype for every cluster.
     kept_protos = torch.gather(protos, 1, kept_slots.unsqueeze(-1).expand(-1, -1, C))
-    distance = torch.cdist(protos, kept_protos)  # (rows, K, cap)
+    distance = torch.cdist(protos, kept_protos)  # (rows, K_max, K_cap)
     distance = distance.masked_fill(~torch.gather(keep, 1, kept_slots).unsqueeze(1), float("inf"))
-    nearest_slot = torch.gather(kept_slots, 1, distance.argmin(-1))  # (rows, K)
+    nearest_slot = torch.gather(kept_slots, 1, distance.argmin(-1))  # (rows, K_max)
     mapping = torch.where(keep, new_id, torch.gather(new_id, 1, nearest_slot))
     ids = torch.gather(mapping, 1, clusters.ids.view(B * h, N))
     num_clusters = keep.sum(1)
@@ -134,7 +137,7 @@ def block_qkv(model: nn.Module, images: torch.Tensor, stage: int = 0, block: int
 class record_clusters(contextlib.AbstractContextManager):
     """Within ``with record_clusters(model) as records:``, every clustered core of ``model``
     stores, for each forward pass, its image tokens' ``ids`` ``(B, heads, H*W)``, ``counts``,
-    ``num_clusters`` and ``prototypes`` ``(B, heads, K, C_head)`` (detached) in
+    ``num_clusters`` and ``prototypes`` ``(B, heads, K_max, C_head)`` (detached) in
     ``records["stages.i.blocks.j"]``; a later pass overwrites an earlier one. Records opened
     inside one another each get every pass (``ccoat.cost`` records while a caller may be
     recording too). Outside the context the cores keep nothing (one empty-list test per call).
@@ -234,8 +237,8 @@ class ClusteredCoreBase(nn.Module):
         _check_qkv(q, k, v, self.head_dim)
         q_cls, q_img = q[:, :, :1], q[:, :, 1:]
         clusters = self.cluster(q_img)
-        protos = prototypes(q_img, clusters)  # (B, heads, K, C_head)
-        out = self.attend(torch.cat([q_cls, protos], dim=2), k, v)  # (B, heads, 1 + K, C_head)
+        protos = prototypes(q_img, clusters)  # (B, heads, K_max, C_head)
+        out = self.attend(torch.cat([q_cls, protos], dim=2), k, v)  # (B, heads, 1 + K_max, C_head)
         for records, name in self._recorders:
             records[name] = {"ids": clusters.ids.detach(), "counts": clusters.counts.detach(),
                              "num_clusters": clusters.num_clusters.detach(),

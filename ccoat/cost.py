@@ -19,19 +19,21 @@ Components
 ----------
 ``patch_embed`` (strided conv of each stage), ``cpe`` (conv position encoding), ``norm`` (every
 LayerNorm), ``qkv``, ``hashing`` / ``clustering`` / ``prototypes`` / ``broadcast`` (the
-clustered kinds' extra steps), ``attention`` (the attention core proper: ``q @ (softmax(k)ᵀ v)``,
-``softmax(q kᵀ) v``, or the same with prototypes in place of the queries), ``crpe`` (conv
-relative position encoding ``q ⊙ DWConv(v)``), ``proj`` (output projection), ``mlp``,
-``residual`` (the two residual adds of each block) and ``head``;
+clustered kinds' extra steps), ``attention`` (the attention core proper:
+``q @ (softmax_N(k)ᵀ v)``, ``softmax(q kᵀ) v``, or the same with prototypes in place of the
+queries), ``crpe`` (conv relative position encoding ``q ⊙ DWConv(v)``), ``proj`` (output
+projection), ``mlp``, ``residual`` (the two residual adds of each block) and ``head``;
 :func:`ccoat.measure.component_times` adds ``other`` for the time no named module covers.
 
 Conventions
 -----------
-**MACs.** One MAC is one multiply-accumulate. A matrix product ``(m×k) @ (k×n)`` is ``m·k·n``
-MACs; a convolution is ``output elements × C_in/groups × k_h × k_w`` MACs. This is what timm
+**MACs.** One MAC is one multiply-accumulate. A matrix product
+``(rows×inner) @ (inner×cols)`` is ``rows·inner·cols`` MACs; a convolution is
+``output elements × C_in/groups × kernel height × kernel width`` MACs. This is what timm
 publishes as "GMACs" and half of what ``FlopCounterMode`` reports as FLOPs (it counts a
 multiply-accumulate as two FLOPs); :func:`counted_macs` halves it. Bias adds are not MACs.
-Attention through ``scaled_dot_product_attention`` counts its two products, ``2·N_q·N_k·C``.
+Attention through ``scaled_dot_product_attention`` counts its two products,
+``2·N_q·N_k·C_head`` per query row (one image, one head).
 
 **Other operations** (analytic only; ``FlopCounterMode`` does not count them), per element:
 
@@ -46,9 +48,10 @@ GELU (erf form)                5 (scale, erf, add, multiply, multiply)
 hashing                        3 per code (add ``b``, divide by ``r``, floor)
 clustering                     4 per code (its range, shift, multiply-add into the query's
                                key), ``⌈log₂ M⌉`` comparisons per query for the sort of all
-                               ``M`` keys, 6 per query for ranks, ids and counts; with a cap,
-                               the merge's prototypes, sort of cluster sizes, and nearest-kept
-                               search (its ``cdist`` is MACs)
+                               ``M = B·h·HW`` keys (every image query of the pass), 6 per
+                               query for ranks, ids and counts; with a cap, the merge's
+                               prototypes, sort of cluster sizes, and nearest-kept search (its
+                               ``cdist`` is MACs)
 prototypes (scatter-mean)      1 per query element accumulated, 1 per query counted,
                                1 per prototype element divided
 broadcast (gather)             1 per output element copied
@@ -76,8 +79,8 @@ adaptive. :func:`counted_macs` therefore runs a real forward pass for them (on `
 default two photos shipped with scikit-learn, resized), reads what each block formed through
 ``ccoat.clustering.record_clusters`` (:func:`cluster_counts`), and :func:`analytic_costs` takes
 those counts as input. The cores pad every query row to the largest row's number of clusters
-and compute on the padding too, so the padded width is what the MACs follow. Kinds without
-clustering are counted on the ``meta`` device: no memory, no arithmetic.
+and compute on the padding too, so the padded width ``K_max`` is what the MACs follow. Kinds
+without clustering are counted on the ``meta`` device: no memory, no arithmetic.
 """
 from __future__ import annotations
 
@@ -222,25 +225,26 @@ CORE_CHILD_COMPONENTS = {
 
 
 def _cdist_flops(x1_shape, x2_shape, *args, out_shape=None, **kwargs) -> int:
-    """``cdist`` of ``(..., P, M)`` and ``(..., R, M)``: one ``P x M x R`` product (2 FLOPs/MAC)."""
+    """``cdist`` of ``(..., rows1, width)`` and ``(..., rows2, width)``: one
+    ``rows1 x width x rows2`` product (2 FLOPs/MAC)."""
     return 2 * math.prod(out_shape) * x1_shape[-1]
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """Attention of ``(B, h, N_q, C)`` queries on ``(B, h_kv, N_k, C)`` keys and
+    """Attention of ``(B, h, N_q, C_head)`` queries on ``(B, h_kv, N_k, C_head)`` keys and
     ``(B, h_kv, N_k, C_v)`` values: ``q kᵀ`` and ``(·) v`` for every query head, 2 FLOPs/MAC."""
     B, h, n_q, c = query_shape
     n_k, c_v = key_shape[-2], value_shape[-1]
     return 2 * B * h * n_q * n_k * (c + c_v)
 
 
-# The fused kernels behind ``scaled_dot_product_attention``, all with (B, heads, N, C) inputs.
-# Which one runs depends on the device, the dtype, the shapes and the torch version; torch's own
-# counter has formulas for some of them, not the same ones in every version (torch 2.11 counted
-# 0 for attention that torch 2.15 counts right). ccoat registers its formula for every one that
-# the installed torch has, so the count is the same on every supported torch. The math fallback
-# decomposes into matrix products, which every torch counts; it is listed in case a torch
-# dispatches it whole.
+# The fused kernels behind ``scaled_dot_product_attention``, all with (B, heads, N, C_head)
+# inputs. Which one runs depends on the device, the dtype, the shapes and the torch version;
+# torch's own counter has formulas for some of them, not the same ones in every version (torch
+# 2.11 counted 0 for attention that torch 2.15 counts right). ccoat registers its formula for
+# every one that the installed torch has, so the count is the same on every supported torch.
+# The math fallback decomposes into matrix products, which every torch counts; it is listed in
+# case a torch dispatches it whole.
 SDPA_OPS = tuple(
     getattr(torch.ops.aten, name) for name in (
         "_scaled_dot_product_flash_attention",
@@ -400,10 +404,11 @@ def _images_for(model, img_size, batch_size, images):
 class BlockClusters:
     """What one block's clustering formed, over all its ``rows = B * heads`` query rows.
 
-    ``total``: clusters summed over rows; ``padded``: the width ``K`` the cores compute with
-    (every row is padded to the largest row's count), so prototype attention runs on
-    ``rows * (1 + K)`` queries (the class token is a cluster of its own). ``before_cap``: the
-    width before ``max_clusters`` merged clusters (equal to ``padded`` without a cap).
+    ``total``: clusters summed over rows (the ``K`` of every row); ``padded``: ``rows * K_max``,
+    with ``K_max`` the width the cores compute with (every row is padded to the largest row's
+    ``K``), so prototype attention runs on ``rows * (1 + K_max)`` queries (the class token is a
+    cluster of its own). ``before_cap``: the same before the cap ``K_cap`` (``max_clusters``)
+    merged clusters (equal to ``padded`` without a cap).
     """
 
     total: int
@@ -483,15 +488,16 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
     (:func:`cluster_counts`); a block without an entry is costed as if every query were its
     own cluster (the most a clustered core can cost).
 
-    Per block, with ``N = 1 + H·W`` tokens, width ``C``, ``h`` heads of ``c = C/h`` channels,
-    MLP width ``D``, batch ``B``: ``qkv = 3BNC²``, ``proj = BNC²``, ``mlp = 2BNCD``,
-    ``cpe = 9BHWC``, ``crpe = BHW·Σ_w h_w c w²``; the core: factorized ``2BNCc``, softmax
-    ``2BN²C``. The clustered kinds, with ``L`` hashes and ``Q = Bh(1 + K)`` queries (the class
-    token and ``K`` prototype slots per row, ``K`` the padded width): hashing ``BHWCL`` (every
-    image query against ``L`` projections), clustered ``2QNc`` (queries × keys, then × values),
-    clustered-factorized ``BNCc + Qc²`` (CoaT's context over all tokens, then the queries);
-    with a cap of ``k`` clusters below the ``K₀`` formed, the merge step's ``cdist``
-    ``Bh·K₀·k·c``.
+    Per block, with ``N = 1 + H·W`` tokens, width ``C``, ``h`` heads of ``C_head = C/h``
+    channels, MLP width ``D``, batch ``B``: ``qkv = 3BNC²``, ``proj = BNC²``, ``mlp = 2BNCD``,
+    ``cpe = 9BHWC``, ``crpe = BHW·Σ_w h_w·C_head·w²`` (``h_w`` heads of window ``w``); the
+    core: factorized ``2BNC·C_head``, softmax ``2BN²C``. The clustered kinds, with ``L``
+    hashes and ``Q = Bh(1 + K_max)`` queries (the class token and ``K_max`` prototype slots
+    per row, ``K_max`` the padded width): hashing ``BHWCL`` (every image query against ``L``
+    projections), clustered ``2QN·C_head`` (queries × keys, then × values),
+    clustered-factorized ``BNC·C_head + Q·C_head²`` (CoaT's context over all tokens, then the
+    queries); with a cap of ``K_cap`` clusters below the ``K₀`` formed (the padded width
+    before the cap), the merge step's ``cdist`` ``Bh·K₀·K_cap·C_head``.
     """
     check_input(model, img_size, batch_size)
     B, clusters = batch_size, clusters or {}
@@ -526,7 +532,8 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
             add("residual", st, 0, 2 * B * N * C)
             rows, M = B * h, B * HW * h  # query rows; image-token queries in all rows
             if sh.kind == "factorized":
-                # softmax over the keys' tokens; the scale is folded into the c x c context
+                # softmax over the keys' tokens; the scale is folded into the C_head x C_head
+                # context
                 add("attention", st, 2 * B * N * C * c, OPS_SOFTMAX * B * N * C + B * C * c)
             elif sh.kind == "softmax":
                 add("attention", st, 2 * B * N * N * C, (OPS_SOFTMAX + 1) * rows * N * N)
@@ -542,10 +549,10 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
                         M * c + rows * K0 * (c + _log2(K0) + cap) + 2 * M)
                 add("prototypes", st, 0, M * c + rows * K * c)  # scatter-add, divide
                 add("broadcast", st, 0, M * c)  # gather
-                Q = rows * (1 + K)  # the class token's query and K prototypes per row
+                Q = rows * (1 + K)  # the class token's query and K_max prototype slots per row
                 if sh.kind == "clustered":
                     add("attention", st, 2 * Q * N * c, (OPS_SOFTMAX + 1) * Q * N)
-                else:  # softmax(k)ᵀ v over all tokens as in CoaT, then prototypes @ context
+                else:  # softmax_N(k)ᵀ v over all tokens as in CoaT, then prototypes @ context
                     add("attention", st, B * N * C * c + Q * c * c,
                         OPS_SOFTMAX * B * N * C + rows * c * c)
             else:
@@ -562,12 +569,13 @@ def _grid_costs(add, sh: StageShape, B: int, stage: GridClusteredStage) -> Stage
     local k-means (``clustering``), the rebuild of the full grid (``broadcast``); returns the
     shape its blocks run on, the coarse grid.
 
-    With ``N`` image tokens of width ``C``, ``n = h·w`` centroids and 9 candidates per token,
-    each of ``steps`` rounds costs two ``N x 9 x C`` products (similarities; weighted sums) and,
-    per element: normalising tokens and candidates (3), dividing by the temperature, masking
-    and the softmax over 9 (7), summing the weights, folding the shares and the mass into the
-    centroids and dividing (``9C + 9`` per centroid, 9 per token); the start is a mean over
-    each cell (1 per token element). The rebuild is one ``N x 9 x C`` product and an add."""
+    With ``HW`` image tokens of width ``C``, ``K = keep · HW`` centroids (the coarse grid) and
+    9 candidates per token, each of ``steps`` rounds costs two ``HW x 9 x C`` products
+    (similarities; weighted sums) and, per element: normalising tokens and candidates (3),
+    dividing by the temperature, masking and the softmax over 9 (7), summing the weights,
+    folding the shares and the mass into the centroids and dividing (``9C + 9`` per centroid,
+    9 per token); the start is a mean over each cell (1 per token element). The rebuild is one
+    ``HW x 9 x C`` product and an add."""
     st, HW, C = sh.name, sh.image_tokens, sh.dim
     clustering = stage.clustering
     h, w = clustering.coarse_size(sh.grid)
@@ -581,7 +589,7 @@ def _grid_costs(add, sh: StageShape, B: int, stage: GridClusteredStage) -> Stage
 
 def _token_clustered_block_costs(add, sh: StageShape, B: int, block: TokenClusteredBlock) -> None:
     """One token-clustered block (:mod:`ccoat.token_clustering`): norms, qkv, the attention
-    core, proj and MLP on ``M = 1 + K`` tokens (the class token and ``K`` prototypes); CPE and
+    core, proj and MLP on ``1 + K`` tokens (the class token and ``K`` prototypes); CPE and
     CRPE on the full grid; the merges (``prototypes``), the broadcasts to the grid
     (``broadcast``), and, in a block that forms its clusters, the forming."""
     st, N, HW, C, h, D = sh.name, sh.tokens, sh.image_tokens, sh.dim, sh.heads, sh.hidden
@@ -617,7 +625,8 @@ def _forming_costs(add, sh: StageShape, B: int, block: TokenClusteredBlock, K: i
         m = HW
         while m > K:  # the rounds of ccoat.token_clustering.bipartite_clusters
             r, a, b = min(m - K, m // 2), (m + 1) // 2, m // 2
-            # normalise, max over B, sort of A, merge (weigh, scatter-add, count, divide)
+            # normalise, max over the second set, sort of the first, merge (weigh, scatter-add,
+            # count, divide)
             ops = 3 * m * C + a * b + a * _log2(a) + 2 * m * C + m + (m - r) * C
             add("clustering", st, B * a * b * C, B * ops)
             m -= r

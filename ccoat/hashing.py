@@ -1,14 +1,15 @@
 """E2LSH: grouping similar queries by hashing them, the first half of ACT's adaptive clustering.
 
-The family of Datar et al. (2004) for Euclidean distance hashes a vector ``x`` with
+The family of Datar et al. (2004) for Euclidean distance hashes a vector ``x`` to the code
 
-    h(x) = floor((a · x + b) / r),    a ~ N(0, I),  b ~ U[0, r),
+    floor((a · x + b) / r),    a ~ N(0, I),  b ~ U[0, r),
 
 a random projection cut into buckets of width ``r`` (``bucket_width``) at a random offset. Two
-points at distance ``c`` collide with a probability that falls with ``c / r``; ``n_hashes``
-independent functions make the code of a point a tuple of ``n_hashes`` integers, and points
-whose tuples are equal form a cluster. The number of clusters is *adaptive*: it is however many
-distinct tuples a row of queries produces, few when the queries are alike, many when not.
+points at distance ``c`` collide with a probability that falls with ``c / r``; ``L``
+(``n_hashes``) independent functions make the code of a point a tuple of ``L`` integers, and
+points whose tuples are equal form a cluster. The number of clusters is *adaptive*: it is
+however many distinct tuples a row of queries produces, few when the queries are alike, many
+when not.
 
 Turning tuples into cluster ids. ACT's original code adds shifted codes into one integer,
 which can map two different tuples to the same key (two different queries then share a
@@ -17,8 +18,8 @@ every code is shifted to start at 0, and digits are appended with exactly the ra
 ``key = key * range_j + digit_j``; when the next digit would overflow int64, the key is first
 replaced by its rank among the distinct keys (a sort), which loses nothing. The row index (one
 row per batch element and head) is the leading digit, so the final ranks are the lexicographic
-order of ``(row, code_1, ..., code_n)``: ids are contiguous per row, and subtracting each row's
-first id gives ids ``0 .. K_row - 1``. It is the same result as
+order of ``(row, code_1, ..., code_L)``: ids are contiguous per row, and subtracting each row's
+first id gives ids ``0 .. K - 1`` for a row of ``K`` clusters. It is the same result as
 ``torch.unique(rows, dim=0, return_inverse=True)`` on the tuples, for a few 1-D sorts instead of
 a row-wise sort (tested to agree); everything is vectorised over batch and heads.
 """
@@ -109,10 +110,10 @@ def dense_rank(key: torch.Tensor, count: bool = True) -> tuple[torch.Tensor, int
 class Clusters:
     """Which cluster every query belongs to, per (batch, head) row.
 
-    - ``ids``: ``(B, heads, N)`` int64, ``0 .. num_clusters[b, h] - 1`` within each row;
-    - ``counts``: ``(B, heads, K)`` int64, members per cluster, ``K = num_clusters.max()``
-      (slots past a row's own count are 0);
-    - ``num_clusters``: ``(B, heads)`` int64.
+    - ``ids``: ``(B, heads, H*W)`` int64, ``0 .. K - 1`` within a row of ``K`` clusters;
+    - ``counts``: ``(B, heads, K_max)`` int64, members per cluster (its size ``s``),
+      ``K_max = num_clusters.max()`` (slots past a row's own ``K`` are 0);
+    - ``num_clusters``: ``(B, heads)`` int64, the ``K`` of each row.
     """
 
     ids: torch.Tensor
@@ -125,7 +126,7 @@ class Clusters:
 
 
 def clusters_from_codes(codes: torch.Tensor, points: torch.Tensor | None = None) -> Clusters:
-    """Integer code tuples ``(B, heads, N, n_hashes)`` -> :class:`Clusters`.
+    """Integer code tuples ``(B, heads, H*W, n_hashes)`` -> :class:`Clusters`.
 
     Tokens share a cluster exactly when their tuples are equal (within the same row).
     Non-finite codes are a ``ValueError``, which counts the non-finite values of ``points``
@@ -139,7 +140,7 @@ def clusters_from_codes(codes: torch.Tensor, points: torch.Tensor | None = None)
     if M == 0:
         empty = torch.zeros(B, h, 0, dtype=torch.long, device=device)
         return Clusters(empty, empty, torch.zeros(B, h, dtype=torch.long, device=device))
-    flat = codes.reshape(M, n)  # (M, n_hashes), M = B*heads*N
+    flat = codes.reshape(M, n)  # (M, n_hashes): every query of every row
     # The range of every hash function, read back once (the packing below is sized by it);
     # the finiteness check uses the same numbers, with no second read-back.
     low, high = torch.aminmax(flat, dim=0)  # per hash function
@@ -168,9 +169,9 @@ def clusters_from_codes(codes: torch.Tensor, points: torch.Tensor | None = None)
             key, key_range = dense_rank(key)  # shrink to at most M values, losslessly
         key = key * radix + digit
         key_range *= radix
-    global_ids, _ = dense_rank(key, count=False)  # lexicographic rank of (row, code_1, ..., code_n)
+    global_ids, _ = dense_rank(key, count=False)  # lexicographic rank of (row, code_1, ..., code_L)
     global_ids = global_ids.view(rows, N)
-    # Row r's ids form one contiguous range: shift it to start at 0.
+    # Each row's ids form one contiguous range: shift it to start at 0.
     first = global_ids.amin(1, keepdim=True)
     ids = global_ids - first
     num_clusters = global_ids.amax(1) - first.squeeze(1) + 1
@@ -220,7 +221,7 @@ class E2LSH(nn.Module):
         return e2lsh_codes(x, a, b, self.bucket_width)
 
     def forward(self, x: torch.Tensor) -> Clusters:
-        """Queries ``(B, heads, N, dim)`` -> their :class:`Clusters`."""
+        """Queries ``(B, heads, H*W, dim)`` -> their :class:`Clusters`."""
         if x.dim() != 4:
             raise ValueError(f"expected queries of shape (B, heads, N, {self.dim}), got {tuple(x.shape)}")
         return clusters_from_codes(self.codes(x), points=x)

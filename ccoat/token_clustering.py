@@ -8,8 +8,8 @@ token and the prototypes, and broadcasts each prototype's update back to the tok
 cluster. The residual stream keeps full resolution, and the stage's two convolutions, CPE and
 CRPE, see the full grid (as TCFormer scatters tokens back to a map for its convolutions).
 
-Three ways to form ``K = round(keep * N)`` clusters of a stage's ``N`` image tokens, each with a
-fixed number of clusters per image, so shapes depend only on ``keep``, never on the data:
+Three ways to form ``K = round(keep * HW)`` clusters of a stage's ``HW`` image tokens, each with
+a fixed number of clusters per image, so shapes depend only on ``keep``, never on the data:
 
 - ``"pool"``: fixed windows of neighbouring tokens (the trivial baseline);
 - ``"bipartite"``: ToMe's bipartite soft matching (Bolya et al., 2023), in rounds of at most
@@ -21,7 +21,7 @@ A fourth, ``"grid"`` (:mod:`ccoat.grid_clustering`), works on whole stages inste
 the stage's tokens are clustered once onto a coarser regular grid of centroids, every block
 of the stage (CPE and CRPE included) runs on that grid, and the full grid is rebuilt at the end.
 
-The CRPE term ``q * DWConv(v)`` is computed on the full grid from each token's prototype and
+The CRPE term ``q ⊙ DWConv(v)`` is computed on the full grid from each token's prototype and
 averaged back over the cluster, so within a cluster it is the cluster's mean: the one place
 where a block on clusters of equal tokens differs from the block on all tokens (a window's
 border sees other neighbours than its inside).
@@ -57,10 +57,10 @@ SCOPES = ("block", "stage")
 
 def merge(x: torch.Tensor, assign: torch.Tensor, num_clusters: int,
           sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Size-weighted means of ``x (B, N, C)`` over clusters ``assign (B, N)`` in ``[0, K)``.
+    """Size-weighted means of ``x (B, H*W, C)`` over clusters ``assign (B, H*W)`` in ``[0, K)``.
 
-    ``sizes (B, N)`` weighs each token (default 1). Returns the prototypes ``(B, K, C)`` and the
-    clusters' sizes ``(B, K)``; an empty cluster has size 0 and a zero prototype.
+    ``sizes (B, H*W)`` weighs each token (default 1). Returns the prototypes ``(B, K, C)`` and
+    the clusters' sizes ``(B, K)``; an empty cluster has size 0 and a zero prototype.
     """
     B, N, C = x.shape
     w = torch.ones(B, N, device=x.device, dtype=x.dtype) if sizes is None else sizes.to(x.dtype)
@@ -71,21 +71,23 @@ def merge(x: torch.Tensor, assign: torch.Tensor, num_clusters: int,
 
 
 def unmerge(prototypes: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
-    """Give every token its cluster's prototype: ``(B, K, C)``, ``(B, N)`` -> ``(B, N, C)``."""
+    """Give every token its cluster's prototype: ``(B, K, C)``, ``(B, H*W)`` ->
+    ``(B, H*W, C)``."""
     return prototypes.gather(1, assign[..., None].expand(-1, -1, prototypes.shape[-1]))
 
 
 # ---------------------------------------------------------------------------------------------
-# Forming clusters: image tokens (B, N, C) on an (H, W) grid -> assignment (B, N) to K clusters
+# Forming clusters: image tokens (B, H*W, C) on an (H, W) grid -> assignment (B, H*W) to K
+# clusters (the argument k of the functions and modules below)
 
 
 def budget(keep: float, n_tokens: int) -> int:
-    """The number of clusters for ``n_tokens`` image tokens at a budget ``keep`` (at least 1)."""
+    """``K``, the clusters for ``n_tokens`` image tokens at a budget ``keep`` (at least 1)."""
     return max(1, min(n_tokens, round(keep * n_tokens)))
 
 
 def pool_grid(size: tuple[int, int], k: int) -> tuple[int, int]:
-    """Rows and columns of windows that cut an ``(H, W)`` grid into about ``k`` rectangles."""
+    """Rows and columns of windows that cut an ``(H, W)`` grid into about ``K`` rectangles."""
     H, W = size
     gh = max(1, min(H, round(math.sqrt(k * H / W))))
     return gh, max(1, min(W, round(k / gh)))
@@ -102,7 +104,7 @@ def cluster_count(method: str, keep: float, size: tuple[int, int]) -> int:
 
 
 def pool_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
-    """Windows of neighbouring tokens: the grid cut into about ``k`` rectangles."""
+    """Windows of neighbouring tokens: the grid cut into about ``K`` rectangles."""
     H, W = size
     gh, gw = pool_grid(size, k)
     rows = torch.arange(H, device=x.device) * gh // H
@@ -112,11 +114,11 @@ def pool_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch
 
 
 def bipartite_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
-    """ToMe's bipartite soft matching, repeated until ``k`` clusters are left.
+    """ToMe's bipartite soft matching, repeated until ``K`` clusters are left.
 
-    Each round splits the current units into alternate sets A and B, links every unit of A to
-    its most similar unit of B (cosine similarity), and merges the ``r`` best-linked units of A
-    into their partners (``r`` at most the size of A).
+    Each round splits the current ``m`` units into two alternate sets (even and odd positions),
+    links every unit of the first to its most similar unit of the second (cosine similarity),
+    and merges the ``min(m - K, ⌊m/2⌋)`` best-linked units of the first into their partners.
     """
     B, N, _ = x.shape
     assign = torch.arange(N, device=x.device).expand(B, -1)
@@ -125,7 +127,7 @@ def bipartite_clusters(x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[
         r = min(m - k, m // 2)
         metric = F.normalize(features, dim=-1)
         a, b = metric[:, ::2], metric[:, 1::2]  # (B, ceil(m/2), C), (B, floor(m/2), C)
-        best, partner = (a @ b.transpose(1, 2)).max(dim=-1)  # (B, |A|)
+        best, partner = (a @ b.transpose(1, 2)).max(dim=-1)  # (B, ceil(m/2))
         order = best.argsort(dim=-1, descending=True)
         merged, kept = order[:, :r], order[:, r:]
         n_b = b.shape[1]
@@ -166,7 +168,7 @@ class PrototypeAttention(nn.Module):
 
 
 class LSHOrder(nn.Module):
-    """E2LSH codes of the (normalised) tokens as a sort order, cut into ``k`` equal runs."""
+    """E2LSH codes of the (normalised) tokens as a sort order, cut into ``K`` equal runs."""
 
     def __init__(self, dim: int, n_hashes: int = 6, bucket_width: float = 0.5, seed: int = 0):
         super().__init__()
@@ -178,7 +180,7 @@ class LSHOrder(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, int]:
         B, N, _ = x.shape
         codes = e2lsh_codes(F.normalize(x.float(), dim=-1), self.projections, self.offsets,
-                            self.bucket_width)  # (B, N, n_hashes)
+                            self.bucket_width)  # (B, H*W, n_hashes)
         order = torch.arange(N, device=x.device).expand(B, -1)
         for h in reversed(range(codes.shape[-1])):  # lexicographic: a stable sort per hash
             key = codes[..., h].gather(1, order)
@@ -265,7 +267,7 @@ class TokenClusteredBlock(nn.Module):
         # CRPE on the full grid: every token carries its prototype's q and v.
         full = lambda z: torch.cat(  # noqa: E731
             [z[:, :, :1], _per_head(unmerge(_joined(z[:, :, 1:]), assign), attn.num_heads)], 2)
-        rel = crpe(full(q), full(v), size)  # (B, heads, 1 + N, C_head)
+        rel = crpe(full(q), full(v), size)  # (B, heads, 1 + H*W, C_head)
         rel_proto, _ = merge(_joined(rel[:, :, 1:]), assign, M - 1)
         out = out + torch.cat([rel[:, :, :1], _per_head(rel_proto, attn.num_heads)], dim=2)
         return attn.proj(_joined(out))
@@ -354,7 +356,8 @@ def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(
     a stage's first block forms them and the stage's other blocks reuse them (no clustering
     cost after the first block, clusters that no longer follow the tokens). ``"grid"`` replaces
     whole stages (:class:`~ccoat.grid_clustering.GridClusteredStage`): its clusters are formed
-    once per stage (``scope`` may only be ``"stage"``), and ``keep`` must be ``1/n``.
+    once per stage (``scope`` may only be ``"stage"``), and ``keep`` must be one over a whole
+    number (0.5, 0.25, ...).
     ``options``: ``proportional`` (default True) and, for ``"lsh"``, ``n_hashes``,
     ``bucket_width`` and ``seed``; for ``"grid"``, ``steps`` and ``temperature``. No weight
     changes: with ``keep=1`` the model computes what it computed before.
@@ -403,7 +406,7 @@ def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(
 class record_token_clusters(contextlib.AbstractContextManager):
     """``with record_token_clusters(model) as records: model(x)`` fills, for every
     token-clustered block ``"stages.i.blocks.j"`` (and every grid-clustered stage
-    ``"stages.i"``), the last pass's ``assign (B, N)``, cluster ``sizes (B, K)`` and grid
+    ``"stages.i"``), the last pass's ``assign (B, H*W)``, cluster ``sizes (B, K)`` and grid
     ``size``; a grid stage adds its ``coarse`` grid and soft ``weights``. Records opened inside
     one another each get every pass."""
 
