@@ -11,7 +11,7 @@ size its metadata says, e.g. ``--weights results/imagenette128_gpu_coat_lite_tin
 ``ccoat.token_clustering.cluster_tokens`` for every method and budget, and measures on its
 dataset's test or val split (CIFAR-10 (JPEG copy); Imagenette val, resized and centre-cropped):
 - top-1 on every test image (or ``--val-subset``), with its bootstrap 95% interval;
-- counted MACs of one image (ccoat.cost.flop_counter: matrix products and convolutions);
+- counted MACs of one image (ccoat.cost.macs: matrix products and convolutions);
 - forward images/s on the CPU at batch 32 and batch 1, every configuration timed in turn within
   each round (ratios to CoaT-Lite are read within one run), the median over rounds.
 Writes after every configuration (atomically), so an interrupted run keeps what it measured.
@@ -134,8 +134,6 @@ models = {name: build(cfg) for name, cfg in configs.items()}
 with torch.inference_mode():
     for name, model in models.items() if not args.timing_only else ():
         hits = torch.cat([model(x).argmax(1) == y for x, y in test])
-        with cost.flop_counter() as counter:
-            model(torch.zeros(1, 3, img_size, img_size))
         lo, hi = bootstrap_interval(hits)
         record["rows"].append(
             {
@@ -144,7 +142,7 @@ with torch.inference_mode():
                 "stages": args.stages,
                 "top1": 100 * hits.float().mean().item(),
                 "top1_ci95": [lo, hi],
-                "macs": counter.get_total_flops() // 2,
+                "macs": cost.macs(model, img_size)["total"],
             }
         )
         print(json.dumps(record["rows"][-1]), flush=True)

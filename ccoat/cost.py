@@ -569,8 +569,8 @@ def _grid_costs(add, sh: StageShape, B: int, stage: GridClusteredStage) -> Stage
     local k-means (``clustering``), the rebuild of the full grid (``broadcast``); returns the
     shape its blocks run on, the coarse grid.
 
-    With ``HW`` image tokens of width ``C``, ``K = keep · HW`` centroids (the coarse grid) and
-    9 candidates per token, each of ``steps`` rounds costs two ``HW x 9 x C`` products
+    With ``HW`` image tokens of width ``C``, ``H'W'`` centroids (the coarse grid) and 9
+    candidates per token, each of ``steps`` rounds costs two ``HW x 9 x C`` products
     (similarities; weighted sums) and, per element: normalising tokens and candidates (3),
     dividing by the temperature, masking and the softmax over 9 (7), summing the weights,
     folding the shares and the mass into the centroids and dividing (``9C + 9`` per centroid,
