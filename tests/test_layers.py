@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ccoat"
 
 # The rooms of the map, from the bottom up.
 CONCEPTS = {"hashing", "clustering", "attention", "model", "registry", "convert", "timm_weights",
-            "token_clustering"}
+            "token_clustering", "grid_clustering"}
 INSTRUMENTS = {"cost", "measure", "sweep", "plotting", "data", "recipes", "train", "runfolder",
                "stats", "weights", "profile", "provenance"}
 # The package itself (it imports the public interface), the torch version check, and the alias
