@@ -12,6 +12,7 @@
 #   bash benchmarks/finetune_token_clustering.sh            # KEEP=0.25 METHODS="none pool ..."
 #   SIZE=96 METHODS=none bash benchmarks/finetune_token_clustering.sh   # the resolution baseline
 #   METHODS=grid STAGES="1 2 3" bash benchmarks/finetune_token_clustering.sh
+#   KEEP=0.5 METHODS=grid AMP=off bash benchmarks/finetune_token_clustering.sh  # fp32
 #
 # Each run writes results/imagenette<size>_finetune_<method><keep>/ (run.json, metrics.jsonl,
 # eval.json with per-image predictions, model.safetensors); last.pt stays out of git. A run
@@ -28,6 +29,8 @@ SIZE=${SIZE:-128}                 # image side; the pack's 146 px are cropped to
 STAGES=${STAGES:-1 2}             # the stages that cluster (a name gets _s123 beyond 1 2)
 overwrite=()
 [ "${OVERWRITE:-0}" = 1 ] && overwrite=(--overwrite)
+amp=()                            # AMP=off: float32, for a CPU without native bf16 (no AVX512-BF16
+[ -n "${AMP:-}" ] && amp=(--amp "$AMP")  # or AMX), where the recipe's bf16 runs ~10x slower
 for method in $METHODS; do
   if [ "$method" = none ]; then
     name=imagenette${SIZE}_finetune_coat_lite_tiny
@@ -40,7 +43,7 @@ for method in $METHODS; do
   fi
   echo "== $name"
   $PY -m ccoat.train --recipe imagenette128-finetune-cpu --init "$WEIGHTS" --data-dir "$DATA" \
-    --img-size "$SIZE" "${clustering[@]}" --out "results/$name" "${overwrite[@]}" --no-progress
+    --img-size "$SIZE" "${clustering[@]}" --out "results/$name" "${overwrite[@]}" "${amp[@]}" --no-progress
   $PY -m ccoat.train --eval-only --out "results/$name" --data-dir "$FULL" --batch-size 100 \
     --num-workers 1 --no-progress > /dev/null
   $PY -c "import json,sys; e=json.load(open(sys.argv[1])); print(sys.argv[1], round(e['top1'],1), [round(x,1) for x in e['top1_ci95']])" "results/$name/eval.json"

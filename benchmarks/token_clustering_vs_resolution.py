@@ -7,7 +7,8 @@
 
 Every configuration is the reference CoaT-Lite Tiny of Imagenette (128 px) as converted, without
 retraining: the same model at 128, 96 and 64 px (the resolution curve), and at 128 px with its
-stages 1-2 token-clustered at keep 0.25 by pool, bipartite, lsh and grid, and grid on stages 1-3.
+stages 1-2 token-clustered at keep 0.25 by pool, bipartite, lsh and grid, grid on stages 1-3,
+and grid at a second budget (keep 0.5).
 Each row names the run folder of its 2-epoch fine-tune (``benchmarks/finetune_token_clustering.sh``),
 whose ``eval.json`` holds the tuned accuracy.
 
@@ -53,6 +54,7 @@ CONFIGS = {
     "lsh 0.25": (128, "lsh", 0.25, (1, 2), "imagenette128_finetune_lsh25"),
     "grid 0.25": (128, "grid", 0.25, (1, 2), "imagenette128_finetune_grid25"),
     "grid 0.25 stages 1-3": (128, "grid", 0.25, (1, 2, 3), "imagenette128_finetune_grid25_s123"),
+    "grid 0.5": (128, "grid", 0.5, (1, 2), "imagenette128_finetune_grid50"),
 }
 
 
