@@ -18,9 +18,8 @@ CONCEPTS = {"hashing", "clustering", "attention", "model", "registry", "convert"
             "token_clustering", "grid_clustering"}
 INSTRUMENTS = {"cost", "measure", "sweep", "plotting", "data", "recipes", "train", "runfolder",
                "stats", "weights", "profile", "provenance"}
-# The package itself (it imports the public interface), the torch version check, and the alias
-# that says the sweep moved (python -m ccoat.bench).
-OTHERS = {"__init__", "_versions", "bench"}
+# The package itself (it imports the public interface) and the torch version check.
+OTHERS = {"__init__", "_versions"}
 
 
 def imported_modules(tree: ast.Module, package: str, modules: set[str]) -> dict[str, int]:
