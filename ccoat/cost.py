@@ -703,25 +703,3 @@ def parameters(model: nn.Module, by_stage: bool = False) -> dict:
     out["total"] = sum(p.numel() for p in model.parameters())
     return dict(out)
 
-
-# What moved out of this module, by its new home (the old names keep working, with a warning).
-_MOVED = {"throughput": "measure", "peak_memory": "measure", "component_times": "measure",
-          "LiveTensorMemory": "measure", "CLUSTERING_FUNCTIONS": "measure",
-          "plot_components": "plotting", "COMPONENT_COLORS": "plotting"}
-
-
-def __getattr__(name: str):
-    if name == "example_images":
-        import warnings
-
-        warnings.warn("ccoat.cost.example_images moved to ccoat.data.sample_photos",
-                      FutureWarning, stacklevel=2)
-        return sample_photos
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"ccoat.cost.{name} moved to ccoat.{_MOVED[name]}.{name}", FutureWarning,
-                      stacklevel=2)
-        return getattr(importlib.import_module(f"ccoat.{_MOVED[name]}"), name)
-    raise AttributeError(f"module 'ccoat.cost' has no attribute {name!r}")
