@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -472,8 +471,7 @@ class TrainRun:
     ema: nn.Module | None = None
 
 
-def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
-        _cache: bool = False) -> TrainRun:
+def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
     """Train per ``config`` (optionally a given ``model``), returning the model and history.
 
     A given ``model`` built by :func:`ccoat.create_model` must be ``config.model`` (its name
@@ -483,8 +481,7 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
 
     With ``out``, the run folder is locked for the run's duration (another run into it raises
     :class:`~ccoat.runfolder.RunFolderBusy`) and kept consistent whenever the run stops
-    (:mod:`ccoat.runfolder`). ``_cache`` (:func:`fit_cached`): wait for the lock, then resume
-    whatever the folder holds.
+    (:mod:`ccoat.runfolder`).
     """
     config = (TrainConfig(**config) if isinstance(config, dict) else config).validate()
     _check_given_model(config, model)
@@ -495,10 +492,7 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
     created = folder is not None and not folder.path.exists()
     try:
         if folder is not None:
-            _lock(folder, wait=_cache, command=config.command)
-            if _cache:
-                config = dataclasses.replace(config, resume=folder.checkpoint.exists()
-                                             or folder.record.exists())
+            _lock(folder, command=config.command)
         return _fit_in_folder(config, model, device, rank, world, folder)
     finally:
         if folder is not None:
@@ -507,11 +501,11 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
                 _remove_if_empty(folder.path)
 
 
-def _lock(folder: RunFolder, wait: bool, command: str | None) -> None:
+def _lock(folder: RunFolder, command: str | None) -> None:
     """:meth:`RunFolder.lock`, with a folder that cannot be made or written named as ``--out``
     (a read-only disk, a path under ``/proc``)."""
     try:
-        folder.lock(wait=wait, command=command)
+        folder.lock(command=command)
     except RunFolderBusy:
         raise
     except OSError as error:
@@ -916,20 +910,6 @@ def _dataset_label(info: cdata.DataInfo) -> str:
     return f"{info.name} at {info.source}"
 
 
-def fit_cached(config: TrainConfig | dict, cache_dir: str | os.PathLike | None = None) -> TrainRun:
-    """:func:`fit`, run once per recipe: the checkpoint is kept under ``cache_dir`` (default
-    ``~/.cache/ccoat/runs``) in a folder named by a hash of the recipe's settings (the same for a
-    dict and for the :class:`TrainConfig` it makes), and a later call with the same settings
-    resumes from it, finding nothing left to train. Notebooks that need the same trained model
-    share it this way and each still runs on its own."""
-    config = dataclasses.asdict(TrainConfig(**config) if isinstance(config, dict) else config)
-    for name in ("out", "resume", "overwrite"):  # where it is kept, not what it computes
-        config.pop(name)
-    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "ccoat" / "runs"
-    return fit(dict(config, out=str(root / key)), _cache=True)
-
-
 def train(config: TrainConfig | dict) -> list[dict]:
     """Train per ``config`` and return the per-epoch history (what ``metrics.jsonl`` holds)."""
     return fit(config).history
@@ -1157,7 +1137,7 @@ def _eval_only(config: TrainConfig, args: argparse.Namespace) -> int:
     created = folder is not None and not folder.path.exists()
     try:
         if folder is not None:
-            _lock(folder, wait=False, command=config.command)
+            _lock(folder, command=config.command)
         result = evaluate_checkpoint(ckpt, data_dir=config.data_dir, batch_size=config.batch_size,
                                      num_workers=config.num_workers, device=config.device,
                                      use_ema=args.ema, val_subset=config.val_subset,

@@ -254,23 +254,6 @@ def test_evaluate_keeps_per_image_predictions_for_pairing():
     assert json.loads(ctrain.eval_json({"top1": 1.0})) == {"top1": 1.0}
 
 
-def test_fit_cached_trains_once_then_loads(tmp_path, monkeypatch):
-    recipe = dict(model="coat_lite_tiny_cifar", data="digits", epochs=1, batch_size=32,
-                  steps_per_epoch=2, val_subset=32, num_workers=0, progress=False, seed=0)
-    first = ctrain.fit_cached(recipe, cache_dir=tmp_path)
-    calls = []
-    monkeypatch.setattr(ctrain, "train_step", lambda *a, **k: calls.append(1) or 0.0)
-    again = ctrain.fit_cached(recipe, cache_dir=tmp_path)
-    assert not calls, "a finished cached run trained again"
-    ctrain.fit_cached(ctrain.TrainConfig(**recipe), cache_dir=tmp_path)  # the same settings
-    assert not calls, "the same recipe as a TrainConfig trained again"
-    for (name, a), (_, b) in zip(first.model.state_dict().items(), again.model.state_dict().items()):
-        assert torch.equal(a, b), name
-    other = dict(recipe, seed=1)  # another recipe, another folder
-    ctrain.fit_cached(other, cache_dir=tmp_path)
-    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
-
-
 # ---------------------------------------------------------------------------------------------
 # One run per folder; resume and evaluation check what they load; options checked first
 
