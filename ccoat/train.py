@@ -1,7 +1,6 @@
 """Training and evaluation: one function for the notebooks, one command line for everyone.
 
-``fit(config) -> TrainRun`` (or ``train(config)``, its history) runs the recipe the book uses
-for every model:
+``fit(config) -> TrainRun`` runs the recipe the book uses for every model:
 
 - AdamW with weight decay (none on norms, biases and class tokens), a linear warm-up then a
   cosine decay (timm's :class:`~timm.scheduler.CosineLRScheduler`, stepped every update);
@@ -908,11 +907,6 @@ def _dataset_label(info: cdata.DataInfo) -> str:
             return f"{'CIFAR-10' if info.name == 'cifar10' else 'CIFAR-100'} (JPEG copy) at {info.source}"
         return f"{info.name} (ImageFolder copy) at {info.source}"
     return f"{info.name} at {info.source}"
-
-
-def train(config: TrainConfig | dict) -> list[dict]:
-    """Train per ``config`` and return the per-epoch history (what ``metrics.jsonl`` holds)."""
-    return fit(config).history
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, data_dir=None,
