@@ -69,9 +69,9 @@ from .recipes import (
     AMP_MODES,
     RECIPES,
     TrainConfig,
-    _device_from,
-    _flag,
+    device_from,
     model_options,
+    option_flag,
     recipe,
 )
 from .registry import create_model
@@ -351,7 +351,7 @@ class TimeBudgetSchedule:
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:
-    device = _device_from(name, local_rank)
+    device = device_from(name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
@@ -547,7 +547,7 @@ def _model_given(model: nn.Module) -> dict | None:
 def _launch(config: TrainConfig) -> tuple[int, int, torch.device]:
     """This process's rank, the number of processes and this process's device; under torchrun
     the process group is joined first."""
-    rank, world, local_rank = setup_distributed(_device_from(config.device, 0).type)
+    rank, world, local_rank = setup_distributed(device_from(config.device, 0).type)
     device = _resolve_device(config.device, local_rank)
     if config.batch_size % world:
         raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
@@ -1014,8 +1014,8 @@ def _parser(suppress: bool = False) -> argparse.ArgumentParser:
                    help="start from a named recipe of ccoat.recipes (" + ", ".join(RECIPES)
                    + "); options given here override it")
     for option in dataclasses.fields(TrainConfig):
-        if _flag(option.name) is not None:
-            p.add_argument(_flag(option.name), **_argparse_keywords(option))
+        if option_flag(option.name) is not None:
+            p.add_argument(option_flag(option.name), **_argparse_keywords(option))
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate the checkpoint given by --resume (top-1/top-5, images/s)")
     p.add_argument("--ema", action="store_true", help="with --eval-only: evaluate the EMA weights")
@@ -1100,7 +1100,7 @@ def _one_line(error: Exception) -> str:
 def _refuse_unused_options(config: TrainConfig, explicit: set[str]) -> None:
     """Options given that the run would ignore (their defaults pass :meth:`TrainConfig.validate`
     unseen): token clustering's ``--keep`` and ``--token-stages`` without it."""
-    unused = [_flag(k) for k in ("keep", "token_stages") if k in explicit]
+    unused = [option_flag(k) for k in ("keep", "token_stages") if k in explicit]
     if unused and config.token_clustering is None:
         raise ValueError(f"{' and '.join(unused)} set token clustering, but no "
                          f"--token-clustering was given (pool, bipartite, lsh or grid)")

@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from ccoat import data as cdata
+from ccoat import recipes
 from ccoat import train as ctrain
 from ccoat.model import CoaTLite, CoaTLiteConfig
 
@@ -179,7 +180,7 @@ def test_every_config_field_is_a_command_line_option_and_every_option_a_field():
     for name, option in options.items():
         if name in fields:
             assert option.default == getattr(defaults, name), name
-            assert option.help and option.option_strings[0] == ctrain._flag(name), name
+            assert option.help and option.option_strings[0] == recipes.option_flag(name), name
 
 
 def test_the_spellings_of_the_readme_and_scripts_still_parse():
@@ -465,8 +466,8 @@ def test_resume_loads_the_checkpoint_on_the_cpu(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_device_names_and_resume_on_the_gpu(tmp_path):
-    assert ctrain._device_from("cuda", 0) == torch.device("cuda", 0)
-    assert ctrain._device_from("cuda:0", 3) == torch.device("cuda", 0)
+    assert recipes.device_from("cuda", 0) == torch.device("cuda", 0)
+    assert recipes.device_from("cuda:0", 3) == torch.device("cuda", 0)
     full = ctrain.fit(small_config(tmp_path / "full", epochs=2, device="cuda", amp="off"),
                       model=tiny_model())
     ctrain.fit(small_config(tmp_path / "cut", epochs=2, stop_after=1, device="cuda", amp="off"),
