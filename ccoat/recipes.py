@@ -193,10 +193,10 @@ class TrainConfig:
         if self.token_clustering is None:
             self._check_unclustered()
         else:
-            from .token_clustering import _check
+            from .token_clustering import check_token_clustering
 
             try:
-                _check(self.token_clustering, self.keep, self.token_stages)
+                check_token_clustering(self.token_clustering, self.keep, self.token_stages)
             except ValueError as error:
                 raise ValueError(f"token clustering (--token-clustering, --keep, "
                                  f"--token-stages): {error}") from None
