@@ -119,7 +119,9 @@ OPS_PACK_PER_CODE = 4  # range of the code (aminmax), shift, multiply-add into t
 # Shapes and bad input
 
 
-def _as_hw(img_size) -> tuple[int, int]:
+def as_hw(img_size) -> tuple[int, int]:
+    """An image size as ``(H, W)``: an int is a square side, a pair is ``(H, W)``;
+    ``ValueError`` for anything else."""
     if isinstance(img_size, int) and not isinstance(img_size, bool):
         return img_size, img_size
     if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and all(
@@ -133,7 +135,7 @@ def check_input(model: nn.Module, img_size=224, batch_size: int = 1) -> tuple[in
     cannot take or a batch size below 1."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    H, W = _as_hw(img_size)
+    H, W = as_hw(img_size)
     stride = model.config.stride
     if H < 1 or W < 1 or H % stride or W % stride:
         raise ValueError(f"image side must be a positive multiple of {stride} for this model "
@@ -297,7 +299,7 @@ def flop_counter(depth: int | None = None):
         yield counter
 
 
-def _component_of(path: str) -> tuple[str, str] | None:
+def component_of(path: str) -> tuple[str, str] | None:
     """``"stages.0.blocks.1.attn.qkv"`` -> ``("qkv", "stage1")``; None for container modules."""
     for pattern, component in _COMPONENT_RULES:
         match = pattern.match(path)
@@ -312,7 +314,7 @@ def _component_of(path: str) -> tuple[str, str] | None:
     return None
 
 
-def _has_clustering(model: nn.Module) -> bool:
+def has_clustering(model: nn.Module) -> bool:
     """Whether a pass of ``model`` clusters: queries (a clustered kind) or tokens."""
     return (any(kind in CLUSTERED_KINDS for kind in model.attention_kinds)
             or bool(_token_clustered_blocks(model))
@@ -341,13 +343,13 @@ def _count(model, img_size, batch_size, images):
     root = type(model).__name__ + "."
     clusters = None
     with torch.no_grad(), _own_random_state(model):
-        if _has_clustering(model):  # the cost depends on the data: run it for real
-            x = _images_for(model, img_size, batch_size, images)
+        if has_clustering(model):  # the cost depends on the data: run it for real
+            x = images_for(model, img_size, batch_size, images)
             with _ClusterRecorder(model) as recorder, flop_counter() as counter:
                 model(x)
             clusters = recorder.clusters
         else:  # shapes only: no memory, no arithmetic
-            H, W = _as_hw(img_size)
+            H, W = as_hw(img_size)
             meta = {name: torch.empty_like(t, device="meta")
                     for name, t in [*model.named_parameters(), *model.named_buffers()]}
             x = torch.empty(batch_size, model.in_chans, H, W, device="meta")
@@ -362,13 +364,13 @@ def _count(model, img_size, batch_size, images):
     per_component: dict[tuple[str, str], int] = defaultdict(int)
     attributed = 0
     for path, ops in per_path.items():
-        key = _component_of(path)
+        key = component_of(path)
         if key is None:
             continue
         own = Counter({str(op): n for op, n in ops.items()})
         for child, child_ops in per_path.items():
             if (child.startswith(path + ".") and child.count(".") == path.count(".") + 1
-                    and _component_of(child) is not None):
+                    and component_of(child) is not None):
                 own.subtract({str(op): n for op, n in child_ops.items()})
         for op, flops in own.items():
             component = "clustering" if key[0] == "attention" and op in _CLUSTERING_OPS else key[0]
@@ -390,12 +392,14 @@ def _own_random_state(model: nn.Module):
     return torch.random.fork_rng(devices=devices)
 
 
-def _images_for(model, img_size, batch_size, images):
+def images_for(model, img_size, batch_size, images):
+    """The batch a pass of ``model`` runs on, on its device: ``images`` checked against
+    ``(batch_size, C, H, W)``, or, when None, :func:`ccoat.data.sample_photos` of that size."""
     if images is None:
         images = sample_photos(img_size, batch_size)
-    if images.shape[0] != batch_size or tuple(images.shape[-2:]) != _as_hw(img_size):
+    if images.shape[0] != batch_size or tuple(images.shape[-2:]) != as_hw(img_size):
         raise ValueError(f"images must have shape ({batch_size}, {model.in_chans}, "
-                         f"{'x'.join(map(str, _as_hw(img_size)))}), got {tuple(images.shape)}")
+                         f"{'x'.join(map(str, as_hw(img_size)))}), got {tuple(images.shape)}")
     device = next(model.parameters()).device
     return images.to(device)
 
@@ -460,7 +464,7 @@ def cluster_counts(model: nn.Module, img_size=224, batch_size: int = 1,
                    images: torch.Tensor | None = None) -> dict[tuple[str, int], BlockClusters]:
     """What the clustering formed in each ``(stage, block)`` of a forward pass on ``images``."""
     check_input(model, img_size, batch_size)
-    x = _images_for(model, img_size, batch_size, images)
+    x = images_for(model, img_size, batch_size, images)
     with torch.no_grad(), _ClusterRecorder(model) as recorder:
         model(x)
     return recorder.clusters
@@ -678,7 +682,7 @@ def macs(model: nn.Module, img_size=224, batch_size: int = 1,
 
 
 def _components_of(model: nn.Module) -> list[str]:
-    clustered = _has_clustering(model)
+    clustered = has_clustering(model)
     return [c for c in COMPONENTS if c != "other" and (clustered or c not in CLUSTERING_COMPONENTS)]
 
 
@@ -697,31 +701,9 @@ def parameters(model: nn.Module, by_stage: bool = False) -> dict:
         elif re.search(r"(^|\.)norm\d?\.", rest) or rest.startswith("norm."):
             component = "norm"
         else:
-            key = _component_of(re.sub(r"\.(weight|bias|[\w]+)$", "", name))
+            key = component_of(re.sub(r"\.(weight|bias|[\w]+)$", "", name))
             component = key[0] if key else "other"
         out[(component, stage) if by_stage else component] += p.numel()
     out["total"] = sum(p.numel() for p in model.parameters())
     return dict(out)
 
-
-# What moved out of this module, by its new home (the old names keep working, with a warning).
-_MOVED = {"throughput": "measure", "peak_memory": "measure", "component_times": "measure",
-          "LiveTensorMemory": "measure", "CLUSTERING_FUNCTIONS": "measure",
-          "plot_components": "plotting", "COMPONENT_COLORS": "plotting"}
-
-
-def __getattr__(name: str):
-    if name == "example_images":
-        import warnings
-
-        warnings.warn("ccoat.cost.example_images moved to ccoat.data.sample_photos",
-                      FutureWarning, stacklevel=2)
-        return sample_photos
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"ccoat.cost.{name} moved to ccoat.{_MOVED[name]}.{name}", FutureWarning,
-                      stacklevel=2)
-        return getattr(importlib.import_module(f"ccoat.{_MOVED[name]}"), name)
-    raise AttributeError(f"module 'ccoat.cost' has no attribute {name!r}")

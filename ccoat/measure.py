@@ -32,11 +32,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .cost import (
     STAGES,
-    _as_hw,
-    _component_of,
-    _has_clustering,
-    _images_for,
+    as_hw,
     check_input,
+    component_of,
+    has_clustering,
+    images_for,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -169,9 +169,9 @@ def model_input(model: nn.Module, img_size=224, batch_size: int = 1,
     """The batch a measurement runs on, on the model's device: ``images`` (checked against the
     size), else sample photos for a clustered model (its cost depends on the data), else
     seeded noise."""
-    if images is not None or _has_clustering(model):
-        return _images_for(model, img_size, batch_size, images)
-    H, W = _as_hw(img_size)
+    if images is not None or has_clustering(model):
+        return images_for(model, img_size, batch_size, images)
+    H, W = as_hw(img_size)
     device = next(model.parameters()).device
     return torch.randn(batch_size, model.in_chans, H, W, generator=torch.Generator().manual_seed(0)).to(device)
 
@@ -302,7 +302,7 @@ def component_times(model: nn.Module, img_size=224, batch_size: int = 1, *, repe
 
     handles = []
     for name, module in model.named_modules():
-        key = _component_of(name)
+        key = component_of(name)
         if key is None and re.fullmatch(r"stages\.\d", name):
             key = ("other", STAGES[int(name[-1])])  # the stage itself: its glue
         if key is not None:

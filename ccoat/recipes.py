@@ -137,7 +137,8 @@ class TrainConfig:
         return self
 
     def _bad(self, name: str, expected: str):
-        raise ValueError(f"{name} ({_flag(name)}) must be {expected}, got {getattr(self, name)!r}")
+        raise ValueError(f"{name} ({option_flag(name)}) must be {expected}, "
+                         f"got {getattr(self, name)!r}")
 
     def _check(self, name: str, expected: str, ok, optional: bool = False) -> None:
         value = getattr(self, name)
@@ -192,10 +193,10 @@ class TrainConfig:
         if self.token_clustering is None:
             self._check_unclustered()
         else:
-            from .token_clustering import _check
+            from .token_clustering import check_token_clustering
 
             try:
-                _check(self.token_clustering, self.keep, self.token_stages)
+                check_token_clustering(self.token_clustering, self.keep, self.token_stages)
             except ValueError as error:
                 raise ValueError(f"token clustering (--token-clustering, --keep, "
                                  f"--token-stages): {error}") from None
@@ -204,7 +205,7 @@ class TrainConfig:
         if self.data_on_device and self.randaugment:
             self._bad("randaugment", "None with data_on_device (--data-on-device augments on "
                       "the device: random crops and flips only)")
-        _device_from(self.device, 0)  # raises naming --device
+        device_from(self.device, 0)  # raises naming --device
 
     def _check_unclustered(self) -> None:
         """Without token clustering, its options keep their defaults: another value would be
@@ -270,13 +271,14 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _flag(name: str) -> str | None:
-    """The command-line option of the :class:`TrainConfig` field ``name``."""
+def option_flag(name: str) -> str | None:
+    """The command-line option of the :class:`TrainConfig` field ``name`` (``"--time-budget"``
+    for ``time_budget_s``), or None for a field that is not an option (``command``)."""
     metadata = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}[name]
     return metadata.get("flag", "--" + name.replace("_", "-"))
 
 
-def _device_from(name: str, local_rank: int) -> torch.device:
+def device_from(name: str, local_rank: int) -> torch.device:
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` (this process's GPU: the local rank's)
     or ``cuda:N``; ``ValueError`` naming ``--device`` for anything this machine cannot run."""
     if name == "auto":

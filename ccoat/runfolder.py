@@ -80,17 +80,17 @@ class RunFolder:
     def lock_path(self) -> Path:
         return self.path / ".lock"
 
-    def lock(self, wait: bool = False, command: str | None = None) -> None:
-        """Take the folder's lock, or raise :class:`RunFolderBusy` naming its holder (``wait``:
-        block until it is free). A lock file left by a process that no longer runs is taken
-        over, and a line on stderr says so."""
+    def lock(self, command: str | None = None) -> None:
+        """Take the folder's lock, or raise :class:`RunFolderBusy` naming its holder. A lock
+        file left by a process that no longer runs is taken over, and a line on stderr says
+        so."""
         import fcntl
 
         self.path.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = self._holder(fd)
                 os.close(fd)
@@ -129,7 +129,7 @@ class RunFolder:
 
         if self._fd is None:
             return
-        self.lock_path.unlink(missing_ok=True)  # before unlocking: a waiter then re-opens
+        self.lock_path.unlink(missing_ok=True)  # first: a run that opened it re-opens
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         _HELD.discard(self._fd)

@@ -53,7 +53,6 @@ from . import cost, measure
 from .convert import convert_attention
 from .data import sample_photos
 from .model import ATTENTION_KINDS
-from .plotting import plot_sweep  # noqa: F401  (the sweep's figure, where it used to be)
 from .profile import choose, get_profile
 from .provenance import provenance, write_atomic
 from .registry import MODEL_NAMES, create_model

@@ -293,7 +293,11 @@ class TokenClusteredBlock(nn.Module):
 # Converting a model
 
 
-def _check(method, keep, stages, n_stages: int = 4) -> tuple[int, ...]:
+def check_token_clustering(method, keep, stages, n_stages: int = 4) -> tuple[int, ...]:
+    """The ``stages`` as a tuple, after checking what :func:`cluster_tokens` (and the command
+    line's ``--token-clustering``, ``--keep``, ``--token-stages``) is given: ``ValueError``
+    saying what was expected for a ``method`` not in :data:`METHODS`, a ``keep`` outside (0, 1]
+    (for ``"grid"``, not ``1/n``), or stages that are not numbers from 1 to ``n_stages``."""
     if method not in METHODS:
         raise ValueError(f"token clustering method must be one of {METHODS}, got {method!r}")
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
@@ -365,7 +369,7 @@ def cluster_tokens(model: nn.Module, method: str, *, keep: float = 0.5, stages=(
     Every option and every block is checked before the first block is replaced, so a refused
     call leaves ``model`` as it was.
     """
-    stages = _check(method, keep, stages)
+    stages = check_token_clustering(method, keep, stages)
     scope = scope or ("stage" if method == "grid" else "block")
     if scope not in SCOPES or (method == "grid" and scope != "stage"):
         expected = ("stage",) if method == "grid" else SCOPES

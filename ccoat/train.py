@@ -1,7 +1,6 @@
 """Training and evaluation: one function for the notebooks, one command line for everyone.
 
-``fit(config) -> TrainRun`` (or ``train(config)``, its history) runs the recipe the book uses
-for every model:
+``fit(config) -> TrainRun`` runs the recipe the book uses for every model:
 
 - AdamW with weight decay (none on norms, biases and class tokens), a linear warm-up then a
   cosine decay (timm's :class:`~timm.scheduler.CosineLRScheduler`, stepped every update);
@@ -40,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -71,9 +69,9 @@ from .recipes import (
     AMP_MODES,
     RECIPES,
     TrainConfig,
-    _device_from,
-    _flag,
+    device_from,
     model_options,
+    option_flag,
     recipe,
 )
 from .registry import create_model
@@ -353,7 +351,7 @@ class TimeBudgetSchedule:
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:
-    device = _device_from(name, local_rank)
+    device = device_from(name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
@@ -472,8 +470,7 @@ class TrainRun:
     ema: nn.Module | None = None
 
 
-def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
-        _cache: bool = False) -> TrainRun:
+def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
     """Train per ``config`` (optionally a given ``model``), returning the model and history.
 
     A given ``model`` built by :func:`ccoat.create_model` must be ``config.model`` (its name
@@ -483,8 +480,7 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
 
     With ``out``, the run folder is locked for the run's duration (another run into it raises
     :class:`~ccoat.runfolder.RunFolderBusy`) and kept consistent whenever the run stops
-    (:mod:`ccoat.runfolder`). ``_cache`` (:func:`fit_cached`): wait for the lock, then resume
-    whatever the folder holds.
+    (:mod:`ccoat.runfolder`).
     """
     config = (TrainConfig(**config) if isinstance(config, dict) else config).validate()
     _check_given_model(config, model)
@@ -495,10 +491,7 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
     created = folder is not None and not folder.path.exists()
     try:
         if folder is not None:
-            _lock(folder, wait=_cache, command=config.command)
-            if _cache:
-                config = dataclasses.replace(config, resume=folder.checkpoint.exists()
-                                             or folder.record.exists())
+            _lock(folder, command=config.command)
         return _fit_in_folder(config, model, device, rank, world, folder)
     finally:
         if folder is not None:
@@ -507,11 +500,11 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None, *,
                 _remove_if_empty(folder.path)
 
 
-def _lock(folder: RunFolder, wait: bool, command: str | None) -> None:
+def _lock(folder: RunFolder, command: str | None) -> None:
     """:meth:`RunFolder.lock`, with a folder that cannot be made or written named as ``--out``
     (a read-only disk, a path under ``/proc``)."""
     try:
-        folder.lock(wait=wait, command=command)
+        folder.lock(command=command)
     except RunFolderBusy:
         raise
     except OSError as error:
@@ -554,7 +547,7 @@ def _model_given(model: nn.Module) -> dict | None:
 def _launch(config: TrainConfig) -> tuple[int, int, torch.device]:
     """This process's rank, the number of processes and this process's device; under torchrun
     the process group is joined first."""
-    rank, world, local_rank = setup_distributed(_device_from(config.device, 0).type)
+    rank, world, local_rank = setup_distributed(device_from(config.device, 0).type)
     device = _resolve_device(config.device, local_rank)
     if config.batch_size % world:
         raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
@@ -916,25 +909,6 @@ def _dataset_label(info: cdata.DataInfo) -> str:
     return f"{info.name} at {info.source}"
 
 
-def fit_cached(config: TrainConfig | dict, cache_dir: str | os.PathLike | None = None) -> TrainRun:
-    """:func:`fit`, run once per recipe: the checkpoint is kept under ``cache_dir`` (default
-    ``~/.cache/ccoat/runs``) in a folder named by a hash of the recipe's settings (the same for a
-    dict and for the :class:`TrainConfig` it makes), and a later call with the same settings
-    resumes from it, finding nothing left to train. Notebooks that need the same trained model
-    share it this way and each still runs on its own."""
-    config = dataclasses.asdict(TrainConfig(**config) if isinstance(config, dict) else config)
-    for name in ("out", "resume", "overwrite"):  # where it is kept, not what it computes
-        config.pop(name)
-    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "ccoat" / "runs"
-    return fit(dict(config, out=str(root / key)), _cache=True)
-
-
-def train(config: TrainConfig | dict) -> list[dict]:
-    """Train per ``config`` and return the per-epoch history (what ``metrics.jsonl`` holds)."""
-    return fit(config).history
-
-
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, data_dir=None,
                         batch_size: int = 256, num_workers: int = 2, device: str = "auto",
                         use_ema: bool = False, val_subset: int | None = None,
@@ -1040,8 +1014,8 @@ def _parser(suppress: bool = False) -> argparse.ArgumentParser:
                    help="start from a named recipe of ccoat.recipes (" + ", ".join(RECIPES)
                    + "); options given here override it")
     for option in dataclasses.fields(TrainConfig):
-        if _flag(option.name) is not None:
-            p.add_argument(_flag(option.name), **_argparse_keywords(option))
+        if option_flag(option.name) is not None:
+            p.add_argument(option_flag(option.name), **_argparse_keywords(option))
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate the checkpoint given by --resume (top-1/top-5, images/s)")
     p.add_argument("--ema", action="store_true", help="with --eval-only: evaluate the EMA weights")
@@ -1126,7 +1100,7 @@ def _one_line(error: Exception) -> str:
 def _refuse_unused_options(config: TrainConfig, explicit: set[str]) -> None:
     """Options given that the run would ignore (their defaults pass :meth:`TrainConfig.validate`
     unseen): token clustering's ``--keep`` and ``--token-stages`` without it."""
-    unused = [_flag(k) for k in ("keep", "token_stages") if k in explicit]
+    unused = [option_flag(k) for k in ("keep", "token_stages") if k in explicit]
     if unused and config.token_clustering is None:
         raise ValueError(f"{' and '.join(unused)} set token clustering, but no "
                          f"--token-clustering was given (pool, bipartite, lsh or grid)")
@@ -1157,7 +1131,7 @@ def _eval_only(config: TrainConfig, args: argparse.Namespace) -> int:
     created = folder is not None and not folder.path.exists()
     try:
         if folder is not None:
-            _lock(folder, wait=False, command=config.command)
+            _lock(folder, command=config.command)
         result = evaluate_checkpoint(ckpt, data_dir=config.data_dir, batch_size=config.batch_size,
                                      num_workers=config.num_workers, device=config.device,
                                      use_ema=args.ema, val_subset=config.val_subset,

@@ -183,7 +183,7 @@ glue("long_planned", longest.run["config"]["epochs"])
 # {glue:text}`long_planned` planned epochs of the same recipe before its time ran out:
 # {glue:text}`long_top1:.1f`% ({glue:text}`long_lo:.1f`–{glue:text}`long_hi:.1f`).
 #
-# The same machinery also trains live (`ccoat.train.train(ccoat.recipes.imagenette())`); at the
+# The same machinery also trains live (`ccoat.train.fit(ccoat.recipes.imagenette())`); at the
 # sizes a book build affords, a few updates on a subset, it shows the code running and nothing
 # about the models, so this page leaves it to Colab.
 #

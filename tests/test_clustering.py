@@ -239,91 +239,11 @@ def test_autocast_runs_on_cpu(dtype, kind):
     torch.testing.assert_close(out.float(), reference, atol=0.1, rtol=0.1)
 
 
-def test_ccoat_models_are_registered_with_timm_and_default_to_clustered():
-    model = timm.create_model("ccoat_lite_tiny", num_classes=5)
-    assert model.attention_kinds == ["clustered"] * 4
-    other = ccoat.create_model("coat_lite_mini_cifar", attention="clustered_factorized",
-                               n_hashes=8, bucket_width=2.0, max_clusters=16)
-    core = other.stages[1].blocks[0].attn.core
-    assert other.attention_kinds == ["clustered_factorized"] * 4
-    assert (core.hasher.n_hashes, core.hasher.bucket_width, core.max_clusters) == (8, 2.0, 16)
-    assert core.hasher.dim == 128 // 8
-
-
-def _assert_same_parameters(a, b):
-    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
-    assert pa.keys() == pb.keys()
-    assert all(torch.equal(pa[n], pb[n]) for n in pa)
-
-
-@pytest.mark.parametrize("kind", CLUSTERED_KINDS)
-def test_one_state_dict_loads_into_every_kind(kind):
-    torch.manual_seed(0)
-    factorized = ccoat.create_model("coat_lite_tiny_cifar")
-    clustered = ccoat.create_model("coat_lite_tiny_cifar", attention=kind)
-    own = clustered.stages[0].blocks[0].attn.core.hasher.projections.clone()
-    clustered.load_state_dict(factorized.state_dict())  # strict: the core keeps its projections
-    _assert_same_parameters(clustered, factorized)
-    assert torch.equal(clustered.stages[0].blocks[0].attn.core.hasher.projections, own)
-
-    torch.manual_seed(1)
-    other = ccoat.create_model("coat_lite_tiny_cifar", attention=kind)
-    factorized.load_state_dict(other.state_dict())  # strict: the hash buffers are dropped
-    _assert_same_parameters(factorized, other)
-    clustered.load_state_dict(other.state_dict())  # same kind: the projections travel too
-    assert torch.equal(clustered.stages[0].blocks[0].attn.core.hasher.projections,
-                       other.stages[0].blocks[0].attn.core.hasher.projections)
-
-
 def test_timm_weights_load_into_a_clustered_model():
     reference = timm.create_model("coat_lite_tiny")
     model = ccoat.load_timm_weights(ccoat.create_model("ccoat_lite_tiny"), reference)
     assert torch.equal(model.stages[2].blocks[1].attn.qkv.weight,
                        reference.serial_blocks3[1].factoratt_crpe.qkv.weight)
-
-
-def test_convert_timm_to_factorized_gives_timm_logits_and_leaves_timm_alone():
-    torch.manual_seed(0)
-    reference = timm.create_model("coat_lite_tiny").eval()
-    before = {k: v.clone() for k, v in reference.state_dict().items()}
-    model = ccoat.convert_attention(reference, "factorized")
-    assert isinstance(model, ccoat.CoaTLite) and not model.training
-    x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=0)
-    assert all(torch.equal(v, before[k]) for k, v in reference.state_dict().items())
-    assert type(reference.serial_blocks1[0].factoratt_crpe).__name__ == "FactorAttnConvRelPosEnc"
-
-
-def test_convert_with_tiny_bucket_width_equals_softmax():
-    torch.manual_seed(0)
-    reference = timm.create_model("coat_lite_tiny").eval()
-    softmax = ccoat.convert_attention(reference, "softmax")
-    clustered = ccoat.convert_attention(reference, "clustered", bucket_width=1e-6, n_hashes=4)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(clustered(x), softmax(x), atol=1e-5, rtol=0)
-
-
-def test_convert_ccoat_model_in_place_keeps_every_weight():
-    torch.manual_seed(0)
-    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
-    before = {n: p.clone() for n, p in model.named_parameters()}
-    same = ccoat.convert_attention(model, "clustered", bucket_width=1.0)
-    assert same is model and model.attention_kinds == ["clustered"] * 4
-    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
-    assert model.stages[0].blocks[1].attn.core.hasher.bucket_width == 1.0
-    ccoat.convert_attention(model, "factorized")
-    assert model.attention_kinds == ["factorized"] * 4
-
-
-def test_convert_refuses_what_it_cannot_convert():
-    with pytest.raises(ValueError, match="expected a ccoat CoaTLite or a timm CoaT-Lite"):
-        ccoat.convert_attention(torch.nn.Linear(2, 2), "clustered")
-    with pytest.raises(ValueError, match="parallel blocks"):
-        ccoat.convert_attention(timm.create_model("coat_tiny"), "clustered")
-    with pytest.raises(ValueError, match="attention kind must be one of"):
-        ccoat.convert_attention(ccoat.create_model("coat_lite_tiny_cifar"), "linear")
 
 
 def test_record_clusters_keeps_each_block_for_the_pass_and_nothing_outside():

@@ -1,4 +1,6 @@
-"""ccoat.convert: per-stage kinds, and what a converted token-clustered model computes."""
+"""ccoat.convert: timm's CoaT-Lite converted gives its logits, a ccoat model converts in place
+keeping every weight, per-stage kinds, refusals, and what a converted token-clustered model
+computes."""
 import copy
 
 import pytest
@@ -15,6 +17,50 @@ def _images(n=2, seed=1):
 
 def _cores(model):
     return [block.attn.core for stage in model.stages for block in stage.blocks]
+
+
+def test_convert_timm_to_factorized_gives_timm_logits_and_leaves_timm_alone():
+    torch.manual_seed(0)
+    reference = timm.create_model("coat_lite_tiny").eval()
+    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    model = ccoat.convert_attention(reference, "factorized")
+    assert isinstance(model, ccoat.CoaTLite) and not model.training
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=0)
+    assert all(torch.equal(v, before[k]) for k, v in reference.state_dict().items())
+    assert type(reference.serial_blocks1[0].factoratt_crpe).__name__ == "FactorAttnConvRelPosEnc"
+
+
+def test_convert_with_tiny_bucket_width_equals_softmax():
+    torch.manual_seed(0)
+    reference = timm.create_model("coat_lite_tiny").eval()
+    softmax = ccoat.convert_attention(reference, "softmax")
+    clustered = ccoat.convert_attention(reference, "clustered", bucket_width=1e-6, n_hashes=4)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(clustered(x), softmax(x), atol=1e-5, rtol=0)
+
+
+def test_convert_ccoat_model_in_place_keeps_every_weight():
+    torch.manual_seed(0)
+    model = ccoat.create_model("coat_lite_tiny_cifar", num_classes=10)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    same = ccoat.convert_attention(model, "clustered", bucket_width=1.0)
+    assert same is model and model.attention_kinds == ["clustered"] * 4
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert model.stages[0].blocks[1].attn.core.hasher.bucket_width == 1.0
+    ccoat.convert_attention(model, "factorized")
+    assert model.attention_kinds == ["factorized"] * 4
+
+
+def test_convert_refuses_what_it_cannot_convert():
+    with pytest.raises(ValueError, match="expected a ccoat CoaTLite or a timm CoaT-Lite"):
+        ccoat.convert_attention(torch.nn.Linear(2, 2), "clustered")
+    with pytest.raises(ValueError, match="parallel blocks"):
+        ccoat.convert_attention(timm.create_model("coat_tiny"), "clustered")
+    with pytest.raises(ValueError, match="attention kind must be one of"):
+        ccoat.convert_attention(ccoat.create_model("coat_lite_tiny_cifar"), "linear")
 
 
 def test_a_list_of_four_kinds_gives_each_stage_its_kind():

@@ -1,4 +1,4 @@
-"""The cost audit: published MACs, counted = analytic, bad input; moved names still answer."""
+"""The cost audit: published MACs, counted = analytic, bad input."""
 import contextlib
 
 import pytest
@@ -230,21 +230,6 @@ def test_cost_is_reachable_from_the_package():
     import ccoat as package
 
     assert package.cost.macs(package.create_model("coat_lite_tiny_cifar"), img_size=32)["total"] > 0
-
-
-@pytest.mark.parametrize("name,home", [("throughput", "measure"), ("peak_memory", "measure"),
-                                       ("component_times", "measure"),
-                                       ("plot_components", "plotting")])
-def test_names_that_moved_still_answer_with_a_warning(name, home):
-    import importlib
-
-    with pytest.warns(FutureWarning, match=f"moved to ccoat.{home}.{name}"):
-        moved = getattr(cost, name)
-    assert moved is getattr(importlib.import_module(f"ccoat.{home}"), name)
-    with pytest.warns(FutureWarning, match="ccoat.data.sample_photos"):
-        assert cost.example_images is ccoat.data.sample_photos
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        cost.nothing  # noqa: B018  (the attribute access is what raises)
 
 
 # --- token-clustered models (ccoat.token_clustering) -----------------------------------------

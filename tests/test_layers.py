@@ -1,6 +1,9 @@
-"""The library's layers (docs/STYLE.md, "The map of the library"): no two of ccoat's modules
-import each other, directly or around a loop, and no module of the paper's concepts imports an
-instrument.
+"""The library's layers (docs/STYLE.md, "The map of the library") and the rules that keep them
+tidy: no two of ccoat's modules import each other, directly or around a loop; no module of the
+paper's concepts imports an instrument; no module imports another's private name (one starting
+with ``_``), nor reaches for one through a module it imported; and no module has a module-level
+``__getattr__`` (names answered at run time, which hides what a module holds and what it
+imports).
 
 The import graph is read from the sources with ``ast``, imports inside functions included (a
 lazy import is still a dependency). A module imported by a name computed at run time
@@ -18,9 +21,8 @@ CONCEPTS = {"hashing", "clustering", "attention", "model", "registry", "convert"
             "token_clustering", "grid_clustering"}
 INSTRUMENTS = {"cost", "measure", "sweep", "plotting", "data", "recipes", "train", "runfolder",
                "stats", "weights", "profile", "provenance"}
-# The package itself (it imports the public interface), the torch version check, and the alias
-# that says the sweep moved (python -m ccoat.bench).
-OTHERS = {"__init__", "_versions", "bench"}
+# The package itself (it imports the public interface) and the torch version check.
+OTHERS = {"__init__", "_versions"}
 
 
 def imported_modules(tree: ast.Module, package: str, modules: set[str]) -> dict[str, int]:
@@ -53,12 +55,77 @@ def imported_modules(tree: ast.Module, package: str, modules: set[str]) -> dict[
     return found
 
 
+def parsed_modules(root: Path = PACKAGE) -> dict[str, ast.Module]:
+    """Module name -> its parsed source, for every module of the package at ``root``."""
+    return {path.stem: ast.parse(path.read_text(), str(path)) for path in sorted(root.glob("*.py"))}
+
+
 def import_graph(root: Path = PACKAGE) -> dict[str, dict[str, int]]:
     """Module -> {module it imports: line}, for every module of the package at ``root``."""
-    sources = {path.stem: path for path in sorted(root.glob("*.py"))}
-    return {name: imported_modules(ast.parse(path.read_text(), str(path)), root.name,
-                                   set(sources))
-            for name, path in sources.items()}
+    trees = parsed_modules(root)
+    return {name: imported_modules(tree, root.name, set(trees)) for name, tree in trees.items()}
+
+
+def private_names_used(tree: ast.Module, package: str, modules: set[str]) -> list[str]:
+    """Where a module's source takes a private name (``_x``) of another module of the package:
+    ``from .cost import _x``, ``from ccoat.cost import _x``, ``from ccoat import _x``, and
+    ``cost._x`` / ``ccoat.cost._x`` through a module it imported (``from . import cost``,
+    ``import ccoat.cost as c``). Each as ``"line N: module._x"``. A private module of the package
+    (``from ._versions import check_torch``) is not a private name of another module."""
+    found = []
+    bound: dict[str, str] = {package: "__init__"}  # a name in this module -> the ccoat module
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == package and len(parts) == 2 and alias.asname:
+                    bound[alias.asname] = parts[1]
+        elif isinstance(node, ast.ImportFrom):
+            parts = (node.module or "").split(".") if node.module else []
+            if node.level == 0:
+                if not parts or parts[0] != package:
+                    continue
+                parts = parts[1:]
+            source = parts[0] if parts else "__init__"
+            for alias in node.names:
+                if not parts and alias.name in modules:  # from . import cost
+                    bound[alias.asname or alias.name] = alias.name
+                elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"line {node.lineno}: {source}.{alias.name}")
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") \
+                or node.attr.startswith("__"):
+            continue
+        value = node.value
+        if isinstance(value, ast.Name) and value.id in bound and value.id != package:
+            found.append(f"line {node.lineno}: {bound[value.id]}.{node.attr}")
+        elif (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+              and value.value.id == package and value.attr in modules):  # ccoat.cost._x
+            found.append(f"line {node.lineno}: {value.attr}.{node.attr}")
+        elif isinstance(value, ast.Name) and value.id == package:  # ccoat._x
+            found.append(f"line {node.lineno}: __init__.{node.attr}")
+    return sorted(found, key=lambda where: int(where.split()[1][:-1]))
+
+
+def module_getattr(tree: ast.Module) -> list[int]:
+    """The lines where a module defines or assigns a module-level ``__getattr__`` (at its top
+    level or inside an ``if``/``try``/``with`` there, not in a class or function)."""
+    lines, todo = [], list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.name == "__getattr__":
+                lines.append(node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "__getattr__" for t in targets):
+                lines.append(node.lineno)
+        elif isinstance(node, (ast.ImportFrom, ast.Import)):
+            if any((alias.asname or alias.name) == "__getattr__" for alias in node.names):
+                lines.append(node.lineno)
+        elif not isinstance(node, ast.ClassDef):
+            todo += [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
+    return sorted(lines)
 
 
 def cycles(graph: dict[str, dict[str, int]]) -> list[set[str]]:
@@ -89,6 +156,7 @@ def upward_imports(graph: dict[str, dict[str, int]], module: str) -> dict[str, i
 
 
 GRAPH = import_graph()
+TREES = parsed_modules()
 
 
 def test_the_graph_is_read_and_every_module_has_a_room():
@@ -127,3 +195,54 @@ def test_a_cycle_and_an_upward_import_are_found(tmp_path):
     assert cycles(graph) == [{"attention", "model", "cost"}]
     assert upward_imports(graph, "model") == {"cost": 2}
     assert upward_imports(graph, "attention") == {}
+
+
+@pytest.mark.parametrize("module", sorted(TREES))
+def test_no_module_takes_another_modules_private_name(module):
+    """A name that starts with ``_`` is its module's own business: another module that needs it
+    needs it public (a docstring saying what it is), or in its own module."""
+    found = private_names_used(TREES[module], PACKAGE.name, set(TREES))
+    assert not found, f"ccoat/{module}.py takes private names of other modules: " + \
+        ", ".join(found)
+
+
+@pytest.mark.parametrize("module", sorted(TREES))
+def test_no_module_answers_names_at_run_time(module):
+    """No module-level ``__getattr__``: what a module holds is what its source defines."""
+    lines = module_getattr(TREES[module])
+    assert not lines, f"ccoat/{module}.py has a module-level __getattr__ (line " + \
+        ", ".join(map(str, lines)) + ")"
+
+
+def test_a_private_name_and_a_module_getattr_are_found(tmp_path):
+    """The two checks above on a made-up package that breaks both rules, in every form."""
+    package = tmp_path / "ccoat"
+    package.mkdir()
+    (package / "__init__.py").write_text("from ._versions import check\n_torch = 1\n")
+    (package / "_versions.py").write_text("def check():\n    pass\n")
+    (package / "cost.py").write_text(
+        "def _as_hw():\n    pass\n\n\nif True:\n    def __getattr__(name):\n        pass\n")
+    (package / "measure.py").write_text(
+        "from .cost import _as_hw, check\n"  # line 1
+        "from ccoat.cost import _as_hw as hw\n"  # line 2
+        "from . import cost\n"  # line 3
+        "import ccoat.cost as c\n"  # line 4
+        "import ccoat\n"  # line 5
+        "def f():\n"  # line 6
+        "    from ccoat import _torch\n"  # line 7
+        "    return cost._as_hw, c._as_hw, ccoat.cost._as_hw, ccoat._torch, cost.__name__\n"
+        "class Lazy:\n"  # line 9: a class's __getattr__ is not the module's
+        "    def __getattr__(self, name):\n"
+        "        pass\n"
+        "__getattr__ = f\n")  # line 12
+    trees = parsed_modules(package)
+    modules = set(trees)
+    assert private_names_used(trees["measure"], "ccoat", modules) == [
+        "line 1: cost._as_hw", "line 2: cost._as_hw", "line 7: __init__._torch",
+        "line 8: cost._as_hw", "line 8: cost._as_hw", "line 8: cost._as_hw",
+        "line 8: __init__._torch"]
+    assert private_names_used(trees["__init__"], "ccoat", modules) == []
+    assert module_getattr(trees["cost"]) == [6]
+    assert module_getattr(trees["measure"]) == [12]
+    assert module_getattr(trees["__init__"]) == []
+

@@ -4,7 +4,6 @@ import timm
 import torch
 
 import ccoat
-from ccoat.registry import MODEL_NAMES, parse_name
 
 SIZES = ["tiny", "mini", "small", "medium"]
 
@@ -69,15 +68,6 @@ def test_cifar_variant_keeps_parameter_count_apart_from_first_patch():
     assert _count(big) - _count(small) == 64 * 3 * (16 - 4)
 
 
-def test_class_token_sees_no_convolution():
-    # The CRPE gives the class token a zero row; the CPE passes it through unchanged.
-    stage = ccoat.create_model("coat_lite_tiny").stages[0]
-    x = torch.randn(2, 1 + 4 * 4, 64)
-    assert torch.equal(stage.cpe(x, (4, 4))[:, 0], x[:, 0])
-    q, v = torch.randn(2, 8, 17, 8), torch.randn(2, 8, 17, 8)
-    assert torch.equal(stage.crpe(q, v, (4, 4))[:, :, 0], torch.zeros(2, 8, 8))
-
-
 @pytest.mark.parametrize(
     "shape, message",
     [
@@ -97,22 +87,6 @@ def test_cifar_variant_needs_sides_divisible_by_16():
     model = ccoat.create_model("coat_lite_tiny_cifar")
     with pytest.raises(ValueError, match="divisible by 16, got 40x40"):
         model(torch.randn(1, 3, 40, 40))
-
-
-def test_unknown_model_name():
-    with pytest.raises(ValueError, match="unknown model name 'coat_lite_huge'.*coat_lite_tiny"):
-        ccoat.create_model("coat_lite_huge")
-
-
-def test_names_parse():
-    assert parse_name("ccoat_lite_small_cifar") == ("ccoat_lite", "small", True)
-    assert parse_name("coat_lite_medium") == ("coat_lite", "medium", False)
-    assert len(MODEL_NAMES) == 16
-
-
-def test_small_image_variant_registered_with_timm():
-    model = timm.create_model("coat_lite_tiny_cifar", num_classes=10)
-    assert isinstance(model, ccoat.CoaTLite) and model.config.patch_size == 2
 
 
 def test_gradients_reach_every_parameter():

@@ -171,12 +171,3 @@ def test_crossover_is_the_first_size_from_which_a_kind_stays_faster():
     assert sweep.crossover(rows)[0] == 640
     assert sweep.crossover(rows, kind="softmax", reference="clustered")[0] is None
 
-
-def test_the_old_name_ccoat_bench_still_runs_the_sweep():
-    import importlib
-    import sys
-
-    sys.modules.pop("ccoat.bench", None)
-    with pytest.warns(FutureWarning, match="ccoat.bench moved to ccoat.sweep"):
-        old = importlib.import_module("ccoat.bench")
-    assert old.run is sweep.run and old.main is sweep.main

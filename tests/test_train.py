@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from ccoat import data as cdata
+from ccoat import recipes
 from ccoat import train as ctrain
 from ccoat.model import CoaTLite, CoaTLiteConfig
 
@@ -179,7 +180,7 @@ def test_every_config_field_is_a_command_line_option_and_every_option_a_field():
     for name, option in options.items():
         if name in fields:
             assert option.default == getattr(defaults, name), name
-            assert option.help and option.option_strings[0] == ctrain._flag(name), name
+            assert option.help and option.option_strings[0] == recipes.option_flag(name), name
 
 
 def test_the_spellings_of_the_readme_and_scripts_still_parse():
@@ -252,23 +253,6 @@ def test_evaluate_keeps_per_image_predictions_for_pairing():
     assert json.loads(text) == result  # eval.json holds it all ...
     assert len(text.splitlines()) < 20  # ... with each per-image list on one line
     assert json.loads(ctrain.eval_json({"top1": 1.0})) == {"top1": 1.0}
-
-
-def test_fit_cached_trains_once_then_loads(tmp_path, monkeypatch):
-    recipe = dict(model="coat_lite_tiny_cifar", data="digits", epochs=1, batch_size=32,
-                  steps_per_epoch=2, val_subset=32, num_workers=0, progress=False, seed=0)
-    first = ctrain.fit_cached(recipe, cache_dir=tmp_path)
-    calls = []
-    monkeypatch.setattr(ctrain, "train_step", lambda *a, **k: calls.append(1) or 0.0)
-    again = ctrain.fit_cached(recipe, cache_dir=tmp_path)
-    assert not calls, "a finished cached run trained again"
-    ctrain.fit_cached(ctrain.TrainConfig(**recipe), cache_dir=tmp_path)  # the same settings
-    assert not calls, "the same recipe as a TrainConfig trained again"
-    for (name, a), (_, b) in zip(first.model.state_dict().items(), again.model.state_dict().items()):
-        assert torch.equal(a, b), name
-    other = dict(recipe, seed=1)  # another recipe, another folder
-    ctrain.fit_cached(other, cache_dir=tmp_path)
-    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,8 +466,8 @@ def test_resume_loads_the_checkpoint_on_the_cpu(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_device_names_and_resume_on_the_gpu(tmp_path):
-    assert ctrain._device_from("cuda", 0) == torch.device("cuda", 0)
-    assert ctrain._device_from("cuda:0", 3) == torch.device("cuda", 0)
+    assert recipes.device_from("cuda", 0) == torch.device("cuda", 0)
+    assert recipes.device_from("cuda:0", 3) == torch.device("cuda", 0)
     full = ctrain.fit(small_config(tmp_path / "full", epochs=2, device="cuda", amp="off"),
                       model=tiny_model())
     ctrain.fit(small_config(tmp_path / "cut", epochs=2, stop_after=1, device="cuda", amp="off"),
