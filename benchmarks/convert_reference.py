@@ -7,7 +7,7 @@ attention kind without retraining, and sweep the bucket width of clustered_facto
 
 Loads the committed run's weights (``CommittedRun.load_model``), and for each attention kind,
 then for each bucket width, scores a copy on a fixed random subset of Imagenette's val split
-(seed 0; ``--val-subset 0``: all 3,925 images) with ``ccoat.train.evaluate``: top-1 with its
+(seed 0; ``--val-subset 0``: all 3,925 images) with ``ccoat.evaluate.evaluate``: top-1 with its
 bootstrap 95% interval, top-5, the mean number of clusters per (image, head) row of each stage,
 and forward images/s on this machine (the kinds run one after another, so their speeds are
 comparable only on a quiet machine; the chapter's cost sweeps are the timing reference).
@@ -24,7 +24,7 @@ import torch
 
 import ccoat
 from ccoat import data as cdata
-from ccoat import train as ctrain
+from ccoat.evaluate import evaluate
 from ccoat.model import CLUSTERED_KINDS
 from ccoat.provenance import provenance, write_atomic
 from ccoat.runfolder import read_run
@@ -67,8 +67,8 @@ for config in configs:
     if config["kind"] in CLUSTERED_KINDS:
         options["seed"] = 0
     model = ccoat.convert_attention(copy.deepcopy(reference), config["kind"], **options)
-    scored = ctrain.evaluate(model, loader, "cpu", interval=True, progress=True,
-                             desc=json.dumps(config))
+    scored = evaluate(model, loader, "cpu", interval=True, progress=True,
+                      desc=json.dumps(config))
     row = {**config, **{k: scored[k] for k in ("top1", "top1_ci95", "top5", "images_per_s")},
            "clusters_per_stage": scored.get("clusters_per_stage")}
     done.append(row)

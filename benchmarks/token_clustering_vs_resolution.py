@@ -39,8 +39,8 @@ import torch
 import ccoat
 from ccoat import cost, measure
 from ccoat import data as cdata
+from ccoat.evaluate import eval_json, evaluate
 from ccoat.provenance import provenance, write_atomic
-from ccoat.train import eval_json, evaluate
 from ccoat.weights import load_weights, read_metadata
 
 WEIGHTS = "results/imagenette128_gpu_coat_lite_tiny_e70/model.safetensors"

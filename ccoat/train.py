@@ -17,7 +17,9 @@
 :func:`fit` reads top to bottom in phases, one function each: the data, the model, the
 optimisation, the checkpoint it continues from, then per epoch one pass of training, the
 evaluation and the checkpoint. What defines a run (:class:`TrainConfig`) and the named
-settings of the book's runs are in :mod:`ccoat.recipes`, which this module builds on.
+settings of the book's runs are in :mod:`ccoat.recipes`, and the scoring (each epoch's
+evaluation, and the checkpoint that ``--eval-only`` scores) in :mod:`ccoat.evaluate`: this
+module builds on both.
 
 Every option is checked before any work (:meth:`TrainConfig.validate`). A resumed run, or an
 evaluated checkpoint, is compared with the options given: a difference is refused, listing each.
@@ -53,7 +55,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.scheduler import CosineLRScheduler
@@ -63,10 +64,21 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import data as cdata
-from .clustering import block_index, record_clusters
+from .evaluate import (
+    PER_IMAGE,
+    all_reduce_sum,
+    amp_dtype,
+    dataset_label,
+    eval_json,
+    evaluate,
+    evaluate_checkpoint,
+    load_model_state,
+    refuse_differences,
+    resolve_device,
+    unwrap,
+)
 from .provenance import provenance, write_atomic
 from .recipes import (
-    AMP_MODES,
     RECIPES,
     TrainConfig,
     device_from,
@@ -81,9 +93,7 @@ from .runfolder import (
     RunFolderBusy,
     export_weights,
     load_checkpoint,
-    weights_checkpoint,
 )
-from .stats import bootstrap_interval
 from .weights import load_weights
 
 # ---------------------------------------------------------------------------------------------
@@ -104,14 +114,6 @@ def setup_distributed(device_type: str) -> tuple[int, int, int]:
     return rank, world, local_rank
 
 
-def _all_reduce_sum(values: list[float], device) -> list[float]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 # ---------------------------------------------------------------------------------------------
 # Pieces of the recipe
 
@@ -126,32 +128,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         (no_decay if p.ndim <= 1 or name in skip or name.endswith("cls_token") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision.
-
-    ``auto`` takes bf16 only where the GPU computes it natively, from compute capability 8.0
-    (Ampere) on, and fp16 (with a gradient scaler) below. ``torch.cuda.is_bf16_supported()``
-    cannot decide it: recent torch answers yes on a T4 (7.5, Colab's free GPU) too, where bf16
-    is emulated without tensor cores. ``bf16`` asks for it whatever the GPU."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16" or torch.cuda.get_device_capability(device) >= (8, 0):
-        return torch.bfloat16
-    return torch.float16
-
-
-def accuracy(logits: torch.Tensor, target: torch.Tensor, topk=(1, 5)) -> list[int]:
-    """Number of samples whose label is among the ``k`` highest logits, for each ``k``."""
-    k_max = min(max(topk), logits.shape[1])
-    pred = logits.topk(k_max, dim=1).indices  # (B, k_max)
-    hit = pred == target[:, None]
-    return [int(hit[:, :min(k, k_max)].any(dim=1).sum()) for k in topk]
 
 
 def rng_state() -> dict:
@@ -177,107 +153,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class ClusterStats:
-    """Mean number of clusters per stage, accumulated over the batches of an evaluation.
-
-    ``records`` is what ``ccoat.clustering.record_clusters`` fills: for each clustered block
-    ``"stages.i.blocks.j"`` the last forward pass's ``num_clusters`` ``(B, heads)``. Call
-    :meth:`collect` after every batch; :meth:`summary` averages over images, heads and the
-    blocks of each stage: ``{"stage1": ..., "stage4": ...}`` (empty for a model without
-    clustered attention).
-    """
-
-    def __init__(self, records: dict | None = None):
-        self.records = records if records is not None else {}
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    def collect(self) -> None:
-        for name, record in self.records.items():
-            stage = f"stage{block_index(name)[0] + 1}"
-            n = record["num_clusters"].float()
-            self.sums[stage] = self.sums.get(stage, 0.0) + float(n.sum())
-            self.counts[stage] = self.counts.get(stage, 0) + n.numel()
-
-    def summary(self) -> dict[str, float]:
-        return {stage: self.sums[stage] / self.counts[stage] for stage in sorted(self.sums)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device=None, dtype: torch.dtype | None = None,
-             channels_last: bool = False, progress: bool = False, desc: str = "eval",
-             interval: bool = False) -> dict:
-    """Loss, top-1 and top-5 accuracy (%) and throughput (images/s) of ``model`` on ``loader``.
-
-    Under DDP each process evaluates its share and the sums are all-reduced. ``interval=True``
-    adds ``top1_ci95``, the bootstrap 95% interval of top-1 over the images, and the per-image
-    ``predictions`` (top-1 class) and ``labels`` in the loader's order, so that two models scored
-    on the same images can be compared pairwise (:func:`ccoat.stats.paired_difference`; one
-    process only).
-    A model with clustered attention also reports ``clusters_per_stage``.
-    """
-    device = torch.device(device or next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    loss_sum, top1, top5, n = 0.0, 0, 0, 0
-    predictions, labels = [], []  # per image, in the loader's order
-    start = time.perf_counter()
-    with record_clusters(_unwrap(model)) as records:
-        clusters = ClusterStats(records)
-        for images, target in tqdm(loader, desc=desc, leave=False, disable=not progress):
-            images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(images)
-            loss_sum += float(F.cross_entropy(logits.float(), target, reduction="sum"))
-            c1, c5 = accuracy(logits, target)
-            predictions.append(logits.argmax(dim=1).cpu())
-            labels.append(target.cpu())
-            top1, top5, n = top1 + c1, top5 + c5, n + len(target)
-            clusters.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    loss_sum, top1, top5, n = _all_reduce_sum([loss_sum, top1, top5, n], device)
-    model.train(was_training)
-    if n == 0:
-        raise ValueError(f"{desc}: the loader gave no images to evaluate")
-    result = {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n,
-              "images": int(n),
-              "images_per_s": n / elapsed if elapsed > 0 else float("nan"), "time_s": elapsed}
-    if clusters.summary():
-        result["clusters_per_stage"] = clusters.summary()
-    if interval and predictions and not (dist.is_available() and dist.is_initialized()):
-        predictions, labels = torch.cat(predictions), torch.cat(labels)
-        result["top1_ci95"] = list(bootstrap_interval(predictions == labels))
-        result["predictions"], result["labels"] = predictions.tolist(), labels.tolist()
-    return result
-
-
-PER_IMAGE = ("predictions", "labels")  # eval.json's per-image lists, one line each
-
-
-def eval_json(result: dict) -> str:
-    """``result`` as ``eval.json`` holds it: indented, with each per-image list on one line (a
-    10,000-image test set would otherwise take 20,000 lines)."""
-    head = json.dumps({k: v for k, v in result.items() if k not in PER_IMAGE}, indent=2)
-    tails = [f'  "{k}": {json.dumps(result[k], separators=(",", ":"))}'
-             for k in PER_IMAGE if k in result]
-    if not tails:
-        return head + "\n"
-    return head[:-2] + (",\n" if len(head) > 2 else "\n") + ",\n".join(tails) + "\n}\n"
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,13 +225,6 @@ class TimeBudgetSchedule:
 # Where a run executes, and what it may continue from
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    device = device_from(name, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
 def _checkpoint_path(config: TrainConfig) -> Path | None:
     if isinstance(config.resume, str) and config.resume:
         return Path(config.resume)
@@ -387,26 +255,6 @@ def config_differences(saved: dict, config: TrainConfig,
     return differences
 
 
-def _refuse(source, differences: list[str], action: str = "resume") -> None:
-    if differences:
-        raise ValueError(f"{source} was made with other settings; refusing to {action} it "
-                         f"with these (give the checkpoint's values, or another --out):\n  "
-                         + "\n  ".join(differences))
-
-
-def _load_weights(model: nn.Module, state: dict, path, saved_config: dict) -> None:
-    """``load_state_dict``, with one error naming the checkpoint's model instead of a line per
-    mismatched tensor."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        lines = [l.strip() for l in str(error).splitlines()[1:] if l.strip()]
-        raise ValueError(
-            f"checkpoint {path} holds a {saved_config.get('model')} (attention "
-            f"{saved_config.get('attention') or 'its default'}) whose weights do not fit the model "
-            f"being built ({len(lines)} mismatches, first: {lines[0] if lines else error})") from error
-
-
 def _resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None, dict | None]:
     """What a run continues from: ``(checkpoint, None)``, ``(None, run.json)`` for a run stopped
     before its first checkpoint, or ``(None, None)`` for a new run. Refuses a new run in a folder
@@ -416,7 +264,7 @@ def _resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None,
     if ckpt_path is not None:
         if ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path)
-            _refuse(ckpt_path, config_differences(ckpt["config"], config))
+            refuse_differences(ckpt_path, config_differences(ckpt["config"], config), "resume")
             done = ckpt["epoch"] + 1
             if config.epochs < done:
                 raise ValueError(f"epochs (--epochs) is {config.epochs}, but {ckpt_path} has "
@@ -429,7 +277,8 @@ def _resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None,
             raise ValueError(f"resume (--resume): nothing to resume from in {config.out} (no "
                              f"last.pt, no run.json); start the run without --resume")
         _refuse_lost_checkpoint(folder)
-        _refuse(folder.record, config_differences(record.get("config", {}), config))
+        refuse_differences(folder.record, config_differences(record.get("config", {}), config),
+                           "resume")
         return None, record
     if main_process and folder is not None and folder.holds_run() and not config.overwrite:
         raise ValueError(f"{folder.path} holds a run (last.pt or metrics.jsonl); pass --resume to "
@@ -520,7 +369,7 @@ def _check_given_model(config: TrainConfig, model: nn.Module | None) -> None:
     if name is not None and name != config.model:
         raise ValueError(f"model (--model) is {config.model!r}, but the model given to fit is "
                          f"a {name}: give config.model={name!r}, or no model")
-    kinds = getattr(_unwrap(model), "attention_kinds", None) if model is not None else None
+    kinds = getattr(unwrap(model), "attention_kinds", None) if model is not None else None
     if config.attention and kinds is not None:
         wanted = [config.attention] * 4 if isinstance(config.attention, str) \
             else list(config.attention)
@@ -531,7 +380,7 @@ def _check_given_model(config: TrainConfig, model: nn.Module | None) -> None:
 
 def _registered_name(model: nn.Module) -> str | None:
     """The name :func:`ccoat.create_model` built ``model`` from, or None for another model."""
-    return (getattr(_unwrap(model), "pretrained_cfg", None) or {}).get("architecture")
+    return (getattr(unwrap(model), "pretrained_cfg", None) or {}).get("architecture")
 
 
 def _model_given(model: nn.Module) -> dict | None:
@@ -539,7 +388,7 @@ def _model_given(model: nn.Module) -> dict | None:
     (``config.model`` does not describe it); None for one that is ``config.model``."""
     if _registered_name(model) is not None:
         return None
-    return {"class": type(_unwrap(model)).__name__,
+    return {"class": type(unwrap(model)).__name__,
             "parameters": sum(p.numel() for p in model.parameters()),
             "note": "given to fit, not built from config.model"}
 
@@ -548,7 +397,7 @@ def _launch(config: TrainConfig) -> tuple[int, int, torch.device]:
     """This process's rank, the number of processes and this process's device; under torchrun
     the process group is joined first."""
     rank, world, local_rank = setup_distributed(device_from(config.device, 0).type)
-    device = _resolve_device(config.device, local_rank)
+    device = resolve_device(config.device, local_rank)
     if config.batch_size % world:
         raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
                          f"got {config.batch_size}")
@@ -642,7 +491,7 @@ def _model(config: TrainConfig, model: nn.Module | None, info: cdata.DataInfo,
     if model is None:
         model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
                              drop_path_rate=config.drop_path, **model_options(config))
-    stride = getattr(getattr(_unwrap(model), "config", None), "stride", None)
+    stride = getattr(getattr(unwrap(model), "config", None), "stride", None)
     if stride and info.img_size % stride:  # else the first forward pass fails, the run begun
         raise ValueError(f"img_size (--img-size) must be divisible by {stride} (the stride of "
                          f"{config.model}'s last stage), got {info.img_size}")
@@ -727,8 +576,8 @@ def _continue_from(ckpt: dict, config: TrainConfig, model: nn.Module, opt: _Opti
             list(ckpt["attention_kinds"]) != list(kinds):
         differences.append(f"attention kinds: checkpoint {ckpt['attention_kinds']}, "
                            f"now {list(kinds)}")
-    _refuse(path, differences)
-    _load_weights(model, ckpt["model"], path, ckpt["config"])
+    refuse_differences(path, differences, "resume")
+    load_model_state(model, ckpt["model"], path, ckpt["config"])
     opt.optimizer.load_state_dict(ckpt["optimizer"])
     progress = _Progress(ckpt["epoch"] + 1, ckpt["history"], ckpt["updates"])
     _continue_schedule(ckpt, config, opt, progress.updates, path, main_process)
@@ -793,7 +642,7 @@ def _begin_record(folder: RunFolder, config: TrainConfig, ckpt: dict | None,
         print(f"--overwrite: moved the run that was in {folder.path} to {aside}",
               file=sys.stderr, flush=True)
     record = provenance(
-        dataset=_dataset_label(data.info), device=device, command=config.command,
+        dataset=dataset_label(data.info), device=device, command=config.command,
         config=dataclasses.asdict(config), data=dataclasses.asdict(data.info) | {"classes": None},
         world_size=world, steps_per_epoch=data.steps_per_epoch,
         parameters=sum(p.numel() for p in model.parameters()),
@@ -878,7 +727,7 @@ def _train_epoch(config: TrainConfig, epoch: int, run_model: nn.Module, model: n
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_time = time.perf_counter() - start
-    loss_sum, seen = _all_reduce_sum([loss_sum, seen], device)
+    loss_sum, seen = all_reduce_sum([loss_sum, seen], device)
     return loss_sum / max(seen, 1), seen, data_wait, train_time
 
 
@@ -895,85 +744,6 @@ def _checkpoint(config: TrainConfig, epoch: int, model: nn.Module, opt: _Optimis
         "attention_kinds": list(getattr(model, "attention_kinds", None) or []) or None,
         "model_given": _model_given(model),
     }
-
-
-def _dataset_label(info: cdata.DataInfo) -> str:
-    """How results on this data must be named: an ImageFolder copy of CIFAR-10 in JPEG is
-    "CIFAR-10 (JPEG copy)", not CIFAR-10 (its pixels differ slightly from the original's)."""
-    if info.name in ("cifar10", "cifar100") and Path(info.source, "train").is_dir():
-        first_class = next(p for p in sorted(Path(info.source, "train").iterdir()) if p.is_dir())
-        first_file = next(iter(sorted(first_class.iterdir())), None)
-        if first_file is not None and first_file.suffix.lower() in (".jpg", ".jpeg"):
-            return f"{'CIFAR-10' if info.name == 'cifar10' else 'CIFAR-100'} (JPEG copy) at {info.source}"
-        return f"{info.name} (ImageFolder copy) at {info.source}"
-    return f"{info.name} at {info.source}"
-
-
-def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, data_dir=None,
-                        batch_size: int = 256, num_workers: int = 2, device: str = "auto",
-                        use_ema: bool = False, val_subset: int | None = None,
-                        progress: bool = True, expect: dict | None = None) -> dict:
-    """Top-1/top-5 (%) and throughput of a checkpoint written by :func:`fit`, on its val split.
-
-    ``data`` and ``expect`` (options such as ``model``, ``attention``, ``img_size``) say what the
-    caller means to evaluate: a checkpoint made otherwise is refused, listing each difference.
-    ``checkpoint`` is a ``last.pt`` or a run folder's ``model.safetensors``. The run's mixed
-    precision is used on a GPU; a CPU scores in float32. The data root is ``data_dir`` if given,
-    else ``$CCOAT_DATA``, else the run's own if it exists on this machine (a committed run's is
-    another machine's), else the default. A run that has not trained all its epochs is scored,
-    and a line on stderr says so (``epochs_planned`` in the result).
-    ``use_ema`` on a checkpoint without EMA weights is an error, as is ``val_subset`` < 1."""
-    if val_subset is not None and (not isinstance(val_subset, int) or val_subset < 1):
-        raise ValueError(f"val_subset (--val-subset) must be an integer >= 1 or None, got {val_subset!r}")
-    device = _resolve_device(device, 0)
-    ckpt = weights_checkpoint(checkpoint) if str(checkpoint).endswith(".safetensors") \
-        else load_checkpoint(checkpoint)
-    config = TrainConfig(**{k: v for k, v in ckpt["config"].items()
-                            if k in {f.name for f in dataclasses.fields(TrainConfig)}})
-    expect = dict(expect or {}, **({"data": data} if data is not None else {}))
-    saved = dict(ckpt["config"], img_size=ckpt["data"].get("img_size"))
-    _refuse(checkpoint, [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
-                         for k, v in expect.items() if saved.get(k) != v], action="evaluate")
-    if use_ema and ckpt.get("ema") is None:
-        raise ValueError(f"--ema: checkpoint {checkpoint} holds no EMA weights (its run had "
-                         f"ema_decay={config.ema_decay})")
-    _, val_set, info = cdata.build_datasets(config.data, _data_root(data_dir, config.data_dir),
-                                            config.img_size)
-    val_set = cdata.subset(val_set, val_subset, seed=config.seed)
-    model = create_model(config.model, num_classes=info.num_classes, img_size=info.img_size,
-                         **model_options(ckpt["config"]))
-    _load_weights(model, ckpt["ema"] if use_ema else ckpt["model"], checkpoint, ckpt["config"])
-    model.to(device)
-    loader = cdata.make_loader(val_set, batch_size, False, num_workers)
-    dtype = amp_dtype(config.amp, device) if device.type == "cuda" else None  # CPU: float32
-    result = evaluate(model, loader, device, dtype, progress=progress, interval=True)
-    unfinished = _unfinished(ckpt, config)
-    if unfinished:
-        print(f"note: {checkpoint} {unfinished}", file=sys.stderr, flush=True)
-    return {"checkpoint": str(checkpoint), "model": config.model, "epoch": ckpt["epoch"] + 1,
-            "epochs_planned": config.epochs, "weights": "ema" if use_ema else "model",
-            "dataset": _dataset_label(info), **result}
-
-
-def _data_root(given: str | None, stored: str | None) -> str | None:
-    """Where to read a checkpoint's data: the root given, else ``$CCOAT_DATA`` (None: the data
-    module reads it), else the run's own root where it exists here, else None (the default)."""
-    if given or os.environ.get(cdata.DATA_ENV):
-        return given
-    return stored if stored and Path(stored).is_dir() else None
-
-
-def _unfinished(ckpt: dict, config: TrainConfig) -> str | None:
-    """Why the checkpoint's run is unfinished (its epochs done of those planned), or None. A
-    run under a time budget is finished once the budget is spent, whatever ``epochs`` says."""
-    done, history = ckpt["epoch"] + 1, ckpt.get("history") or []
-    if done >= config.epochs:
-        return None
-    if config.time_budget_s and history and \
-            history[-1].get("train_elapsed_s", 0.0) >= config.time_budget_s:
-        return None
-    return (f"is of an unfinished run: {done} of {config.epochs} planned epochs done; its score "
-            f"is not the run's final one")
 
 
 # ---------------------------------------------------------------------------------------------

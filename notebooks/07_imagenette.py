@@ -433,7 +433,7 @@ for key, row in (("narrow", first), ("wide", last)):
 # ```
 #
 # then score both on `cdata.build_datasets("imagenette", DATA_ROOT, img_size=224)`'s
-# validation split with `ccoat.train.evaluate(..., interval=True)` and pair their hits.
+# validation split with `ccoat.evaluate.evaluate(..., interval=True)` and pair their hits.
 #
 # ## The commands
 #

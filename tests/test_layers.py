@@ -19,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ccoat"
 # The rooms of the map, from the bottom up.
 CONCEPTS = {"hashing", "clustering", "attention", "model", "registry", "convert", "timm_weights",
             "token_clustering", "grid_clustering"}
-INSTRUMENTS = {"cost", "measure", "sweep", "plotting", "data", "recipes", "train", "runfolder",
-               "stats", "weights", "profile", "provenance"}
+INSTRUMENTS = {"cost", "measure", "sweep", "plotting", "data", "recipes", "evaluate", "train",
+               "runfolder", "stats", "weights", "profile", "provenance"}
 # The package itself (it imports the public interface) and the torch version check.
 OTHERS = {"__init__", "_versions"}
 

@@ -112,14 +112,15 @@ def test_committed_weights_score_as_their_checkpoint_and_bad_files_are_named(tmp
     import pytest
 
     from ccoat import train
+    from ccoat.evaluate import evaluate_checkpoint
 
     folder = tmp_path / "run"
     train.fit(dict(data="digits", epochs=1, batch_size=16, train_subset=32, val_subset=16,
                    steps_per_epoch=1, num_workers=0, progress=False, out=str(folder)))
     weights = runfolder.export_weights(folder / "last.pt")
     kw = dict(num_workers=0, device="cpu", val_subset=64, progress=False)
-    from_ckpt = train.evaluate_checkpoint(folder / "last.pt", **kw)
-    from_weights = train.evaluate_checkpoint(weights, **kw)
+    from_ckpt = evaluate_checkpoint(folder / "last.pt", **kw)
+    from_weights = evaluate_checkpoint(weights, **kw)
     assert from_weights["images"] == 64 and from_weights["epoch"] == from_ckpt["epoch"] == 1
     assert abs(from_weights["top1"] - from_ckpt["top1"]) <= 100 / 64 + 1e-9  # one image at most
     assert runfolder.weights_checkpoint(weights)["weights_only"]
