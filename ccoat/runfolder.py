@@ -381,17 +381,21 @@ class CommittedRun:
 
 
 def read_run(name: str, repo: str | None = None, *,
-             start: str | os.PathLike | None = None) -> CommittedRun | None:
+             start: str | os.PathLike | None = None,
+             required: bool = False) -> CommittedRun | None:
     """The committed run ``results/<name>/``: the checkout's, else fetched from ``repo`` (a
     GitHub address; on Colab, :func:`~ccoat.provenance.results_file`). None when neither has
-    its ``metrics.jsonl`` and ``run.json``."""
+    its ``metrics.jsonl`` and ``run.json``; with ``required`` (a chapter that draws on the
+    run's score), a missing ``metrics.jsonl``, ``run.json`` or ``eval.json`` raises
+    ``FileNotFoundError`` naming it instead."""
     import pandas as pd
 
-    metrics = results_file(f"{name}/metrics.jsonl", repo, start=start)
-    record = results_file(f"{name}/run.json", repo, start=start) if metrics else None
+    metrics = results_file(f"{name}/metrics.jsonl", repo, start=start, required=required)
+    record = (results_file(f"{name}/run.json", repo, start=start, required=required)
+              if metrics else None)
     if record is None:
         return None
-    evaluated = results_file(f"{name}/eval.json", repo, start=start)
+    evaluated = results_file(f"{name}/eval.json", repo, start=start, required=required)
     read_jsonl(metrics, "epoch")  # a corrupt line is named here; pandas would not name the file
     return CommittedRun(path=record.parent, run=read_json(record),
                         metrics=pd.read_json(metrics, lines=True),

@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -96,13 +96,6 @@ print("profile:", ccoat.get_profile())
 def committed_json(name):
     """The committed results file ``results/name``, read."""
     return json.loads(results_file(name, CCOAT_REPO, required=True).read_text())
-
-
-def committed_run(name):
-    """The committed run folder ``results/name`` (``ccoat.runfolder.CommittedRun``)."""
-    for file in ("run.json", "metrics.jsonl", "eval.json"):
-        results_file(f"{name}/{file}", CCOAT_REPO, required=True)
-    return read_run(name, CCOAT_REPO)
 
 
 # %% [markdown]
@@ -198,7 +191,9 @@ print("merge and unmerge by hand equal ccoat.token_clustering's")
 # at half of the tokens in stages 1 and 2, on two photos that ship with scikit-learn.
 
 # %%
-trained = committed_run("imagenette128_gpu_coat_lite_tiny_e70").load_model()
+trained = read_run(
+    "imagenette128_gpu_coat_lite_tiny_e70", CCOAT_REPO, required=True
+).load_model()
 photos = sample_photos(128, 2)  # (2, 3, 128, 128), normalised as the model takes them
 METHODS = {"pool": {}, "bipartite": {}, "lsh": {"seed": 0}}
 records = {}
@@ -488,7 +483,9 @@ TUNED = {
     "bipartite": "imagenette128_finetune_bipartite25",
     "lsh": "imagenette128_finetune_lsh25",
 }
-tuned_runs = {m: committed_run(name) for m, name in TUNED.items()}
+tuned_runs = {
+    m: read_run(name, CCOAT_REPO, required=True) for m, name in TUNED.items()
+}
 control_run = tuned_runs.pop("CoaT-Lite")
 tuned = {m: run.eval for m, run in tuned_runs.items()}
 control = control_run.eval
@@ -607,7 +604,9 @@ SCRATCH = {
         "clustered",
     ),
 }
-scratch = {k: committed_run(name) for k, (name, _) in SCRATCH.items()}
+scratch = {
+    k: read_run(name, CCOAT_REPO, required=True) for k, (name, _) in SCRATCH.items()
+}
 cpu_rows = committed_json("token_clustering_cpu_train.json")["train"]["rows"]
 cpu_train = {r["config"]: r for r in cpu_rows}
 fig, ax = plt.subplots(figsize=(7, 3.6))

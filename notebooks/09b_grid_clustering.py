@@ -105,13 +105,6 @@ def committed_json(name):
     return json.loads(results_file(name, CCOAT_REPO, required=True).read_text())
 
 
-def committed_run(name):
-    """The committed run folder ``results/name`` (``ccoat.runfolder.CommittedRun``)."""
-    for file in ("run.json", "metrics.jsonl", "eval.json"):
-        results_file(f"{name}/{file}", CCOAT_REPO, required=True)
-    return read_run(name, CCOAT_REPO)
-
-
 # %% [markdown]
 # ## The competitor: a lower resolution
 #
@@ -136,7 +129,10 @@ hits_converted = {
     name: torch.tensor(r.predictions) == torch.tensor(r.labels)
     for name, r in rows.iterrows()
 }
-tuned = {name: committed_run(r.tuned_run) for name, r in rows.iterrows()}
+tuned = {
+    name: read_run(r.tuned_run, CCOAT_REPO, required=True)
+    for name, r in rows.iterrows()
+}
 hits_tuned = {name: run.hits() for name, run in tuned.items()}
 CONTROL = "coat_lite 128"
 RESOLUTIONS = ["coat_lite 128", "coat_lite 96", "coat_lite 64"]
@@ -231,7 +227,9 @@ assert res96.high < 0 and res64.high < 0, (
 # stage 1 and the cells of $2 \times 2$ tokens (keep 0.25):
 
 # %%
-trained = committed_run("imagenette128_gpu_coat_lite_tiny_e70").load_model()
+trained = read_run(
+    "imagenette128_gpu_coat_lite_tiny_e70", CCOAT_REPO, required=True
+).load_model()
 photos = sample_photos(128, 2)  # (2, 3, 128, 128), normalised as the model takes them
 stage = trained.stages[0]
 with torch.no_grad():

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import pandas as pd
+import pytest
 
 from ccoat import provenance, runfolder
 from ccoat.provenance import find_results
@@ -33,6 +34,12 @@ def test_a_committed_run_reads_back_with_its_epochs_and_its_final_score(tmp_path
     assert run.metrics.val_top1.iloc[-1] == 30.0 and run.eval == {"top1": 31.5, "images": 100}
     assert runfolder.read_run("test_read_run_b", start=tmp_path).eval is None  # never scored
     assert runfolder.read_run("test_read_run_none", start=tmp_path) is None
+    # required: a missing run, or a run never scored, is an error naming the file it lacks
+    with pytest.raises(FileNotFoundError, match="test_read_run_none/metrics.jsonl"):
+        runfolder.read_run("test_read_run_none", start=tmp_path, required=True)
+    with pytest.raises(FileNotFoundError, match="test_read_run_b/eval.json"):
+        runfolder.read_run("test_read_run_b", start=tmp_path, required=True)
+    assert runfolder.read_run("test_read_run_a", start=tmp_path, required=True).eval
 
 
 def test_the_books_committed_runs_read_back_as_their_files_say():
