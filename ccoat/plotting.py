@@ -40,11 +40,13 @@ def block_label(name: str) -> str:
 
 
 def glue(name: str, value, display: bool = False) -> None:
-    """Place ``value`` in the book's prose, where a Markdown cell writes
-    ``{glue:text}`name:.2f```; the number stays computed, the prose stays prose.
+    """Place ``value`` in the book's prose, where a Markdown cell links to it by name and
+    format: ``[1.95](#name:.2f)``. The link's text is the number as the book printed it, so a
+    plain notebook (Colab) reads "1.95"; the book shows this build's value instead, and warns
+    where a number that is not marked ``"live"`` changed (``book/_ext/glued_numbers.py``).
 
     In the book this is myst-nb's ``glue``. Where myst-nb is not installed (Colab), the value
-    is printed under the cell instead, so the reader still sees it.
+    is printed under the cell instead, so the reader sees this run's value beside the book's.
     """
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()  # numpy or torch scalar -> Python number: its text is the number

@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -121,7 +121,7 @@ glue("rel", ((out - exact).norm() / exact.norm()).item())
 
 # %% [markdown]
 # Relative difference between factorized and softmax attention on these random tokens:
-# **{glue:text}`rel:.2f`** — a different operator, not an approximation.
+# **[1.10](#rel:.2f)** — a different operator, not an approximation.
 
 # %% [markdown]
 # ## Conv relative position encoding (CRPE)
@@ -242,8 +242,8 @@ glue("params_m", sum(p.numel() for p in model.parameters()) / 1e6)
 glue("gap", gap)
 
 # %% [markdown]
-# CoaT-Lite Tiny: {glue:text}`params_m:.2f` M parameters in both; the largest difference
-# between ccoat's and timm's logits is **{glue:text}`gap:.1e`** (float32).
+# CoaT-Lite Tiny: [5.72](#params_m:.2f) M parameters in both; the largest difference
+# between ccoat's and timm's logits is **[9.5e-07](#gap:.1e "live")** (float32).
 
 # %% [markdown]
 # ## Why factorized attention is linear in $N$
@@ -337,10 +337,10 @@ glue("time_ratio", last["softmax"]["seconds"] / last["factorized"]["seconds"])
 glue("repeats", repeats)
 
 # %% [markdown]
-# At $N$ = {glue:text}`n_last` tokens the counted cost of softmax attention is
-# **{glue:text}`macs_ratio:.0f`×** that of factorized attention and its measured time
-# **{glue:text}`time_ratio:.1f`×** on the machine that built this page. The counts are exact;
-# the times are a live measurement ({glue:text}`repeats` alternated rounds; the bars show the
+# At $N$ = [4097](#n_last "live") tokens the counted cost of softmax attention is
+# **[512](#macs_ratio:.0f "live")×** that of factorized attention and its measured time
+# **[136.0](#time_ratio:.1f "live")×** on the machine that built this page. The counts are exact;
+# the times are a live measurement ([5](#repeats "live") alternated rounds; the bars show the
 # fastest and the slowest), and on a busy machine a point can jump by several times, so read
 # the times for their trend only. They bend away from the counts at small $N$, where fixed
 # per-call overheads dominate: a MAC count is a model of time, not a measurement of it.
@@ -414,20 +414,20 @@ glue("ch_ratio", counts_ch[64] / counts_ch[8])
 # A depthwise $w \times w$ convolution over one head's $C_h$ channels has $C_h w^2$ weights
 # (the biases stay). The windows `{3: 2, 5: 3, 7: 3}` have $8 (2 \cdot 9 + 3 \cdot 25 + 3
 # \cdot 49) = 1920$ weights, `{3: 8}` have $8 \cdot 8 \cdot 9 = 576$: the stage loses
-# {glue:text}`crpe_lost` parameters.
+# [1344](#crpe_lost) parameters.
 # ```
 #
 # ```{admonition} Solution to exercise 3
 # :class: dropdown
 # Softmax attention counts $2 N^2 C$ MACs over all heads ($2 h N^2 C_h$ with $h C_h = C$);
 # a $C \times 4C$ layer on $N$ tokens counts $4 N C^2$. The first is larger once $N > 2C$:
-# from $N$ = {glue:text}`crossing` tokens for $C = 64$, a 12 × 12 grid.
+# from $N$ = [129](#crossing) tokens for $C = 64$, a 12 × 12 grid.
 # ```
 #
 # ```{admonition} Solution to exercise 4
 # :class: dropdown
 # Counted, $2 N C_h^2$ per head: going from $C_h = 8$ to 64 multiplies the count by
-# {glue:text}`ch_ratio:.0f`, quadratic. Timed, small matrices run far from the machine's
+# [64](#ch_ratio:.0f), quadratic. Timed, small matrices run far from the machine's
 # peak, so the measured growth is usually less than quadratic until $C_h$ is large; time it
 # with `ccoat.measure.alternate` and report the median and the range.
 # ```

@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -224,9 +224,9 @@ glue("half_32", half[32])
 glue("wider", half[1] / half[32])
 
 # %% [markdown]
-# A pair collides with probability one half at $c \approx$ {glue:text}`half_1:.2f` $r$ with
-# one hash, and at $c \approx$ {glue:text}`half_32:.3f` $r$ with 32: for the same clusters,
-# 32 hashes need a bucket about **{glue:text}`wider:.0f`×** wider.
+# A pair collides with probability one half at $c \approx$ [0.68](#half_1:.2f) $r$ with
+# one hash, and at $c \approx$ [0.027](#half_32:.3f) $r$ with 32: for the same clusters,
+# 32 hashes need a bucket about **[25](#wider:.0f)×** wider.
 
 # %% [markdown]
 # ## What the bucket width does to the number of clusters
@@ -329,9 +329,9 @@ glue("fewest", clusters.num_clusters.min().item())
 glue("most", clusters.num_clusters.max().item())
 
 # %% [markdown]
-# `ccoat.hashing` agrees with the hand-written codes and ids: {glue:text}`B` images ×
-# {glue:text}`heads` heads × {glue:text}`N` queries form between **{glue:text}`fewest`**
-# and **{glue:text}`most`** clusters per row.
+# `ccoat.hashing` agrees with the hand-written codes and ids: [2](#B) images ×
+# [8](#heads) heads × [3136](#N "live") queries form between **[2798](#fewest "live")**
+# and **[2839](#most "live")** clusters per row.
 
 # %% [markdown]
 # ## Summary
@@ -392,14 +392,14 @@ assert shifted_sum(grid, shift=s4 - 1).unique().numel() < M * M
 # ```{admonition} Solution to exercise 2
 # :class: dropdown
 # No: $a \cdot x - a \cdot y$ is $\mathcal{N}(0, c^2)$ in any dimension. At $c/r = 1$ this
-# build measured {glue:text}`d2:.3f` in $d = 2$ and {glue:text}`d64:.3f` in $d = 64$, against
+# build measured [0.366](#d2:.3f "live") in $d = 2$ and [0.369](#d64:.3f "live") in $d = 64$, against
 # the closed form's value.
 # ```
 #
 # ```{admonition} Solution to exercise 3
 # :class: dropdown
 # Solve $p(1/r)^{32} = 1/2$, i.e. $p(1/r) = 2^{-1/32} \approx 0.979$: bisection gives
-# $r \approx$ {glue:text}`half_width:.1f`. Points must be about that many times closer than
+# $r \approx$ [37.2](#half_width:.1f). Points must be about that many times closer than
 # the bucket width to share a cluster as often as not.
 # ```
 #

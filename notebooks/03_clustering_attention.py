@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,12 +26,12 @@
 # output of a trained model's attention, and how does it depend on the bucket width $r$?
 #
 # **The answer.** On the queries of the trained Clustering CoaT's first block, on Imagenette
-# photos, ccoat's default ($r$ = {glue:text}`d_r:.0f`, {glue:text}`d_hashes` hashes) keeps
-# {glue:text}`d_share:.0%` of the image tokens as clusters and moves the attention output by
-# {glue:text}`d_error:.1%` (relative norm). Each doubling of $r$ cuts the clusters and raises
-# the error; at $r$ = {glue:text}`big_r:.0f` only {glue:text}`big_clusters:.1f` clusters per row
-# remain and the error, {glue:text}`big_error:.0%`, approaches the
-# {glue:text}`baseline:.0%` of one cluster for the whole image.
+# photos, ccoat's default ($r$ = [4](#d_r:.0f), [32](#d_hashes) hashes) keeps
+# [37%](#d_share:.0% "live") of the image tokens as clusters and moves the attention output by
+# [2.8%](#d_error:.1% "live") (relative norm). Each doubling of $r$ cuts the clusters and raises
+# the error; at $r$ = [128](#big_r:.0f) only [2.1](#big_clusters:.1f "live") clusters per row
+# remain and the error, [20%](#big_error:.0% "live"), approaches the
+# [24%](#baseline:.0% "live") of one cluster for the whole image.
 #
 # **Prerequisites.** Chapter 1 (conv-attention: $q$, $k$, $v$, softmax and factorized
 # attention, CRPE) and chapter 2 (E2LSH: bucket width $r$, the number of hashes).
@@ -116,12 +116,12 @@ glue("default_r", hashing.DEFAULT_BUCKET_WIDTH)
 glue("default_n", hashing.DEFAULT_N_HASHES)
 
 # %% [markdown]
-# {glue:text}`B` photos at 128 px give a {glue:text}`H` × {glue:text}`W` grid:
-# $N$ = {glue:text}`N` tokens with the class token, $h$ = {glue:text}`heads` heads of
-# $C_h$ = {glue:text}`Ch` channels. The queries have a per-channel standard deviation of
-# **{glue:text}`q_std:.2f`** and a mean norm per head of **{glue:text}`q_norm:.2f`**: the
+# [4](#B "live") photos at 128 px give a [32](#H) × [32](#W) grid:
+# $N$ = [1025](#N) tokens with the class token, $h$ = [8](#heads) heads of
+# $C_h$ = [8](#Ch) channels. The queries have a per-channel standard deviation of
+# **[0.55](#q_std:.2f "live")** and a mean norm per head of **[1.46](#q_norm:.2f "live")**: the
 # scale the bucket width is measured against (ccoat's default is $r$ =
-# {glue:text}`default_r:.0f` with {glue:text}`default_n` hashes, the width this model was
+# [4](#default_r:.0f) with [32](#default_n) hashes, the width this model was
 # trained with).
 
 # %% [markdown]
@@ -172,9 +172,9 @@ glue("mean_clusters", clusters.num_clusters.float().mean().item())
 glue("cluster_share", clusters.num_clusters.float().mean().item() / (H * W))
 
 # %% [markdown]
-# Prototypes and broadcast agree with `ccoat.clustering`. The {glue:text}`image_tokens`
-# image queries of a row form {glue:text}`fewest` to {glue:text}`most` clusters (mean
-# **{glue:text}`mean_clusters:.0f`**, {glue:text}`cluster_share:.0%` of the tokens).
+# Prototypes and broadcast agree with `ccoat.clustering`. The [1024](#image_tokens)
+# image queries of a row form [121](#fewest) to [724](#most "live") clusters (mean
+# **[377](#mean_clusters:.0f "live")**, [37%](#cluster_share:.0% "live") of the tokens).
 
 # %% [markdown]
 # ## Clustered attention, by hand
@@ -212,7 +212,7 @@ assert (singletons - exact).abs().max() < 1e-5, "r -> 0 should give exact attent
 # %% [markdown]
 # The hand-written clustered attention equals `ccoat`'s `ClusteredCore`. With a bucket width
 # of $10^{-6}$ every query is its own cluster and the result is exact softmax attention:
-# largest difference **{glue:text}`gap:.1e`**.
+# largest difference **[6.3e-06](#gap:.1e "live")**.
 
 # %% [markdown]
 # ## The clusters, drawn over the photo
@@ -341,11 +341,11 @@ for name, value in dict(
     glue(name, value)
 
 # %% [markdown]
-# With {glue:text}`d_hashes` hashes and $r$ = {glue:text}`d_r:.0f`, the image tokens form
-# {glue:text}`d_clusters:.0f` clusters per row on average ({glue:text}`d_share:.0%` of them),
-# and the relative error is **{glue:text}`d_error:.3f`**. At $r$ = {glue:text}`big_r:.0f` only
-# {glue:text}`big_clusters:.1f` clusters per row remain and the error is
-# **{glue:text}`big_error:.3f`**, against **{glue:text}`baseline:.3f`** for a single
+# With [32](#d_hashes) hashes and $r$ = [4](#d_r:.0f), the image tokens form
+# [377](#d_clusters:.0f "live") clusters per row on average ([37%](#d_share:.0% "live") of them),
+# and the relative error is **[0.028](#d_error:.3f "live")**. At $r$ = [128](#big_r:.0f) only
+# [2.1](#big_clusters:.1f "live") clusters per row remain and the error is
+# **[0.202](#big_error:.3f "live")**, against **[0.240](#baseline:.3f "live")** for a single
 # cluster: wide buckets make the output visibly coarser. Fewer hashes cut the clusters as
 # wider buckets do (a pair must collide in every hash to share a cluster, so fewer hashes
 # merge more), and the error then rises with them.
@@ -389,9 +389,9 @@ assert bench["model"]["time_ratio_clustered_over_factorized"] > 1, (
 print(describe(bench))
 
 # %% [markdown]
-# For the whole model at {glue:text}`bench_img` px, clustered attention takes
-# **{glue:text}`bench_ratio:.2f`×** the time of softmax attention, but
-# **{glue:text}`bench_vs_factorized:.1f`×** that of CoaT's factorized attention: clustering
+# For the whole model at [448](#bench_img) px, clustered attention takes
+# **[0.12](#bench_ratio:.2f)×** the time of softmax attention, but
+# **[2.0](#bench_vs_factorized:.1f)×** that of CoaT's factorized attention: clustering
 # pays against softmax attention, not against the operator CoaT already has.
 # Untrained queries are smaller than trained ones and form fewer clusters at the same $r$
 # (exercise 4 measures it), so these times, made with random weights, favour clustering.
@@ -425,9 +425,9 @@ glue("q_error", q_error)
 
 # %% [markdown]
 # Clustered factorized attention equals the cluster-averaged factorized output. Its relative
-# error against factorized attention is **{glue:text}`f_error:.3f`**, of the order of how far
-# the queries move to their prototypes (**{glue:text}`q_error:.3f`** of their norm) and above
-# the error of clustered softmax attention at the same $r$ ({glue:text}`d_error:.3f`): the
+# error against factorized attention is **[0.123](#f_error:.3f "live")**, of the order of how far
+# the queries move to their prototypes (**[0.129](#q_error:.3f "live")** of their norm) and above
+# the error of clustered softmax attention at the same $r$ ([0.028](#d_error:.3f "live")): the
 # softmax's averaging hides part of the clustering's error.
 
 # %% [markdown]
@@ -438,16 +438,16 @@ glue("q_error", q_error)
 # - Clustered attention computes softmax attention for the prototypes only and gives each
 #   query its cluster's row; the class token keeps its own row, and CRPE uses every token's
 #   own query. As $r \to 0$ it becomes exact softmax attention (largest difference
-#   {glue:text}`gap:.1e`).
+#   [6.3e-06](#gap:.1e "live")).
 # - On a trained model's queries of real photos the clusters follow the image: few in flat
-#   regions, many at edges. At $r$ = {glue:text}`d_r:.0f` with {glue:text}`d_hashes` hashes,
-#   $K$ is {glue:text}`d_share:.0%` of the tokens and the error {glue:text}`d_error:.3f`;
-#   at $r$ = {glue:text}`big_r:.0f`, {glue:text}`big_clusters:.1f` clusters and an error of
-#   {glue:text}`big_error:.3f`, against {glue:text}`baseline:.3f` for one cluster.
-# - Against softmax attention clustering pays ({glue:text}`bench_ratio:.2f`× its time for the
-#   whole model at {glue:text}`bench_img` px); against CoaT's factorized attention it does not
-#   ({glue:text}`bench_vs_factorized:.1f`×), and clustered *factorized* attention has the
-#   larger error ({glue:text}`f_error:.3f`).
+#   regions, many at edges. At $r$ = [4](#d_r:.0f) with [32](#d_hashes) hashes,
+#   $K$ is [37%](#d_share:.0% "live") of the tokens and the error [0.028](#d_error:.3f "live");
+#   at $r$ = [128](#big_r:.0f), [2.1](#big_clusters:.1f "live") clusters and an error of
+#   [0.202](#big_error:.3f "live"), against [0.240](#baseline:.3f "live") for one cluster.
+# - Against softmax attention clustering pays ([0.12](#bench_ratio:.2f)× its time for the
+#   whole model at [448](#bench_img) px); against CoaT's factorized attention it does not
+#   ([2.0](#bench_vs_factorized:.1f)×), and clustered *factorized* attention has the
+#   larger error ([0.123](#f_error:.3f "live")).
 #
 # ## Exercises
 #
@@ -484,8 +484,8 @@ glue("wide_error", wide_error)
 # :class: dropdown
 # The cap keeps each row's 64 largest clusters at $r$ = 4 and merges every other cluster,
 # whole, into the one with the nearest prototype: relative error
-# **{glue:text}`capped_error:.3f`**. The bucket width that gives 64 clusters per row on its
-# own is $r \approx$ {glue:text}`r64:.1f`, with an error of **{glue:text}`wide_error:.3f`**.
+# **[0.058](#capped_error:.3f "live")**. The bucket width that gives 64 clusters per row on its
+# own is $r \approx$ [12.6](#r64:.1f "live"), with an error of **[0.073](#wide_error:.3f "live")**.
 # The cap is more accurate at the same $K$: it starts from fine clusters and merges by
 # distance between prototypes, while a wide bucket cuts space on a fixed random grid.
 # ```
@@ -513,8 +513,8 @@ glue("overlap_high", max(overlap))
 # :class: dropdown
 # For two heads, take the pairs of tokens that share a cluster in either head and count the
 # share that shares one in both (the Jaccard index of the two sets of pairs). Over all pairs
-# of heads it is {glue:text}`overlap_mean:.2f` on average, from
-# {glue:text}`overlap_low:.2f` to {glue:text}`overlap_high:.2f`: the heads agree in part
+# of heads it is [0.34](#overlap_mean:.2f "live") on average, from
+# [0.21](#overlap_low:.2f "live") to [0.44](#overlap_high:.2f "live"): the heads agree in part
 # (the image's flat regions group in every head) but each head groups by its own features,
 # so each needs its own clustering, as ccoat does per (image, head) row.
 # ```
@@ -564,12 +564,12 @@ for name, value in dict(
 # ```{admonition} Solution to exercise 4
 # :class: dropdown
 # At initialisation the queries have a per-channel standard deviation of
-# {glue:text}`random_std:.2f` (0.02-std qkv weights on LayerNorm'd tokens), against
-# {glue:text}`q_std:.2f` after training. At $r$ = 4 they form
-# **{glue:text}`random_K:.0f`** clusters per row against the trained model's
-# **{glue:text}`trained_K:.0f`**. E2LSH depends only on the ratio of distances to $r$, so
-# scaling $r$ by the ratio of the query scales ({glue:text}`scale:.2f`) gives
-# **{glue:text}`rescaled_K:.0f`** clusters, within a factor of 1.5 of the trained count (the
+# [0.16](#random_std:.2f) (0.02-std qkv weights on LayerNorm'd tokens), against
+# [0.55](#q_std:.2f "live") after training. At $r$ = 4 they form
+# **[77](#random_K:.0f "live")** clusters per row against the trained model's
+# **[377](#trained_K:.0f "live")**. E2LSH depends only on the ratio of distances to $r$, so
+# scaling $r$ by the ratio of the query scales ([0.29](#scale:.2f "live")) gives
+# **[388](#rescaled_K:.0f "live")** clusters, within a factor of 1.5 of the trained count (the
 # two sets of queries differ in shape as well as in scale): the bucket width must follow the
 # queries' scale, which training changes.
 # ```

@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,11 +28,11 @@
 # **The answer.** It is CoaT's conv-attentional module {cite:p}`xu2021coat` whose attention
 # core clusters the queries with E2LSH and computes *softmax* attention for the cluster
 # prototypes; every parameter is CoaT-Lite's. Converted without retraining, the trained
-# CoaT-Lite Tiny changes {glue:text}`clustered_flips:.0%` of its predictions on Imagenette
+# CoaT-Lite Tiny changes [31%](#clustered_flips:.0% "live") of its predictions on Imagenette
 # with the seed's `clustered` core, nearly all of it from the change of operator (exact
-# softmax attention alone changes {glue:text}`softmax_flips:.0%`), while
+# softmax attention alone changes [31%](#softmax_flips:.0% "live")), while
 # `clustered_factorized`, which keeps CoaT's operator, changes
-# {glue:text}`cf_flips:.0%`.
+# [0%](#cf_flips:.0%).
 #
 # **Prerequisites.** Chapter 1 (conv-attention, CPE and CRPE, factorized and softmax
 # attention), chapter 2 (E2LSH) and chapter 3 (prototypes, broadcast, clustered attention).
@@ -261,9 +261,9 @@ glue("hand_K", sum(hand_K) / len(hand_K))
 glue("hand_tokens", H * W)
 
 # %% [markdown]
-# The hand-built module and ccoat's block agree to **{glue:text}`hand_gap:.1e`** (float32
-# rounding). In this block the {glue:text}`hand_tokens` image queries of a row form
-# {glue:text}`hand_K:.0f` clusters on average: only those prototypes, and the class token,
+# The hand-built module and ccoat's block agree to **[2.0e-06](#hand_gap:.1e "live")** (float32
+# rounding). In this block the [1024](#hand_tokens) image queries of a row form
+# [264](#hand_K:.0f) clusters on average: only those prototypes, and the class token,
 # get an attention row of their own.
 
 # %% [markdown]
@@ -411,14 +411,14 @@ glue("clustered_change", table.loc["clustered", "logit change"])
 glue("cf_change", table.loc["clustered_factorized", "logit change"])
 
 # %% [markdown]
-# On these {glue:text}`n_val` photos, swapping CoaT's factorized attention for exact softmax
-# attention alone moves the logits by **{glue:text}`softmax_change:.0%`** (relative norm)
-# and changes **{glue:text}`softmax_flips:.0%`** of the predictions. The seed's `clustered`
-# core, which approximates softmax attention, changes {glue:text}`clustered_flips:.0%`
-# (logits {glue:text}`clustered_change:.0%`): most of its damage is the change of operator,
+# On these [16](#n_val "live") photos, swapping CoaT's factorized attention for exact softmax
+# attention alone moves the logits by **[74%](#softmax_change:.0% "live")** (relative norm)
+# and changes **[31%](#softmax_flips:.0% "live")** of the predictions. The seed's `clustered`
+# core, which approximates softmax attention, changes [31%](#clustered_flips:.0% "live")
+# (logits [74%](#clustered_change:.0% "live")): most of its damage is the change of operator,
 # not the clustering. `clustered_factorized` approximates the operator the weights were
-# trained with and changes {glue:text}`cf_flips:.0%` of the predictions (logits
-# {glue:text}`cf_change:.1%`).
+# trained with and changes [0%](#cf_flips:.0%) of the predictions (logits
+# [0.7%](#cf_change:.1% "live")).
 
 # %% [markdown]
 # How does the bucket width move this? Wider buckets mean fewer clusters; for `clustered`
@@ -466,10 +466,10 @@ glue("widest_cf_flips", widest.loc["clustered_factorized", "predictions changed"
 glue("widest_clustered_flips", widest.loc["clustered", "predictions changed"])
 
 # %% [markdown]
-# At $r$ = {glue:text}`widest_r:.0f`, a few clusters per row, the logits of
-# `clustered_factorized` move by {glue:text}`widest_cf_change:.0%` (against
-# {glue:text}`cf_change:.1%` at $r$ = 4) and {glue:text}`widest_cf_flips:.0%` of its
-# predictions change; `clustered` changes {glue:text}`widest_clustered_flips:.0%`. Coarse
+# At $r$ = [64](#widest_r:.0f), a few clusters per row, the logits of
+# `clustered_factorized` move by [13%](#widest_cf_change:.0% "live") (against
+# [0.7%](#cf_change:.1% "live") at $r$ = 4) and [6%](#widest_cf_flips:.0% "live") of its
+# predictions change; `clustered` changes [31%](#widest_clustered_flips:.0% "live"). Coarse
 # clusters move the model on their own, on top of any change of operator.
 #
 # The committed study `conversion.json` repeats the conversion on 1,000 validation images
@@ -493,10 +493,10 @@ assert abs(top1["clustered_factorized"] - top1["factorized"]) < 1, (
 )
 
 # %% [markdown]
-# On 1,000 images the unconverted model scores {glue:text}`study_factorized:.1f`%,
-# `clustered_factorized` {glue:text}`study_clustered_factorized:.1f`%, exact softmax
-# attention {glue:text}`study_softmax:.1f`% and the seed's `clustered`
-# {glue:text}`study_clustered:.1f`%: the operator, not the clustering, costs the accuracy.
+# On 1,000 images the unconverted model scores [75.0](#study_factorized:.1f)%,
+# `clustered_factorized` [75.0](#study_clustered_factorized:.1f)%, exact softmax
+# attention [55.5](#study_softmax:.1f)% and the seed's `clustered`
+# [55.4](#study_clustered:.1f)%: the operator, not the clustering, costs the accuracy.
 #
 # ```{note}
 # **On Colab only: timm's ImageNet weights.** With network access, the same conversion can
@@ -550,8 +550,8 @@ glue("first_ratio", ratio.iloc[0])
 glue("last_ratio", ratio.iloc[-1])
 
 # %% [markdown]
-# In the first block the clusters number {glue:text}`first_ratio:.0%` of the image tokens;
-# in the last, {glue:text}`last_ratio:.0%`. A ratio near 1 means clustering saves nothing
+# In the first block the clusters number [32%](#first_ratio:.0%) of the image tokens;
+# in the last, [100%](#last_ratio:.0%). A ratio near 1 means clustering saves nothing
 # in that block: the small maps of the late stages have few tokens alike.
 
 # %% [markdown]
@@ -561,20 +561,20 @@ glue("last_ratio", ratio.iloc[-1])
 #   qkv projection, E2LSH clusters and their mean prototypes, softmax attention of the
 #   prototypes broadcast back, and CRPE $q \odot \mathrm{DWConv}(v)$ with every token's own
 #   query. Built by hand on a trained block, it matches ccoat's to
-#   {glue:text}`hand_gap:.1e`.
+#   [2.0e-06](#hand_gap:.1e "live").
 # - Clustering CoaT is CoaT-Lite with another attention core; all parameters are shared, so
 #   one state dict serves every kind, and the names `ccoat_lite_{tiny,mini,small,medium}`
 #   are in timm's registry once `ccoat` is imported.
 # - The seed's `clustered` core computes softmax attention of prototypes, so a CoaT-Lite
 #   trained with factorized attention changes operator when converted: the trained CoaT-Lite
-#   Tiny changes {glue:text}`clustered_flips:.0%` of its predictions on
-#   {glue:text}`n_val` photos (softmax alone: {glue:text}`softmax_flips:.0%`), while
-#   `clustered_factorized` changes {glue:text}`cf_flips:.0%`. On 1,000 images the committed
-#   study gives {glue:text}`study_clustered:.1f`% for `clustered` against
-#   {glue:text}`study_factorized:.1f`% unconverted.
+#   Tiny changes [31%](#clustered_flips:.0% "live") of its predictions on
+#   [16](#n_val "live") photos (softmax alone: [31%](#softmax_flips:.0% "live")), while
+#   `clustered_factorized` changes [0%](#cf_flips:.0%). On 1,000 images the committed
+#   study gives [55.4](#study_clustered:.1f)% for `clustered` against
+#   [75.0](#study_factorized:.1f)% unconverted.
 # - How many clusters form depends on $r$, the number of hashes and the scale of each
-#   block's queries: {glue:text}`first_ratio:.0%` of the tokens in the trained model's first
-#   block, {glue:text}`last_ratio:.0%` in its last. Chapter 5 turns such counts into cost.
+#   block's queries: [32%](#first_ratio:.0%) of the tokens in the trained model's first
+#   block, [100%](#last_ratio:.0%) in its last. Chapter 5 turns such counts into cost.
 #
 # ## Exercises
 #
@@ -604,11 +604,11 @@ glue("capped_flips", capped["predictions changed"])
 # ```{admonition} Solution to exercise 1
 # :class: dropdown
 # With the cap, no (image, head) row keeps more than 64 clusters (the most in any block:
-# {glue:text}`capped_K`); rows of blocks with more clusters at $r$ = 4 merge theirs into
+# [64](#capped_K)); rows of blocks with more clusters at $r$ = 4 merge theirs into
 # the nearest kept prototype. In stage 1, where the clusters numbered hundreds, that is a
-# much coarser approximation: the logits move by **{glue:text}`capped_change:.1%`**,
-# against {glue:text}`cf_change:.1%` uncapped, and {glue:text}`capped_flips:.0%` of the
-# predictions change (uncapped: {glue:text}`cf_flips:.0%`).
+# much coarser approximation: the logits move by **[3.2%](#capped_change:.1% "live")**,
+# against [0.7%](#cf_change:.1% "live") uncapped, and [0%](#capped_flips:.0%) of the
+# predictions change (uncapped: [0%](#cf_flips:.0%)).
 # ```
 
 # %% tags=["hide-input"]
@@ -633,9 +633,9 @@ pd.Series(by_stage, name="logit change").rename_axis("clustered stage").round(3)
 # `convert_attention` takes one kind for the whole model; a list of kinds, one per stage,
 # is given when the model is built: `coat_run.load_model(attention=["clustered",
 # "factorized", "factorized", "factorized"], seed=0)` loads the trained weights into it
-# (the table above). Stage {glue:text}`most_stage` moves the logits most
-# (**{glue:text}`most_change:.0%`**), the least-moving stage {glue:text}`least_change:.0%`.
-# In stage 4 the 16 image tokens of a 128-px photo form {glue:text}`stage4_K:.2f` clusters
+# (the table above). Stage [4](#most_stage) moves the logits most
+# (**[69%](#most_change:.0% "live")**), the least-moving stage [11%](#least_change:.0% "live").
+# In stage 4 the 16 image tokens of a 128-px photo form [16.00](#stage4_K:.2f) clusters
 # per row on average (the committed study): every query is its own cluster, so that
 # stage's move is the change of operator alone, softmax in place of factorized, in the
 # blocks right before the classifier.
@@ -656,7 +656,7 @@ glue("redraw_change", redraw_change)
 # ```{admonition} Solution to exercise 3
 # :class: dropdown
 # Two passes over the same photos, each with freshly drawn projections, give logits that
-# differ by **{glue:text}`redraw_change:.1%`** (relative norm): the model is no longer a
+# differ by **[0.4%](#redraw_change:.1%)** (relative norm): the model is no longer a
 # fixed function of its input. ccoat draws the projections once by default (`redraw=False`, kept as
 # buffers) so that a model's output is repeatable.
 # ```

@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,10 +23,10 @@
 #
 # The seed paper proposes Clustering CoaT as a *lighter* CoaT, and reports no numbers. Can
 # clustering the queries make a CoaT-Lite forward pass cheaper? **On paper, no: the part of the
-# pass that sees each query separately is {glue:text}`query_side:.1%` of CoaT-Lite Tiny's
+# pass that sees each query separately is [0.7%](#query_side:.1%) of CoaT-Lite Tiny's
 # multiply-accumulates at 224 px, and hashing the queries with E2LSH costs more than the most
 # that clustering them could save there. In exact softmax attention, where ACT applied it,
-# the same clustering saves {glue:text}`softmax_saving_x:.0f` times what its hashing costs.**
+# the same clustering saves [53](#softmax_saving_x:.0f) times what its hashing costs.**
 # This chapter builds the instrument that says so, `ccoat.cost`, checks it against hand counts
 # and against timm's published numbers, and reads it; the next chapter
 # ({doc}`05b_measuring`) puts the counts next to measured time.
@@ -145,7 +145,7 @@ tiny.head(10)
 # The whole model's count can be checked against an independent number: timm's model cards
 # {cite:p}`wightman2019timm` give CoaT-Lite Tiny, Mini, Small and Medium as 1.6, 2.0, 4.0 and 9.8
 # GMACs at 224 px. The table puts `ccoat.cost`'s count beside them; the largest difference is
-# {glue:text}`timm_difference:.1%`.
+# [1.4%](#timm_difference:.1%).
 
 # %%
 published = {"tiny": 1.6, "mini": 2.0, "small": 4.0, "medium": 9.8}
@@ -206,13 +206,13 @@ glue("query_side", query_side)
 glue("crpe_share", share["crpe"])
 
 # %% [markdown]
-# The MLP holds **{glue:text}`mlp_share:.0%`** of CoaT-Lite Tiny's MACs and the qkv and output
-# projections **{glue:text}`proj_share:.0%`**. The attention core — everything the seed's
-# module replaces — holds **{glue:text}`core_share:.1%`**, and the query-side product
+# The MLP holds **[70%](#mlp_share:.0%)** of CoaT-Lite Tiny's MACs and the qkv and output
+# projections **[22%](#proj_share:.0%)**. The attention core — everything the seed's
+# module replaces — holds **[1.4%](#core_share:.1%)**, and the query-side product
 # $q\,(\mathrm{softmax}(k)^\top v)$, the only part that sees each query separately,
-# **{glue:text}`query_side:.1%`**. The CRPE term $q \odot \mathrm{DWConv}(v)$ also needs every
-# query ({glue:text}`crpe_share:.1%`). A clustering that cost nothing would save at most
-# {glue:text}`query_side:.1%` of CoaT-Lite's MACs.
+# **[0.7%](#query_side:.1%)**. The CRPE term $q \odot \mathrm{DWConv}(v)$ also needs every
+# query ([1.4%](#crpe_share:.1%)). A clustering that cost nothing would save at most
+# [0.7%](#query_side:.1%) of CoaT-Lite's MACs.
 
 # %% [markdown]
 # ## The attention kinds side by side
@@ -289,10 +289,10 @@ glue("s1_clusters_high", max(per_row))
 glue("s1_prototype_macs", counted_attention / 1e6)
 
 # %% [markdown]
-# In stage 1 at 224 px, the {glue:text}`s1_queries` image queries of each head fall into
-# **{glue:text}`s1_clusters_low:.0f` to {glue:text}`s1_clusters_high:.0f`** clusters per row
+# In stage 1 at 224 px, the [3136](#s1_queries) image queries of each head fall into
+# **[1143](#s1_clusters_low:.0f) to [1449](#s1_clusters_high:.0f)** clusters per row
 # (the mean over the batch and heads of each block); prototype attention counts
-# {glue:text}`s1_prototype_macs:.1f` M MACs, as the formula says.
+# [1317.8](#s1_prototype_macs:.1f) M MACs, as the formula says.
 
 # %%
 per_kind = (
@@ -350,10 +350,10 @@ per_kind.style.format("{:.3f}").set_caption(
 #
 # The counted numbers obey it. Summed over every block and head of CoaT-Lite Tiny at 224 px,
 # clustering the queries of factorized attention saves
-# {glue:text}`cm_factorized_saving:.1f` M MACs (it could save at most
-# {glue:text}`cm_factorized_most:.1f` M, the whole query-side product) and its hashing costs
-# {glue:text}`cm_hashing:.1f` M. In softmax attention the same clustering saves
-# {glue:text}`cm_softmax_saving:.0f` M MACs, {glue:text}`softmax_saving_x:.0f` times its
+# [2.1](#cm_factorized_saving:.1f) M MACs (it could save at most
+# [10.9](#cm_factorized_most:.1f) M, the whole query-side product) and its hashing costs
+# [23.5](#cm_hashing:.1f) M. In softmax attention the same clustering saves
+# [1255](#cm_softmax_saving:.0f) M MACs, [53](#softmax_saving_x:.0f) times its
 # hashing.
 
 # %%
@@ -379,9 +379,9 @@ glue("softmax_saving_x", saving_softmax / hashing)
 # The same holds stage by stage where $C_h \le n_\text{hashes}$. CoaT-Lite Tiny's heads have
 # $C_h$ = 8, 16, 32 and 40 channels in its four stages; in stage 4, where $C_h = 40$, the
 # bound allows a saving larger than the hashing, but that stage has only
-# {glue:text}`s4_tokens` tokens. In one block of stage 1, hashing costs
-# {glue:text}`block_hashing:.2f` M MACs, and clustering saves {glue:text}`block_saving:.2f` M
-# of the {glue:text}`block_most:.2f` M that $q$ times the context costs. The cell below
+# [50](#s4_tokens) tokens. In one block of stage 1, hashing costs
+# [6.42](#block_hashing:.2f) M MACs, and clustering saves [0.77](#block_saving:.2f) M
+# of the [1.61](#block_most:.2f) M that $q$ times the context costs. The cell below
 # checks, on the audit's counts, that hashing costs more than clustering saves in every
 # stage where $C_h \le n_\text{hashes}$ (at $C_h = n_\text{hashes}$, hashing the $HW$ image
 # queries costs $HW\,C_h^2$ and clustering them saves at most $(HW - K)\,C_h^2$; the class
@@ -422,16 +422,16 @@ pd.DataFrame(
 #
 # - A MAC count is exact and cheap: `FlopCounterMode` counts matrix products and convolutions
 #   per module, closed forms give the same numbers, and the whole-model count is within
-#   {glue:text}`timm_difference:.1%` of timm's published GMACs.
-# - In CoaT-Lite Tiny at 224 px the MLP holds {glue:text}`mlp_share:.0%` of the MACs and the
-#   projections {glue:text}`proj_share:.0%`; the attention core, already linear in $N$, holds
-#   {glue:text}`core_share:.1%`, and the query-side product that clustering the queries can
-#   shrink {glue:text}`query_side:.1%`.
+#   [1.4%](#timm_difference:.1%) of timm's published GMACs.
+# - In CoaT-Lite Tiny at 224 px the MLP holds [70%](#mlp_share:.0%) of the MACs and the
+#   projections [22%](#proj_share:.0%); the attention core, already linear in $N$, holds
+#   [1.4%](#core_share:.1%), and the query-side product that clustering the queries can
+#   shrink [0.7%](#query_side:.1%).
 # - {ref}`The cost model <cost-model>`: clustering the queries of factorized attention saves at
 #   most $(N-K)\,C_h^2$ per head, less than E2LSH's $N\,n_\text{hashes}\,C_h$ whenever
-#   $n_\text{hashes} \ge C_h$; counted, it saves {glue:text}`cm_factorized_saving:.1f` M MACs
-#   for {glue:text}`cm_hashing:.1f` M of hashing. In softmax attention it saves
-#   $2(N-K)\,N\,C_h$, {glue:text}`softmax_saving_x:.0f` times its hashing at 224 px.
+#   $n_\text{hashes} \ge C_h$; counted, it saves [2.1](#cm_factorized_saving:.1f) M MACs
+#   for [23.5](#cm_hashing:.1f) M of hashing. In softmax attention it saves
+#   $2(N-K)\,N\,C_h$, [53](#softmax_saving_x:.0f) times its hashing at 224 px.
 # - Counted cost is not time: {doc}`05b_measuring` measures it.
 #
 # ## Exercises
@@ -466,10 +466,10 @@ glue("ex1_ratio_96", s1[96])
 # ```{admonition} Solution to exercise 1
 # :class: dropdown
 # Per block, softmax attention costs $2N^2C$ MACs ($q k^\top$, then the scores times $v$) and
-# the MLP $2NC \cdot 8C$. They are equal when $N = 8C$ = {glue:text}`ex1_tokens` tokens, that is
-# $1 + (\text{px}/4)^2 = 512$: about {glue:text}`ex1_px:.0f` px. CoaT-Lite takes multiples of
-# 32: at 64 px stage 1's softmax attention is {glue:text}`ex1_ratio_64:.2f` times its MLP, at
-# 96 px {glue:text}`ex1_ratio_96:.2f` times; from 96 px on, attention costs more.
+# the MLP $2NC \cdot 8C$. They are equal when $N = 8C$ = [512](#ex1_tokens) tokens, that is
+# $1 + (\text{px}/4)^2 = 512$: about [90](#ex1_px:.0f) px. CoaT-Lite takes multiples of
+# 32: at 64 px stage 1's softmax attention is [0.50](#ex1_ratio_64:.2f) times its MLP, at
+# 96 px [1.13](#ex1_ratio_96:.2f) times; from 96 px on, attention costs more.
 # ```
 
 # %% tags=["hide-input"]
@@ -490,8 +490,8 @@ glue("ex2_total", 1 - few_macs["total"] / counts["factorized"]["total"])
 # Hashing costs $N\,n_\text{hashes}\,C_h$ per head and the saving is at most $(N-K)\,C_h^2$,
 # so a saving needs $n_\text{hashes} < C_h\,(N-K)/N$, below $C_h = 8$: seven hashes at most,
 # and fewer the more clusters form. With 4 hashes the counted hashing is
-# {glue:text}`ex2_hashing:.1f` M MACs and the saving {glue:text}`ex2_saving:.1f` M: the pass
-# needs {glue:text}`ex2_total:.2%` fewer MACs than CoaT-Lite's. Fewer hashes make coarser
+# [2.9](#ex2_hashing:.1f) M MACs and the saving [7.3](#ex2_saving:.1f) M: the pass
+# needs [0.28%](#ex2_total:.2%) fewer MACs than CoaT-Lite's. Fewer hashes make coarser
 # buckets, so the clusters mix less similar queries: the saving is real and tiny, and what it
 # does to accuracy is another question.
 # ```
@@ -523,5 +523,5 @@ glue("ex3_share", ex3_share)
 # Prototype attention then multiplies $1 + 64$ queries per row with all $N$ keys and values,
 # against $N$ queries for softmax attention: at 1024 px stage 1 has $N$ = 65,537 tokens, so
 # the ratio there is $65/65537$. Over all stages clustered attention's core needs
-# {glue:text}`ex3_share:.2%` of softmax attention's MACs (the hashing comes on top).
+# [0.16%](#ex3_share:.2%) of softmax attention's MACs (the hashing comes on top).
 # ```

@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,11 +23,11 @@
 #
 # The previous chapter counted what a CoaT-Lite forward pass costs. Does measured time follow
 # the count? **No: on a 2-core CPU the clustered kinds take about
-# {glue:text}`cpu_clustered_per_mac:.1f` times CoaT-Lite's time per MAC, and on an H100 at
-# batch 1 exact softmax attention runs at {glue:text}`gpu_softmax_per_mac:.2f` times
+# [1.5](#cpu_clustered_per_mac:.1f) times CoaT-Lite's time per MAC, and on an H100 at
+# batch 1 exact softmax attention runs at [0.56](#gpu_softmax_per_mac:.2f) times
 # CoaT-Lite's time per MAC. Clustered attention is slower than CoaT-Lite at every size and batch
 # measured, on both machines; it overtakes exact softmax attention from
-# {glue:text}`cpu_cross_fwd` px on the CPU and from {glue:text}`gpu_cross_fwd_32` px at batch
+# [128](#cpu_cross_fwd) px on the CPU and from [320](#gpu_cross_fwd_32) px at batch
 # 32 on the GPU.** The conclusions come from committed measurements (their command, commit,
 # machine and date are printed with them); a timing live on your machine is shown with its
 # spread, as "your machine".
@@ -102,10 +102,10 @@ for name, record in [
 # %% [markdown]
 # The sweeps built their models with random-init weights (`sweep.build_models`), and a
 # clustered kind's cost depends on how many clusters its queries form. The trained CoaT-Lite
-# Tiny of {doc}`05_cost_audit` forms {glue:text}`trained_clusters:.0f` clusters per row in stage
-# 1 at 224 px where the sweep's untrained model formed {glue:text}`sweep_clusters:.0f`, and its
-# clustered attention needs {glue:text}`trained_macs_x:.2f`× CoaT-Lite's MACs against
-# {glue:text}`sweep_macs_x:.2f`× in the sweep. So for clustered attention the sweeps' times
+# Tiny of {doc}`05_cost_audit` forms [1296](#trained_clusters:.0f) clusters per row in stage
+# 1 at 224 px where the sweep's untrained model formed [182](#sweep_clusters:.0f), and its
+# clustered attention needs [2.02](#trained_macs_x:.2f)× CoaT-Lite's MACs against
+# [1.24](#sweep_macs_x:.2f)× in the sweep. So for clustered attention the sweeps' times
 # understate what a trained model costs; where they show it slower, a trained one is slower
 # still.
 
@@ -164,11 +164,11 @@ coat_224 = parts.query("model == 'coat_lite_tiny' and img_size == 224")
 glue("pass_ms", coat_224.pass_seconds.iloc[0] * 1e3)
 
 # %% [markdown]
-# One forward pass took {glue:text}`pass_ms:.0f` ms on that CPU. The MLP's
-# **{glue:text}`mlp_macs:.0%`** of the MACs took **{glue:text}`mlp_time:.0%`** of the time;
-# the depthwise convolutions (CPE and CRPE), **{glue:text}`dw_macs:.1%`** of the MACs, took
-# **{glue:text}`dw_time:.0%`**, and the attention core {glue:text}`core_time:.0%`. What no
-# module covers, "other", took {glue:text}`other_time:.0%` with no MACs at all. Dense matrix
+# One forward pass took [48](#pass_ms:.0f) ms on that CPU. The MLP's
+# **[70%](#mlp_macs:.0%)** of the MACs took **[34%](#mlp_time:.0%)** of the time;
+# the depthwise convolutions (CPE and CRPE), **[1.8%](#dw_macs:.1%)** of the MACs, took
+# **[14%](#dw_time:.0%)**, and the attention core [6%](#core_time:.0%). What no
+# module covers, "other", took [24%](#other_time:.0%) with no MACs at all. Dense matrix
 # products run near the machine's peak; depthwise convolutions, softmaxes and reshapes move
 # much data for little arithmetic, so they cost far more time than their MACs say.
 #
@@ -176,7 +176,7 @@ glue("pass_ms", coat_224.pass_seconds.iloc[0] * 1e3)
 #
 # The same split, timed live here. One timing of a short pass is a sample, not a fact: two
 # runs of a single-pass version of this cell on the same shared machine gave CRPE 4.5% and 30%
-# of the time (the committed file says {glue:text}`crpe_time:.1%`). So the cell times several
+# of the time (the committed file says [9.5%](#crpe_time:.1%)). So the cell times several
 # passes, and the bars show the median
 # share with a line from the smallest to the largest. Read it as a picture of your machine,
 # not as a conclusion; the text above rests on the committed file.
@@ -295,14 +295,14 @@ glue("gpu_coat_224_ms", coat_gpu[224] * 1e3)
 glue("gpu_coat_768_ms", coat_gpu[768] * 1e3)
 
 # %% [markdown]
-# At 224 px on the CPU, clustered attention takes {glue:text}`cpu_clustered_224:.1f`× CoaT-Lite's
-# forward time and exact softmax attention {glue:text}`cpu_softmax_224:.1f`×. On the GPU at
-# batch 32 and 224 px the two take {glue:text}`gpu_clustered_224:.1f`× and
-# {glue:text}`gpu_softmax_224:.1f`×, and at {glue:text}`gpu_max_px` px
-# {glue:text}`gpu_clustered_max:.1f`× and {glue:text}`gpu_softmax_max:.1f`×. Both clustered
+# At 224 px on the CPU, clustered attention takes [2.0](#cpu_clustered_224:.1f)× CoaT-Lite's
+# forward time and exact softmax attention [4.6](#cpu_softmax_224:.1f)×. On the GPU at
+# batch 32 and 224 px the two take [3.9](#gpu_clustered_224:.1f)× and
+# [3.7](#gpu_softmax_224:.1f)×, and at [640](#gpu_max_px) px
+# [3.7](#gpu_clustered_max:.1f)× and [41.4](#gpu_softmax_max:.1f)×. Both clustered
 # kinds are slower than CoaT-Lite at every size and batch measured, on both machines. Time on
-# a GPU follows other rules: at batch 1 CoaT-Lite's pass takes {glue:text}`gpu_coat_224_ms:.1f`
-# ms at 224 px and {glue:text}`gpu_coat_768_ms:.1f` ms at 768 px, because its many small
+# a GPU follows other rules: at batch 1 CoaT-Lite's pass takes [7.3](#gpu_coat_224_ms:.1f)
+# ms at 224 px and [7.7](#gpu_coat_768_ms:.1f) ms at 768 px, because its many small
 # kernels cost their launch time whatever their size; and exact softmax attention runs
 # through fused kernels that never store the score matrix.
 #
@@ -370,13 +370,13 @@ per_mac.style.format("{:.2f}", subset=["median", "low", "high"]).set_caption(
 
 # %% [markdown]
 # On the CPU every kind is slower than its MACs say: per MAC, exact softmax attention takes
-# {glue:text}`cpu_softmax_per_mac:.2f`× CoaT-Lite's time, clustered attention
-# {glue:text}`cpu_clustered_per_mac:.2f`× and clustered factorized attention
-# {glue:text}`cpu_cf_per_mac:.2f`× (medians over resolutions). On the GPU at batch 1, exact
-# softmax attention is *faster* than its MACs say ({glue:text}`gpu_softmax_per_mac:.2f`×): its
+# [1.76](#cpu_softmax_per_mac:.2f)× CoaT-Lite's time, clustered attention
+# [1.53](#cpu_clustered_per_mac:.2f)× and clustered factorized attention
+# [1.52](#cpu_cf_per_mac:.2f)× (medians over resolutions). On the GPU at batch 1, exact
+# softmax attention is *faster* than its MACs say ([0.56](#gpu_softmax_per_mac:.2f)×): its
 # $N^2$ products run in one fused kernel, which keeps the GPU busy where CoaT-Lite's many small
-# operations do not. The clustered kinds take {glue:text}`gpu_clustered_per_mac:.1f`× and
-# {glue:text}`gpu_cf_per_mac:.1f`× there: their hashing, sort, scatter-mean and gather have
+# operations do not. The clustered kinds take [2.6](#gpu_clustered_per_mac:.1f)× and
+# [4.2](#gpu_cf_per_mac:.1f)× there: their hashing, sort, scatter-mean and gather have
 # almost no MACs but take time. A MAC count ranks the kinds, but it does not price them.
 #
 # ## Memory
@@ -425,15 +425,15 @@ glue("train_softmax", train_224["training / factorized: softmax"])
 
 # %% [markdown]
 # On the CPU, at every resolution measured, the forward peaks of the four kinds are equal to
-# within 0.1%: at 224 px the peak is {glue:text}`cpu_peak_224:.1f` MiB,
-# {glue:text}`peak_over_hidden:.1f`× the stage-1 MLP's hidden activation
-# ({glue:text}`hidden_mib:.1f` MiB: tokens × {glue:text}`hidden_channels` channels × 4 bytes).
+# within 0.1%: at 224 px the peak is [14.6](#cpu_peak_224:.1f) MiB,
+# [2.4](#peak_over_hidden:.1f)× the stage-1 MLP's hidden activation
+# ([6.1](#hidden_mib:.1f) MiB: tokens × [512](#hidden_channels) channels × 4 bytes).
 # On the GPU they are equal from 320 px on; at 224 px, the first configuration that sweep
-# measured, factorized attention's peak was {glue:text}`gpu_first_peak:.1f` MiB against at
-# most {glue:text}`gpu_other_peak:.1f` MiB for the others. Training keeps activations for the
-# backward pass; on the CPU at 224 px its peak is {glue:text}`train_clustered:.3f`× CoaT-Lite's
-# for clustered attention, {glue:text}`train_cf:.3f`× for clustered factorized attention and
-# {glue:text}`train_softmax:.3f`× for exact softmax attention.
+# measured, factorized attention's peak was [47.6](#gpu_first_peak:.1f) MiB against at
+# most [14.6](#gpu_other_peak:.1f) MiB for the others. Training keeps activations for the
+# backward pass; on the CPU at 224 px its peak is [1.024](#train_clustered:.3f)× CoaT-Lite's
+# for clustered attention, [1.054](#train_cf:.3f)× for clustered factorized attention and
+# [1.003](#train_softmax:.3f)× for exact softmax attention.
 #
 # ## Where clustered attention beats softmax attention
 #
@@ -465,11 +465,11 @@ cross.to_frame()
 
 # %% [markdown]
 # On the CPU, clustered attention's forward pass is faster than exact softmax attention's from
-# {glue:text}`cpu_cross_fwd` px, the smallest size measured, and its training step from
-# {glue:text}`cpu_cross_train` px. On the GPU, where fused kernels make softmax attention
-# cheap, the forward pass crosses over only from {glue:text}`gpu_cross_fwd_1` px at batch 1 and
-# from {glue:text}`gpu_cross_fwd_32` px at batch 32 (the training step from
-# {glue:text}`gpu_cross_train_32` px at batch 32). This is the room ACT's clustering has: not
+# [128](#cpu_cross_fwd) px, the smallest size measured, and its training step from
+# [128](#cpu_cross_train) px. On the GPU, where fused kernels make softmax attention
+# cheap, the forward pass crosses over only from [640](#gpu_cross_fwd_1) px at batch 1 and
+# from [320](#gpu_cross_fwd_32) px at batch 32 (the training step from
+# [224](#gpu_cross_train_32) px at batch 32). This is the room ACT's clustering has: not
 # against CoaT-Lite, whose factorized attention is already linear in $N$, but against
 # attention that is quadratic in it. The verdict on the seed's claim is drawn once, in the
 # conclusions chapter, from these same files.
@@ -478,16 +478,16 @@ cross.to_frame()
 # ## Summary
 #
 # - Time does not follow MACs. In CoaT-Lite Tiny at 224 px on a CPU the MLP holds
-#   {glue:text}`mlp_macs:.0%` of the MACs and {glue:text}`mlp_time:.0%` of the time; the
-#   depthwise convolutions {glue:text}`dw_macs:.1%` of the MACs and {glue:text}`dw_time:.0%` of
-#   the time; what no module covers, {glue:text}`other_time:.0%` of the time.
-# - Per MAC, clustered attention takes {glue:text}`cpu_clustered_per_mac:.2f`× CoaT-Lite's
-#   time on the CPU and {glue:text}`gpu_clustered_per_mac:.1f`× on the GPU at batch 1; exact
-#   softmax attention {glue:text}`cpu_softmax_per_mac:.2f`× and
-#   {glue:text}`gpu_softmax_per_mac:.2f`×.
+#   [70%](#mlp_macs:.0%) of the MACs and [34%](#mlp_time:.0%) of the time; the
+#   depthwise convolutions [1.8%](#dw_macs:.1%) of the MACs and [14%](#dw_time:.0%) of
+#   the time; what no module covers, [24%](#other_time:.0%) of the time.
+# - Per MAC, clustered attention takes [1.53](#cpu_clustered_per_mac:.2f)× CoaT-Lite's
+#   time on the CPU and [2.6](#gpu_clustered_per_mac:.1f)× on the GPU at batch 1; exact
+#   softmax attention [1.76](#cpu_softmax_per_mac:.2f)× and
+#   [0.56](#gpu_softmax_per_mac:.2f)×.
 # - Both clustered kinds are slower than CoaT-Lite at every size and batch measured. Clustered
-#   attention beats exact softmax attention from {glue:text}`cpu_cross_fwd` px on the CPU, and
-#   from {glue:text}`gpu_cross_fwd_1` px (batch 1) and {glue:text}`gpu_cross_fwd_32` px
+#   attention beats exact softmax attention from [128](#cpu_cross_fwd) px on the CPU, and
+#   from [640](#gpu_cross_fwd_1) px (batch 1) and [320](#gpu_cross_fwd_32) px
 #   (batch 32) on the GPU.
 # - A live timing is a sample: show its spread, and draw conclusions from committed,
 #   interleaved measurements whose record says how they were made.
@@ -521,10 +521,10 @@ glue("ex1_cpu_224_x", ratio["CPU"]["softmax", 224, 1])
 # %% [markdown]
 # ```{admonition} Solution to exercise 1
 # :class: dropdown
-# On both: from {glue:text}`ex1_px` px, where softmax attention takes
-# {glue:text}`ex1_cpu_x:.1f`× CoaT-Lite's forward time on the CPU and
-# {glue:text}`ex1_gpu_x:.1f`× on the GPU at batch 32 (at 224 px on the CPU,
-# {glue:text}`ex1_cpu_224_x:.1f`×). Stage 1 has $1 + (320/4)^2 = 6401$ tokens there, and the
+# On both: from [320](#ex1_px) px, where softmax attention takes
+# [10.1](#ex1_cpu_x:.1f)× CoaT-Lite's forward time on the CPU and
+# [10.3](#ex1_gpu_x:.1f)× on the GPU at batch 32 (at 224 px on the CPU,
+# [4.6](#ex1_cpu_224_x:.1f)×). Stage 1 has $1 + (320/4)^2 = 6401$ tokens there, and the
 # $N^2$ scores take over.
 # ```
 
@@ -539,9 +539,9 @@ glue("ex2_x", images_per_s[32] / images_per_s[1])
 # %% [markdown]
 # ```{admonition} Solution to exercise 2
 # :class: dropdown
-# {glue:text}`ex2_b1:.0f` images per second at batch 1 and {glue:text}`ex2_b32:.0f` at batch
-# 32, {glue:text}`ex2_x:.0f` times as many. At batch 1 the GPU waits on kernel launches (the
-# pass took {glue:text}`gpu_coat_224_ms:.1f` ms at 224 px and {glue:text}`gpu_coat_768_ms:.1f`
+# [138](#ex2_b1:.0f) images per second at batch 1 and [2834](#ex2_b32:.0f) at batch
+# 32, [21](#ex2_x:.0f) times as many. At batch 1 the GPU waits on kernel launches (the
+# pass took [7.3](#gpu_coat_224_ms:.1f) ms at 224 px and [7.7](#gpu_coat_768_ms:.1f)
 # ms at 768 px); a batch of 32 gives each kernel enough work to fill the device.
 # ```
 
@@ -557,9 +557,9 @@ glue("ex3_x", spread["softmax"])
 # %% [markdown]
 # ```{admonition} Solution to exercise 3
 # :class: dropdown
-# Exact softmax attention: from {glue:text}`ex3_softmax_low:.2f`× to
-# {glue:text}`ex3_softmax_high:.2f`× CoaT-Lite's time per MAC, a factor of
-# {glue:text}`ex3_x:.1f` (the other kinds at most {glue:text}`ex3_next:.1f`). As the input
+# Exact softmax attention: from [1.22](#ex3_softmax_low:.2f)× to
+# [2.41](#ex3_softmax_high:.2f)× CoaT-Lite's time per MAC, a factor of
+# [2.0](#ex3_x:.1f) (the other kinds at most [1.3](#ex3_next:.1f)). As the input
 # grows, its $N^2$ products go from a small part of the pass to nearly all of it, and the rate
 # of that one kernel replaces the rate of CoaT-Lite's mix of operations.
 # ```

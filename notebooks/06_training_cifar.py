@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,10 +24,10 @@
 # The seed's one concrete promise is that Clustering CoaT "can be trained with less training
 # time". The fair test gives CoaT-Lite Tiny and Clustering CoaT Tiny the same GPU for the same
 # number of seconds and asks which is more accurate when the time is up. **The answer: it does
-# not.** In {glue:text}`budget_s:.0f` s of H100 training each, Clustering CoaT made
-# {glue:text}`update_ratio:.2f`× as many updates as CoaT-Lite and ended
-# {glue:text}`gap:.1f` points behind it (paired 95% interval {glue:text}`gap_low:.1f` to
-# {glue:text}`gap_high:.1f`) on the same 10,000 test images of CIFAR-10 (JPEG copy).
+# not.** In [420](#budget_s:.0f) s of H100 training each, Clustering CoaT made
+# [0.62](#update_ratio:.2f)× as many updates as CoaT-Lite and ended
+# [2.1](#gap:.1f) points behind it (paired 95% interval [1.5](#gap_low:.1f) to
+# [2.7](#gap_high:.1f)) on the same 10,000 test images of CIFAR-10 (JPEG copy).
 #
 # **Prerequisites.** The models of chapters 1–4; the cost chapter's explanation of why
 # clustering the queries adds work. The learning-rate schedules are built by hand in the
@@ -190,11 +190,11 @@ glue("passed_s", passed.train_elapsed_s)
 print(d)
 
 # %% [markdown]
-# CoaT-Lite Tiny finished {glue:text}`epochs_coat` epochs and scored
-# **{glue:text}`top1_coat:.2f`%**; Clustering CoaT Tiny finished {glue:text}`epochs_clus` and
-# scored **{glue:text}`top1_clus:.2f`%**. Image by image, Clustering CoaT minus CoaT-Lite is
-# {glue:text}`paired`: a gap that the 10,000 test images resolve. CoaT-Lite had passed
-# Clustering CoaT's final accuracy after {glue:text}`passed_s:.0f` s of its 420. Clustering
+# CoaT-Lite Tiny finished [70](#epochs_coat) epochs and scored
+# **[87.27](#top1_coat:.2f)%**; Clustering CoaT Tiny finished [43](#epochs_clus) and
+# scored **[85.17](#top1_clus:.2f)%**. Image by image, Clustering CoaT minus CoaT-Lite is
+# [Δ = −2.1 points [−2.7, −1.5], McNemar p = 4.9e−11](#paired): a gap that the 10,000 test images resolve. CoaT-Lite had passed
+# Clustering CoaT's final accuracy after [196](#passed_s:.0f) s of its 420. Clustering
 # the queries adds hashing, sorting and gathering to every block and removes almost none of
 # the work (the cost chapter shows why), so each of its updates takes longer, and in the same
 # time it learns less.
@@ -235,20 +235,20 @@ glue("k2_final", final.stage2)
 
 # %% [markdown]
 # Training pulls the queries apart. In stage 1 the clusters per token grew from
-# {glue:text}`k1_first:.0%` after the first epoch to {glue:text}`k1_final:.0%` at the end;
-# stages 2–4 ended with about one cluster per token (stage 2: {glue:text}`k2_final:.0%`).
+# [29%](#k1_first:.0%) after the first epoch to [92%](#k1_final:.0%) at the end;
+# stages 2–4 ended with about one cluster per token (stage 2: [100%](#k2_final:.0%)).
 # With $K \approx N$ a prototype stands for one query, so the clustered attention does the
 # work of ordinary attention *plus* the hashing and the clustering. That is the cost chapter's
 # bound seen from the trained side.
 #
 # ## Summary
 #
-# - Given the same {glue:text}`budget_s:.0f` s of H100 training, Clustering CoaT Tiny made
-#   {glue:text}`update_ratio:.2f`× as many updates as CoaT-Lite Tiny and scored
-#   {glue:text}`top1_clus:.2f`% against {glue:text}`top1_coat:.2f`% on the same test images
-#   ({glue:text}`paired`). The seed's claim of less training time does not hold here.
+# - Given the same [420](#budget_s:.0f) s of H100 training, Clustering CoaT Tiny made
+#   [0.62](#update_ratio:.2f)× as many updates as CoaT-Lite Tiny and scored
+#   [85.17](#top1_clus:.2f)% against [87.27](#top1_coat:.2f)% on the same test images
+#   ([Δ = −2.1 points [−2.7, −1.5], McNemar p = 4.9e−11](#paired)). The seed's claim of less training time does not hold here.
 # - Trained queries spread apart: by the end, stages 2–4 form about one cluster per token and
-#   stage 1 {glue:text}`k1_final:.0%` of one, so clustering saves almost no attention work.
+#   stage 1 [92%](#k1_final:.0%) of one, so clustering saves almost no attention work.
 # - `ccoat.train.fit` trains any attention kind with one recipe; each epoch leaves a record,
 #   and `--resume` continues with exactly the weights an uninterrupted run would have. The
 #   README shows multi-GPU training with `torchrun`.
@@ -260,7 +260,7 @@ glue("k2_final", final.stage2)
 #    is in `run.json`.)
 # 2. Interrupt a run after one epoch (`stop_after=1`), resume it (`resume=True`), and check
 #    with `torch.equal` that its final weights equal those of an uninterrupted run.
-# 3. Clustering CoaT's stage 1 keeps about {glue:text}`k1_final:.0%` of the tokens as
+# 3. Clustering CoaT's stage 1 keeps about [92%](#k1_final:.0%) of the tokens as
 #    clusters. If stage 1's attention were *softmax* attention of $N$ = 256 queries, what
 #    fraction of its score computations would $K$ prototypes save?
 
@@ -306,9 +306,9 @@ assert same, "resuming no longer gives the uninterrupted run's weights"
 # %% [markdown]
 # ```{admonition} Solution to exercise 1
 # :class: dropdown
-# Updates times the batch size ({glue:text}`batch`) over the training seconds: CoaT-Lite Tiny
-# processed {glue:text}`rate_coat:,.0f` images/s and Clustering CoaT Tiny
-# {glue:text}`rate_clus:,.0f` images/s. (The per-epoch `images_per_s` of the first epochs is
+# Updates times the batch size ([512](#batch)) over the training seconds: CoaT-Lite Tiny
+# processed [8,243](#rate_coat:,.0f) images/s and Clustering CoaT Tiny
+# [5,073](#rate_clus:,.0f) images/s. (The per-epoch `images_per_s` of the first epochs is
 # lower for both: it includes the warm-up of the GPU kernels.)
 # ```
 #
@@ -330,7 +330,7 @@ assert same, "resuming no longer gives the uninterrupted run's weights"
 # ```{admonition} Solution to exercise 3
 # :class: dropdown
 # Softmax attention computes an $N \times N$ score matrix; with $K$ prototypes it computes
-# $K \times N$, so it saves $1 - K/N$ = {glue:text}`saved_scores:.0%` of the scores, before the
+# $K \times N$, so it saves $1 - K/N$ = [8%](#saved_scores:.0%) of the scores, before the
 # hashing is paid for. Against CoaT's factorized attention, which computes no $N \times N$
 # matrix at all, there is no such saving to be had.
 # ```

@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,12 +23,12 @@
 #
 # How do CoaT-Lite and Clustering CoaT, trained with one recipe, compare on real photos, and
 # how far can clustering go in a trained model before its predictions change? After
-# {glue:text}`ref_epochs` epochs CoaT-Lite Tiny reaches {glue:text}`ref_top1:.1f`% top-1 on
-# Imagenette and Clustering CoaT Tiny {glue:text}`seed_top1:.1f`%. Converted to clustered-factorized attention without
+# [14](#ref_epochs) epochs CoaT-Lite Tiny reaches [74.4](#ref_top1:.1f)% top-1 on
+# Imagenette and Clustering CoaT Tiny [71.5](#seed_top1:.1f)%. Converted to clustered-factorized attention without
 # retraining, CoaT-Lite keeps its accuracy at every bucket width up to
-# {glue:text}`sweep_r_max:g`; its predictions start to flip only when the buckets are far
-# wider, and even with {glue:text}`wide_k:.1f` clusters per head in stage 1 (of
-# {glue:text}`n1_tokens` tokens), most of them stand.
+# [8](#sweep_r_max:g); its predictions start to flip only when the buckets are far
+# wider, and even with [1.8](#wide_k:.1f) clusters per head in stage 1 (of
+# [1024](#n1_tokens) tokens), most of them stand.
 #
 # Imagenette is ten easy classes of ImageNet (tench, English springer, cassette player, chain
 # saw, church, French horn, garbage truck, gas pump, golf ball, parachute), about 9,500
@@ -169,19 +169,19 @@ glue("long_epochs", len(longest.metrics))
 glue("long_planned", longest.run["config"]["epochs"])
 
 # %% [markdown]
-# After {glue:text}`ref_epochs` epochs of the same recipe, CoaT-Lite Tiny reaches
-# **{glue:text}`ref_top1:.1f`%** top-1 on all {glue:text}`ref_images` validation images
-# (interval {glue:text}`ref_lo:.1f`–{glue:text}`ref_hi:.1f`) and Clustering CoaT Tiny,
-# trained from scratch with clustered attention, **{glue:text}`seed_top1:.1f`%**
-# ({glue:text}`seed_lo:.1f`–{glue:text}`seed_hi:.1f`): CoaT-Lite is ahead by
-# {glue:text}`ref_gap:.1f` points. Both were scored on the same images, so they compare image
+# After [14](#ref_epochs) epochs of the same recipe, CoaT-Lite Tiny reaches
+# **[74.4](#ref_top1:.1f)%** top-1 on all [3925](#ref_images) validation images
+# (interval [73.0](#ref_lo:.1f)–[75.8](#ref_hi:.1f)) and Clustering CoaT Tiny,
+# trained from scratch with clustered attention, **[71.5](#seed_top1:.1f)%**
+# ([70.1](#seed_lo:.1f)–[73.0](#seed_hi:.1f)): CoaT-Lite is ahead by
+# [2.8](#ref_gap:.1f) points. Both were scored on the same images, so they compare image
 # by image (`ccoat.stats.paired_difference`): Clustering CoaT minus CoaT-Lite is
-# {glue:text}`ref_pair`. {glue:text}`ref_epochs` epochs are far from convergence (the `gpu`
+# [Δ = −2.8 points [−3.9, −1.7], McNemar p = 7.7e−07](#ref_pair). [14](#ref_epochs) epochs are far from convergence (the `gpu`
 # recipe aims at 85% for CoaT-Lite Tiny, the project's own target), so read the gap as one
 # between briefly trained models. The
-# longest-trained CoaT-Lite Tiny committed ran {glue:text}`long_epochs` of
-# {glue:text}`long_planned` planned epochs of the same recipe before its time ran out:
-# {glue:text}`long_top1:.1f`% ({glue:text}`long_lo:.1f`–{glue:text}`long_hi:.1f`).
+# longest-trained CoaT-Lite Tiny committed ran [50](#long_epochs) of
+# [70](#long_planned) planned epochs of the same recipe before its time ran out:
+# [83.3](#long_top1:.1f)% ([82.1](#long_lo:.1f)–[84.4](#long_hi:.1f)).
 #
 # The same machinery also trains live (`ccoat.train.fit(ccoat.recipes.imagenette())`); at the
 # sizes a book build affords, a few updates on a subset, it shows the code running and nothing
@@ -272,16 +272,16 @@ glue("sweep_k_min", sweep.stage1.min())
 glue("sweep_k_max", sweep.stage1.max())
 
 # %% [markdown]
-# On {glue:text}`conv_images` validation images the trained model reaches
-# {glue:text}`conv_factorized:.1f`% with its own factorized attention. Converted without
-# retraining, softmax attention gives {glue:text}`conv_softmax:.1f`%
-# ({glue:text}`conv_softmax_drop:.1f` points less, far outside the intervals) and the seed's
-# clustered attention {glue:text}`conv_clustered:.1f`%, as little as softmax attention: both
+# On [1000](#conv_images) validation images the trained model reaches
+# [75.0](#conv_factorized:.1f)% with its own factorized attention. Converted without
+# retraining, softmax attention gives [55.5](#conv_softmax:.1f)%
+# ([19.5](#conv_softmax_drop:.1f) points less, far outside the intervals) and the seed's
+# clustered attention [55.4](#conv_clustered:.1f)%, as little as softmax attention: both
 # replace CoaT's operator with another one the weights were not trained for.
 # Clustered-factorized attention, CoaT's operator on prototypes, keeps
-# {glue:text}`conv_clustered_factorized:.1f`%. Over the bucket widths up to
-# {glue:text}`sweep_r_max:g`, stage 1 goes from {glue:text}`sweep_k_max:.0f` to
-# {glue:text}`sweep_k_min:.0f` clusters per head (of {glue:text}`n1_tokens` tokens), and top-1
+# [75.0](#conv_clustered_factorized:.1f)%. Over the bucket widths up to
+# [8](#sweep_r_max:g), stage 1 goes from [994](#sweep_k_max:.0f) to
+# [252](#sweep_k_min:.0f) clusters per head (of [1024](#n1_tokens) tokens), and top-1
 # does not move by
 # as much as a point. The study stops before clustering changes anything.
 #
@@ -402,15 +402,15 @@ for key, row in (("narrow", first), ("wide", last)):
     glue(f"{key}_paired", str(paired[row.name]))
 
 # %% [markdown]
-# At $r$ = {glue:text}`narrow_r:g`, stage 1 forms {glue:text}`narrow_k:.0f` clusters per head
-# and the logits move by {glue:text}`narrow_moved:.1f`%: {glue:text}`narrow_flipped:.1f`% of
+# At $r$ = [8](#narrow_r:g), stage 1 forms [237](#narrow_k:.0f "live") clusters per head
+# and the logits move by [1.0](#narrow_moved:.1f)%: [0.0](#narrow_flipped:.1f)% of
 # the
-# predictions flip. At $r$ = {glue:text}`wide_r:g`, stage 1 forms {glue:text}`wide_k:.1f`
-# clusters per head, the logits move by {glue:text}`wide_moved:.0f`% and
-# {glue:text}`wide_flipped:.0f`% of the {glue:text}`live_images` predictions flip. A flip
+# predictions flip. At $r$ = [512](#wide_r:g), stage 1 forms [1.8](#wide_k:.1f)
+# clusters per head, the logits move by [26](#wide_moved:.0f "live")% and
+# [6](#wide_flipped:.0f)% of the [32](#live_images "live") predictions flip. A flip
 # changes accuracy only where it turns a right prediction wrong or a wrong one right, so
 # accuracy moves less than the predictions do: paired with the unclustered model,
-# {glue:text}`wide_paired`. A trained CoaT-Lite tolerates clustering down to a few clusters per
+# [Δ = +0.0 points [+0.0, +0.0], McNemar p = 1](#wide_paired). A trained CoaT-Lite tolerates clustering down to a few clusters per
 # head in stage 1, because the prototypes replace only the queries: CoaT's factorized context
 # is still computed from every token's key and value, and the convolutional position encoding
 # (CRPE) still sees every value.
@@ -461,18 +461,18 @@ for key, row in (("narrow", first), ("wide", last)):
 #
 # ## Summary
 #
-# - The reference models are committed files: after {glue:text}`ref_epochs` epochs CoaT-Lite
-#   Tiny reaches {glue:text}`ref_top1:.1f`% and Clustering CoaT Tiny
-#   {glue:text}`seed_top1:.1f`% on all {glue:text}`ref_images` validation images, a gap of
-#   {glue:text}`ref_gap:.1f` points between briefly trained models.
+# - The reference models are committed files: after [14](#ref_epochs) epochs CoaT-Lite
+#   Tiny reaches [74.4](#ref_top1:.1f)% and Clustering CoaT Tiny
+#   [71.5](#seed_top1:.1f)% on all [3925](#ref_images) validation images, a gap of
+#   [2.8](#ref_gap:.1f) points between briefly trained models.
 # - Converted without retraining, CoaT-Lite keeps its accuracy with clustered-factorized
-#   attention ({glue:text}`conv_clustered_factorized:.1f`% against
-#   {glue:text}`conv_factorized:.1f`%) and loses {glue:text}`conv_softmax_drop:.1f` points
+#   attention ([75.0](#conv_clustered_factorized:.1f)% against
+#   [75.0](#conv_factorized:.1f)%) and loses [19.5](#conv_softmax_drop:.1f) points
 #   with softmax attention; the seed's clustered attention loses as much.
 # - Widening the buckets changes almost nothing while stage 1 keeps hundreds of clusters per
-#   head ({glue:text}`narrow_flipped:.1f`% of the predictions flip at $r$ =
-#   {glue:text}`narrow_r:g`); at $r$ = {glue:text}`wide_r:g` ({glue:text}`wide_k:.1f` clusters)
-#   {glue:text}`wide_flipped:.0f`% flip, and most predictions stand.
+#   head ([0.0](#narrow_flipped:.1f)% of the predictions flip at $r$ =
+#   [8](#narrow_r:g)); at $r$ = [512](#wide_r:g) ([1.8](#wide_k:.1f) clusters)
+#   [6](#wide_flipped:.0f)% flip, and most predictions stand.
 # - Two models scored on the same images are compared image by image, with a paired interval
 #   and McNemar's test.
 #
@@ -556,9 +556,9 @@ glue("ex3_vs_width", str(paired_difference(cap_hits, scored_hits[r_wide])))
 # :class: dropdown
 # With $r = 0.001$ two queries share all 32 codes only if they are (all but) identical, as the
 # queries of a uniform patch of the image are (on these two images the largest cluster has
-# size {glue:text}`ex1_shared`). Each prototype is then its queries, and the core computes
+# size [1](#ex1_shared "live")). Each prototype is then its queries, and the core computes
 # $\mathrm{softmax}(q k^\top) v$ for every query: softmax attention. On two images the logits of the two converted models differ by at
-# most {glue:text}`ex1_diff:.1e`, rounding. Clustered attention therefore inherits softmax
+# most [4.8e-07](#ex1_diff:.1e "live"), rounding. Clustered attention therefore inherits softmax
 # attention's loss when it replaces CoaT's factorized attention in weights trained for the
 # latter, while clustered-factorized attention keeps CoaT's operator.
 # ```
@@ -567,24 +567,24 @@ glue("ex3_vs_width", str(paired_difference(cap_hits, scored_hits[r_wide])))
 # :class: dropdown
 # "Without clustering" is softmax attention for this model (every query its own cluster, as in
 # exercise 1), not factorized attention, which is another operator. On the
-# {glue:text}`live_images` images this build scores, the Clustering CoaT reference gets
-# {glue:text}`ex2_seed_top1:.1f`% with its own clustering; with softmax attention,
-# {glue:text}`ex2_softmax`: it does not need the clustering. Converted to factorized
-# attention, {glue:text}`ex2_factorized`: the weights were trained for softmax-like attention
+# [32](#live_images "live") images this build scores, the Clustering CoaT reference gets
+# [81.2](#ex2_seed_top1:.1f "live")% with its own clustering; with softmax attention,
+# [Δ = +0.0 points [+0.0, +0.0], McNemar p = 1](#ex2_softmax): it does not need the clustering. Converted to factorized
+# attention, [Δ = −46.9 points [−65.6, −31.2], McNemar p = 6.1e−05](#ex2_factorized "live"): the weights were trained for softmax-like attention
 # and lose much of their accuracy, as CoaT-Lite does the other way round. Paired with the
 # Clustering CoaT reference on the same images, CoaT-Lite minus Clustering CoaT gives
-# {glue:text}`ex2_pair`; on all {glue:text}`ref_images` validation images the two references
-# are {glue:text}`ref_gap:.1f` points apart.
+# [Δ = −3.1 points [−9.4, +0.0], McNemar p = 1](#ex2_pair "live"); on all [3925](#ref_images) validation images the two references
+# are [2.8](#ref_gap:.1f) points apart.
 # ```
 #
 # ```{admonition} Solution to exercise 3
 # :class: dropdown
 # `max_clusters` fixes the number of clusters, and with it the cost, before the image is seen:
-# with a cap of {glue:text}`ex3_cap`, no row of any stage holds more. The bucket width fixes a
-# scale instead and lets the count follow the image: at $r$ = {glue:text}`wide_r:g`, stage 1's
-# rows formed between {glue:text}`ex3_width_min` and {glue:text}`ex3_width_max` clusters on
-# four images. The cap flips {glue:text}`ex3_flipped:.0f`% of the predictions; paired with the
-# unclustered model, {glue:text}`ex3_vs_base`, and with the widest bucket width,
-# {glue:text}`ex3_vs_width`. The cap also merges clusters in stages 2 to 4, which the wide
+# with a cap of [2](#ex3_cap), no row of any stage holds more. The bucket width fixes a
+# scale instead and lets the count follow the image: at $r$ = [512](#wide_r:g), stage 1's
+# rows formed between [1](#ex3_width_min) and [2](#ex3_width_max) clusters on
+# four images. The cap flips [12](#ex3_flipped:.0f "live")% of the predictions; paired with the
+# unclustered model, [Δ = +0.0 points [−9.4, +9.4], McNemar p = 1](#ex3_vs_base "live"), and with the widest bucket width,
+# [Δ = +0.0 points [−9.4, +9.4], McNemar p = 1](#ex3_vs_width "live"). The cap also merges clusters in stages 2 to 4, which the wide
 # buckets leave at a few clusters too.
 # ```

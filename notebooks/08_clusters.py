@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -79,10 +79,10 @@ print("profile:", ccoat.get_profile(), "| device:", DEVICE)
 #
 # The model is the committed Clustering CoaT Tiny of chapter 7
 # (`results/imagenette128_gpu_ccoat_lite_tiny`): trained from scratch **with** the seed's
-# clustered attention (bucket width $r$ = {glue:text}`r_trained:g`, $n_\text{hashes}$ =
-# {glue:text}`n_hashes`), 128-px Imagenette,
-# {glue:text}`epochs` epochs on one GPU, {glue:text}`top1:.1f`% top-1 on all
-# {glue:text}`val_images` validation images. Its hash projections are part of its weights, so
+# clustered attention (bucket width $r$ = [4](#r_trained:g), $n_\text{hashes}$ =
+# [32](#n_hashes)), 128-px Imagenette,
+# [14](#epochs) epochs on one GPU, [71.5](#top1:.1f)% top-1 on all
+# [3925](#val_images) validation images. Its hash projections are part of its weights, so
 # the clusters below are the ones it trained with.
 
 # %%
@@ -146,13 +146,13 @@ for stage in TOKENS:
     glue(f"final_{stage}", final[stage])
 
 # %% [markdown]
-# After the first epoch, stage 1 formed {glue:text}`first_stage1:.2f` clusters per token and
-# stage 2 {glue:text}`first_stage2:.2f`: the young model's queries were still alike. Training
-# pulled them apart: in the last epoch stage 1 forms {glue:text}`last_stage1:.2f` clusters per
-# token, stage 2 {glue:text}`last_stage2:.2f`, stage 3 {glue:text}`last_stage3:.2f` and stage 4
-# {glue:text}`last_stage4:.2f`. The final weights, scored on every validation image, give the
-# same: {glue:text}`final_stage1:.2f`, {glue:text}`final_stage2:.2f`,
-# {glue:text}`final_stage3:.2f` and {glue:text}`final_stage4:.2f`. Nothing in the loss asks
+# After the first epoch, stage 1 formed [0.12](#first_stage1:.2f) clusters per token and
+# stage 2 [0.63](#first_stage2:.2f): the young model's queries were still alike. Training
+# pulled them apart: in the last epoch stage 1 forms [0.53](#last_stage1:.2f) clusters per
+# token, stage 2 [0.96](#last_stage2:.2f), stage 3 [1.00](#last_stage3:.2f) and stage 4
+# [1.00](#last_stage4:.2f). The final weights, scored on every validation image, give the
+# same: [0.52](#final_stage1:.2f), [0.95](#final_stage2:.2f),
+# [1.00](#final_stage3:.2f) and [1.00](#final_stage4:.2f). Nothing in the loss asks
 # for few clusters; a classifier gains from queries that tell tokens apart, and at a fixed
 # bucket width that means more buckets.
 #
@@ -267,9 +267,9 @@ for stage, value in median.items():
     glue(f"median_stage{stage}", value)
 
 # %% [markdown]
-# On these images the median row forms {glue:text}`median_stage1:.2f` clusters per token in
-# stage 1, {glue:text}`median_stage2:.2f` in stage 2, {glue:text}`median_stage3:.2f` in stage 3
-# and {glue:text}`median_stage4:.2f` in stage 4: stage 1 is the only stage where clustering
+# On these images the median row forms [0.55](#median_stage1:.2f "live") clusters per token in
+# stage 1, [1.00](#median_stage2:.2f) in stage 2, [1.00](#median_stage3:.2f) in stage 3
+# and [1.00](#median_stage4:.2f) in stage 4: stage 1 is the only stage where clustering
 # groups many queries.
 #
 # ## Cluster sizes
@@ -299,8 +299,8 @@ glue("singletons", 100 * singletons)
 glue("largest", int(sizes.max()))
 
 # %% [markdown]
-# In stage 1, {glue:text}`singletons:.0f`% of the clusters are single tokens, and the largest
-# holds {glue:text}`largest` tokens: a few large clusters (the uniform regions) and a crowd of
+# In stage 1, [79](#singletons:.0f "live")% of the clusters are single tokens, and the largest
+# holds [508](#largest "live") tokens: a few large clusters (the uniform regions) and a crowd of
 # singletons.
 #
 # ## What K ≈ N costs
@@ -366,34 +366,34 @@ for kind, value in totals.items():
 
 # %% [markdown]
 # In stages 2 to 4, prototype attention plus the hashing costs at least
-# {glue:text}`ratio_min234:.2f` times what softmax attention costs: with $K \approx N$ the
+# [1.06](#ratio_min234:.2f) times what softmax attention costs: with $K \approx N$ the
 # prototypes are the queries, and nothing is saved. Stage 1, the one stage that clusters, costs
-# {glue:text}`ratio_stage1:.2f` times softmax attention (the cores pad every row to the largest
+# [0.88](#ratio_stage1:.2f) times softmax attention (the cores pad every row to the largest
 # row's $K$, so the rows that cluster most pay for the ones that cluster least). The hashing
-# is small in MACs where $N$ is large ({glue:text}`hash_share1:.1f`% of softmax attention in
-# stage 1) and not where it is small ({glue:text}`hash_share4:.0f`% in stage 4); beyond its
+# is small in MACs where $N$ is large ([1.6](#hash_share1:.1f)% of softmax attention in
+# stage 1) and not where it is small ([89](#hash_share4:.0f)% in stage 4); beyond its
 # MACs it sorts and gathers, which a MAC count does not see (chapter 5 times them).
 # CoaT-Lite's factorized attention, linear in $N$, costs $(1 + N)/C_h$ times less than softmax
-# attention: {glue:text}`fact_stage1:.0f` times less in stage 1, more than ten
+# attention: [128](#fact_stage1:.0f) times less in stage 1, more than ten
 # times less in stages 1 and 2 (in stage 4, with 16 tokens and $C_h = 64$, it costs more). The
-# whole model costs {glue:text}`gmacs_clustered:.2f` GMACs per
-# image with clustered attention, {glue:text}`gmacs_softmax:.2f` with softmax and
-# {glue:text}`gmacs_factorized:.2f` with factorized attention. Clustered, the model costs
-# {glue:text}`total_vs_softmax:.2f` times what it costs with softmax attention, and more than
+# whole model costs [0.79](#gmacs_clustered:.2f) GMACs per
+# image with clustered attention, [0.82](#gmacs_softmax:.2f) with softmax and
+# [0.52](#gmacs_factorized:.2f) with factorized attention. Clustered, the model costs
+# [0.97](#total_vs_softmax:.2f) times what it costs with softmax attention, and more than
 # with factorized attention.
 #
 # ## Summary
 #
 # - Trained with clustering, Clustering CoaT Tiny spreads its queries apart: from
-#   {glue:text}`first_stage1:.2f` to {glue:text}`last_stage1:.2f` clusters per token in stage
-#   1 and from {glue:text}`first_stage2:.2f` to {glue:text}`last_stage2:.2f` in stage 2 over
-#   {glue:text}`epochs` epochs; stages 3 and 4 form one cluster per token throughout.
+#   [0.12](#first_stage1:.2f) to [0.53](#last_stage1:.2f) clusters per token in stage
+#   1 and from [0.63](#first_stage2:.2f) to [0.96](#last_stage2:.2f) in stage 2 over
+#   [14](#epochs) epochs; stages 3 and 4 form one cluster per token throughout.
 # - Where it does cluster (stage 1), clusters follow the image: uniform regions form a few
-#   large clusters, edges and texture many singletons ({glue:text}`singletons:.0f`% of stage 1's
+#   large clusters, edges and texture many singletons ([79](#singletons:.0f "live")% of stage 1's
 #   clusters).
 # - With $K \approx N$, prototype attention costs what softmax attention costs (here at least
-#   {glue:text}`ratio_min234:.2f` times it in stages 2 to 4), plus the hashing; CoaT-Lite's
-#   factorized attention costs {glue:text}`fact_stage1:.0f` times less in stage 1.
+#   [1.06](#ratio_min234:.2f) times it in stages 2 to 4), plus the hashing; CoaT-Lite's
+#   factorized attention costs [128](#fact_stage1:.0f) times less in stage 1.
 #
 # ## Exercises
 #
@@ -470,10 +470,10 @@ glue("ex3_vs_factorized", counted / (core.loc["stage1", "factorized"] * B * 1e6)
 # Convert the trained weights to softmax attention, then back to `clustered` with
 # `bucket_width=r` (a new hash family of width $r$: the committed offsets were drawn for
 # $r = 4$, so loading them into another width would not be E2LSH of that width). On the two
-# photos, stage 1 forms {glue:text}`ex1_stage1_r2:.2f`, {glue:text}`ex1_stage1_r4:.2f` and
-# {glue:text}`ex1_stage1_r8:.2f` clusters per token at $r$ = 2, 4 and 8: a change of
-# {glue:text}`ex1_spread1:.2f` between $r = 2$ and $r = 8$, against at most
-# {glue:text}`ex1_spread_rest:.2f` in stages 2 to 4. Stage 1 is the most sensitive: the later
+# photos, stage 1 forms [0.91](#ex1_stage1_r2:.2f), [0.62](#ex1_stage1_r4:.2f) and
+# [0.25](#ex1_stage1_r8:.2f) clusters per token at $r$ = 2, 4 and 8: a change of
+# [0.66](#ex1_spread1:.2f) between $r = 2$ and $r = 8$, against at most
+# [0.04](#ex1_spread_rest:.2f) in stages 2 to 4. Stage 1 is the most sensitive: the later
 # stages' queries are far apart at either width, so a bucket twice as wide still separates
 # them.
 # ```
@@ -483,9 +483,9 @@ glue("ex3_vs_factorized", counted / (core.loc["stage1", "factorized"] * B * 1e6)
 # The partition stays (tokens with one id share one colour), but not the similarity between
 # clusters. Ids are the ranks of the code tuples in lexicographic order: adjacent ids usually
 # share their first codes, so their prototypes are closer than two clusters taken at random
-# ({glue:text}`ex2_ratio:.2f` times the mean distance, over the heads of the first photo's
+# ([0.44](#ex2_ratio:.2f) times the mean distance, over the heads of the first photo's
 # stage-1 block). But one order cannot keep every neighbour close: for
-# {glue:text}`ex2_far:.0f`% of the clusters, the nearest other prototype lies more than ten
+# [59](#ex2_far:.0f)% of the clusters, the nearest other prototype lies more than ten
 # ids away. A colour scale over ids paints such neighbours in unrelated colours; the
 # prototype colours put similar clusters in similar colours.
 # ```
@@ -495,6 +495,6 @@ glue("ex3_vs_factorized", counted / (core.loc["stage1", "factorized"] * B * 1e6)
 # Per block, the core attends $h$ class-token queries and $h K$ prototype slots (every row
 # padded to the block's largest $K$) to $1 + N$ keys, then multiplies by the values:
 # $2 (B h + \text{padded slots}) (1 + N) C_h$ MACs. Summed over stage 1's blocks this gives
-# {glue:text}`ex3_mmacs:.1f` MMACs per image, exactly what `ccoat.cost.audit` counts, and
-# {glue:text}`ex3_vs_factorized:.0f` times the MACs of factorized attention on the same stage.
+# [232.7](#ex3_mmacs:.1f) MMACs per image, exactly what `ccoat.cost.audit` counts, and
+# [111](#ex3_vs_factorized:.0f) times the MACs of factorized attention on the same stage.
 # ```

@@ -28,11 +28,11 @@
 #
 # **The answer: a little CPU speed, less than the project's own target.** Converted without
 # retraining, the fastest setting within one point of CoaT-Lite's accuracy on Imagenette is
-# ToMe's bipartite matching at keep {glue:text}`tc_in_best_keep:g`, at
-# {glue:text}`tc_in_best_speed:.2f`× CoaT-Lite's CPU images/s. After a two-epoch fine-tune
+# ToMe's bipartite matching at keep [0.5](#tc_in_best_keep:g), at
+# [1.06](#tc_in_best_speed:.2f)× CoaT-Lite's CPU images/s. After a two-epoch fine-tune
 # the best trade is bipartite matching at keep 0.25:
-# {glue:text}`tc_tune_bipartite_speed:.2f`× the CPU speed,
-# {glue:text}`tc_tune_bipartite_behind:.1f` points behind CoaT-Lite fine-tuned the same
+# [1.23](#tc_tune_bipartite_speed:.2f)× the CPU speed,
+# [1.1](#tc_tune_bipartite_behind:.1f) points behind CoaT-Lite fine-tuned the same
 # way. The project's target, 1.5× the images/s at a cost of at most one point, is missed
 # both ways; on an H100 none was faster than CoaT-Lite by even 1%.
 #
@@ -122,8 +122,8 @@ glue("attention_share", shares["attention"])
 
 # %% [markdown]
 # The qkv and output projections, the attention core and the MLP are
-# {glue:text}`per_token_share:.0%` of the work; the attention core alone, all that query
-# clustering can touch, is {glue:text}`attention_share:.1%`.
+# [93%](#per_token_share:.0%) of the work; the attention core alone, all that query
+# clustering can touch, is [1.4%](#attention_share:.1%).
 #
 # ## Merge and unmerge
 #
@@ -349,16 +349,16 @@ for title, (rows, prov) in sweeps.items():
 
 # %% [markdown]
 # Within one point of CoaT-Lite, the fastest setting is bipartite matching in both sweeps:
-# at keep {glue:text}`tc_in_best_keep:g` on Imagenette, {glue:text}`tc_in_best_speed:.2f`×
-# CoaT-Lite's CPU images/s at batch 32, and at keep {glue:text}`tc_cifar_best_keep:g` on
-# CIFAR-10, {glue:text}`tc_cifar_best_speed:.2f`×. Without retraining, token clustering
+# at keep [0.5](#tc_in_best_keep:g) on Imagenette, [1.06](#tc_in_best_speed:.2f)×
+# CoaT-Lite's CPU images/s at batch 32, and at keep [0.75](#tc_cifar_best_keep:g) on
+# CIFAR-10, [1.01](#tc_cifar_best_speed:.2f)×. Without retraining, token clustering
 # misses the project's target of 1.5× at a cost of at most one point on both grids. At the
 # smallest budget, keep 0.25, the seed's LSH is the least accurate of the three: on
-# Imagenette it scores {glue:text}`tc_in_lsh25:.1f`% (mean of three hash draws) where
-# bipartite matching keeps {glue:text}`tc_in_bip25:.1f`% and CoaT-Lite scores
-# {glue:text}`tc_in_ref:.1f`%. At batch 1, {glue:text}`tc_in_slower_b1` of
-# {glue:text}`tc_in_configs` configurations on Imagenette and
-# {glue:text}`tc_cifar_slower_b1` of {glue:text}`tc_cifar_configs` on CIFAR-10 are slower
+# Imagenette it scores [49.6](#tc_in_lsh25:.1f)% (mean of three hash draws) where
+# bipartite matching keeps [80.3](#tc_in_bip25:.1f)% and CoaT-Lite scores
+# [83.3](#tc_in_ref:.1f)%. At batch 1, [14](#tc_in_slower_b1) of
+# [15](#tc_in_configs) configurations on Imagenette and
+# [15](#tc_cifar_slower_b1) of [15](#tc_cifar_configs) on CIFAR-10 are slower
 # than CoaT-Lite: with one image, forming the clusters costs about what the smaller
 # products save.
 #
@@ -392,8 +392,8 @@ glue("tc_scope_change_max", change.max())
 
 # %% [markdown]
 # Reusing a stage's clusters was faster in all four settings measured, by
-# {glue:text}`tc_scope_gain:+.2f`× CoaT-Lite's images/s at batch 32 on average, and changed
-# top-1 by {glue:text}`tc_scope_change_min:+.1f` to {glue:text}`tc_scope_change_max:+.1f`
+# [+0.06](#tc_scope_gain:+.2f)× CoaT-Lite's images/s at batch 32 on average, and changed
+# top-1 by [-0.1](#tc_scope_change_min:+.1f) to [+4.7](#tc_scope_change_max:+.1f)
 # points, on one subset and one hash draw. The measurement favours forming the clusters
 # once per stage; the library's default stays per block because every committed model was
 # trained and measured that way (`scope="stage"` is one argument away).
@@ -452,10 +452,10 @@ glue("tc_gpu_train_lsh", train_gpu[1])
 
 # %% [markdown]
 # On the H100 no token-clustering variant was faster than CoaT-Lite by as much as 1%: the
-# fastest, pool at keep 0.25 run eagerly, reached {glue:text}`tc_gpu_fastest:.3f`×
-# CoaT-Lite's images/s, the fastest compiled one {glue:text}`tc_gpu_compiled:.2f`×, and a
+# fastest, pool at keep 0.25 run eagerly, reached [1.003](#tc_gpu_fastest:.3f)×
+# CoaT-Lite's images/s, the fastest compiled one [0.88](#tc_gpu_compiled:.2f)×, and a
 # training step on pooled or LSH clusters at keep 0.25 ran at
-# {glue:text}`tc_gpu_train_pool:.2f`× and {glue:text}`tc_gpu_train_lsh:.2f`×. Our reading,
+# [0.64](#tc_gpu_train_pool:.2f)× and [0.64](#tc_gpu_train_lsh:.2f)×. Our reading,
 # not measured here: CoaT-Lite Tiny at 128 px is too small for the H100's
 # multiply-accumulates to be what limits it, rather the number of kernels it launches and
 # the memory they move; merging and unmerging add kernels (scatter, gather, LSH's sorts,
@@ -560,17 +560,17 @@ for method in runs.index:
     glue(f"tc_tune_{method}_closed", runs.closed[method])
 
 # %% [markdown]
-# Tuned the same way, CoaT-Lite reaches {glue:text}`tc_tune_control:.1f`% (from
-# {glue:text}`tc_tune_control_before:.1f`%). Of the clustered models the best after two
-# epochs is bipartite matching, at {glue:text}`tc_tune_bipartite_top1:.1f`%
-# ({glue:text}`tc_tune_bipartite_behind:.1f` points behind the tuned CoaT-Lite) and
-# {glue:text}`tc_tune_bipartite_speed:.2f`× the CPU speed; pooling reaches
-# {glue:text}`tc_tune_pool_top1:.1f`% ({glue:text}`tc_tune_pool_behind:.1f` behind) at
-# {glue:text}`tc_tune_pool_speed:.2f`×, and the seed's LSH
-# {glue:text}`tc_tune_lsh_top1:.1f`% ({glue:text}`tc_tune_lsh_behind:.1f` behind) at
-# {glue:text}`tc_tune_lsh_speed:.2f`×. Two epochs closed
-# {glue:text}`tc_tune_bipartite_closed:.0%` (bipartite),
-# {glue:text}`tc_tune_pool_closed:.0%` (pool) and {glue:text}`tc_tune_lsh_closed:.0%` (LSH)
+# Tuned the same way, CoaT-Lite reaches [84.0](#tc_tune_control:.1f)% (from
+# [83.3](#tc_tune_control_before:.1f)%). Of the clustered models the best after two
+# epochs is bipartite matching, at [82.9](#tc_tune_bipartite_top1:.1f)%
+# ([1.1](#tc_tune_bipartite_behind:.1f) points behind the tuned CoaT-Lite) and
+# [1.23](#tc_tune_bipartite_speed:.2f)× the CPU speed; pooling reaches
+# [77.8](#tc_tune_pool_top1:.1f)% ([6.2](#tc_tune_pool_behind:.1f) behind) at
+# [1.51](#tc_tune_pool_speed:.2f)×, and the seed's LSH
+# [76.9](#tc_tune_lsh_top1:.1f)% ([7.0](#tc_tune_lsh_behind:.1f) behind) at
+# [1.44](#tc_tune_lsh_speed:.2f)×. Two epochs closed
+# [70%](#tc_tune_bipartite_closed:.0%) (bipartite),
+# [72%](#tc_tune_pool_closed:.0%) (pool) and [80%](#tc_tune_lsh_closed:.0%) (LSH)
 # of the gap between the converted model and the tuned CoaT-Lite, but none comes within one
 # point of it: the project's target is missed after the fine-tune too. Every gap is
 # paired, the tuned model and the tuned CoaT-Lite scored on the same 3,925 images, and
@@ -673,21 +673,21 @@ glue("tc_scratch_lsh_pair", str(lsh_pair))
 glue("tc_scratch_pool_lsh", str(pool_lsh))
 
 # %% [markdown]
-# After the same {glue:text}`tc_scratch_epochs` epochs CoaT-Lite reaches
-# {glue:text}`tc_scratch_ref:.1f`% on all val images, the model on pooled tokens
-# {glue:text}`tc_scratch_pool:.1f`% ({glue:text}`tc_scratch_pool_behind:.1f` points behind)
-# and the model on LSH clusters {glue:text}`tc_scratch_lsh:.1f`%
-# ({glue:text}`tc_scratch_lsh_behind:.1f` behind). Image by image, pooling minus CoaT-Lite
-# is {glue:text}`tc_scratch_pool_pair` and LSH minus CoaT-Lite {glue:text}`tc_scratch_lsh_pair`:
-# both trail it. Pooling minus LSH is {glue:text}`tc_scratch_pool_lsh`, so these runs cannot
+# After the same [14](#tc_scratch_epochs) epochs CoaT-Lite reaches
+# [74.4](#tc_scratch_ref:.1f)% on all val images, the model on pooled tokens
+# [71.0](#tc_scratch_pool:.1f)% ([3.4](#tc_scratch_pool_behind:.1f) points behind)
+# and the model on LSH clusters [70.6](#tc_scratch_lsh:.1f)%
+# ([3.7](#tc_scratch_lsh_behind:.1f) behind). Image by image, pooling minus CoaT-Lite
+# is [Δ = −3.4 points [−4.5, −2.3], McNemar p = 1.9e−09](#tc_scratch_pool_pair) and LSH minus CoaT-Lite [Δ = −3.7 points [−4.9, −2.6], McNemar p = 1e−10](#tc_scratch_lsh_pair):
+# both trail it. Pooling minus LSH is [Δ = +0.3 points [−0.7, +1.4], McNemar p = 0.6](#tc_scratch_pool_lsh), so these runs cannot
 # tell the two apart. Converted without retraining at the same budget, the better-trained
-# Imagenette model falls {glue:text}`tc_convert_pool:.1f` (pool) and
-# {glue:text}`tc_convert_lsh:.1f` (LSH) points: trained with its clusters, a model adapts
-# to them. But on the GPU the two train at {glue:text}`tc_gpu_train_pool:.2f`× and
-# {glue:text}`tc_gpu_train_lsh:.2f`× CoaT-Lite's images/s, so the seed's claim of less
+# Imagenette model falls [21.2](#tc_convert_pool:.1f) (pool) and
+# [33.7](#tc_convert_lsh:.1f) (LSH) points: trained with its clusters, a model adapts
+# to them. But on the GPU the two train at [0.64](#tc_gpu_train_pool:.2f)× and
+# [0.64](#tc_gpu_train_lsh:.2f)× CoaT-Lite's images/s, so the seed's claim of less
 # training time does not hold there: in equal GPU time CoaT-Lite would have trained longer.
 # On the 2-core CPU, where the smaller products do pay, a training step of the two runs at
-# {glue:text}`tc_scratch_pool_cpu:.2f`× and {glue:text}`tc_scratch_lsh_cpu:.2f`×
+# [1.60](#tc_scratch_pool_cpu:.2f)× and [1.60](#tc_scratch_lsh_cpu:.2f)×
 # CoaT-Lite's (`benchmarks/token_clustering_gpu.py --device cpu --sections train`, batch
 # 64, float32): there token clustering does train in less time, at the accuracy above. Not
 # done here, for want of GPU time: several seeds of each run.
@@ -695,28 +695,28 @@ glue("tc_scratch_pool_lsh", str(pool_lsh))
 # ## Summary
 #
 # - The qkv and output projections, the attention core and the MLP, the work that runs
-#   token by token, are {glue:text}`per_token_share:.0%` of CoaT-Lite Tiny's MACs; the
-#   attention core alone is {glue:text}`attention_share:.1%`. Token clustering shrinks all
+#   token by token, are [93%](#per_token_share:.0%) of CoaT-Lite Tiny's MACs; the
+#   attention core alone is [1.4%](#attention_share:.1%). Token clustering shrinks all
 #   of the first, query clustering only the second.
 # - Merge is a size-weighted scatter of the tokens onto $K$ prototypes, unmerge a gather
 #   back; a budget `keep` fixes $K$, so shapes never depend on the image.
 # - Without retraining, the fastest setting within one point of CoaT-Lite is bipartite
-#   matching at keep {glue:text}`tc_in_best_keep:g`, {glue:text}`tc_in_best_speed:.2f`× the
+#   matching at keep [0.5](#tc_in_best_keep:g), [1.06](#tc_in_best_speed:.2f)× the
 #   CPU images/s on Imagenette; at keep 0.25 the seed's LSH keeps
-#   {glue:text}`tc_in_lsh25:.1f`% of images right against CoaT-Lite's
-#   {glue:text}`tc_in_ref:.1f`%.
+#   [49.6](#tc_in_lsh25:.1f)% of images right against CoaT-Lite's
+#   [83.3](#tc_in_ref:.1f)%.
 # - After two epochs of fine-tuning, bipartite matching at keep 0.25 runs at
-#   {glue:text}`tc_tune_bipartite_speed:.2f`× the CPU speed,
-#   {glue:text}`tc_tune_bipartite_behind:.1f` points behind the tuned CoaT-Lite: the
+#   [1.23](#tc_tune_bipartite_speed:.2f)× the CPU speed,
+#   [1.1](#tc_tune_bipartite_behind:.1f) points behind the tuned CoaT-Lite: the
 #   project's target of 1.5× at a cost of at most one point is missed.
 # - On an H100 no variant was faster than CoaT-Lite by 1% (the best
-#   {glue:text}`tc_gpu_fastest:.3f`×), and training on clusters ran at
-#   {glue:text}`tc_gpu_train_pool:.2f`× (pool) and {glue:text}`tc_gpu_train_lsh:.2f`×
+#   [1.003](#tc_gpu_fastest:.3f)×), and training on clusters ran at
+#   [0.64](#tc_gpu_train_pool:.2f)× (pool) and [0.64](#tc_gpu_train_lsh:.2f)×
 #   (LSH).
 # - Trained from scratch on a quarter of the tokens, the models trail CoaT-Lite by
-#   {glue:text}`tc_scratch_pool_behind:.1f` (pool) and
-#   {glue:text}`tc_scratch_lsh_behind:.1f` (LSH) points, far less than a converted model
-#   loses, and train {glue:text}`tc_scratch_pool_cpu:.2f`× as fast on the CPU.
+#   [3.4](#tc_scratch_pool_behind:.1f) (pool) and
+#   [3.7](#tc_scratch_lsh_behind:.1f) (LSH) points, far less than a converted model
+#   loses, and train [1.60](#tc_scratch_pool_cpu:.2f)× as fast on the CPU.
 #
 # ## Exercises
 #
@@ -774,9 +774,9 @@ glue("ex3_side2", records["bipartite"][BLOCKS[1]]["size"][0])
 # %% [markdown]
 # ```{admonition} Solution to exercise 1
 # :class: dropdown
-# From the sweep's MACs, pooling at keep 0.25 does {glue:text}`ex1_mac_share:.0%` of
-# CoaT-Lite's multiply-accumulates, which would give {glue:text}`ex1_predicted:.2f`× if time
-# followed MACs; measured, it runs at {glue:text}`ex1_measured:.2f`×. The rest of the time
+# From the sweep's MACs, pooling at keep 0.25 does [51%](#ex1_mac_share:.0%) of
+# CoaT-Lite's multiply-accumulates, which would give [1.95](#ex1_predicted:.2f)× if time
+# followed MACs; measured, it runs at [1.51](#ex1_measured:.2f)×. The rest of the time
 # goes to work that does not shrink with the tokens: the patch embeddings, CPE and CRPE on
 # the full grid, stages 3 and 4, forming the clusters, the scatters and gathers of merging
 # and unmerging, and the element-wise operations (norms, activations, residual adds) that a
@@ -803,10 +803,10 @@ glue("ex3_side2", records["bipartite"][BLOCKS[1]]["size"][0])
 #
 # ```{admonition} Solution to exercise 3
 # :class: dropdown
-# A 128 px image gives stage 1 a grid of {glue:text}`ex3_side1` × {glue:text}`ex3_side1` =
-# {glue:text}`ex3_n1` tokens (patches of 4 px) and stage 2 one of {glue:text}`ex3_side2` ×
-# {glue:text}`ex3_side2` = {glue:text}`ex3_n2`. At keep 0.5 a block of stage 1 forms
-# $K$ = {glue:text}`ex3_k1` prototypes and one of stage 2 {glue:text}`ex3_k2`, so a
+# A 128 px image gives stage 1 a grid of [32](#ex3_side1) × [32](#ex3_side1) =
+# [1024](#ex3_n1) tokens (patches of 4 px) and stage 2 one of [16](#ex3_side2) ×
+# [16](#ex3_side2) = [256](#ex3_n2). At keep 0.5 a block of stage 1 forms
+# $K$ = [512](#ex3_k1) prototypes and one of stage 2 [128](#ex3_k2), so a
 # prototype stands for 2 tokens on average, whatever the method: the recorded sizes of each
 # image add up to $N$, each token in exactly one cluster.
 # ```

@@ -23,21 +23,21 @@
 #
 # **The answer first.** Giving CoaT-Lite smaller images is the competitor every token method
 # has to beat, and a strong one. After the same two-epoch fine-tune, CoaT-Lite at 96 px runs
-# {glue:text}`gr_speed96:.2f`× as many images per second as at 128 px on the project's 2-core
-# CPU (batch 32) and scores {glue:text}`gr_res96_behind:.1f` points less; at 64 px,
-# {glue:text}`gr_speed64:.2f`× for {glue:text}`gr_res64_behind:.1f` points. Grid clustering,
+# [1.95](#gr_speed96:.2f)× as many images per second as at 128 px on the project's 2-core
+# CPU (batch 32) and scores [3.7](#gr_res96_behind:.1f) points less; at 64 px,
+# [4.94](#gr_speed64:.2f)× for [11.8](#gr_res64_behind:.1f) points. Grid clustering,
 # built in this chapter, clusters a stage's tokens onto a coarser grid of centroids by a local
 # k-means, so that every block of the stage, convolutions included, runs on fewer tokens. At a
 # quarter of the tokens in stages 1 and 2 it is the fastest token method of the book,
-# **{glue:text}`gr_speed25:.2f`×**, which meets the project's target of 1.5×; but after the
-# fine-tune it scores **{glue:text}`gr_gap25:.1f` points** less than the tuned CoaT-Lite, which
+# **[2.63](#gr_speed25:.2f)×**, which meets the project's target of 1.5×; but after the
+# fine-tune it scores **[6.6](#gr_gap25:.1f) points** less than the tuned CoaT-Lite, which
 # misses the target of one point, and it lies on the resolution curve, not above it
-# ({glue:text}`gr_margin25:+.1f` points [{glue:text}`gr_margin25_low:+.1f`,
-# {glue:text}`gr_margin25_high:+.1f`] at its speed). No token method lies above the curve by
+# ([-0.3](#gr_margin25:+.1f) points [[-1.3](#gr_margin25_low:+.1f),
+# [+0.7](#gr_margin25_high:+.1f)] at its speed). No token method lies above the curve by
 # a margin the test images resolve. ToMe-style bipartite merging comes closest,
-# {glue:text}`gr_margin_bip:+.1f` points [{glue:text}`gr_margin_bip_low:+.1f`,
-# {glue:text}`gr_margin_bip_high:+.1f`], at {glue:text}`gr_speed_bip:.2f`× and
-# {glue:text}`gr_gap_bip:.1f` points behind. No configuration measured here reaches 1.5×
+# [+0.5](#gr_margin_bip:+.1f) points [[-0.2](#gr_margin_bip_low:+.1f),
+# [+1.3](#gr_margin_bip_high:+.1f)], at [1.34](#gr_speed_bip:.2f)× and
+# [1.1](#gr_gap_bip:.1f) points behind. No configuration measured here reaches 1.5×
 # within one point.
 #
 # **Prerequisites.** The previous chapter (merging tokens, the fine-tune recipe, the tuned
@@ -187,16 +187,16 @@ assert res96.high < 0 and res64.high < 0, (
 
 # %% [markdown]
 # Smaller images buy speed quickly. At 96 px CoaT-Lite counts
-# {glue:text}`gr_macs96:.0%` of its MACs at 128 px and at 64 px {glue:text}`gr_macs64:.0%`,
+# [57%](#gr_macs96:.0%) of its MACs at 128 px and at 64 px [26%](#gr_macs64:.0%),
 # and on the CPU at batch 32 it runs faster still than those shares promise
-# ({glue:text}`gr_speed96:.2f`× and {glue:text}`gr_speed64:.2f`×): a smaller pass keeps
+# ([1.95](#gr_speed96:.2f)× and [4.94](#gr_speed64:.2f)×): a smaller pass keeps
 # more of its activations in the CPU's caches (the section on where the time goes shows
 # this for the grid too). At batch 1, where a pass is too small to fill the two cores, the
 # gain is smaller (the table). The price is accuracy. Converted, without retraining, the
-# model scores {glue:text}`gr_conv96_behind:.1f` points less at 96 px than at 128 px, and
-# {glue:text}`gr_conv64_behind:.1f` less at 64 px; after the two-epoch fine-tune at the new
-# size it scores {glue:text}`gr_res96_behind:.1f` and {glue:text}`gr_res64_behind:.1f`
-# points less than the model tuned at 128 px ({glue:text}`gr_control:.1f`%), both gaps
+# model scores [5.2](#gr_conv96_behind:.1f) points less at 96 px than at 128 px, and
+# [22.8](#gr_conv64_behind:.1f) less at 64 px; after the two-epoch fine-tune at the new
+# size it scores [3.7](#gr_res96_behind:.1f) and [11.8](#gr_res64_behind:.1f)
+# points less than the model tuned at 128 px ([84.0](#gr_control:.1f)%), both gaps
 # resolved by the paired intervals. These three tuned points are the *resolution curve*:
 # a token method is worth its code only where it is more accurate than a resolution of
 # the same speed.
@@ -413,12 +413,12 @@ assert grid_share < mac_share["coat_lite 96"], (
 per_stage
 
 # %% [markdown]
-# Stages 1 and 2 of the grid-clustered model count {glue:text}`gr_early_share:.0%` of
+# Stages 1 and 2 of the grid-clustered model count [28%](#gr_early_share:.0%) of
 # CoaT-Lite's MACs in those stages, a little more than the quarter of their tokens that the
 # blocks see: the patch embeddings still read the full grid, and the k-means and the rebuild
 # add their share (exercise 1). Stages 3 and 4 are untouched. The whole model counts
-# {glue:text}`gr_mac_share:.0%` of CoaT-Lite's MACs, a little less than CoaT-Lite at 96 px
-# ({glue:text}`gr_macs96:.0%`): on paper, the grid saves more than the smaller image does.
+# [51%](#gr_mac_share:.0%) of CoaT-Lite's MACs, a little less than CoaT-Lite at 96 px
+# ([57%](#gr_macs96:.0%)): on paper, the grid saves more than the smaller image does.
 #
 # ## Accuracy for speed, every method
 #
@@ -568,32 +568,32 @@ assert rows.speedup_batch1[methods].max() < rows.speedup_batch1["coat_lite 96"]
 
 # %% [markdown]
 # After the fine-tune, no method lies above the resolution curve by a margin the test
-# images resolve. Two lie on it: bipartite merging, {glue:text}`gr_margin_bip:+.1f` points
-# [{glue:text}`gr_margin_bip_low:+.1f`, {glue:text}`gr_margin_bip_high:+.1f`], and grid
-# clustering at keep 0.25, {glue:text}`gr_margin25:+.1f` points
-# [{glue:text}`gr_margin25_low:+.1f`, {glue:text}`gr_margin25_high:+.1f`]. Pooling, LSH and
+# images resolve. Two lie on it: bipartite merging, [+0.5](#gr_margin_bip:+.1f) points
+# [[-0.2](#gr_margin_bip_low:+.1f), [+1.3](#gr_margin_bip_high:+.1f)], and grid
+# clustering at keep 0.25, [-0.3](#gr_margin25:+.1f) points
+# [[-1.3](#gr_margin25_low:+.1f), [+0.7](#gr_margin25_high:+.1f)]. Pooling, LSH and
 # the two other grid configurations lie below it (the table), and converted, before the
 # fine-tune, every method does. The intervals cover the test images only: not the training's
 # seed (one run each), and not the timing that places a method on the speed axis, which moves
 # between runs (the previous chapter's sweep, run on another day, timed bipartite
-# merging at {glue:text}`gr_bip_sweep:.2f`× where this run has
-# {glue:text}`gr_speed_bip:.2f`×). At batch 1 the curve is steeper still: CoaT-Lite at
-# 96 px runs {glue:text}`gr_speed96_b1:.2f`× and no token method more than
-# {glue:text}`gr_best_b1:.2f`×, so at batch 1 none of them beats the smaller image.
+# merging at [1.23](#gr_bip_sweep:.2f)× where this run has
+# [1.34](#gr_speed_bip:.2f)×). At batch 1 the curve is steeper still: CoaT-Lite at
+# 96 px runs [1.36](#gr_speed96_b1:.2f)× and no token method more than
+# [1.15](#gr_best_b1:.2f)×, so at batch 1 none of them beats the smaller image.
 #
 # For grid clustering at keep 0.25 on stages 1 and 2, the project's three targets:
 #
 # - **at least 1.5× CoaT-Lite's CPU images/s at batch 32: met**, at
-#   {glue:text}`gr_speed25:.2f`×;
-# - **within one point of the tuned CoaT-Lite: missed** by {glue:text}`gr_miss25:.1f`
-#   points ({glue:text}`gr_gap25:.1f` points behind);
+#   [2.63](#gr_speed25:.2f)×;
+# - **within one point of the tuned CoaT-Lite: missed** by [5.6](#gr_miss25:.1f)
+#   points ([6.6](#gr_gap25:.1f) points behind);
 # - **above the resolution curve: missed**; it lies on it.
 #
 # The second budget, keep 0.5 (cells of 2 × 1 tokens: stages 1 and 2 keep half their
-# tokens), trades the other way: {glue:text}`gr_speed50:.2f`× and
-# {glue:text}`gr_gap50:.1f` points behind after the fine-tune, so closer to CoaT-Lite's
-# accuracy and still not within one point of it, and {glue:text}`gr_margin50:+.1f` points
-# [{glue:text}`gr_margin50_low:+.1f`, {glue:text}`gr_margin50_high:+.1f`] from the
+# tokens), trades the other way: [1.34](#gr_speed50:.2f)× and
+# [4.1](#gr_gap50:.1f) points behind after the fine-tune, so closer to CoaT-Lite's
+# accuracy and still not within one point of it, and [-2.5](#gr_margin50:+.1f) points
+# [[-3.3](#gr_margin50_low:+.1f), [-1.7](#gr_margin50_high:+.1f)] from the
 # resolution curve, below it. (It was fine-tuned in float32 rather than with the
 # recipe's bf16 autocast, on a machine without native bf16, where the autocast is much
 # slower; `results/README.md` records it.)
@@ -649,27 +649,27 @@ assert extra / split.loc["total", "grid 0.25"] > 0.05, (
 )
 
 # %% [markdown]
-# The grid's pass takes {glue:text}`gr_ms_grid:.0f` ms where CoaT-Lite's takes
-# {glue:text}`gr_ms_coat:.0f` ms (a clock around every module adds a little to both).
+# The grid's pass takes [260](#gr_ms_grid:.0f) ms where CoaT-Lite's takes
+# [714](#gr_ms_coat:.0f) ms (a clock around every module adds a little to both).
 # Stages 1 and 2 are where it gains, and they gain more than their MACs say: stage 1's
-# MLPs take {glue:text}`gr_mlp1_coat:.0f` ms in CoaT-Lite and
-# {glue:text}`gr_mlp1_grid:.0f` ms on the grid, {glue:text}`gr_mlp1_ratio:.1f`× less time
+# MLPs take [156](#gr_mlp1_coat:.0f) ms in CoaT-Lite and
+# [21](#gr_mlp1_grid:.0f) ms on the grid, [7.3](#gr_mlp1_ratio:.1f)× less time
 # for four times fewer tokens. At batch 32 the hidden activations of one stage-1 MLP
-# (32 images × 1,024 tokens × {glue:text}`gr_hidden` channels,
-# {glue:text}`gr_hidden_mib:.0f` MiB in float32) are far larger than the CPU's caches, so
+# (32 images × 1,024 tokens × [512](#gr_hidden) channels,
+# [64](#gr_hidden_mib:.0f) MiB in float32) are far larger than the CPU's caches, so
 # CoaT-Lite's first stage waits on memory, and a quarter of it waits much less; the
 # smaller images profit the same way, which is why both run faster than their MAC counts
-# predict. The k-means and the rebuild count {glue:text}`gr_extra_macs:.1%` of the grid
-# model's MACs (exercise 1) yet take {glue:text}`gr_extra_ms:.0f` ms, {glue:text}`gr_extra_share:.0%`
+# predict. The k-means and the rebuild count [1.0%](#gr_extra_macs:.1%) of the grid
+# model's MACs (exercise 1) yet take [36](#gr_extra_ms:.0f) ms, [14%](#gr_extra_share:.0%)
 # of its pass: gathering nine neighbouring centroids for every token moves memory, as the
 # clustering of the earlier chapters did.
 #
 # So the speed target is met with room to spare; what misses is accuracy, which no
 # profile explains. Converted, before the fine-tune, the grid model scores
-# {glue:text}`gr_conv25_behind:.1f` points less than CoaT-Lite converted alike. Its stages 1 and 2 now run on a grid
+# [17.6](#gr_conv25_behind:.1f) points less than CoaT-Lite converted alike. Its stages 1 and 2 now run on a grid
 # half as fine in each direction, where the 3 × 3 kernels of CPE and CRPE span twice the
 # image distance they were trained for; the converted 64 px model, whose every stage has
-# that mismatch, loses {glue:text}`gr_conv64_behind:.1f` points. Two epochs recover much
+# that mismatch, loses [22.8](#gr_conv64_behind:.1f) points. Two epochs recover much
 # of the loss, not all of it, and a longer fine-tune is the first thing to try.
 #
 # ## On a GPU
@@ -682,20 +682,20 @@ assert extra / split.loc["total", "grid 0.25"] > 0.05, (
 # ## Summary
 #
 # - The competitor is the same CoaT-Lite given smaller images. After the same two-epoch
-#   fine-tune: 96 px runs {glue:text}`gr_speed96:.2f`× at {glue:text}`gr_res96_behind:.1f`
-#   points behind, 64 px {glue:text}`gr_speed64:.2f`× at {glue:text}`gr_res64_behind:.1f`
+#   fine-tune: 96 px runs [1.95](#gr_speed96:.2f)× at [3.7](#gr_res96_behind:.1f)
+#   points behind, 64 px [4.94](#gr_speed64:.2f)× at [11.8](#gr_res64_behind:.1f)
 #   (CPU, batch 32). A token method must lie above this resolution curve.
 # - Grid clustering keeps every tensor regular: a local k-means onto a coarser grid of
 #   centroids, every block of the stage on that grid, and a rebuild that adds each
 #   centroid's change back to its tokens. At keep 0.25 on stages 1 and 2 it counts
-#   {glue:text}`gr_mac_share:.0%` of CoaT-Lite's MACs and runs
-#   {glue:text}`gr_speed25:.2f`×, the fastest token method of the book.
+#   [51%](#gr_mac_share:.0%) of CoaT-Lite's MACs and runs
+#   [2.63](#gr_speed25:.2f)×, the fastest token method of the book.
 # - It runs faster than its MACs predict because CoaT-Lite's full-size first stage waits
-#   on memory; its own k-means and rebuild take {glue:text}`gr_extra_share:.0%` of its time.
-# - After the fine-tune it is {glue:text}`gr_gap25:.1f` points behind the tuned CoaT-Lite and
+#   on memory; its own k-means and rebuild take [14%](#gr_extra_share:.0%) of its time.
+# - After the fine-tune it is [6.6](#gr_gap25:.1f) points behind the tuned CoaT-Lite and
 #   on the resolution curve: speed target met, accuracy target and curve missed. No token
 #   method lies above the curve by a margin the test images resolve; bipartite merging
-#   comes closest ({glue:text}`gr_margin_bip:+.1f` points at {glue:text}`gr_speed_bip:.2f`×).
+#   comes closest ([+0.5](#gr_margin_bip:+.1f) points at [1.34](#gr_speed_bip:.2f)×).
 # - No configuration reaches 1.5× within one point, and at batch 1 no token method beats
 #   the smaller image. GPU timings are missing.
 #
@@ -743,8 +743,8 @@ glue("ex3_lost", lost)
 # Stage 1 of a 128 px image has $N = 32 \times 32 = 1{,}024$ tokens of width $C = 64$, and
 # each compares itself with 9 centroids. A round of the k-means is two products of that
 # size, the similarities ($N \cdot 9 \cdot C$) and the weighted sums
-# ($N \cdot 9 \cdot C$): {glue:text}`ex1_clustering:.2f` million MACs. The rebuild is one:
-# {glue:text}`ex1_broadcast:.2f` million. Both are what `ccoat.cost.audit` counts, and
+# ($N \cdot 9 \cdot C$): [1.18](#ex1_clustering:.2f) million MACs. The rebuild is one:
+# [0.59](#ex1_broadcast:.2f) million. Both are what `ccoat.cost.audit` counts, and
 # both are small next to the blocks they spare; their cost is in time, not in MACs (see
 # where the time goes).
 # ```
@@ -762,6 +762,6 @@ glue("ex3_lost", lost)
 # With nothing changed, the rebuild gives every token back exactly: the next stage sees
 # what the patch embedding made. A rebuild from the centroids' values would give each token
 # a weighted mean of its neighbourhood instead, a blurred map that differs from the tokens
-# by {glue:text}`ex3_lost:.0%` of their norm on the photos, before any block has run. Adding
+# by [29%](#ex3_lost:.0%) of their norm on the photos, before any block has run. Adding
 # the change keeps the detail that the coarse grid cannot hold.
 # ```

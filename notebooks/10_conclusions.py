@@ -25,8 +25,8 @@
 # with less data, and left the comparison open. **The answer, in three sentences:** it is not
 # cheaper to run, because the hashing it adds costs more than clustering CoaT's queries can
 # ever save; it does not train in less time; and it is less accurate, by
-# {glue:text}`cifar_gap:.1f` points at equal training time on CIFAR-10 (JPEG copy) and
-# {glue:text}`nette_gap:.1f` after equal epochs on Imagenette. This chapter gathers the
+# [2.1](#cifar_gap:.1f) points at equal training time on CIFAR-10 (JPEG copy) and
+# [2.8](#nette_gap:.1f) after equal epochs on Imagenette. This chapter gathers the
 # evidence from the committed trained models and results files, names what the evidence does
 # not separate, and says where clustering does pay.
 #
@@ -93,9 +93,9 @@ glue("hash_ratio", hashing / saving_bound)
 print(f"largest saving {saving_bound} MACs, hashing {hashing} MACs per token and head")
 
 # %% [markdown]
-# With $n_\text{hashes}$ = {glue:text}`n_hashes` and $C_h$ = {glue:text}`c_h`, the largest
-# possible saving is {glue:text}`saving_bound` multiply-accumulates per token and head, and
-# the hashing alone costs {glue:text}`hashing`: **{glue:text}`hash_ratio:.0f` times more,
+# With $n_\text{hashes}$ = [32](#n_hashes) and $C_h$ = [8](#c_h), the largest
+# possible saving is [64](#saving_bound) multiply-accumulates per token and head, and
+# the hashing alone costs [256](#hashing): **[4](#hash_ratio:.0f) times more,
 # whatever the number of clusters $K$ or the bucket width.** Softmax attention is different:
 # there a prototype saves a whole row of $N$ scores, so the saving grows with $N^2$.
 #
@@ -145,11 +145,11 @@ pd.Series(
 ).round(2)
 
 # %% [markdown]
-# On {glue:text}`count_images` validation images at {glue:text}`count_px` px, the trained
-# Clustering CoaT Tiny counts **{glue:text}`trained_ratio:.2f`×** the MACs of the same
-# weights with factorized attention; the hashing alone is {glue:text}`hashing_share:.1%` of its
+# On [8](#count_images "live") validation images at [128](#count_px) px, the trained
+# Clustering CoaT Tiny counts **[1.52](#trained_ratio:.2f)×** the MACs of the same
+# weights with factorized attention; the hashing alone is [1.0%](#hashing_share:.1%) of its
 # total. Training made it so: by the last epoch its queries formed
-# {glue:text}`k_over_n_2:.0%`, {glue:text}`k_over_n_3:.0%` and {glue:text}`k_over_n_4:.0%` as
+# [96%](#k_over_n_2:.0%), [100%](#k_over_n_3:.0%) and [100%](#k_over_n_4:.0%) as
 # many clusters as tokens in stages 2, 3 and 4 (the training record), so a prototype stands for
 # little more than one query (the chapter on clusters follows this over training).
 #
@@ -178,10 +178,10 @@ glue("gpu_cf", speed.loc["clustered_factorized", gpu_col])
 speed.style.format("{:.2f}×").set_caption("Forward time over CoaT-Lite's, 224 px")
 
 # %% [markdown]
-# Clustering CoaT Tiny's forward pass takes **{glue:text}`cpu_clustered:.2f`×** CoaT-Lite
-# Tiny's time on the CPU and **{glue:text}`gpu_clustered:.2f`×** on the H100. Keeping CoaT's
+# Clustering CoaT Tiny's forward pass takes **[2.00](#cpu_clustered:.2f)×** CoaT-Lite
+# Tiny's time on the CPU and **[3.90](#gpu_clustered:.2f)×** on the H100. Keeping CoaT's
 # operator and clustering only its queries (`clustered_factorized`) is slower too,
-# {glue:text}`cpu_cf:.2f`× and {glue:text}`gpu_cf:.2f`×, as the cost model says it must be.
+# [1.60](#cpu_cf:.2f)× and [3.78](#gpu_cf:.2f)×, as the cost model says it must be.
 # **The seed's module does not make CoaT-Lite cheaper.**
 
 # %% [markdown]
@@ -223,9 +223,9 @@ glue("epochs_coat", int(coat.epoch))
 glue("epochs_clus", int(clus.epoch))
 
 # %% [markdown]
-# In {glue:text}`budget_s` seconds CoaT-Lite Tiny made {glue:text}`updates_coat:,` updates
-# ({glue:text}`epochs_coat` epochs) and Clustering CoaT Tiny {glue:text}`updates_clus:,`
-# ({glue:text}`epochs_clus` epochs): **{glue:text}`update_ratio:.2f`× as many. It does not
+# In [420](#budget_s) seconds CoaT-Lite Tiny made [6,762](#updates_coat:,) updates
+# ([70](#epochs_coat) epochs) and Clustering CoaT Tiny [4,162](#updates_clus:,)
+# ([43](#epochs_clus) epochs): **[0.62](#update_ratio:.2f)× as many. It does not
 # train in less time; every second of its training does less.
 #
 # ## 3. What does it cost in accuracy?
@@ -260,10 +260,10 @@ print(cifar)
 cifar_table.round(2)
 
 # %% [markdown]
-# At equal training time, Clustering CoaT Tiny scores {glue:text}`cifar_clus:.2f`% and
-# CoaT-Lite Tiny {glue:text}`cifar_coat:.2f`%: {glue:text}`cifar_d`. CoaT-Lite gets
-# {glue:text}`cifar_a_only:,` images right that Clustering CoaT misses, and the reverse holds for
-# {glue:text}`cifar_b_only:,`.
+# At equal training time, Clustering CoaT Tiny scores [85.17](#cifar_clus:.2f)% and
+# CoaT-Lite Tiny [87.27](#cifar_coat:.2f)%: [Δ = −2.1 points [−2.7, −1.5], McNemar p = 4.9e−11](#cifar_d). CoaT-Lite gets
+# [614](#cifar_a_only:,) images right that Clustering CoaT misses, and the reverse holds for
+# [404](#cifar_b_only:,).
 #
 # The Imagenette pair (128 px, 14 epochs each on an H100, one recipe and seed for both; the
 # Imagenette chapter) was trained for equal *epochs*, not equal time:
@@ -284,9 +284,9 @@ print(nette)
 nette_table.round(2)
 
 # %% [markdown]
-# On all {glue:text}`nette_images:,` validation images, Clustering CoaT Tiny scores
-# {glue:text}`nette_clus:.1f`% and CoaT-Lite Tiny {glue:text}`nette_coat:.1f`%:
-# {glue:text}`nette_d`. Both pairs rest on one seed each: the intervals are over test images,
+# On all [3,925](#nette_images:,) validation images, Clustering CoaT Tiny scores
+# [71.5](#nette_clus:.1f)% and CoaT-Lite Tiny [74.4](#nette_coat:.1f)%:
+# [Δ = −2.8 points [−3.9, −1.7], McNemar p = 7.7e−07](#nette_d). Both pairs rest on one seed each: the intervals are over test images,
 # not over training runs.
 
 # %% [markdown]
@@ -323,10 +323,10 @@ glue("cf_cost", cf_cost)
 conv
 
 # %% [markdown]
-# On {glue:text}`conv_images:,` validation images, switching the operator alone (factorized →
-# softmax) costs {glue:text}`operator_cost:.1f` points; clustering the softmax model's queries
-# then costs {glue:text}`clustering_cost:.1f` more, and clustering the factorized model's
-# queries {glue:text}`cf_cost:.1f`. **In a converted model the operator, not the clustering,
+# On [1,000](#conv_images:,) validation images, switching the operator alone (factorized →
+# softmax) costs [19.5](#operator_cost:.1f) points; clustering the softmax model's queries
+# then costs [0.1](#clustering_cost:.1f) more, and clustering the factorized model's
+# queries [0.0](#cf_cost:.1f). **In a converted model the operator, not the clustering,
 # costs the accuracy.** (This file predates per-image predictions, so these are accuracies
 # on the same images, not paired differences; the operator's gap is many times its interval.)
 #
@@ -366,9 +366,9 @@ glue(
 both.rename(columns=lambda k: f"{k}, time over CoaT-Lite's").round(2)
 
 # %% [markdown]
-# From {glue:text}`crossover_px` px on, the clustered model is faster than the same model with
-# softmax attention, and at {glue:text}`largest_px` px it takes
-# **{glue:text}`vs_softmax_largest:.2f`×** its time. That is where ACT's idea pays: it makes
+# From [128](#crossover_px) px on, the clustered model is faster than the same model with
+# softmax attention, and at [768](#largest_px) px it takes
+# **[0.06](#vs_softmax_largest:.2f)×** its time. That is where ACT's idea pays: it makes
 # softmax attention affordable at high resolution; it cannot make a linear attention cheaper.
 #
 # An independent measurement agrees. Applying ACT's query clustering to a ViT-L/16 classifier
@@ -414,19 +414,19 @@ both.rename(columns=lambda k: f"{k}, time over CoaT-Lite's").round(2)
 #
 # ## Summary
 #
-# - The seed's hashing costs {glue:text}`hash_ratio:.0f` times the largest saving that
+# - The seed's hashing costs [4](#hash_ratio:.0f) times the largest saving that
 #   clustering CoaT's queries can give; the trained Clustering CoaT counts
-#   {glue:text}`trained_ratio:.2f`× CoaT-Lite's MACs and runs {glue:text}`cpu_clustered:.2f`×
-#   (CPU) to {glue:text}`gpu_clustered:.2f`× (H100) slower. **Not cheaper.**
-# - In the same {glue:text}`budget_s` s of H100 training it makes
-#   {glue:text}`update_ratio:.2f`× as many updates. **Not quicker to train.**
-# - At equal training time on CIFAR-10 (JPEG copy): {glue:text}`cifar_d`. On Imagenette after
-#   equal epochs: {glue:text}`nette_d`. **Less accurate**, by a margin the test images resolve.
+#   [1.52](#trained_ratio:.2f)× CoaT-Lite's MACs and runs [2.00](#cpu_clustered:.2f)×
+#   (CPU) to [3.90](#gpu_clustered:.2f)× (H100) slower. **Not cheaper.**
+# - In the same [420](#budget_s) s of H100 training it makes
+#   [0.62](#update_ratio:.2f)× as many updates. **Not quicker to train.**
+# - At equal training time on CIFAR-10 (JPEG copy): [Δ = −2.1 points [−2.7, −1.5], McNemar p = 4.9e−11](#cifar_d). On Imagenette after
+#   equal epochs: [Δ = −2.8 points [−3.9, −1.7], McNemar p = 7.7e−07](#nette_d). **Less accurate**, by a margin the test images resolve.
 # - In a converted model the operator switch (factorized → softmax) costs
-#   {glue:text}`operator_cost:.1f` points and the clustering about nothing; trained from
+#   [19.5](#operator_cost:.1f) points and the clustering about nothing; trained from
 #   scratch, the two are not yet separated. **Less data: untested.**
 # - Clustering pays against exact softmax attention at high resolution
-#   ({glue:text}`vs_softmax_largest:.2f`× its time at {glue:text}`largest_px` px on the CPU),
+#   ([0.06](#vs_softmax_largest:.2f)× its time at [768](#largest_px) px on the CPU),
 #   as in ACT.
 # - Clustering whole tokens instead of queries buys CPU speed for accuracy, but no token
 #   method beats giving the model smaller images by a margin the test images resolve.
@@ -467,7 +467,7 @@ assert all(parse_args(c.split())[0].train_subset == 5000 for c in commands)
 # ```{admonition} Solution to exercise 1
 # :class: dropdown
 # The projections cost $n_\text{hashes} \cdot C_h$ per token and head, the largest saving
-# $C_h^2$, so $n_\text{hashes} \le C_h$ = {glue:text}`ex_fewest` hashes. Even then clustering
+# $C_h^2$, so $n_\text{hashes} \le C_h$ = [8](#ex_fewest) hashes. Even then clustering
 # would not pay: that saving assumes a single cluster for all the tokens, and the
 # clustering, the prototype means and the broadcast (the cost chapter's non-MAC operations)
 # still come on top. With fewer hashes, codes also collide more, so unlike queries share a
@@ -477,8 +477,8 @@ assert all(parse_args(c.split())[0].train_subset == 5000 for c in commands)
 # ```{admonition} Solution to exercise 2
 # :class: dropdown
 # CoaT-Lite Tiny passed Clustering CoaT Tiny's final update count at epoch
-# {glue:text}`ex2_epoch` ({glue:text}`ex2_updates:,` updates, {glue:text}`ex2_seconds` s), where
-# it scored {glue:text}`ex2_top1:.2f`% on the per-epoch test images: more than Clustering
+# [43](#ex2_epoch) ([4,171](#ex2_updates:,) updates, [262](#ex2_seconds) s), where
+# it scored [86.22](#ex2_top1:.2f)% on the per-epoch test images: more than Clustering
 # CoaT's final score. At equal updates CoaT-Lite is ahead as well, so fewer updates alone do
 # not explain the gap. (Its learning rate was higher at that point of its schedule, so this
 # compares two points of two schedules, not two finished runs.)

@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -166,7 +166,7 @@ plt.show()
 
 # %% [markdown]
 # Both curves end at the floor when the five seconds are spent, though the faster model made
-# {glue:text}`updates_fast` updates and the slower {glue:text}`updates_slow`.
+# [500](#updates_fast) updates and the slower [312](#updates_slow).
 #
 # ## Summary
 #
