@@ -120,7 +120,8 @@ exact = F.scaled_dot_product_attention(q, k, v)
 glue("rel", ((out - exact).norm() / exact.norm()).item())
 
 # %% [markdown]
-# Relative difference between factorized and softmax attention on these random tokens:
+# Relative difference between the two outputs on these random tokens,
+# $\lVert \mathrm{FactorAtt} - \mathrm{softmax} \rVert / \lVert \mathrm{softmax} \rVert$:
 # **[1.10](#rel:.2f)** — a different operator, not an approximation.
 
 # %% [markdown]
@@ -421,7 +422,8 @@ glue("ch_ratio", counts_ch[64] / counts_ch[8])
 # :class: dropdown
 # Softmax attention counts $2 N^2 C$ MACs over all heads ($2 h N^2 C_h$ with $h C_h = C$);
 # a $C \times 4C$ layer on $N$ tokens counts $4 N C^2$. The first is larger once $N > 2C$:
-# from $N$ = [129](#crossing) tokens for $C = 64$, a 12 × 12 grid.
+# from $N$ = [129](#crossing) tokens for $C = 64$; the smallest square grid past it is
+# 12 × 12 ($N$ = 145 with the class token).
 # ```
 #
 # ```{admonition} Solution to exercise 4

@@ -26,7 +26,8 @@
 # output of a trained model's attention, and how does it depend on the bucket width $r$?
 #
 # **The answer.** On the queries of the trained Clustering CoaT's first block, on Imagenette
-# photos, ccoat's default ($r$ = [4](#d_r:.0f), [32](#d_hashes) hashes) keeps
+# photos (with hash projections drawn afresh, seed 0; chapter 4 uses the model's own, so its
+# counts differ a little), ccoat's default ($r$ = [4](#d_r:.0f), [32](#d_hashes) hashes) keeps
 # [37%](#d_share:.0% "live") of the image tokens as clusters and moves the attention output by
 # [2.8%](#d_error:.1% "live") (relative norm). Each doubling of $r$ cuts the clusters and raises
 # the error; at $r$ = [128](#big_r:.0f) only [2.1](#big_clusters:.1f "live") clusters per row
@@ -354,7 +355,7 @@ for name, value in dict(
 # ## What it costs: the measured benchmark
 #
 # The attention of the prototypes costs $(1 + K) N C_h$ multiply-accumulates per head for
-# the scores, against $N^2 C_h$ for exact attention; hashing adds $N \cdot n_\text{hashes}
+# the scores, against $N^2 C_h$ for exact attention; hashing adds $N \cdot L
 # \cdot C_h$ for the projections and a few sorts. The benchmark
 # `benchmarks/bench_clustered_attention.py` times one such layer (on `china.jpg` alone,
 # batch 1, through a randomly initialised CoaT-Lite Tiny: a measurement of time, where the
@@ -397,10 +398,13 @@ print(describe(bench))
 # (exercise 4 measures it), so these times, made with random weights, favour clustering.
 
 # %% [markdown]
-# ## Clustering CoaT's own attention
+# ## Clustering inside CoaT's factorized attention
 #
-# The seed applies the clustering to CoaT, whose attention is *factorized*:
-# $\frac{1}{\sqrt{C_h}}\,q\,(\mathrm{softmax}_N(k)^\top v)$. That is linear in $q$, so a
+# The seed's module, as this book reads it (chapter 4) and as every trained Clustering CoaT
+# here runs it, replaces CoaT's factorized operator with softmax attention of prototypes. The
+# alternative keeps CoaT's own operator,
+# $\frac{1}{\sqrt{C_h}}\,q\,(\mathrm{softmax}_N(k)^\top v)$, and clusters only its
+# queries: ccoat's `clustered_factorized` kind. That operator is linear in $q$, so a
 # prototype's output is exactly the mean of its members' outputs: `clustered_factorized`
 # averages the outputs within each cluster, and it saves only the $N C_h^2$ product per
 # head, which is already small. Linearity also sets its error: there is no softmax pulling

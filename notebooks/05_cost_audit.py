@@ -330,10 +330,10 @@ per_kind.style.format("{:.3f}").set_caption(
 #
 # $$\text{saving}_\text{factorized} = (N - K)\, C_h^2 .$$
 #
-# *E2LSH* multiplies every query by $n_\text{hashes}$ random projections before it can
-# cluster anything: $N\, n_\text{hashes}\, C_h$ MACs for the projections alone. Whenever
-# $n_\text{hashes} \ge C_h$, hashing costs more than the largest possible saving. With ACT's
-# $n_\text{hashes} = 32$ and CoaT-Lite Tiny's first stage, $C_h = 8$:
+# *E2LSH* multiplies every query by $L$ random projections before it can
+# cluster anything: $N\, L\, C_h$ MACs for the projections alone. Whenever
+# $L \ge C_h$, hashing costs more than the largest possible saving. With ACT's
+# $L = 32$ and CoaT-Lite Tiny's first stage, $C_h = 8$:
 #
 # $$N \cdot 32 \cdot 8 \;>\; N \cdot 64 \;\ge\; (N - K) \cdot 64 ,$$
 #
@@ -376,14 +376,14 @@ glue("cm_softmax_saving", saving_softmax / 1e6)
 glue("softmax_saving_x", saving_softmax / hashing)
 
 # %% [markdown]
-# The same holds stage by stage where $C_h \le n_\text{hashes}$. CoaT-Lite Tiny's heads have
+# The same holds stage by stage where $C_h \le L$. CoaT-Lite Tiny's heads have
 # $C_h$ = 8, 16, 32 and 40 channels in its four stages; in stage 4, where $C_h = 40$, the
 # bound allows a saving larger than the hashing, but that stage has only
 # [50](#s4_tokens) tokens. In one block of stage 1, hashing costs
 # [6.42](#block_hashing:.2f) M MACs, and clustering saves [0.77](#block_saving:.2f) M
 # of the [1.61](#block_most:.2f) M that $q$ times the context costs. The cell below
 # checks, on the audit's counts, that hashing costs more than clustering saves in every
-# stage where $C_h \le n_\text{hashes}$ (at $C_h = n_\text{hashes}$, hashing the $HW$ image
+# stage where $C_h \le L$ (at $C_h = L$, hashing the $HW$ image
 # queries costs $HW\,C_h^2$ and clustering them saves at most $(HW - K)\,C_h^2$; the class
 # token is neither hashed nor clustered).
 
@@ -428,8 +428,8 @@ pd.DataFrame(
 #   [1.4%](#core_share:.1%), and the query-side product that clustering the queries can
 #   shrink [0.7%](#query_side:.1%).
 # - {ref}`The cost model <cost-model>`: clustering the queries of factorized attention saves at
-#   most $(N-K)\,C_h^2$ per head, less than E2LSH's $N\,n_\text{hashes}\,C_h$ whenever
-#   $n_\text{hashes} \ge C_h$; counted, it saves [2.1](#cm_factorized_saving:.1f) M MACs
+#   most $(N-K)\,C_h^2$ per head, less than E2LSH's $N\,L\,C_h$ whenever
+#   $L \ge C_h$; counted, it saves [2.1](#cm_factorized_saving:.1f) M MACs
 #   for [23.5](#cm_hashing:.1f) M of hashing. In softmax attention it saves
 #   $2(N-K)\,N\,C_h$, [53](#softmax_saving_x:.0f) times its hashing at 224 px.
 # - Counted cost is not time: {doc}`05b_measuring` measures it.
@@ -487,8 +487,8 @@ glue("ex2_total", 1 - few_macs["total"] / counts["factorized"]["total"])
 # %% [markdown]
 # ```{admonition} Solution to exercise 2
 # :class: dropdown
-# Hashing costs $N\,n_\text{hashes}\,C_h$ per head and the saving is at most $(N-K)\,C_h^2$,
-# so a saving needs $n_\text{hashes} < C_h\,(N-K)/N$, below $C_h = 8$: seven hashes at most,
+# Hashing costs $N\,L\,C_h$ per head and the saving is at most $(N-K)\,C_h^2$,
+# so a saving needs $L < C_h\,(N-K)/N$, below $C_h = 8$: seven hashes at most,
 # and fewer the more clusters form. With 4 hashes the counted hashing is
 # [2.9](#ex2_hashing:.1f) M MACs and the saving [7.3](#ex2_saving:.1f) M: the pass
 # needs [0.28%](#ex2_total:.2%) fewer MACs than CoaT-Lite's. Fewer hashes make coarser

@@ -79,7 +79,7 @@ print("profile:", ccoat.get_profile(), "| device:", DEVICE)
 #
 # The model is the committed Clustering CoaT Tiny of chapter 7
 # (`results/imagenette128_gpu_ccoat_lite_tiny`): trained from scratch **with** the seed's
-# clustered attention (bucket width $r$ = [4](#r_trained:g), $n_\text{hashes}$ =
+# clustered attention (bucket width $r$ = [4](#r_trained:g), $L$ =
 # [32](#n_hashes)), 128-px Imagenette,
 # [14](#epochs) epochs on one GPU, [71.5](#top1:.1f)% top-1 on all
 # [3925](#val_images) validation images. Its hash projections are part of its weights, so
@@ -307,7 +307,7 @@ glue("largest", int(sizes.max()))
 #
 # Prototype attention computes softmax attention for the $K$ prototypes of a row (plus the
 # class token) against all $N$ keys: $2 h (1 + K) (1 + N) C_h$ MACs per block and image, where
-# softmax attention computes $2 h (1 + N)^2 C_h$. The hashing adds $N C n_\text{hashes}$ MACs
+# softmax attention computes $2 h (1 + N)^2 C_h$. The hashing adds $N C L$ MACs
 # (every query against every projection), and a sort. `ccoat.cost.audit` counts both on two of
 # the photos above, with the clusters the trained model forms on them; CoaT-Lite's factorized
 # attention is shown for scale.

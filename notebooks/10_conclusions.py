@@ -77,7 +77,7 @@ print("profile:", ccoat.get_profile())
 # The cost chapter's cost model answers it before any measurement: per head and per token,
 # clustering the queries of factorized attention can save at most the $C_h \times C_h$
 # product $q\,(\bar k^\top v)$ that a prototype computes once for its whole cluster, while
-# E2LSH projects every query on $n_\text{hashes}$ directions of $C_h$ channels. Read the two
+# E2LSH projects every query on $L$ directions of $C_h$ channels. Read the two
 # numbers from the model itself:
 
 # %%
@@ -93,7 +93,7 @@ glue("hash_ratio", hashing / saving_bound)
 print(f"largest saving {saving_bound} MACs, hashing {hashing} MACs per token and head")
 
 # %% [markdown]
-# With $n_\text{hashes}$ = [32](#n_hashes) and $C_h$ = [8](#c_h), the largest
+# With $L$ = [32](#n_hashes) and $C_h$ = [8](#c_h), the largest
 # possible saving is [64](#saving_bound) multiply-accumulates per token and head, and
 # the hashing alone costs [256](#hashing): **[4](#hash_ratio:.0f) times more,
 # whatever the number of clusters $K$ or the bucket width.** Softmax attention is different:
@@ -466,8 +466,8 @@ assert all(parse_args(c.split())[0].train_subset == 5000 for c in commands)
 # %% [markdown]
 # ```{admonition} Solution to exercise 1
 # :class: dropdown
-# The projections cost $n_\text{hashes} \cdot C_h$ per token and head, the largest saving
-# $C_h^2$, so $n_\text{hashes} \le C_h$ = [8](#ex_fewest) hashes. Even then clustering
+# The projections cost $L \cdot C_h$ per token and head, the largest saving
+# $C_h^2$, so $L \le C_h$ = [8](#ex_fewest) hashes. Even then clustering
 # would not pay: that saving assumes a single cluster for all the tokens, and the
 # clustering, the prototype means and the broadcast (the cost chapter's non-MAC operations)
 # still come on top. With fewer hashes, codes also collide more, so unlike queries share a
