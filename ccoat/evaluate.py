@@ -13,11 +13,10 @@
 
 Training builds on this module (:mod:`ccoat.train` scores every epoch with :func:`evaluate`,
 and ``python -m ccoat.train --eval-only`` calls :func:`evaluate_checkpoint`), and takes from
-it the pieces both need: the autocast dtype (:func:`amp_dtype`), the device
-(:func:`resolve_device`), the model under DDP or ``torch.compile`` (:func:`unwrap`), sums
-across processes (:func:`all_reduce_sum`), the refusal of a checkpoint made otherwise
-(:func:`refuse_differences`), its weights loaded with one error (:func:`load_model_state`), and
-the name results on the data must carry (:func:`dataset_label`).
+it the pieces both need: the model under DDP or ``torch.compile`` (:func:`unwrap`), sums
+across processes (:func:`all_reduce_sum`), a checkpoint's weights loaded with one error
+(:func:`load_model_state`), and the name results on the data must carry
+(:func:`dataset_label`).
 """
 from __future__ import annotations
 
@@ -36,9 +35,9 @@ from tqdm.auto import tqdm
 
 from . import data as cdata
 from .clustering import block_index, record_clusters
-from .recipes import AMP_MODES, TrainConfig, device_from, model_options
+from .recipes import TrainConfig, amp_dtype, model_options, resolve_device
 from .registry import create_model
-from .runfolder import load_checkpoint, weights_checkpoint
+from .runfolder import load_checkpoint, refuse_differences, weights_checkpoint
 from .stats import bootstrap_interval
 
 # ---------------------------------------------------------------------------------------------
@@ -162,24 +161,6 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision.
-
-    ``auto`` takes bf16 only where the GPU computes it natively, from compute capability 8.0
-    (Ampere) on, and fp16 (with a gradient scaler) below. ``torch.cuda.is_bf16_supported()``
-    cannot decide it: recent torch answers yes on a T4 (7.5, Colab's free GPU) too, where bf16
-    is emulated without tensor cores. ``bf16`` asks for it whatever the GPU."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16" or torch.cuda.get_device_capability(device) >= (8, 0):
-        return torch.bfloat16
-    return torch.float16
-
-
 # ---------------------------------------------------------------------------------------------
 # Scoring a checkpoint
 
@@ -230,25 +211,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
     return {"checkpoint": str(checkpoint), "model": config.model, "epoch": ckpt["epoch"] + 1,
             "epochs_planned": config.epochs, "weights": "ema" if use_ema else "model",
             "dataset": dataset_label(info), **result}
-
-
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    """The device named (:func:`ccoat.recipes.device_from`), made the current CUDA device when
-    it is a GPU."""
-    device = device_from(name, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
-def refuse_differences(source, differences: list[str], action: str) -> None:
-    """``ValueError`` listing each difference (``"name: checkpoint X, now Y"``) between what
-    ``source`` was made with and what the caller asks, if there is any; ``action`` is what is
-    refused (``"resume"``, ``"evaluate"``)."""
-    if differences:
-        raise ValueError(f"{source} was made with other settings; refusing to {action} it "
-                         f"with these (give the checkpoint's values, or another --out):\n  "
-                         + "\n  ".join(differences))
 
 
 def load_model_state(model: nn.Module, state: dict, path, saved_config: dict) -> None:

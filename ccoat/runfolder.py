@@ -15,11 +15,18 @@ that keep them consistent:
   choice (resume it, or ``overwrite``: the old run's files are moved into ``replaced-<date>/``);
 - temporary files left by a killed run are removed by the next run that takes the lock.
 
+What a run continues from is read here too (:func:`resume_point`: a checkpoint, or the
+``run.json`` of a run stopped before its first one), with the options a resumed run keeps from
+it (:func:`with_saved_options`) and the differences it refuses (:func:`config_differences`):
+which options may change is each :class:`~ccoat.recipes.TrainConfig` field's ``on_resume``.
+
 A finished run committed under ``results/`` (with ``eval.json``, its final checkpoint scored by
 ``python -m ccoat.train --eval-only``) is read back by :func:`read_run`.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import errno
 import io
@@ -36,6 +43,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from .provenance import results_file, write_atomic
+from .recipes import (
+    FIXED,
+    MAY_CHANGE,
+    OF_THIS_PROCESS,
+    TrainConfig,
+    model_options,
+    options_on_resume,
+)
 
 if TYPE_CHECKING:  # pandas is imported by read_run only: training does not need it
     import pandas as pd
@@ -308,6 +323,144 @@ def weights_checkpoint(path: str | os.PathLike) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Holding a folder, and what a run in it continues from
+
+
+@contextlib.contextmanager
+def held(folder: RunFolder | None, command: str | None):
+    """``folder`` locked for the ``with`` block (:meth:`RunFolder.lock`), a folder that cannot
+    be made or written named as ``--out`` (a read-only disk, a path under ``/proc``); one made
+    here and left empty (a run refused before its first write) is removed after. ``None`` (not
+    rank 0, or no ``out``): nothing to hold."""
+    if folder is None:
+        yield None
+        return
+    created = not folder.path.exists()
+    try:
+        try:
+            folder.lock(command=command)
+        except RunFolderBusy:
+            raise
+        except OSError as error:
+            raise OSError(error.errno, f"out (--out) {folder.path}: cannot make or write the "
+                          f"run folder ({error.strerror or error})") from error
+        yield folder
+    finally:
+        folder.release()
+        if created:
+            try:
+                folder.path.rmdir()  # only if empty
+            except OSError:
+                pass
+
+
+def checkpoint_path(config: TrainConfig) -> Path | None:
+    """The checkpoint a run continues from: the one ``resume`` names, else ``OUT/last.pt``
+    with ``resume=True``; None for a new run."""
+    if isinstance(config.resume, str) and config.resume:
+        return Path(config.resume)
+    if config.resume and config.out:
+        return Path(config.out) / "last.pt"
+    return None
+
+
+# The options a checkpoint and the run that continues it may differ in (TrainConfig's
+# ``on_resume``): how long and how fast it runs, and where; not what it computes. ``epochs`` may
+# grow: the schedule is rebuilt for it.
+MAY_CHANGE_ON_RESUME = options_on_resume(MAY_CHANGE, OF_THIS_PROCESS)
+
+
+def config_differences(saved: dict, config: TrainConfig,
+                       ignore: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> list[str]:
+    """``"name: checkpoint X, now Y"`` for each option of ``config`` that differs from the
+    ``saved`` one (a checkpoint's or ``run.json``'s ``config``), except those in ``ignore``."""
+    now = dataclasses.asdict(config)
+    plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 (JSON has no tuples)
+    differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
+                   for name, value in now.items()
+                   if name not in ignore and name in saved and plain(saved[name]) != plain(value)]
+    if "time_budget_s" in ignore and (saved.get("time_budget_s") is None) != (config.time_budget_s is None):
+        differences.append(f"time_budget_s: checkpoint {saved.get('time_budget_s')!r}, now "
+                           f"{config.time_budget_s!r} (a budget may grow, not come or go)")
+    return differences
+
+
+def refuse_differences(source, differences: list[str], action: str) -> None:
+    """``ValueError`` listing each difference (``"name: checkpoint X, now Y"``) between what
+    ``source`` was made with and what the caller asks, if there is any; ``action`` is what is
+    refused (``"resume"``, ``"evaluate"``)."""
+    if differences:
+        raise ValueError(f"{source} was made with other settings; refusing to {action} it "
+                         f"with these (give the checkpoint's values, or another --out):\n  "
+                         + "\n  ".join(differences))
+
+
+def resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None, dict | None]:
+    """What a run continues from: ``(checkpoint, None)``, ``(None, run.json)`` for a run stopped
+    before its first checkpoint, or ``(None, None)`` for a new run. Refuses a new run in a folder
+    that holds one (without ``overwrite``) and a resume with nothing to resume from."""
+    folder = RunFolder(config.out) if config.out else None  # read only: every process reads
+    ckpt_path = checkpoint_path(config)
+    if ckpt_path is not None:
+        if ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path)
+            refuse_differences(ckpt_path, config_differences(ckpt["config"], config), "resume")
+            done = ckpt["epoch"] + 1
+            if config.epochs < done:
+                raise ValueError(f"epochs (--epochs) is {config.epochs}, but {ckpt_path} has "
+                                 f"already completed {done} epochs")
+            return ckpt, None
+        if isinstance(config.resume, str):
+            raise FileNotFoundError(f"resume (--resume {config.resume}): no such checkpoint")
+        run_json = folder.read_record() if folder is not None else None
+        if run_json is None:
+            raise ValueError(f"resume (--resume): nothing to resume from in {config.out} (no "
+                             f"last.pt, no run.json); start the run without --resume")
+        _refuse_lost_checkpoint(folder)
+        refuse_differences(folder.record, config_differences(run_json.get("config", {}), config),
+                           "resume")
+        return None, run_json
+    if main_process and folder is not None and folder.holds_run() and not config.overwrite:
+        raise ValueError(f"{folder.path} holds a run (last.pt or metrics.jsonl); pass --resume to "
+                         f"continue it, --overwrite to move it aside into "
+                         f"{folder.path}/replaced-<date>/, or choose another --out")
+    return None, None
+
+
+def _refuse_lost_checkpoint(folder: RunFolder) -> None:
+    """A folder with ``run.json`` and no ``last.pt`` resumes from scratch only if it measured
+    no epoch (a run stopped before its first checkpoint). One with measured epochs lost its
+    checkpoint (a committed run keeps none): starting again would replace its record."""
+    epochs = folder.measured_epochs()
+    if epochs:
+        raise ValueError(f"resume (--resume): {folder.path} holds a run with measured epochs "
+                         f"{_span(epochs)} (metrics.jsonl) but no {folder.checkpoint.name} to "
+                         f"continue from; refusing to start it again over them (restore "
+                         f"{folder.checkpoint.name}, or choose another --out)")
+
+
+def _span(epochs: list[int]) -> str:
+    return f"{epochs[0]}..{epochs[-1]}" if epochs == list(range(epochs[0], epochs[-1] + 1)) \
+        else str(epochs)
+
+
+def with_saved_options(config: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """``--resume``: the options not given on the command line (``explicit``) and not of this
+    process (TrainConfig's ``on_resume``), from the checkpoint (or, for a run stopped before its
+    first checkpoint, from its ``run.json``)."""
+    path = checkpoint_path(config)
+    if path is not None and path.exists():
+        saved = load_checkpoint(path)["config"]
+    elif config.resume is True and (Path(config.out) / "run.json").exists():
+        saved = (RunFolder(config.out).read_record() or {}).get("config", {})
+    else:
+        return config
+    taken = options_on_resume(FIXED, MAY_CHANGE)
+    return dataclasses.replace(config, **{k: v for k, v in saved.items()
+                                          if k in taken and k not in explicit})
+
+
+# ---------------------------------------------------------------------------------------------
 # A committed run, read back
 
 
@@ -320,7 +473,6 @@ def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike | None
     (``safetensors``, default ``model.safetensors`` beside the checkpoint): the file a run
     commits instead of its ``last.pt``, which also holds the optimizer's state (6x larger).
     ``use_ema``: the EMA weights instead of the trained ones."""
-    from .recipes import model_options
     from .registry import create_model
     from .weights import save_weights
 
@@ -355,7 +507,6 @@ class CommittedRun:
         """The run's model with its committed weights (``model.safetensors``), built with the
         run's attention kind or with ``attention`` (any kind: all share their weights) and
         clustering ``options``; in evaluation mode, on the CPU."""
-        from .recipes import model_options
         from .registry import create_model
         from .weights import load_weights
 
