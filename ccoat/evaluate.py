@@ -9,14 +9,13 @@
 - :func:`eval_json` writes a result as a run folder's ``eval.json`` holds it;
 - :func:`evaluate_checkpoint` scores a checkpoint written by :func:`ccoat.train.fit` (or a run
   folder's ``model.safetensors``) on its val split, refusing one made otherwise than the
-  caller says.
+  caller says; :func:`score_into_folder` is ``python -m ccoat.train --eval-only``, which
+  writes that score into the run folder.
 
-Training builds on this module (:mod:`ccoat.train` scores every epoch with :func:`evaluate`,
-and ``python -m ccoat.train --eval-only`` calls :func:`evaluate_checkpoint`), and takes from
-it the pieces both need: the model under DDP or ``torch.compile`` (:func:`unwrap`), sums
-across processes (:func:`all_reduce_sum`), a checkpoint's weights loaded with one error
-(:func:`load_model_state`), and the name results on the data must carry
-(:func:`dataset_label`).
+Training builds on this module (:mod:`ccoat.train` scores every epoch with :func:`evaluate`),
+and takes from it the pieces both need: sums across processes (:func:`all_reduce_sum`), a
+checkpoint's weights loaded with one error (:func:`load_model_state`), and the name results on
+the data must carry (:func:`dataset_label`).
 """
 from __future__ import annotations
 
@@ -35,9 +34,19 @@ from tqdm.auto import tqdm
 
 from . import data as cdata
 from .clustering import block_index, record_clusters
+from .provenance import provenance, write_atomic
 from .recipes import TrainConfig, amp_dtype, model_options, resolve_device
-from .registry import create_model
-from .runfolder import load_checkpoint, refuse_differences, weights_checkpoint
+from .registry import create_model, unwrap
+from .runfolder import (
+    WEIGHTS_FILE,
+    RunFolder,
+    checkpoint_path,
+    export_weights,
+    held,
+    load_checkpoint,
+    refuse_differences,
+    weights_checkpoint,
+)
 from .stats import bootstrap_interval
 
 # ---------------------------------------------------------------------------------------------
@@ -142,13 +151,6 @@ def eval_json(result: dict) -> str:
     if not tails:
         return head + "\n"
     return head[:-2] + (",\n" if len(head) > 2 else "\n") + ",\n".join(tails) + "\n}\n"
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model itself, out of DDP's wrapper and ``torch.compile``'s (its parameters are the
-    same either way; its attributes, such as ``attention_kinds``, are the inner model's)."""
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
 
 
 def all_reduce_sum(values: list[float], device) -> list[float]:
@@ -257,3 +259,31 @@ def _unfinished(ckpt: dict, config: TrainConfig) -> str | None:
         return None
     return (f"is of an unfinished run: {done} of {config.epochs} planned epochs done; its score "
             f"is not the run's final one")
+
+
+def score_into_folder(config: TrainConfig, use_ema: bool, explicit: set[str]) -> int:
+    """``python -m ccoat.train --eval-only``: score the checkpoint named by ``--resume``, else
+    ``OUT/last.pt``, against the options ``explicit``ly given; with ``--out``, write
+    ``eval.json`` (and the scored weights) there, holding the folder's lock so that a run
+    training into it is not written over. ``use_ema``: the EMA weights (``--ema``)."""
+    ckpt = checkpoint_path(config) or (Path(config.out) / "last.pt" if config.out else None)
+    if ckpt is None or not ckpt.exists():
+        raise ValueError(f"--eval-only needs --resume CHECKPOINT (a last.pt, or a run folder's "
+                         f"model.safetensors) or --out with last.pt; got {ckpt}")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    expect = {k: getattr(config, k) for k in ("model", "attention", "data", "img_size")
+              if k in explicit}
+    with held(RunFolder(config.out) if config.out else None, config.command) as folder:
+        result = evaluate_checkpoint(ckpt, data_dir=config.data_dir, batch_size=config.batch_size,
+                                     num_workers=config.num_workers, device=config.device,
+                                     use_ema=use_ema, val_subset=config.val_subset,
+                                     progress=config.progress, expect=expect)
+        result["provenance"] = provenance(dataset=result["dataset"], command=config.command)
+        print(json.dumps({k: v for k, v in result.items() if k not in PER_IMAGE}, indent=2))
+        if folder is not None:
+            write_atomic(folder.path / "eval.json", eval_json(result))
+            # the scored weights in half precision, the file a committed run keeps
+            if ckpt.suffix != ".safetensors":
+                export_weights(ckpt, folder.path / WEIGHTS_FILE, use_ema=use_ema)
+    return 0

@@ -38,7 +38,7 @@ import torch
 from .data import DATA_ENV
 from .model import ATTENTION_KINDS
 from .profile import PROFILES, get_profile
-from .registry import MODEL_NAMES
+from .registry import MODEL_NAMES, registered_name, unwrap
 
 # ---------------------------------------------------------------------------------------------
 # What defines a run
@@ -314,6 +314,33 @@ def device_from(name: str, local_rank: int) -> torch.device:
     return device
 
 
+def check_given_model(config: TrainConfig, model: torch.nn.Module | None) -> None:
+    """A given model is what ``config`` says (its name, and its attention kinds where the config
+    names them): the run's record, and the model rebuilt from it to score it, must be the one
+    trained. Kinds share their weights, so a mismatch would load and score another model."""
+    name = registered_name(model) if model is not None else None
+    if name is not None and name != config.model:
+        raise ValueError(f"model (--model) is {config.model!r}, but the model given to fit is "
+                         f"a {name}: give config.model={name!r}, or no model")
+    kinds = getattr(unwrap(model), "attention_kinds", None) if model is not None else None
+    if config.attention and kinds is not None:
+        wanted = [config.attention] * 4 if isinstance(config.attention, str) \
+            else list(config.attention)
+        if list(kinds) != wanted:
+            raise ValueError(f"attention (--attention) is {config.attention!r}, but the model "
+                             f"given to fit has the kinds {list(kinds)}")
+
+
+def model_given(model: torch.nn.Module) -> dict | None:
+    """What ``run.json`` and the checkpoint record of a model not built from a registered name
+    (``config.model`` does not describe it); None for one that is ``config.model``."""
+    if registered_name(model) is not None:
+        return None
+    return {"class": type(unwrap(model)).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "note": "given to fit, not built from config.model"}
+
+
 def resolve_device(name: str, local_rank: int) -> torch.device:
     """The device named (:func:`device_from`), made the current CUDA device when it is a GPU:
     a run or a scoring resolves its device once, here."""
@@ -414,6 +441,18 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["command"] = "python -m ccoat.train " + " ".join(shlex.quote(str(a)) for a in argv)
     return TrainConfig(**values), args
+
+
+
+
+
+def refuse_unused_options(config: TrainConfig, explicit: set[str]) -> None:
+    """Options given that the run would ignore (their defaults pass :meth:`TrainConfig.validate`
+    unseen): token clustering's ``--keep`` and ``--token-stages`` without it."""
+    unused = [option_flag(k) for k in ("keep", "token_stages") if k in explicit]
+    if unused and config.token_clustering is None:
+        raise ValueError(f"{' and '.join(unused)} set token clustering, but no "
+                         f"--token-clustering was given (pool, bipartite, lsh or grid)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,16 +14,12 @@
   rename) with the model, optimizer, scheduler, scaler, EMA and every RNG state. The folder is
   locked while the run trains and stays consistent whenever it stops (:mod:`ccoat.runfolder`).
 
-:func:`fit` reads top to bottom, as nanoGPT's ``train.py`` does: where the process runs, what
-it continues from, the data, the model, what makes an update, then per epoch one pass of
-training, the evaluation and the checkpoint. Each phase is a function of one :class:`_Run`.
-What defines a run, and what each option means (its device, its precision, whether it may
-change on resume, the command line) is :class:`~ccoat.recipes.TrainConfig`'s; what a run
-continues from is the run folder's (:mod:`ccoat.runfolder`); the scoring is
-:mod:`ccoat.evaluate`'s.
-
-Every option is checked before any work (:meth:`TrainConfig.validate`). A resumed run, or an
-evaluated checkpoint, is compared with the options given: a difference is refused, listing each.
+:func:`fit` reads top to bottom, as nanoGPT's ``train.py`` does, in phases of one
+:class:`_Run`: where the process runs, what it continues from, the data, the model, what makes
+an update, then per epoch one pass of training, the evaluation and the checkpoint. What an
+option means (its device, its precision, whether it may change on resume, the command line) is
+:class:`~ccoat.recipes.TrainConfig`'s; what a run continues from, and what it refuses to
+continue, is the run folder's (:mod:`ccoat.runfolder`); the scoring is :mod:`ccoat.evaluate`'s.
 
 Resuming (``resume=True``) continues from the last completed epoch so that an interrupted run
 ends with exactly the weights of an uninterrupted one: each epoch's shuffling is a function of
@@ -35,12 +31,10 @@ its share of each global batch (``batch_size`` is the global batch), gradients a
 and only rank 0 writes files and progress bars.
 
 Command line: ``python -m ccoat.train --model coat_lite_tiny_cifar --data cifar10 --epochs 10
---batch-size 128 --out runs/x``; ``--eval-only --resume CKPT`` reports top-1/top-5 and
-throughput of a checkpoint. Its options are :class:`TrainConfig`'s fields.
+--batch-size 128 --out runs/x``; ``--eval-only --resume CKPT`` scores a checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -65,55 +59,38 @@ from tqdm.auto import tqdm
 
 from . import data as cdata
 from .evaluate import (
-    PER_IMAGE,
     all_reduce_sum,
     dataset_label,
-    eval_json,
     evaluate,
-    evaluate_checkpoint,
     load_model_state,
-    unwrap,
+    score_into_folder,
 )
-from .provenance import provenance, write_atomic
+from .provenance import provenance
 from .recipes import (
     TrainConfig,
     amp_dtype,
+    check_given_model,
+    model_given,
     model_options,
-    option_flag,
     parse_args,
+    refuse_unused_options,
     resolve_device,
 )
-from .registry import create_model
+from .registry import create_model, unwrap
 from .runfolder import (
-    WEIGHTS_FILE,
     RunFolder,
     RunFolderBusy,
     checkpoint_path,
-    export_weights,
+    data_and_kind_differences,
     held,
     refuse_differences,
     resume_point,
+    rng_state,
+    set_rng_state,
+    what_is_kept,
     with_saved_options,
 )
 from .weights import load_weights
-
-# ---------------------------------------------------------------------------------------------
-# Distributed helpers
-
-
-def _dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-            int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def setup_distributed(device_type: str) -> tuple[int, int, int]:
-    """Join torchrun's process group (nccl on GPUs, else gloo); (rank, world, local rank)."""
-    rank, world, local_rank = _dist_env()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return rank, world, local_rank
-
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of the recipe
@@ -129,25 +106,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         (no_decay if p.ndim <= 1 or name in skip or name.endswith("cls_token") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore :func:`rng_state`. The generators take CPU byte tensors only, whatever device a
-    checkpoint was loaded onto, so every state is brought to the CPU first."""
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        # As many GPUs as both machines have.
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][:torch.cuda.device_count()])
 
 
 def seed_everything(seed: int) -> None:
@@ -223,14 +181,12 @@ class TimeBudgetSchedule:
 
 
 # ---------------------------------------------------------------------------------------------
-# fit, top to bottom: where the process runs; what it continues from; data; model; what makes
-# an update; then per epoch one pass of training, the evaluation and the checkpoint.
+# fit, top to bottom
 
 
 @dataclass
 class TrainRun:
     """What :func:`fit` hands back: the trained model (unwrapped), per-epoch history, the data."""
-
     model: nn.Module
     history: list[dict]
     info: cdata.DataInfo
@@ -250,7 +206,7 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
     (:mod:`ccoat.runfolder`).
     """
     config = (TrainConfig(**config) if isinstance(config, dict) else config).validate()
-    _check_given_model(config, model)
+    check_given_model(config, model)
     if config.threads:
         torch.set_num_threads(config.threads)
     run = _launch(config)
@@ -269,7 +225,8 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
         run.wrapped = _wrap(run)
         if run.folder is not None:
             _begin_folder(run, ckpt, saved_run_json)
-        for epoch in range(run.first_epoch, _end_epoch(config)):
+        end = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
+        for epoch in range(run.first_epoch, end):
             if config.time_budget_s and run.so_far("train_elapsed_s") >= config.time_budget_s:
                 break
             metrics = _epoch(run, epoch)
@@ -338,51 +295,16 @@ class _Run:
 def _launch(config: TrainConfig) -> _Run:
     """This process's place: its rank, the number of processes, its device (resolved here,
     once), rank 0's run folder; under torchrun the process group is joined."""
-    rank, world, local_rank = _dist_env()
+    rank, world, local_rank = (int(os.environ.get(name, default)) for name, default in
+                               (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")))
     device = resolve_device(config.device, local_rank)
-    setup_distributed(device.type)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if config.batch_size % world:
         raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
                          f"got {config.batch_size}")
     folder = RunFolder(config.out) if config.out and rank == 0 else None
     return _Run(config, rank, world, device, folder)
-
-
-def _end_epoch(config: TrainConfig) -> int:
-    """The epoch this launch stops before: ``epochs``, or ``stop_after`` if that is sooner."""
-    return config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
-
-
-def _check_given_model(config: TrainConfig, model: nn.Module | None) -> None:
-    """A given model is what ``config`` says (its name, and its attention kinds where the config
-    names them): the run's record, and the model rebuilt from it to score it, must be the one
-    trained. Kinds share their weights, so a mismatch would load and score another model."""
-    name = _registered_name(model) if model is not None else None
-    if name is not None and name != config.model:
-        raise ValueError(f"model (--model) is {config.model!r}, but the model given to fit is "
-                         f"a {name}: give config.model={name!r}, or no model")
-    kinds = getattr(unwrap(model), "attention_kinds", None) if model is not None else None
-    if config.attention and kinds is not None:
-        wanted = [config.attention] * 4 if isinstance(config.attention, str) \
-            else list(config.attention)
-        if list(kinds) != wanted:
-            raise ValueError(f"attention (--attention) is {config.attention!r}, but the model "
-                             f"given to fit has the kinds {list(kinds)}")
-
-
-def _registered_name(model: nn.Module) -> str | None:
-    """The name :func:`ccoat.create_model` built ``model`` from, or None for another model."""
-    return (getattr(unwrap(model), "pretrained_cfg", None) or {}).get("architecture")
-
-
-def _model_given(model: nn.Module) -> dict | None:
-    """What ``run.json`` and the checkpoint record of a model not built from a registered name
-    (``config.model`` does not describe it); None for one that is ``config.model``."""
-    if _registered_name(model) is not None:
-        return None
-    return {"class": type(unwrap(model)).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "note": "given to fit, not built from config.model"}
 
 
 def _data(run: _Run) -> _Data:
@@ -478,16 +400,9 @@ def _continue_from(run: _Run, ckpt: dict) -> None:
     """Load a checkpoint made on the same data and attention kinds: the weights, optimizer,
     schedule, scaler and EMA, how far it had come, and last the RNG states, so that nothing
     drawn after them differs from the uninterrupted run."""
-    path, info = checkpoint_path(run.config), run.data.info
-    differences = [f"{k}: checkpoint {ckpt['data'].get(k)!r}, now {getattr(info, k)!r}"
-                   for k in ("name", "num_classes", "img_size")
-                   if ckpt["data"].get(k) != getattr(info, k)]
-    kinds = getattr(run.model, "attention_kinds", None)
-    if ckpt.get("attention_kinds") is not None and kinds is not None and \
-            list(ckpt["attention_kinds"]) != list(kinds):
-        differences.append(f"attention kinds: checkpoint {ckpt['attention_kinds']}, "
-                           f"now {list(kinds)}")
-    refuse_differences(path, differences, "resume")
+    path = checkpoint_path(run.config)
+    refuse_differences(path, data_and_kind_differences(
+        ckpt, run.data.info, getattr(run.model, "attention_kinds", None)), "resume")
     load_model_state(run.model, ckpt["model"], path, ckpt["config"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.first_epoch, run.history, run.updates = ckpt["epoch"] + 1, ckpt["history"], ckpt["updates"]
@@ -539,17 +454,10 @@ def _wrap(run: _Run) -> nn.Module:
 def _begin_folder(run: _Run, ckpt: dict | None, saved_run_json: dict | None) -> None:
     """Rank 0, once data and model are ready: move aside the run being replaced, write
     ``run.json`` (keeping a resumed run's first launch in it) and the checkpoint's epochs."""
-    config, folder = run.config, run.folder
-    ckpt_path = checkpoint_path(config)
-    continued = ckpt is not None or saved_run_json is not None
-    foreign = ckpt is not None and Path(ckpt_path).resolve() != folder.checkpoint.resolve()
-    if foreign and folder.holds_run() and not config.overwrite:
-        raise ValueError(f"{folder.path} holds a run of its own; resuming {ckpt_path} into it "
-                         f"needs --overwrite (moves it aside)")
-    if (not continued or foreign) and folder.holds_run():
-        aside = folder.move_aside()
-        print(f"--overwrite: moved the run that was in {folder.path} to {aside}",
-              file=sys.stderr, flush=True)
+    config = run.config
+    run.folder.make_room(checkpoint_path(config) if ckpt is not None else None,
+                         continued=ckpt is not None or saved_run_json is not None,
+                         overwrite=config.overwrite)
     run_json = provenance(
         dataset=dataset_label(run.data.info), device=run.device, command=config.command,
         config=dataclasses.asdict(config),
@@ -557,13 +465,9 @@ def _begin_folder(run: _Run, ckpt: dict | None, saved_run_json: dict | None) -> 
         steps_per_epoch=run.data.steps_per_epoch,
         parameters=sum(p.numel() for p in run.model.parameters()),
         attention_kinds=getattr(run.model, "attention_kinds", None),
-        model_given=_model_given(run.model),
+        model_given=model_given(run.model),
         resumed_from_epoch=run.first_epoch if ckpt is not None else None)
-    previous = folder.read_record() if ckpt is not None and folder.record.exists() else None
-    if previous is not None:  # the first launch's record stays, nested
-        run_json["first_launch"] = previous.get("first_launch", previous)
-    folder.write_record(run_json)
-    folder.write_metrics(run.history)  # the checkpoint's epochs, each once
+    run.folder.begin(run_json, run.history, resumed=ckpt is not None)
 
 
 def _epoch(run: _Run, epoch: int) -> dict:
@@ -649,7 +553,7 @@ def _checkpoint(run: _Run, epoch: int) -> dict:
         "history": run.history, "config": dataclasses.asdict(run.config),
         "data": dataclasses.asdict(run.data.info),
         "attention_kinds": list(getattr(run.model, "attention_kinds", None) or []) or None,
-        "model_given": _model_given(run.model),
+        "model_given": model_given(run.model),
     }
 
 
@@ -665,18 +569,18 @@ def main(argv=None) -> int:
     try:
         config.validate(training=not args.eval_only)
         if args.eval_only:
-            return _eval_only(config, args)
+            return score_into_folder(config, args.ema, args.explicit)
         if args.ema:
             raise ValueError("--ema evaluates a checkpoint's EMA weights: it needs --eval-only "
                              "(training keeps an EMA with --ema-decay)")
         if config.resume:
             config = with_saved_options(config, args.explicit)
-        _refuse_unused_options(config, args.explicit)
+        refuse_unused_options(config, args.explicit)
         fit(config)
     except (ValueError, OSError, RunFolderBusy) as error:
         raise SystemExit(f"error: {_one_line(error)}") from None
     except KeyboardInterrupt:
-        print(f"interrupted: {_what_is_kept(config, args.eval_only)}", file=sys.stderr, flush=True)
+        print(f"interrupted: {what_is_kept(config, args.eval_only)}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     finally:
         if dist.is_available() and dist.is_initialized():
@@ -690,51 +594,6 @@ def _one_line(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror and error.filename is None:
         return error.strerror
     return str(error)
-
-
-def _refuse_unused_options(config: TrainConfig, explicit: set[str]) -> None:
-    """Options given that the run would ignore (their defaults pass :meth:`TrainConfig.validate`
-    unseen): token clustering's ``--keep`` and ``--token-stages`` without it."""
-    unused = [option_flag(k) for k in ("keep", "token_stages") if k in explicit]
-    if unused and config.token_clustering is None:
-        raise ValueError(f"{' and '.join(unused)} set token clustering, but no "
-                         f"--token-clustering was given (pool, bipartite, lsh or grid)")
-
-
-def _what_is_kept(config: TrainConfig, eval_only: bool) -> str:
-    if eval_only:
-        return "nothing was written (eval.json is written once the scoring ends)"
-    if not config.out:
-        return "nothing was written (no --out)"
-    return (f"{config.out} keeps the last completed epoch (checkpoint first, then metrics.jsonl); "
-            f"add --resume to the same command to continue")
-
-
-def _eval_only(config: TrainConfig, args: argparse.Namespace) -> int:
-    """``--eval-only``: score the checkpoint named by ``--resume``, else ``OUT/last.pt``; with
-    ``--out``, write ``eval.json`` (and the scored weights) there, holding the folder's lock so
-    that a run training into it is not written over."""
-    ckpt = checkpoint_path(config) or (Path(config.out) / "last.pt" if config.out else None)
-    if ckpt is None or not ckpt.exists():
-        raise ValueError(f"--eval-only needs --resume CHECKPOINT (a last.pt, or a run folder's "
-                         f"model.safetensors) or --out with last.pt; got {ckpt}")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    expect = {k: getattr(config, k) for k in ("model", "attention", "data", "img_size")
-              if k in args.explicit}
-    with held(RunFolder(config.out) if config.out else None, config.command) as folder:
-        result = evaluate_checkpoint(ckpt, data_dir=config.data_dir, batch_size=config.batch_size,
-                                     num_workers=config.num_workers, device=config.device,
-                                     use_ema=args.ema, val_subset=config.val_subset,
-                                     progress=config.progress, expect=expect)
-        result["provenance"] = provenance(dataset=result["dataset"], command=config.command)
-        print(json.dumps({k: v for k, v in result.items() if k not in PER_IMAGE}, indent=2))
-        if folder is not None:
-            write_atomic(folder.path / "eval.json", eval_json(result))
-            # the scored weights in half precision, the file a committed run keeps
-            if ckpt.suffix != ".safetensors":
-                export_weights(ckpt, folder.path / WEIGHTS_FILE, use_ema=args.ema)
-    return 0
 
 
 if __name__ == "__main__":

@@ -370,8 +370,8 @@ def test_resume_loads_the_checkpoint_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k.get("map_location")) or load(*a, **k))
     ctrain.fit(small_config(tmp_path, epochs=2, resume=True), model=tiny_model())
     assert seen == ["cpu"]
-    state = ctrain.rng_state()
-    ctrain.set_rng_state(state)  # what a CPU load hands back is accepted as is
+    state = runfolder.rng_state()
+    runfolder.set_rng_state(state)  # what a CPU load hands back is accepted as is
     assert torch.equal(torch.get_rng_state(), state["torch"])
 
 
