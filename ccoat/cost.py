@@ -232,7 +232,7 @@ def _cdist_flops(x1_shape, x2_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * math.prod(out_shape) * x1_shape[-1]
 
 
-def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
     """Attention of ``(B, h, N_q, C_head)`` queries on ``(B, h_kv, N_k, C_head)`` keys and
     ``(B, h_kv, N_k, C_v)`` values: ``q kᵀ`` and ``(·) v`` for every query head, 2 FLOPs/MAC."""
     B, h, n_q, c = query_shape
@@ -431,12 +431,12 @@ class _ClusterRecorder:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.record = record_clusters(model)
+        self.recording = record_clusters(model)
         self.before_cap: dict[str, int] = {}
         self.clusters: dict[tuple[str, int], BlockClusters] = {}
 
     def __enter__(self):
-        self.records = self.record.__enter__()
+        self.records = self.recording.__enter__()
         self.handles = []
         for name, module in self.model.named_modules():
             if name.endswith(".attn.core") and hasattr(module, "hasher"):
@@ -449,7 +449,7 @@ class _ClusterRecorder:
     def __exit__(self, *exc):
         for handle in self.handles:
             handle.remove()
-        self.record.__exit__(*exc)
+        self.recording.__exit__(*exc)
         for block, entry in self.records.items():
             s, b = block_index(block)
             num = entry["num_clusters"]  # (B, heads)
@@ -514,7 +514,7 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
         costs[(component, stage)]["ops"] += n_ops
 
     for s, sh in enumerate(stage_shapes(model, img_size)):
-        st, N, HW, C, h, D = sh.name, sh.tokens, sh.image_tokens, sh.dim, sh.heads, sh.hidden
+        st, N, HW, C, h = sh.name, sh.tokens, sh.image_tokens, sh.dim, sh.heads
         c = C // h
         add("patch_embed", st, B * HW * C * sh.in_chans * sh.patch ** 2, B * HW * C)  # + bias
         add("norm", st, 0, OPS_LAYERNORM * B * HW * C)  # the patch embedding's LayerNorm
@@ -527,13 +527,7 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
             if (s, b) in token_blocks:  # sub-layers on the class token and K prototypes
                 _token_clustered_block_costs(add, sh, B, token_blocks[(s, b)])
                 continue
-            add("cpe", st, 9 * B * HW * C, 2 * B * HW * C)  # + bias, + residual
-            add("norm", st, 0, 2 * OPS_LAYERNORM * B * N * C)
-            add("qkv", st, 3 * B * N * C * C, 3 * B * N * C)
-            add("crpe", st, crpe_macs, 2 * B * HW * C + B * N * C)  # bias, ⊙, + core output
-            add("proj", st, B * N * C * C, B * N * C)
-            add("mlp", st, 2 * B * N * C * D, B * N * (D + C) + OPS_GELU * B * N * D)
-            add("residual", st, 0, 2 * B * N * C)
+            _block_sublayer_costs(add, sh, B, crpe_macs)
             rows, M = B * h, B * HW * h  # query rows; image-token queries in all rows
             if sh.kind == "factorized":
                 # softmax over the keys' tokens; the scale is folded into the C_head x C_head
@@ -566,6 +560,20 @@ def analytic_costs(model: nn.Module, img_size=224, batch_size: int = 1,
     if isinstance(model.head, nn.Linear):
         add("head", "head", B * C4 * model.head.out_features, B * model.head.out_features)
     return dict(costs)
+
+
+def _block_sublayer_costs(add, sh: StageShape, B: int, crpe_macs: float) -> None:
+    """A block's sub-layers around its attention core, on ``sh``'s tokens (a grid-clustered
+    stage's coarse grid): CPE, the two norms, qkv, CRPE, the projection, the MLP and the
+    residuals."""
+    st, N, HW, C, D = sh.name, sh.tokens, sh.image_tokens, sh.dim, sh.hidden
+    add("cpe", st, 9 * B * HW * C, 2 * B * HW * C)  # + bias, + residual
+    add("norm", st, 0, 2 * OPS_LAYERNORM * B * N * C)
+    add("qkv", st, 3 * B * N * C * C, 3 * B * N * C)
+    add("crpe", st, crpe_macs, 2 * B * HW * C + B * N * C)  # bias, ⊙, + core output
+    add("proj", st, B * N * C * C, B * N * C)
+    add("mlp", st, 2 * B * N * C * D, B * N * (D + C) + OPS_GELU * B * N * D)
+    add("residual", st, 0, 2 * B * N * C)
 
 
 def _grid_costs(add, sh: StageShape, B: int, stage: GridClusteredStage) -> StageShape:

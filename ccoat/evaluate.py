@@ -9,15 +9,13 @@
 - :func:`eval_json` writes a result as a run folder's ``eval.json`` holds it;
 - :func:`evaluate_checkpoint` scores a checkpoint written by :func:`ccoat.train.fit` (or a run
   folder's ``model.safetensors``) on its val split, refusing one made otherwise than the
-  caller says.
+  caller says; :func:`score_into_folder` is ``python -m ccoat.train --eval-only``, which
+  writes that score into the run folder.
 
-Training builds on this module (:mod:`ccoat.train` scores every epoch with :func:`evaluate`,
-and ``python -m ccoat.train --eval-only`` calls :func:`evaluate_checkpoint`), and takes from
-it the pieces both need: the autocast dtype (:func:`amp_dtype`), the device
-(:func:`resolve_device`), the model under DDP or ``torch.compile`` (:func:`unwrap`), sums
-across processes (:func:`all_reduce_sum`), the refusal of a checkpoint made otherwise
-(:func:`refuse_differences`), its weights loaded with one error (:func:`load_model_state`), and
-the name results on the data must carry (:func:`dataset_label`).
+Training builds on this module (:mod:`ccoat.train` scores every epoch with :func:`evaluate`),
+and takes from it the pieces both need: sums across processes (:func:`all_reduce_sum`), a
+checkpoint's weights loaded with one error (:func:`load_model_state`), and the name results on
+the data must carry (:func:`dataset_label`).
 """
 from __future__ import annotations
 
@@ -36,9 +34,19 @@ from tqdm.auto import tqdm
 
 from . import data as cdata
 from .clustering import block_index, record_clusters
-from .recipes import AMP_MODES, TrainConfig, device_from, model_options
-from .registry import create_model
-from .runfolder import load_checkpoint, weights_checkpoint
+from .provenance import provenance, write_atomic
+from .recipes import TrainConfig, amp_dtype, model_options, resolve_device
+from .registry import create_model, unwrap
+from .runfolder import (
+    WEIGHTS_FILE,
+    RunFolder,
+    checkpoint_path,
+    export_weights,
+    held,
+    load_checkpoint,
+    refuse_differences,
+    weights_checkpoint,
+)
 from .stats import bootstrap_interval
 
 # ---------------------------------------------------------------------------------------------
@@ -145,13 +153,6 @@ def eval_json(result: dict) -> str:
     return head[:-2] + (",\n" if len(head) > 2 else "\n") + ",\n".join(tails) + "\n}\n"
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model itself, out of DDP's wrapper and ``torch.compile``'s (its parameters are the
-    same either way; its attributes, such as ``attention_kinds``, are the inner model's)."""
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
-
-
 def all_reduce_sum(values: list[float], device) -> list[float]:
     """``values`` summed over every process under DDP (each process's share of a count or a
     loss); the values themselves on one process."""
@@ -160,24 +161,6 @@ def all_reduce_sum(values: list[float], device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision.
-
-    ``auto`` takes bf16 only where the GPU computes it natively, from compute capability 8.0
-    (Ampere) on, and fp16 (with a gradient scaler) below. ``torch.cuda.is_bf16_supported()``
-    cannot decide it: recent torch answers yes on a T4 (7.5, Colab's free GPU) too, where bf16
-    is emulated without tensor cores. ``bf16`` asks for it whatever the GPU."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16" or torch.cuda.get_device_capability(device) >= (8, 0):
-        return torch.bfloat16
-    return torch.float16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,25 +215,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | None = None, 
             "dataset": dataset_label(info), **result}
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    """The device named (:func:`ccoat.recipes.device_from`), made the current CUDA device when
-    it is a GPU."""
-    device = device_from(name, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
-def refuse_differences(source, differences: list[str], action: str) -> None:
-    """``ValueError`` listing each difference (``"name: checkpoint X, now Y"``) between what
-    ``source`` was made with and what the caller asks, if there is any; ``action`` is what is
-    refused (``"resume"``, ``"evaluate"``)."""
-    if differences:
-        raise ValueError(f"{source} was made with other settings; refusing to {action} it "
-                         f"with these (give the checkpoint's values, or another --out):\n  "
-                         + "\n  ".join(differences))
-
-
 def load_model_state(model: nn.Module, state: dict, path, saved_config: dict) -> None:
     """``load_state_dict`` of a checkpoint's weights (its ``config`` is ``saved_config``), with
     one error naming the checkpoint's model instead of a line per mismatched tensor."""
@@ -295,3 +259,31 @@ def _unfinished(ckpt: dict, config: TrainConfig) -> str | None:
         return None
     return (f"is of an unfinished run: {done} of {config.epochs} planned epochs done; its score "
             f"is not the run's final one")
+
+
+def score_into_folder(config: TrainConfig, use_ema: bool, explicit: set[str]) -> int:
+    """``python -m ccoat.train --eval-only``: score the checkpoint named by ``--resume``, else
+    ``OUT/last.pt``, against the options ``explicit``ly given; with ``--out``, write
+    ``eval.json`` (and the scored weights) there, holding the folder's lock so that a run
+    training into it is not written over. ``use_ema``: the EMA weights (``--ema``)."""
+    ckpt = checkpoint_path(config) or (Path(config.out) / "last.pt" if config.out else None)
+    if ckpt is None or not ckpt.exists():
+        raise ValueError(f"--eval-only needs --resume CHECKPOINT (a last.pt, or a run folder's "
+                         f"model.safetensors) or --out with last.pt; got {ckpt}")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    expect = {k: getattr(config, k) for k in ("model", "attention", "data", "img_size")
+              if k in explicit}
+    with held(RunFolder(config.out) if config.out else None, config.command) as folder:
+        result = evaluate_checkpoint(ckpt, data_dir=config.data_dir, batch_size=config.batch_size,
+                                     num_workers=config.num_workers, device=config.device,
+                                     use_ema=use_ema, val_subset=config.val_subset,
+                                     progress=config.progress, expect=expect)
+        result["provenance"] = provenance(dataset=result["dataset"], command=config.command)
+        print(json.dumps({k: v for k, v in result.items() if k not in PER_IMAGE}, indent=2))
+        if folder is not None:
+            write_atomic(folder.path / "eval.json", eval_json(result))
+            # the scored weights in half precision, the file a committed run keeps
+            if ckpt.suffix != ".safetensors":
+                export_weights(ckpt, folder.path / WEIGHTS_FILE, use_ema=use_ema)
+    return 0

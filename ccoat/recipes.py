@@ -24,8 +24,12 @@ Progress bars are not a setting of a recipe: the book turns them off (``progress
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
+import shlex
+import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +38,7 @@ import torch
 from .data import DATA_ENV
 from .model import ATTENTION_KINDS
 from .profile import PROFILES, get_profile
-from .registry import MODEL_NAMES
+from .registry import MODEL_NAMES, registered_name, unwrap
 
 # ---------------------------------------------------------------------------------------------
 # What defines a run
@@ -46,11 +50,18 @@ MAX_IMG_SIZE = 4096
 SEED_LIMIT = 2**32  # numpy's seeds are 32-bit: np.random.seed(2**32) fails
 
 
-def _option(default, help: str, **cli):
-    """A :class:`TrainConfig` field: its default, its ``--help`` line, and how the command line
-    takes it where the field's name and type do not say (``flag``, argparse's ``choices``,
-    ``nargs``, ``const``; ``flag=None``: not an option)."""
-    return field(default=default, metadata={"help": help, **cli})
+# What a resumed run does with an option: the one list of it is each field's ``on_resume``.
+FIXED = "fixed"  # what the run computes: must equal the checkpoint's (the default)
+MAY_CHANGE = "may change"  # how long or how fast it runs: the checkpoint's unless given
+OF_THIS_PROCESS = "of this process"  # where and how this process runs: never the checkpoint's
+
+
+def _option(default, help: str, on_resume: str = FIXED, **cli):
+    """A :class:`TrainConfig` field: its default, its ``--help`` line, what a resumed run does
+    with it (``on_resume``), and how the command line takes it where the field's name and type
+    do not say (``flag``, argparse's ``choices``, ``nargs``, ``const``; ``flag=None``: not an
+    option)."""
+    return field(default=default, metadata={"help": help, "on_resume": on_resume, **cli})
 
 
 @dataclass
@@ -59,12 +70,12 @@ class TrainConfig:
 
     Every field is an option of the command line (``--batch-size`` for ``batch_size``, typed by
     its annotation, ``--x/--no-x`` for a bool, ``none`` for a number that may be None), with
-    the help given here: :func:`_parser` is generated from these fields.
+    the help given here: :func:`command_line` is generated from these fields.
     """
 
     model: str = _option("coat_lite_tiny_cifar", "a name of ccoat.MODEL_NAMES")
     data: str = _option("digits", "digits, cifar10, cifar100, imagenette or an ImageFolder path")
-    data_dir: str | None = _option(None, f"data root (None: ${DATA_ENV})")
+    data_dir: str | None = _option(None, f"data root (None: ${DATA_ENV})", on_resume=MAY_CHANGE)
     img_size: int | None = _option(None, "image side in pixels (None: the dataset's)")
     attention: str | None = _option(None, "override the model's attention kind")
     token_clustering: str | None = _option(
@@ -74,7 +85,7 @@ class TrainConfig:
                           "as clusters")
     token_stages: tuple[int, ...] = _option((1, 2), "token clustering: the stages (from 1)",
                                             nargs="+")
-    epochs: int = _option(10, "epochs to train")
+    epochs: int = _option(10, "epochs to train", on_resume=MAY_CHANGE)
     batch_size: int = _option(128, "global batch size, shared among DDP processes")
     lr: float = _option(1e-3, "peak learning rate (AdamW)")
     min_lr: float = _option(1e-5, "learning rate at the end of the cosine")
@@ -85,8 +96,8 @@ class TrainConfig:
     drop_path: float = _option(0.1, "stochastic depth rate")
     amp: str = _option("auto", "mixed precision (auto: bf16 or fp16 on a GPU, off on a CPU)",
                        choices=AMP_MODES)
-    compile: bool = _option(False, "torch.compile the model")
-    channels_last: bool = _option(False, "channels-last memory format")
+    compile: bool = _option(False, "torch.compile the model", on_resume=MAY_CHANGE)
+    channels_last: bool = _option(False, "channels-last memory format", on_resume=MAY_CHANGE)
     ema_decay: float | None = _option(None, "keep an EMA of the weights, e.g. 0.999")
     mixup: float = _option(0.0, "Mixup alpha (0: off)")
     cutmix: float = _option(0.0, "CutMix alpha (0: off)")
@@ -95,8 +106,9 @@ class TrainConfig:
     train_subset: int | None = _option(None, "a fixed random subset of the train split")
     val_subset: int | None = _option(None, "a fixed random subset of the val split")
     steps_per_epoch: int | None = _option(None, "cap on updates per epoch (smoke runs)")
-    stop_after: int | None = _option(None, "stop after this many epochs, as if interrupted")
-    num_workers: int = _option(2, "DataLoader worker processes")
+    stop_after: int | None = _option(None, "stop after this many epochs, as if interrupted",
+                                     on_resume=OF_THIS_PROCESS)
+    num_workers: int = _option(2, "DataLoader worker processes", on_resume=OF_THIS_PROCESS)
     data_on_device: bool = _option(
         False, "decode the splits once and keep and augment them on the device (images of "
         "several sizes, as torchvision's Imagenette, are stored resized to round(img_size / "
@@ -104,23 +116,27 @@ class TrainConfig:
         "packs them)")
     time_budget_s: float | None = _option(
         None, "train for this many seconds (--epochs is then an upper bound); the learning-rate "
-        "schedule follows the training time", flag="--time-budget")
-    threads: int | None = _option(None, "torch.set_num_threads")
+        "schedule follows the training time", flag="--time-budget", on_resume=MAY_CHANGE)
+    threads: int | None = _option(None, "torch.set_num_threads", on_resume=OF_THIS_PROCESS)
     seed: int = _option(0, "seed of the initialisation, the subsets, shuffling, augmentation")
-    device: str = _option("auto", "auto, cpu, cuda (the local rank's GPU) or cuda:N")
-    out: str | None = _option(None, "the run folder (one run per folder, locked)")
+    device: str = _option("auto", "auto, cpu, cuda (the local rank's GPU) or cuda:N",
+                          on_resume=OF_THIS_PROCESS)
+    out: str | None = _option(None, "the run folder (one run per folder, locked)",
+                              on_resume=OF_THIS_PROCESS)
     init: str | None = _option(
         None, "start from the weights in this file (a run's model.safetensors): a fine-tune, "
         "with a new optimiser and schedule; the model is this run's (--model, --attention, "
         "--token-clustering), so weights trained without clustering can be tuned with it")
     resume: bool | str = _option(
         False, "resume from OUT/last.pt, or from the checkpoint given; options not given are the "
-        "checkpoint's, options given must equal them (--epochs may grow)", nargs="?", const=True)
-    progress: bool = _option(True, "progress bars and a line of metrics per epoch")
+        "checkpoint's, options given must equal them (--epochs may grow)", nargs="?", const=True,
+        on_resume=OF_THIS_PROCESS)
+    progress: bool = _option(True, "progress bars and a line of metrics per epoch",
+                             on_resume=OF_THIS_PROCESS)
     command: str | None = _option(None, "recorded in run.json (the command line fills it in)",
-                                  flag=None)
+                                  flag=None, on_resume=OF_THIS_PROCESS)
     overwrite: bool = _option(False, "OUT holds a run: move it into OUT/replaced-<date>/ and "
-                              "start afresh")
+                              "start afresh", on_resume=OF_THIS_PROCESS)
 
     def __post_init__(self):
         if isinstance(self.token_stages, list):  # from the command line or run.json
@@ -296,6 +312,147 @@ def device_from(name: str, local_rank: int) -> torch.device:
             raise ValueError(f"device (--device) is {name!r}, but this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def check_given_model(config: TrainConfig, model: torch.nn.Module | None) -> None:
+    """A given model is what ``config`` says (its name, and its attention kinds where the config
+    names them): the run's record, and the model rebuilt from it to score it, must be the one
+    trained. Kinds share their weights, so a mismatch would load and score another model."""
+    name = registered_name(model) if model is not None else None
+    if name is not None and name != config.model:
+        raise ValueError(f"model (--model) is {config.model!r}, but the model given to fit is "
+                         f"a {name}: give config.model={name!r}, or no model")
+    kinds = getattr(unwrap(model), "attention_kinds", None) if model is not None else None
+    if config.attention and kinds is not None:
+        wanted = [config.attention] * 4 if isinstance(config.attention, str) \
+            else list(config.attention)
+        if list(kinds) != wanted:
+            raise ValueError(f"attention (--attention) is {config.attention!r}, but the model "
+                             f"given to fit has the kinds {list(kinds)}")
+
+
+def model_given(model: torch.nn.Module) -> dict | None:
+    """What ``run.json`` and the checkpoint record of a model not built from a registered name
+    (``config.model`` does not describe it); None for one that is ``config.model``."""
+    if registered_name(model) is not None:
+        return None
+    return {"class": type(unwrap(model)).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "note": "given to fit, not built from config.model"}
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    """The device named (:func:`device_from`), made the current CUDA device when it is a GPU:
+    a run or a scoring resolves its device once, here."""
+    device = device_from(name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device``, or None for full precision.
+
+    ``auto`` takes bf16 only where the GPU computes it natively, from compute capability 8.0
+    (Ampere) on, and fp16 (with a gradient scaler) below. ``torch.cuda.is_bf16_supported()``
+    cannot decide it: recent torch answers yes on a T4 (7.5, Colab's free GPU) too, where bf16
+    is emulated without tensor cores. ``bf16`` asks for it whatever the GPU."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.get_device_capability(device) >= (8, 0):
+        return torch.bfloat16
+    return torch.float16
+
+
+def options_on_resume(*kinds: str) -> tuple[str, ...]:
+    """The :class:`TrainConfig` fields whose ``on_resume`` is one of ``kinds`` (:data:`FIXED`,
+    :data:`MAY_CHANGE`, :data:`OF_THIS_PROCESS`)."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig)
+                 if f.metadata["on_resume"] in kinds)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line, generated from TrainConfig's fields
+
+
+def _or_none(type_):
+    """``int`` or ``float`` on the command line, where ``none`` (or nothing) means None."""
+    def convert(text: str):
+        return None if text.lower() in ("none", "") else type_(text)
+
+    convert.__name__ = f"{type_.__name__} (or none)"  # argparse's "invalid float (or none) value"
+    return convert
+
+
+def _argparse_keywords(option: dataclasses.Field) -> dict:
+    """How the command line takes a :class:`TrainConfig` field: typed by its annotation
+    (``none`` for a number that may be None), a bool as ``--x/--no-x``."""
+    keywords = {k: v for k, v in option.metadata.items()
+                if k not in ("help", "flag", "on_resume")}
+    keywords.update(dest=option.name, default=option.default, help=option.metadata["help"])
+    annotation = typing.get_type_hints(TrainConfig)[option.name]
+    if annotation is bool:
+        return keywords | {"action": argparse.BooleanOptionalAction}
+    types = typing.get_args(annotation) or (annotation,)
+    number = next((t for t in types if t in (int, float)), None)
+    if number is not None:
+        keywords["type"] = _or_none(number) if type(None) in types else number
+    return keywords
+
+
+def command_line(suppress: bool = False) -> argparse.ArgumentParser:
+    """The parser of ``python -m ccoat.train``: an option for every :class:`TrainConfig` field
+    (but ``command``), ``--recipe`` to start from, and ``--eval-only``/``--ema`` to evaluate
+    instead of training. ``suppress``: no defaults, so that parsing tells what was given."""
+    p = argparse.ArgumentParser(
+        prog="python -m ccoat.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Training and evaluation: one function for the notebooks, one command "
+        "line for everyone.")
+    p.add_argument("--recipe", choices=list(RECIPES), metavar="NAME",
+                   help="start from a named recipe of ccoat.recipes (" + ", ".join(RECIPES)
+                   + "); options given here override it")
+    for option in dataclasses.fields(TrainConfig):
+        if option_flag(option.name) is not None:
+            p.add_argument(option_flag(option.name), **_argparse_keywords(option))
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluate the checkpoint given by --resume (top-1/top-5, images/s)")
+    p.add_argument("--ema", action="store_true", help="with --eval-only: evaluate the EMA weights")
+    if suppress:
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+    return p
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
+    """The run's config, and the parsed arguments; ``args.explicit`` names the config options
+    given on the command line, directly or by ``--recipe`` (the others are defaults)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = command_line()
+    known, _ = p.parse_known_args(argv)
+    given = recipe(known.recipe) if known.recipe else {}
+    p.set_defaults(**given)
+    args = p.parse_args(argv)
+    args.explicit = (set(vars(command_line(suppress=True).parse_args(argv))) | set(given)) - {"help"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["command"] = "python -m ccoat.train " + " ".join(shlex.quote(str(a)) for a in argv)
+    return TrainConfig(**values), args
+
+
+
+
+
+def refuse_unused_options(config: TrainConfig, explicit: set[str]) -> None:
+    """Options given that the run would ignore (their defaults pass :meth:`TrainConfig.validate`
+    unseen): token clustering's ``--keep`` and ``--token-stages`` without it."""
+    unused = [option_flag(k) for k in ("keep", "token_stages") if k in explicit]
+    if unused and config.token_clustering is None:
+        raise ValueError(f"{' and '.join(unused)} set token clustering, but no "
+                         f"--token-clustering was given (pool, bipartite, lsh or grid)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -136,3 +136,15 @@ def register_with_timm() -> list[str]:
             register_model(entry)
         registered.append(name)
     return registered
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, out of DDP's wrapper and ``torch.compile``'s (its parameters are the
+    same either way; its attributes, such as ``attention_kinds``, are the inner model's)."""
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def registered_name(model: nn.Module) -> str | None:
+    """The name :func:`create_model` built ``model`` from, or None for another model."""
+    return (getattr(unwrap(model), "pretrained_cfg", None) or {}).get("architecture")

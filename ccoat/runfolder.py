@@ -15,17 +15,25 @@ that keep them consistent:
   choice (resume it, or ``overwrite``: the old run's files are moved into ``replaced-<date>/``);
 - temporary files left by a killed run are removed by the next run that takes the lock.
 
+What a run continues from is read here too (:func:`resume_point`: a checkpoint, or the
+``run.json`` of a run stopped before its first one), with the options a resumed run keeps from
+it (:func:`with_saved_options`) and the differences it refuses (:func:`config_differences`):
+which options may change is each :class:`~ccoat.recipes.TrainConfig` field's ``on_resume``.
+
 A finished run committed under ``results/`` (with ``eval.json``, its final checkpoint scored by
 ``python -m ccoat.train --eval-only``) is read back by :func:`read_run`.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import errno
 import io
 import json
 import os
 import pickle
+import random
 import socket
 import sys
 import zipfile
@@ -33,9 +41,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from .provenance import results_file, write_atomic
+from .recipes import (
+    FIXED,
+    MAY_CHANGE,
+    OF_THIS_PROCESS,
+    TrainConfig,
+    model_options,
+    options_on_resume,
+)
 
 if TYPE_CHECKING:  # pandas is imported by read_run only: training does not need it
     import pandas as pd
@@ -151,15 +168,15 @@ class RunFolder:
         return self.path / "metrics.jsonl"
 
     @property
-    def record(self) -> Path:
+    def run_json(self) -> Path:
         return self.path / "run.json"
 
     def holds_run(self) -> bool:
         """True when the folder has a checkpoint or measured epochs (a run worth keeping)."""
         return self.checkpoint.exists() or (self.metrics.exists() and self.metrics.stat().st_size > 0)
 
-    def read_record(self) -> dict | None:
-        return read_json(self.record) if self.record.exists() else None
+    def read_run_json(self) -> dict | None:
+        return read_json(self.run_json) if self.run_json.exists() else None
 
     def measured_epochs(self) -> list[int]:
         """The epochs ``metrics.jsonl`` holds (none when it is absent)."""
@@ -188,9 +205,32 @@ class RunFolder:
                 os.replace(self.path / name, aside / name)
         return aside
 
+    def make_room(self, continued_from: Path | None, continued: bool, overwrite: bool) -> None:
+        """Before a run writes here: refuse to continue another folder's checkpoint
+        (``continued_from``) over a run of this one's own without ``overwrite``; move aside a
+        run that this one does not continue."""
+        foreign = continued_from is not None and \
+            Path(continued_from).resolve() != self.checkpoint.resolve()
+        if foreign and self.holds_run() and not overwrite:
+            raise ValueError(f"{self.path} holds a run of its own; resuming {continued_from} "
+                             f"into it needs --overwrite (moves it aside)")
+        if (not continued or foreign) and self.holds_run():
+            aside = self.move_aside()
+            print(f"--overwrite: moved the run that was in {self.path} to {aside}",
+                  file=sys.stderr, flush=True)
+
     # -- writes, in the order that keeps the folder consistent ---------------------------------
-    def write_record(self, record: dict) -> None:
-        write_atomic(self.record, json.dumps(record, indent=2, default=str) + "\n")
+    def write_run_json(self, run: dict) -> None:
+        write_atomic(self.run_json, json.dumps(run, indent=2, default=str) + "\n")
+
+    def begin(self, run_json: dict, history: list[dict], resumed: bool) -> None:
+        """``run.json`` (a resumed run's keeps its first launch, nested) and the epochs of the
+        checkpoint the run continues from, each once."""
+        previous = self.read_run_json() if resumed and self.run_json.exists() else None
+        if previous is not None:
+            run_json["first_launch"] = previous.get("first_launch", previous)
+        self.write_run_json(run_json)
+        self.write_metrics(history)
 
     def write_epoch(self, checkpoint: dict) -> None:
         """The checkpoint, then ``metrics.jsonl`` from its history."""
@@ -248,6 +288,26 @@ def save_checkpoint(obj, path: str | os.PathLike) -> None:
     write_atomic(path, buffer.getbuffer())
 
 
+def rng_state() -> dict:
+    """Every RNG state a checkpoint keeps: torch's (and CUDA's), numpy's and python's."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`. The generators take CPU byte tensors only, whatever device a
+    checkpoint was loaded onto, so every state is brought to the CPU first."""
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        # As many GPUs as both machines have.
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][:torch.cuda.device_count()])
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint written by :func:`ccoat.train.fit`, on the CPU (RNG states must be CPU
     tensors; the model and optimizer move their state to their device when loading it).
@@ -285,8 +345,8 @@ def weights_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(errno.ENOENT, f"no weights file at {path}")
-    record, metrics = path.with_name("run.json"), path.with_name("metrics.jsonl")
-    if not record.is_file() or not metrics.is_file():
+    run_json, metrics = path.with_name("run.json"), path.with_name("metrics.jsonl")
+    if not run_json.is_file() or not metrics.is_file():
         raise ValueError(f"weights {path} have no run.json and metrics.jsonl beside them: not a "
                          f"run folder's weights")
     try:
@@ -295,9 +355,9 @@ def weights_checkpoint(path: str | os.PathLike) -> dict:
         raise ValueError(f"weights {path} cannot be read ({type(error).__name__}: "
                          f"{error})") from error
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    run = read_json(record)
+    run = read_json(run_json)
     if not isinstance(run, dict) or "config" not in run or "data" not in run:
-        raise ValueError(f"{record} lacks the run's config and data: not written by "
+        raise ValueError(f"{run_json} lacks the run's config and data: not written by "
                          f"ccoat.train.fit")
     history = read_jsonl(metrics, "epoch")
     if not history:
@@ -305,6 +365,168 @@ def weights_checkpoint(path: str | os.PathLike) -> dict:
     return {"config": run["config"], "data": run["data"],
             "epoch": max(h["epoch"] for h in history) - 1, "history": history,
             "model": state, "ema": None, "weights_only": True}
+
+
+# ---------------------------------------------------------------------------------------------
+# Holding a folder, and what a run in it continues from
+
+
+@contextlib.contextmanager
+def held(folder: RunFolder | None, command: str | None):
+    """``folder`` locked for the ``with`` block (:meth:`RunFolder.lock`), a folder that cannot
+    be made or written named as ``--out`` (a read-only disk, a path under ``/proc``); one made
+    here and left empty (a run refused before its first write) is removed after. ``None`` (not
+    rank 0, or no ``out``): nothing to hold."""
+    if folder is None:
+        yield None
+        return
+    created = not folder.path.exists()
+    try:
+        try:
+            folder.lock(command=command)
+        except RunFolderBusy:
+            raise
+        except OSError as error:
+            raise OSError(error.errno, f"out (--out) {folder.path}: cannot make or write the "
+                          f"run folder ({error.strerror or error})") from error
+        yield folder
+    finally:
+        folder.release()
+        if created:
+            try:
+                folder.path.rmdir()  # only if empty
+            except OSError:
+                pass
+
+
+def what_is_kept(config: TrainConfig, eval_only: bool) -> str:
+    """What the run folder keeps of a command stopped now (Ctrl-C)."""
+    if eval_only:
+        return "nothing was written (eval.json is written once the scoring ends)"
+    if not config.out:
+        return "nothing was written (no --out)"
+    return (f"{config.out} keeps the last completed epoch (checkpoint first, then metrics.jsonl); "
+            f"add --resume to the same command to continue")
+
+
+def checkpoint_path(config: TrainConfig) -> Path | None:
+    """The checkpoint a run continues from: the one ``resume`` names, else ``OUT/last.pt``
+    with ``resume=True``; None for a new run."""
+    if isinstance(config.resume, str) and config.resume:
+        return Path(config.resume)
+    if config.resume and config.out:
+        return Path(config.out) / "last.pt"
+    return None
+
+
+# The options a checkpoint and the run that continues it may differ in (TrainConfig's
+# ``on_resume``): how long and how fast it runs, and where; not what it computes. ``epochs`` may
+# grow: the schedule is rebuilt for it.
+MAY_CHANGE_ON_RESUME = options_on_resume(MAY_CHANGE, OF_THIS_PROCESS)
+
+
+def config_differences(saved: dict, config: TrainConfig,
+                       ignore: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> list[str]:
+    """``"name: checkpoint X, now Y"`` for each option of ``config`` that differs from the
+    ``saved`` one (a checkpoint's or ``run.json``'s ``config``), except those in ``ignore``."""
+    now = dataclasses.asdict(config)
+    plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 (JSON has no tuples)
+    differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
+                   for name, value in now.items()
+                   if name not in ignore and name in saved and plain(saved[name]) != plain(value)]
+    if "time_budget_s" in ignore and (saved.get("time_budget_s") is None) != (config.time_budget_s is None):
+        differences.append(f"time_budget_s: checkpoint {saved.get('time_budget_s')!r}, now "
+                           f"{config.time_budget_s!r} (a budget may grow, not come or go)")
+    return differences
+
+
+def refuse_differences(source, differences: list[str], action: str) -> None:
+    """``ValueError`` listing each difference (``"name: checkpoint X, now Y"``) between what
+    ``source`` was made with and what the caller asks, if there is any; ``action`` is what is
+    refused (``"resume"``, ``"evaluate"``)."""
+    if differences:
+        raise ValueError(f"{source} was made with other settings; refusing to {action} it "
+                         f"with these (give the checkpoint's values, or another --out):\n  "
+                         + "\n  ".join(differences))
+
+
+def data_and_kind_differences(ckpt: dict, info, kinds) -> list[str]:
+    """What a checkpoint was made on that a run continuing it must share: the data (``info``,
+    a :class:`~ccoat.data.DataInfo`) and the attention ``kinds``, as ``"name: checkpoint X,
+    now Y"``."""
+    differences = [f"{k}: checkpoint {ckpt['data'].get(k)!r}, now {getattr(info, k)!r}"
+                   for k in ("name", "num_classes", "img_size")
+                   if ckpt["data"].get(k) != getattr(info, k)]
+    if ckpt.get("attention_kinds") is not None and kinds is not None and \
+            list(ckpt["attention_kinds"]) != list(kinds):
+        differences.append(f"attention kinds: checkpoint {ckpt['attention_kinds']}, "
+                           f"now {list(kinds)}")
+    return differences
+
+
+def resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None, dict | None]:
+    """What a run continues from: ``(checkpoint, None)``, ``(None, run.json)`` for a run stopped
+    before its first checkpoint, or ``(None, None)`` for a new run. Refuses a new run in a folder
+    that holds one (without ``overwrite``) and a resume with nothing to resume from."""
+    folder = RunFolder(config.out) if config.out else None  # read only: every process reads
+    ckpt_path = checkpoint_path(config)
+    if ckpt_path is not None:
+        if ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path)
+            refuse_differences(ckpt_path, config_differences(ckpt["config"], config), "resume")
+            done = ckpt["epoch"] + 1
+            if config.epochs < done:
+                raise ValueError(f"epochs (--epochs) is {config.epochs}, but {ckpt_path} has "
+                                 f"already completed {done} epochs")
+            return ckpt, None
+        if isinstance(config.resume, str):
+            raise FileNotFoundError(f"resume (--resume {config.resume}): no such checkpoint")
+        run_json = folder.read_run_json() if folder is not None else None
+        if run_json is None:
+            raise ValueError(f"resume (--resume): nothing to resume from in {config.out} (no "
+                             f"last.pt, no run.json); start the run without --resume")
+        _refuse_lost_checkpoint(folder)
+        refuse_differences(folder.run_json, config_differences(run_json.get("config", {}), config),
+                           "resume")
+        return None, run_json
+    if main_process and folder is not None and folder.holds_run() and not config.overwrite:
+        raise ValueError(f"{folder.path} holds a run (last.pt or metrics.jsonl); pass --resume to "
+                         f"continue it, --overwrite to move it aside into "
+                         f"{folder.path}/replaced-<date>/, or choose another --out")
+    return None, None
+
+
+def _refuse_lost_checkpoint(folder: RunFolder) -> None:
+    """A folder with ``run.json`` and no ``last.pt`` resumes from scratch only if it measured
+    no epoch (a run stopped before its first checkpoint). One with measured epochs lost its
+    checkpoint (a committed run keeps none): starting again would replace its record."""
+    epochs = folder.measured_epochs()
+    if epochs:
+        raise ValueError(f"resume (--resume): {folder.path} holds a run with measured epochs "
+                         f"{_span(epochs)} (metrics.jsonl) but no {folder.checkpoint.name} to "
+                         f"continue from; refusing to start it again over them (restore "
+                         f"{folder.checkpoint.name}, or choose another --out)")
+
+
+def _span(epochs: list[int]) -> str:
+    return f"{epochs[0]}..{epochs[-1]}" if epochs == list(range(epochs[0], epochs[-1] + 1)) \
+        else str(epochs)
+
+
+def with_saved_options(config: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """``--resume``: the options not given on the command line (``explicit``) and not of this
+    process (TrainConfig's ``on_resume``), from the checkpoint (or, for a run stopped before its
+    first checkpoint, from its ``run.json``)."""
+    path = checkpoint_path(config)
+    if path is not None and path.exists():
+        saved = load_checkpoint(path)["config"]
+    elif config.resume is True and (Path(config.out) / "run.json").exists():
+        saved = (RunFolder(config.out).read_run_json() or {}).get("config", {})
+    else:
+        return config
+    taken = options_on_resume(FIXED, MAY_CHANGE)
+    return dataclasses.replace(config, **{k: v for k, v in saved.items()
+                                          if k in taken and k not in explicit})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +542,6 @@ def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike | None
     (``safetensors``, default ``model.safetensors`` beside the checkpoint): the file a run
     commits instead of its ``last.pt``, which also holds the optimizer's state (6x larger).
     ``use_ema``: the EMA weights instead of the trained ones."""
-    from .recipes import model_options
     from .registry import create_model
     from .weights import save_weights
 
@@ -355,7 +576,6 @@ class CommittedRun:
         """The run's model with its committed weights (``model.safetensors``), built with the
         run's attention kind or with ``attention`` (any kind: all share their weights) and
         clustering ``options``; in evaluation mode, on the CPU."""
-        from .recipes import model_options
         from .registry import create_model
         from .weights import load_weights
 
@@ -391,13 +611,13 @@ def read_run(name: str, repo: str | None = None, *,
     import pandas as pd
 
     metrics = results_file(f"{name}/metrics.jsonl", repo, start=start, required=required)
-    record = (results_file(f"{name}/run.json", repo, start=start, required=required)
-              if metrics else None)
-    if record is None:
+    run_json = (results_file(f"{name}/run.json", repo, start=start, required=required)
+                if metrics else None)
+    if run_json is None:
         return None
     evaluated = results_file(f"{name}/eval.json", repo, start=start, required=required)
     read_jsonl(metrics, "epoch")  # a corrupt line is named here; pandas would not name the file
-    return CommittedRun(path=record.parent, run=read_json(record),
+    return CommittedRun(path=run_json.parent, run=read_json(run_json),
                         metrics=pd.read_json(metrics, lines=True),
                         eval=read_json(evaluated) if evaluated else None,
                         name=name, repo=repo, start=start)

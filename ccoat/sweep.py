@@ -45,6 +45,8 @@ import os
 import shlex
 import statistics
 import sys
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -97,7 +99,7 @@ def _available_bytes(device: torch.device) -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-class _Guard:
+class _PassForecast:
     """Predicts a pass's time and memory from the same kind's last measured point, scaled by the
     analytic cost (MACs + other operations), and says why a pass should be skipped."""
 
@@ -106,7 +108,7 @@ class _Guard:
         self.device = device
         self.last: dict = {}  # (model, kind, batch, mode) -> (work, seconds, bytes)
 
-    def reason(self, key, work: float) -> str | None:
+    def skip_reason(self, key, work: float) -> str | None:
         if key not in self.last:
             return None
         prev_work, prev_s, prev_bytes = self.last[key]
@@ -120,7 +122,7 @@ class _Guard:
                     f"the {2 * budget / 2**30:.1f} GiB available")
         return None
 
-    def record(self, key, work, seconds, nbytes):
+    def remember(self, key, work, seconds, nbytes):
         self.last[key] = (work, seconds, nbytes)
 
 
@@ -137,8 +139,20 @@ def build_models(model_name: str, kinds, device) -> dict:
     return models
 
 
-def _measure_config(model_name, models, img_size, batch_size, settings, guard, bar):
+@dataclass
+class _Sweep:
+    """What every configuration of one sweep shares: its settings, the forecast that skips a
+    pass too long or too large, and the progress bar."""
+
+    settings: dict
+    forecast: _PassForecast
+    bar: typing.Any  # tqdm
+
+
+def _measure_config(sweep: _Sweep, model_name: str, models: dict, img_size: int,
+                    batch_size: int) -> tuple[list[dict], list[dict]]:
     """All kinds of one (model, size, batch): costs, memory, then interleaved timings."""
+    settings, forecast, bar = sweep.settings, sweep.forecast, sweep.bar
     device = torch.device(settings["device"])
     kinds = list(models)
     images = sample_photos(img_size, batch_size).to(device)
@@ -158,7 +172,7 @@ def _measure_config(model_name, models, img_size, batch_size, settings, guard, b
         }
         for mode in ("fwd", "train"):
             key = (model_name, kind, batch_size, mode)
-            reason = guard.reason(key, work) if mode == "fwd" or settings["train"] else \
+            reason = forecast.skip_reason(key, work) if mode == "fwd" or settings["train"] else \
                 "not asked for (--no-train)"
             row[f"peak_mem_{mode}_bytes"], row[f"{mode}_s"], row[f"{mode}_img_s"] = None, None, None
             row[f"{mode}_repeats"], row[f"{mode}_skipped"] = 0, reason
@@ -191,7 +205,7 @@ def _measure_config(model_name, models, img_size, batch_size, settings, guard, b
                 row[f"{mode}_vs_factorized"] = measure.round_ratio(times, kind, "factorized")
             row[f"{mode}_s"], row[f"{mode}_img_s"] = median, batch_size / median
             row[f"{mode}_repeats"] = len(times[kind])
-            guard.record((model_name, kind, batch_size, mode), work, median,
+            forecast.remember((model_name, kind, batch_size, mode), work, median,
                          row[f"peak_mem_{mode}_bytes"])
     return [rows[k][0] for k in kinds], components
 
@@ -277,18 +291,19 @@ def run(settings: dict, out_dir: str | os.PathLike = DEFAULT_OUT, command: str |
         for img_size in settings["resolutions"]:
             for batch_size in settings["batch_sizes"]:  # bad settings fail before the sweep
                 cost.check_input(next(iter(kinds.values())), img_size, batch_size)
-    guard = _Guard(settings["max_seconds"], device)
+    forecast = _PassForecast(settings["max_seconds"], device)
     rows, components = [], []
     total = (len(settings["models"]) * len(settings["batch_sizes"]) * len(settings["resolutions"])
              * len(settings["kinds"]))
     partial = f"{settings['name']}.partial"
     with tqdm(total=total, desc="cost sweep", disable=not progress) as bar:
+        sweep = _Sweep(settings, forecast, bar)
         for model_name in settings["models"]:
             for batch_size in settings["batch_sizes"]:
                 for img_size in sorted(settings["resolutions"]):
                     bar.set_postfix(model=model_name, size=img_size, batch=batch_size)
-                    r, c = _measure_config(model_name, models[model_name], img_size, batch_size,
-                                           settings, guard, bar)
+                    r, c = _measure_config(sweep, model_name, models[model_name], img_size,
+                                           batch_size)
                     rows += r
                     components += c
                     write({"provenance": record_of_run, "complete": False, "rows": rows,

@@ -81,8 +81,8 @@ def unmerge(prototypes: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
 # clusters (the argument k of the functions and modules below)
 
 
-def budget(keep: float, n_tokens: int) -> int:
-    """``K``, the clusters for ``n_tokens`` image tokens at a budget ``keep`` (at least 1)."""
+def clusters_kept(keep: float, n_tokens: int) -> int:
+    """``K``, the clusters kept of ``n_tokens`` image tokens at a budget ``keep`` (at least 1)."""
     return max(1, min(n_tokens, round(keep * n_tokens)))
 
 
@@ -96,7 +96,7 @@ def pool_grid(size: tuple[int, int], k: int) -> tuple[int, int]:
 def cluster_count(method: str, keep: float, size: tuple[int, int]) -> int:
     """How many clusters ``method`` forms of an ``(H, W)`` grid at ``keep``, whatever the data
     (``"pool"`` rounds to whole windows; the other two form exactly the budget)."""
-    k = budget(keep, size[0] * size[1])
+    k = clusters_kept(keep, size[0] * size[1])
     if method == "pool":
         gh, gw = pool_grid(size, k)
         return gh * gw
@@ -247,7 +247,7 @@ class TokenClusteredBlock(nn.Module):
         return clusters
 
     def _form(self, tokens: torch.Tensor, size) -> tuple[torch.Tensor, int]:
-        k = budget(self.keep, tokens.shape[1])
+        k = clusters_kept(self.keep, tokens.shape[1])
         if self.method == "pool":
             return pool_clusters(tokens, size, k)
         if self.method == "bipartite":

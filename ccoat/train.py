@@ -1,4 +1,4 @@
-"""Training and evaluation: one function for the notebooks, one command line for everyone.
+"""Training: one function for the notebooks, one command line for everyone.
 
 ``fit(config) -> TrainRun`` runs the recipe the book uses for every model:
 
@@ -14,15 +14,12 @@
   rename) with the model, optimizer, scheduler, scaler, EMA and every RNG state. The folder is
   locked while the run trains and stays consistent whenever it stops (:mod:`ccoat.runfolder`).
 
-:func:`fit` reads top to bottom in phases, one function each: the data, the model, the
-optimisation, the checkpoint it continues from, then per epoch one pass of training, the
-evaluation and the checkpoint. What defines a run (:class:`TrainConfig`) and the named
-settings of the book's runs are in :mod:`ccoat.recipes`, and the scoring (each epoch's
-evaluation, and the checkpoint that ``--eval-only`` scores) in :mod:`ccoat.evaluate`: this
-module builds on both.
-
-Every option is checked before any work (:meth:`TrainConfig.validate`). A resumed run, or an
-evaluated checkpoint, is compared with the options given: a difference is refused, listing each.
+:func:`fit` reads top to bottom, as nanoGPT's ``train.py`` does, in phases of one
+:class:`_Run`: where the process runs, what it continues from, the data, the model, what makes
+an update, then per epoch one pass of training, the evaluation and the checkpoint. What an
+option means (its device, its precision, whether it may change on resume, the command line) is
+:class:`~ccoat.recipes.TrainConfig`'s; what a run continues from, and what it refuses to
+continue, is the run folder's (:mod:`ccoat.runfolder`); the scoring is :mod:`ccoat.evaluate`'s.
 
 Resuming (``resume=True``) continues from the last completed epoch so that an interrupted run
 ends with exactly the weights of an uninterrupted one: each epoch's shuffling is a function of
@@ -34,18 +31,15 @@ its share of each global batch (``batch_size`` is the global batch), gradients a
 and only rank 0 writes files and progress bars.
 
 Command line: ``python -m ccoat.train --model coat_lite_tiny_cifar --data cifar10 --epochs 10
---batch-size 128 --out runs/x``; ``--eval-only --resume CKPT`` reports top-1/top-5 and
-throughput of a checkpoint. Its options are :class:`TrainConfig`'s fields.
+--batch-size 128 --out runs/x``; ``--eval-only --resume CKPT`` scores a checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 import random
-import shlex
 import sys
 import time
 import typing
@@ -65,54 +59,38 @@ from tqdm.auto import tqdm
 
 from . import data as cdata
 from .evaluate import (
-    PER_IMAGE,
     all_reduce_sum,
-    amp_dtype,
     dataset_label,
-    eval_json,
     evaluate,
-    evaluate_checkpoint,
     load_model_state,
-    refuse_differences,
-    resolve_device,
-    unwrap,
+    score_into_folder,
 )
-from .provenance import provenance, write_atomic
+from .provenance import provenance
 from .recipes import (
-    RECIPES,
     TrainConfig,
-    device_from,
+    amp_dtype,
+    check_given_model,
+    model_given,
     model_options,
-    option_flag,
-    recipe,
+    parse_args,
+    refuse_unused_options,
+    resolve_device,
 )
-from .registry import create_model
+from .registry import create_model, unwrap
 from .runfolder import (
-    WEIGHTS_FILE,
     RunFolder,
     RunFolderBusy,
-    export_weights,
-    load_checkpoint,
+    checkpoint_path,
+    data_and_kind_differences,
+    held,
+    refuse_differences,
+    resume_point,
+    rng_state,
+    set_rng_state,
+    what_is_kept,
+    with_saved_options,
 )
 from .weights import load_weights
-
-# ---------------------------------------------------------------------------------------------
-# Distributed helpers
-
-
-def _dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-            int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def setup_distributed(device_type: str) -> tuple[int, int, int]:
-    """Join torchrun's process group (nccl on GPUs, else gloo); (rank, world, local rank)."""
-    rank, world, local_rank = _dist_env()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return rank, world, local_rank
-
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of the recipe
@@ -128,25 +106,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         (no_decay if p.ndim <= 1 or name in skip or name.endswith("cls_token") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore :func:`rng_state`. The generators take CPU byte tensors only, whatever device a
-    checkpoint was loaded onto, so every state is brought to the CPU first."""
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        # As many GPUs as both machines have.
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][:torch.cuda.device_count()])
 
 
 def seed_everything(seed: int) -> None:
@@ -222,97 +181,12 @@ class TimeBudgetSchedule:
 
 
 # ---------------------------------------------------------------------------------------------
-# Where a run executes, and what it may continue from
-
-
-def _checkpoint_path(config: TrainConfig) -> Path | None:
-    if isinstance(config.resume, str) and config.resume:
-        return Path(config.resume)
-    if config.resume and config.out:
-        return Path(config.out) / "last.pt"
-    return None
-
-
-# Options that may differ between a checkpoint and the run that continues it: where and how the
-# run executes, not what it computes. ``epochs`` may grow: the schedule is rebuilt for it.
-MAY_CHANGE_ON_RESUME = ("epochs", "time_budget_s", "stop_after", "num_workers", "threads",
-                        "device", "out", "resume", "overwrite", "progress", "command", "data_dir",
-                        "compile", "channels_last")
-
-
-def config_differences(saved: dict, config: TrainConfig,
-                       ignore: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> list[str]:
-    """``"name: checkpoint X, now Y"`` for each option of ``config`` that differs from the
-    ``saved`` one (a checkpoint's or ``run.json``'s ``config``), except those in ``ignore``."""
-    now = dataclasses.asdict(config)
-    plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 (JSON has no tuples)
-    differences = [f"{name}: checkpoint {saved.get(name)!r}, now {value!r}"
-                   for name, value in now.items()
-                   if name not in ignore and name in saved and plain(saved[name]) != plain(value)]
-    if "time_budget_s" in ignore and (saved.get("time_budget_s") is None) != (config.time_budget_s is None):
-        differences.append(f"time_budget_s: checkpoint {saved.get('time_budget_s')!r}, now "
-                           f"{config.time_budget_s!r} (a budget may grow, not come or go)")
-    return differences
-
-
-def _resume_point(config: TrainConfig, main_process: bool) -> tuple[dict | None, dict | None]:
-    """What a run continues from: ``(checkpoint, None)``, ``(None, run.json)`` for a run stopped
-    before its first checkpoint, or ``(None, None)`` for a new run. Refuses a new run in a folder
-    that holds one (without ``overwrite``) and a resume with nothing to resume from."""
-    folder = RunFolder(config.out) if config.out else None  # read only: every process reads
-    ckpt_path = _checkpoint_path(config)
-    if ckpt_path is not None:
-        if ckpt_path.exists():
-            ckpt = load_checkpoint(ckpt_path)
-            refuse_differences(ckpt_path, config_differences(ckpt["config"], config), "resume")
-            done = ckpt["epoch"] + 1
-            if config.epochs < done:
-                raise ValueError(f"epochs (--epochs) is {config.epochs}, but {ckpt_path} has "
-                                 f"already completed {done} epochs")
-            return ckpt, None
-        if isinstance(config.resume, str):
-            raise FileNotFoundError(f"resume (--resume {config.resume}): no such checkpoint")
-        record = folder.read_record() if folder is not None else None
-        if record is None:
-            raise ValueError(f"resume (--resume): nothing to resume from in {config.out} (no "
-                             f"last.pt, no run.json); start the run without --resume")
-        _refuse_lost_checkpoint(folder)
-        refuse_differences(folder.record, config_differences(record.get("config", {}), config),
-                           "resume")
-        return None, record
-    if main_process and folder is not None and folder.holds_run() and not config.overwrite:
-        raise ValueError(f"{folder.path} holds a run (last.pt or metrics.jsonl); pass --resume to "
-                         f"continue it, --overwrite to move it aside into "
-                         f"{folder.path}/replaced-<date>/, or choose another --out")
-    return None, None
-
-
-def _refuse_lost_checkpoint(folder: RunFolder) -> None:
-    """A folder with ``run.json`` and no ``last.pt`` resumes from scratch only if it measured
-    no epoch (a run stopped before its first checkpoint). One with measured epochs lost its
-    checkpoint (a committed run keeps none): starting again would replace its record."""
-    epochs = folder.measured_epochs()
-    if epochs:
-        raise ValueError(f"resume (--resume): {folder.path} holds a run with measured epochs "
-                         f"{_span(epochs)} (metrics.jsonl) but no {folder.checkpoint.name} to "
-                         f"continue from; refusing to start it again over them (restore "
-                         f"{folder.checkpoint.name}, or choose another --out)")
-
-
-def _span(epochs: list[int]) -> str:
-    return f"{epochs[0]}..{epochs[-1]}" if epochs == list(range(epochs[0], epochs[-1] + 1)) \
-        else str(epochs)
-
-
-# ---------------------------------------------------------------------------------------------
-# fit, in phases: launch; data; model; optimisation; the checkpoint it continues from; the run
-# folder's record; then per epoch one pass of training, the evaluation and the checkpoint.
+# fit, top to bottom
 
 
 @dataclass
 class TrainRun:
     """What :func:`fit` hands back: the trained model (unwrapped), per-epoch history, the data."""
-
     model: nn.Module
     history: list[dict]
     info: cdata.DataInfo
@@ -332,110 +206,38 @@ def fit(config: TrainConfig | dict, model: nn.Module | None = None) -> TrainRun:
     (:mod:`ccoat.runfolder`).
     """
     config = (TrainConfig(**config) if isinstance(config, dict) else config).validate()
-    _check_given_model(config, model)
+    check_given_model(config, model)
     if config.threads:
         torch.set_num_threads(config.threads)
-    rank, world, device = _launch(config)
-    folder = RunFolder(config.out) if config.out and rank == 0 else None
-    created = folder is not None and not folder.path.exists()
-    try:
-        if folder is not None:
-            _lock(folder, command=config.command)
-        return _fit_in_folder(config, model, device, rank, world, folder)
-    finally:
-        if folder is not None:
-            folder.release()
-            if created:  # a run refused before its first write leaves no empty folder
-                _remove_if_empty(folder.path)
-
-
-def _lock(folder: RunFolder, command: str | None) -> None:
-    """:meth:`RunFolder.lock`, with a folder that cannot be made or written named as ``--out``
-    (a read-only disk, a path under ``/proc``)."""
-    try:
-        folder.lock(command=command)
-    except RunFolderBusy:
-        raise
-    except OSError as error:
-        raise OSError(error.errno, f"out (--out) {folder.path}: cannot make or write the run "
-                      f"folder ({error.strerror or error})") from error
-
-
-def _check_given_model(config: TrainConfig, model: nn.Module | None) -> None:
-    """A given model is what ``config`` says (its name, and its attention kinds where the config
-    names them): the run's record, and the model rebuilt from it to score it, must be the one
-    trained. Kinds share their weights, so a mismatch would load and score another model."""
-    name = _registered_name(model) if model is not None else None
-    if name is not None and name != config.model:
-        raise ValueError(f"model (--model) is {config.model!r}, but the model given to fit is "
-                         f"a {name}: give config.model={name!r}, or no model")
-    kinds = getattr(unwrap(model), "attention_kinds", None) if model is not None else None
-    if config.attention and kinds is not None:
-        wanted = [config.attention] * 4 if isinstance(config.attention, str) \
-            else list(config.attention)
-        if list(kinds) != wanted:
-            raise ValueError(f"attention (--attention) is {config.attention!r}, but the model "
-                             f"given to fit has the kinds {list(kinds)}")
-
-
-def _registered_name(model: nn.Module) -> str | None:
-    """The name :func:`ccoat.create_model` built ``model`` from, or None for another model."""
-    return (getattr(unwrap(model), "pretrained_cfg", None) or {}).get("architecture")
-
-
-def _model_given(model: nn.Module) -> dict | None:
-    """What ``run.json`` and the checkpoint record of a model not built from a registered name
-    (``config.model`` does not describe it); None for one that is ``config.model``."""
-    if _registered_name(model) is not None:
-        return None
-    return {"class": type(unwrap(model)).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "note": "given to fit, not built from config.model"}
-
-
-def _launch(config: TrainConfig) -> tuple[int, int, torch.device]:
-    """This process's rank, the number of processes and this process's device; under torchrun
-    the process group is joined first."""
-    rank, world, local_rank = setup_distributed(device_from(config.device, 0).type)
-    device = resolve_device(config.device, local_rank)
-    if config.batch_size % world:
-        raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
-                         f"got {config.batch_size}")
-    return rank, world, device
-
-
-def _fit_in_folder(config: TrainConfig, model: nn.Module | None, device: torch.device,
-                   rank: int, world: int, folder: RunFolder | None) -> TrainRun:
-    """:func:`fit`, its folder (rank 0's, else None) locked. The phases come in the order the
-    RNG sees them: the seed, the model's initialisation, then a checkpoint's saved states."""
-    main_process = rank == 0
-    if folder is not None:
-        for path in folder.remove_temporaries():
+    run = _launch(config)
+    with held(run.folder, config.command):
+        for path in run.folder.remove_temporaries() if run.folder is not None else ():
             print(f"removed {path}, left by a write that never finished", file=sys.stderr)
-    ckpt, resumed_record = _resume_point(config, main_process)
-    seed_everything(config.seed)
-    data = _data(config, device, rank, world)
-    model = _model(config, model, data.info, device, resumed=ckpt is not None)
-    opt = _optimisation(config, model, data, device)
-    progress = _Progress()
-    if ckpt is not None:
-        progress = _continue_from(ckpt, config, model, opt, data.info, main_process)
-    run_model = _wrap(model, config, device, world)
-    if folder is not None:
-        _begin_record(folder, config, ckpt, resumed_record, data, model, device, world, progress)
-    end_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
-    for epoch in range(progress.start_epoch, end_epoch):
-        if config.time_budget_s and progress.seconds("train_elapsed_s") >= config.time_budget_s:
-            break
-        record = _epoch(config, epoch, run_model, model, data, opt, progress, device, main_process)
-        progress.history.append(record)
-        if main_process and config.progress:
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                              for k, v in record.items()}), flush=True)
-        if folder is not None:  # the checkpoint first, then metrics.jsonl from its history
-            folder.write_epoch(_checkpoint(config, epoch, model, opt, progress, data.info))
-    return TrainRun(model=model, history=progress.history, info=data.info,
-                    ema=opt.ema.module if opt.ema else None)
+        ckpt, saved_run_json = resume_point(config, run.main_process)
+        # The phases come in the order the RNG sees them: the seed, the data's subsets, the
+        # model's initialisation, then a checkpoint's saved states.
+        seed_everything(config.seed)
+        run.data = _data(run)
+        run.model = _model(config, model, run.data.info, run.device, resumed=ckpt is not None)
+        _update_parts(run)
+        if ckpt is not None:
+            _continue_from(run, ckpt)
+        run.wrapped = _wrap(run)
+        if run.folder is not None:
+            _begin_folder(run, ckpt, saved_run_json)
+        end = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
+        for epoch in range(run.first_epoch, end):
+            if config.time_budget_s and run.so_far("train_elapsed_s") >= config.time_budget_s:
+                break
+            metrics = _epoch(run, epoch)
+            run.history.append(metrics)
+            if run.verbose:
+                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                  for k, v in metrics.items()}), flush=True)
+            if run.folder is not None:  # the checkpoint first, then metrics.jsonl from its history
+                run.folder.write_epoch(_checkpoint(run, epoch))
+    return TrainRun(model=run.model, history=run.history, info=run.data.info,
+                    ema=run.ema.module if run.ema else None)
 
 
 @dataclass
@@ -449,23 +251,80 @@ class _Data:
     steps_per_epoch: int
 
 
-def _data(config: TrainConfig, device: torch.device, rank: int, world: int) -> _Data:
+@dataclass
+class _Run:
+    """One run as :func:`fit` builds it, phase by phase: where this process runs, the data and
+    the model, what makes an update, and how far the run has come."""
+
+    config: TrainConfig
+    rank: int  # this process's, among ``world`` (torchrun's; 0 of 1 without it)
+    world: int
+    device: torch.device
+    folder: RunFolder | None  # rank 0's run folder; None elsewhere, and without ``out``
+    data: _Data | None = None
+    model: nn.Module | None = None  # the model itself: what a checkpoint keeps
+    wrapped: nn.Module | None = None  # what the epochs run: the model under DDP, compiled
+    # What makes an update: the loss, the optimizer and its schedule, the precision, the EMA.
+    criterion: nn.Module | None = None
+    mixup: Mixup | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    schedule: CosineLRScheduler | TimeBudgetSchedule | None = None
+    dtype: torch.dtype | None = None  # of autocast; None: full precision
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
+    ema: ModelEmaV3 | None = None
+    # How far the run has come: the epoch this launch starts at, the epochs done (as
+    # ``metrics.jsonl`` holds them) and the updates made.
+    first_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    updates: int = 0
+
+    @property
+    def main_process(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def verbose(self) -> bool:
+        """Progress bars and a line of metrics per epoch: rank 0's, with ``--progress``."""
+        return self.config.progress and self.main_process
+
+    def so_far(self, name: str) -> float:
+        """``elapsed_s`` or ``train_elapsed_s`` at the end of the last epoch done."""
+        return self.history[-1].get(name, 0.0) if self.history else 0.0
+
+
+def _launch(config: TrainConfig) -> _Run:
+    """This process's place: its rank, the number of processes, its device (resolved here,
+    once), rank 0's run folder; under torchrun the process group is joined."""
+    rank, world, local_rank = (int(os.environ.get(name, default)) for name, default in
+                               (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")))
+    device = resolve_device(config.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if config.batch_size % world:
+        raise ValueError(f"batch_size must be divisible by the number of processes ({world}), "
+                         f"got {config.batch_size}")
+    folder = RunFolder(config.out) if config.out and rank == 0 else None
+    return _Run(config, rank, world, device, folder)
+
+
+def _data(run: _Run) -> _Data:
     """Every process builds the same splits; the sampler gives each its share. It shuffles the
     train split as a function of ``(seed, epoch)``, even on one process, so a resumed run sees
     the batches an uninterrupted one would."""
+    config, device = run.config, run.device
     train_set, val_set, info = cdata.build_datasets(config.data, config.data_dir, config.img_size,
                                                     randaugment=config.randaugment,
                                                     augment=config.augment)
     train_set = cdata.subset(train_set, config.train_subset, seed=config.seed)
     val_set = cdata.subset(val_set, config.val_subset, seed=config.seed)
-    local_batch = config.batch_size // world
+    local_batch = config.batch_size // run.world
     if len(train_set) < config.batch_size:
         raise ValueError(f"the train split has {len(train_set)} images, fewer than one batch "
                          f"of {config.batch_size}")
-    train_sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True,
-                                       seed=config.seed, drop_last=True)
-    val_sampler = DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False) \
-        if world > 1 else None
+    train_sampler = DistributedSampler(train_set, num_replicas=run.world, rank=run.rank,
+                                       shuffle=True, seed=config.seed, drop_last=True)
+    val_sampler = DistributedSampler(val_set, num_replicas=run.world, rank=run.rank,
+                                     shuffle=False) if run.world > 1 else None
     if config.data_on_device:
         train_loader = cdata.device_loader(train_set, info, local_batch, True, device, train_sampler,
                                            config.augment, config.seed, config.num_workers)
@@ -503,34 +362,23 @@ def _model(config: TrainConfig, model: nn.Module | None, info: cdata.DataInfo,
     return model
 
 
-@dataclass
-class _Optimisation:
-    """What updates the weights, and every state a checkpoint keeps besides them."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: CosineLRScheduler | TimeBudgetSchedule
-    dtype: torch.dtype | None  # of autocast; None: full precision
-    scaler: torch.amp.GradScaler  # fp16 only
-    ema: ModelEmaV3 | None
-    mixup: Mixup | None
-    criterion: nn.Module
-
-
-def _optimisation(config: TrainConfig, model: nn.Module, data: _Data,
-                  device: torch.device) -> _Optimisation:
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
-    dtype = amp_dtype(config.amp, device)
-    mixup = None
+def _update_parts(run: _Run) -> None:
+    """What makes an update, on ``run``: the loss (label-smoothed cross-entropy, or soft targets
+    under Mixup/CutMix), AdamW and its schedule, the precision (autocast dtype, the gradient
+    scaler fp16 needs) and the EMA of the weights."""
+    config = run.config
+    run.optimizer = torch.optim.AdamW(param_groups(run.model, config.weight_decay), lr=config.lr)
+    run.dtype = amp_dtype(config.amp, run.device)
     if config.mixup > 0 or config.cutmix > 0:
-        mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
-                      label_smoothing=config.label_smoothing, num_classes=data.info.num_classes)
-    return _Optimisation(
-        optimizer, _schedule(config, optimizer, data.steps_per_epoch), dtype,
-        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-        ema=ModelEmaV3(model, decay=config.ema_decay, device=device) if config.ema_decay else None,
-        mixup=mixup,
-        criterion=SoftTargetCrossEntropy() if mixup else
-        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
+        run.mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix,
+                          label_smoothing=config.label_smoothing,
+                          num_classes=run.data.info.num_classes)
+    run.schedule = _schedule(config, run.optimizer, run.data.steps_per_epoch)
+    run.scaler = torch.amp.GradScaler(run.device.type, enabled=run.dtype == torch.float16)
+    if config.ema_decay:
+        run.ema = ModelEmaV3(run.model, decay=config.ema_decay, device=run.device)
+    run.criterion = SoftTargetCrossEntropy() if run.mixup else \
+        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
 
 def _schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
@@ -548,152 +396,115 @@ def _schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
         t_in_epochs=False)
 
 
-@dataclass
-class _Progress:
-    """How far the run is: the epoch it starts at, the epochs done (their records, as in
-    ``metrics.jsonl``) and the updates made."""
-
-    start_epoch: int = 0
-    history: list[dict] = field(default_factory=list)
-    updates: int = 0
-
-    def seconds(self, name: str) -> float:
-        """``elapsed_s`` or ``train_elapsed_s`` at the end of the last epoch done."""
-        return self.history[-1].get(name, 0.0) if self.history else 0.0
-
-
-def _continue_from(ckpt: dict, config: TrainConfig, model: nn.Module, opt: _Optimisation,
-                   info: cdata.DataInfo, main_process: bool) -> _Progress:
+def _continue_from(run: _Run, ckpt: dict) -> None:
     """Load a checkpoint made on the same data and attention kinds: the weights, optimizer,
-    schedule, scaler and EMA, and last the RNG states, so that nothing drawn after them differs
-    from the uninterrupted run."""
-    path = _checkpoint_path(config)
-    differences = [f"{k}: checkpoint {ckpt['data'].get(k)!r}, now {getattr(info, k)!r}"
-                   for k in ("name", "num_classes", "img_size")
-                   if ckpt["data"].get(k) != getattr(info, k)]
-    kinds = getattr(model, "attention_kinds", None)
-    if ckpt.get("attention_kinds") is not None and kinds is not None and \
-            list(ckpt["attention_kinds"]) != list(kinds):
-        differences.append(f"attention kinds: checkpoint {ckpt['attention_kinds']}, "
-                           f"now {list(kinds)}")
-    refuse_differences(path, differences, "resume")
-    load_model_state(model, ckpt["model"], path, ckpt["config"])
-    opt.optimizer.load_state_dict(ckpt["optimizer"])
-    progress = _Progress(ckpt["epoch"] + 1, ckpt["history"], ckpt["updates"])
-    _continue_schedule(ckpt, config, opt, progress.updates, path, main_process)
-    opt.scaler.load_state_dict(ckpt["scaler"])
-    if opt.ema is not None:
+    schedule, scaler and EMA, how far it had come, and last the RNG states, so that nothing
+    drawn after them differs from the uninterrupted run."""
+    path = checkpoint_path(run.config)
+    refuse_differences(path, data_and_kind_differences(
+        ckpt, run.data.info, getattr(run.model, "attention_kinds", None)), "resume")
+    load_model_state(run.model, ckpt["model"], path, ckpt["config"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.first_epoch, run.history, run.updates = ckpt["epoch"] + 1, ckpt["history"], ckpt["updates"]
+    _continue_schedule(run, ckpt, path)
+    run.scaler.load_state_dict(ckpt["scaler"])
+    if run.ema is not None:
         if ckpt.get("ema") is None:
-            raise ValueError(f"ema_decay (--ema-decay) is {config.ema_decay}, but {path} holds "
-                             f"no EMA weights")
-        opt.ema.module.load_state_dict(ckpt["ema"])
+            raise ValueError(f"ema_decay (--ema-decay) is {run.config.ema_decay}, but {path} "
+                             f"holds no EMA weights")
+        run.ema.module.load_state_dict(ckpt["ema"])
     set_rng_state(ckpt["rng"])
-    return progress
 
 
-def _continue_schedule(ckpt: dict, config: TrainConfig, opt: _Optimisation, updates: int,
-                       path: Path, main_process: bool) -> None:
+def _continue_schedule(run: _Run, ckpt: dict, path: Path) -> None:
     """The checkpoint's schedule; for a run of another length (``epochs``), the schedule rebuilt
     for this one, taken up at the same update. A time budget's schedule keeps its warm-up's end
     and follows this run's budget."""
+    config = run.config
     saved_length = ckpt["config"].get("time_budget_s" if config.time_budget_s else "epochs")
     message = None
     if config.time_budget_s:
-        opt.scheduler.load_state_dict(ckpt["scheduler"])
+        run.schedule.load_state_dict(ckpt["scheduler"])
         if saved_length != config.time_budget_s:
             message = (f"time_budget_s: {saved_length} in {path}, now {config.time_budget_s}: "
                        f"the learning-rate schedule follows the new budget from the next update")
     elif saved_length == config.epochs:
-        opt.scheduler.load_state_dict(ckpt["scheduler"])
+        run.schedule.load_state_dict(ckpt["scheduler"])
     else:
-        opt.scheduler.step_update(num_updates=updates)
+        run.schedule.step_update(num_updates=run.updates)
         message = (f"epochs: {saved_length} in {path}, now {config.epochs}: the learning-rate "
                    f"schedule is rebuilt for {config.epochs} epochs and continues at update "
-                   f"{updates} (lr {opt.optimizer.param_groups[0]['lr']:.3g})")
-    if message and main_process:
+                   f"{run.updates} (lr {run.optimizer.param_groups[0]['lr']:.3g})")
+    if message and run.main_process:
         print(message, file=sys.stderr, flush=True)
 
 
-def _wrap(model: nn.Module, config: TrainConfig, device: torch.device, world: int) -> nn.Module:
-    """What the epochs run: ``model`` under DDP across processes, compiled if asked; its
-    parameters stay ``model``'s."""
-    run_model = model
-    if world > 1:
-        run_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        run_model = torch.compile(run_model)
-    return run_model
+def _wrap(run: _Run) -> nn.Module:
+    """What the epochs run: the model under DDP across processes, compiled if asked; its
+    parameters stay the model's."""
+    wrapped = run.model
+    if run.world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    if run.config.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
 
 
-def _begin_record(folder: RunFolder, config: TrainConfig, ckpt: dict | None,
-                  resumed_record: dict | None, data: _Data, model: nn.Module,
-                  device: torch.device, world: int, progress: _Progress) -> None:
+def _begin_folder(run: _Run, ckpt: dict | None, saved_run_json: dict | None) -> None:
     """Rank 0, once data and model are ready: move aside the run being replaced, write
     ``run.json`` (keeping a resumed run's first launch in it) and the checkpoint's epochs."""
-    ckpt_path = _checkpoint_path(config)
-    continued = ckpt is not None or resumed_record is not None
-    foreign = ckpt is not None and Path(ckpt_path).resolve() != folder.checkpoint.resolve()
-    if foreign and folder.holds_run() and not config.overwrite:
-        raise ValueError(f"{folder.path} holds a run of its own; resuming {ckpt_path} into it "
-                         f"needs --overwrite (moves it aside)")
-    if (not continued or foreign) and folder.holds_run():
-        aside = folder.move_aside()
-        print(f"--overwrite: moved the run that was in {folder.path} to {aside}",
-              file=sys.stderr, flush=True)
-    record = provenance(
-        dataset=dataset_label(data.info), device=device, command=config.command,
-        config=dataclasses.asdict(config), data=dataclasses.asdict(data.info) | {"classes": None},
-        world_size=world, steps_per_epoch=data.steps_per_epoch,
-        parameters=sum(p.numel() for p in model.parameters()),
-        attention_kinds=getattr(model, "attention_kinds", None), model_given=_model_given(model),
-        resumed_from_epoch=progress.start_epoch if ckpt is not None else None)
-    previous = folder.read_record() if ckpt is not None and folder.record.exists() else None
-    if previous is not None:  # the first launch's record stays, nested
-        record["first_launch"] = previous.get("first_launch", previous)
-    folder.write_record(record)
-    folder.write_metrics(progress.history)  # the checkpoint's epochs, each once
+    config = run.config
+    run.folder.make_room(checkpoint_path(config) if ckpt is not None else None,
+                         continued=ckpt is not None or saved_run_json is not None,
+                         overwrite=config.overwrite)
+    run_json = provenance(
+        dataset=dataset_label(run.data.info), device=run.device, command=config.command,
+        config=dataclasses.asdict(config),
+        data=dataclasses.asdict(run.data.info) | {"classes": None}, world_size=run.world,
+        steps_per_epoch=run.data.steps_per_epoch,
+        parameters=sum(p.numel() for p in run.model.parameters()),
+        attention_kinds=getattr(run.model, "attention_kinds", None),
+        model_given=model_given(run.model),
+        resumed_from_epoch=run.first_epoch if ckpt is not None else None)
+    run.folder.begin(run_json, run.history, resumed=ckpt is not None)
 
 
-def _epoch(config: TrainConfig, epoch: int, run_model: nn.Module, model: nn.Module, data: _Data,
-           opt: _Optimisation, progress: _Progress, device: torch.device,
-           main_process: bool) -> dict:
+def _epoch(run: _Run, epoch: int) -> dict:
     """One epoch: a pass of training, the evaluation (and the EMA's), its line of metrics."""
     start = time.perf_counter()
-    loss, seen, data_wait, train_time = _train_epoch(
-        config, epoch, run_model, model, data, opt, progress, device, start,
-        show=config.progress and main_process)
-    val = evaluate(run_model, data.val_loader, device, opt.dtype, config.channels_last,
-                   progress=config.progress and main_process, desc="val")
+    loss, seen, data_wait, train_time = _train_pass(run, epoch, start)
+    val = evaluate(run.wrapped, run.data.val_loader, run.device, run.dtype,
+                   run.config.channels_last, progress=run.verbose, desc="val")
     epoch_time = time.perf_counter() - start
-    record = {
+    metrics = {
         "epoch": epoch + 1, "train_loss": loss, "val_loss": val["loss"],
         "val_top1": val["top1"], "val_top5": val["top5"],
         "images_per_s": seen / train_time, "val_images_per_s": val["images_per_s"],
         "data_wait_s": data_wait, "train_time_s": train_time,
-        "epoch_time_s": epoch_time, "elapsed_s": progress.seconds("elapsed_s") + epoch_time,
-        "train_elapsed_s": progress.seconds("train_elapsed_s") + train_time,
-        "lr": opt.optimizer.param_groups[0]["lr"], "updates": progress.updates,
+        "epoch_time_s": epoch_time, "elapsed_s": run.so_far("elapsed_s") + epoch_time,
+        "train_elapsed_s": run.so_far("train_elapsed_s") + train_time,
+        "lr": run.optimizer.param_groups[0]["lr"], "updates": run.updates,
     }
     if "clusters_per_stage" in val:
-        record["clusters_per_stage"] = val["clusters_per_stage"]
-    if opt.ema is not None:
-        ema_val = evaluate(opt.ema.module, data.val_loader, device, opt.dtype, config.channels_last)
-        record.update(val_top1_ema=ema_val["top1"], val_top5_ema=ema_val["top5"])
-    return record
+        metrics["clusters_per_stage"] = val["clusters_per_stage"]
+    if run.ema is not None:
+        ema_val = evaluate(run.ema.module, run.data.val_loader, run.device, run.dtype,
+                           run.config.channels_last)
+        metrics.update(val_top1_ema=ema_val["top1"], val_top5_ema=ema_val["top5"])
+    return metrics
 
 
-def _train_epoch(config: TrainConfig, epoch: int, run_model: nn.Module, model: nn.Module,
-                 data: _Data, opt: _Optimisation, progress: _Progress, device: torch.device,
-                 start: float, show: bool) -> tuple[float, float, float, float]:
+def _train_pass(run: _Run, epoch: int, start: float) -> tuple[float, float, float, float]:
     """One pass over the epoch's batches, at most ``steps_per_epoch`` of them and none past a
     spent time budget, begun at ``start``: (mean training loss and images seen, over every
-    process; seconds waiting for batches; seconds in all). ``progress.updates`` counts."""
-    run_model.train()
+    process; seconds waiting for batches; seconds in all). ``run.updates`` counts."""
+    config, data, device = run.config, run.data, run.device
+    run.wrapped.train()
     data.train_sampler.set_epoch(epoch)
     loss_sum, seen, data_wait, fetched = 0.0, 0, 0.0, start
     bar = tqdm(total=data.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-               disable=not show, mininterval=2.0)
+               disable=not run.verbose, mininterval=2.0)
     budget_spent = False
     for step, (images, target) in enumerate(data.train_loader):
         if step >= data.steps_per_epoch or budget_spent:
@@ -703,24 +514,25 @@ def _train_epoch(config: TrainConfig, epoch: int, run_model: nn.Module, model: n
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         soft_target = target
-        if opt.mixup is not None:
-            images, soft_target = opt.mixup(images, target)
-        loss = train_step(run_model, images, soft_target, opt.optimizer, opt.criterion, opt.scaler,
-                          config.clip_grad, opt.dtype, clip_params=model.parameters())
+        if run.mixup is not None:
+            images, soft_target = run.mixup(images, target)
+        loss = train_step(run.wrapped, images, soft_target, run.optimizer, run.criterion,
+                          run.scaler, config.clip_grad, run.dtype,
+                          clip_params=run.model.parameters())
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at epoch {epoch}, step {step}")
-        progress.updates += 1
+        run.updates += 1
         if config.time_budget_s:
-            trained = progress.seconds("train_elapsed_s") + time.perf_counter() - start
-            opt.scheduler.step_update(progress.updates, trained)
+            trained = run.so_far("train_elapsed_s") + time.perf_counter() - start
+            run.schedule.step_update(run.updates, trained)
             budget_spent = trained >= config.time_budget_s  # this epoch ends here
         else:
-            opt.scheduler.step_update(num_updates=progress.updates)
-        if opt.ema is not None:
-            opt.ema.update(model, step=progress.updates)
+            run.schedule.step_update(num_updates=run.updates)
+        if run.ema is not None:
+            run.ema.update(run.model, step=run.updates)
         loss_sum += loss * len(target)
         seen += len(target)
-        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{opt.optimizer.param_groups[0]['lr']:.2e}")
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
         bar.update()
         fetched = time.perf_counter()
     bar.close()
@@ -731,105 +543,22 @@ def _train_epoch(config: TrainConfig, epoch: int, run_model: nn.Module, model: n
     return loss_sum / max(seen, 1), seen, data_wait, train_time
 
 
-def _checkpoint(config: TrainConfig, epoch: int, model: nn.Module, opt: _Optimisation,
-                progress: _Progress, info: cdata.DataInfo) -> dict:
+def _checkpoint(run: _Run, epoch: int) -> dict:
     """Everything a resumed run needs to go on as if it had never stopped."""
     return {
-        "model": model.state_dict(), "optimizer": opt.optimizer.state_dict(),
-        "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(),
-        "ema": opt.ema.module.state_dict() if opt.ema is not None else None,
-        "rng": rng_state(), "epoch": epoch, "updates": progress.updates,
-        "history": progress.history, "config": dataclasses.asdict(config),
-        "data": dataclasses.asdict(info),
-        "attention_kinds": list(getattr(model, "attention_kinds", None) or []) or None,
-        "model_given": _model_given(model),
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.schedule.state_dict(), "scaler": run.scaler.state_dict(),
+        "ema": run.ema.module.state_dict() if run.ema is not None else None,
+        "rng": rng_state(), "epoch": epoch, "updates": run.updates,
+        "history": run.history, "config": dataclasses.asdict(run.config),
+        "data": dataclasses.asdict(run.data.info),
+        "attention_kinds": list(getattr(run.model, "attention_kinds", None) or []) or None,
+        "model_given": model_given(run.model),
     }
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def _or_none(type_):
-    """``int`` or ``float`` on the command line, where ``none`` (or nothing) means None."""
-    def convert(text: str):
-        return None if text.lower() in ("none", "") else type_(text)
-
-    convert.__name__ = f"{type_.__name__} (or none)"  # argparse's "invalid float (or none) value"
-    return convert
-
-
-def _argparse_keywords(option: dataclasses.Field) -> dict:
-    """How the command line takes a :class:`TrainConfig` field: typed by its annotation
-    (``none`` for a number that may be None), a bool as ``--x/--no-x``."""
-    keywords = {k: v for k, v in option.metadata.items() if k not in ("help", "flag")}
-    keywords.update(dest=option.name, default=option.default, help=option.metadata["help"])
-    annotation = typing.get_type_hints(TrainConfig)[option.name]
-    if annotation is bool:
-        return keywords | {"action": argparse.BooleanOptionalAction}
-    types = typing.get_args(annotation) or (annotation,)
-    number = next((t for t in types if t in (int, float)), None)
-    if number is not None:
-        keywords["type"] = _or_none(number) if type(None) in types else number
-    return keywords
-
-
-def _parser(suppress: bool = False) -> argparse.ArgumentParser:
-    """The command line: an option for every :class:`TrainConfig` field (but ``command``),
-    ``--recipe`` to start from, and ``--eval-only``/``--ema`` to evaluate instead of training.
-    ``suppress``: no defaults, so that parsing tells what was given."""
-    p = argparse.ArgumentParser(prog="python -m ccoat.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--recipe", choices=list(RECIPES), metavar="NAME",
-                   help="start from a named recipe of ccoat.recipes (" + ", ".join(RECIPES)
-                   + "); options given here override it")
-    for option in dataclasses.fields(TrainConfig):
-        if option_flag(option.name) is not None:
-            p.add_argument(option_flag(option.name), **_argparse_keywords(option))
-    p.add_argument("--eval-only", action="store_true",
-                   help="evaluate the checkpoint given by --resume (top-1/top-5, images/s)")
-    p.add_argument("--ema", action="store_true", help="with --eval-only: evaluate the EMA weights")
-    if suppress:
-        for action in p._actions:
-            action.default = argparse.SUPPRESS
-    return p
-
-
-def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
-    """The run's config, and the parsed arguments; ``args.explicit`` names the config options
-    given on the command line, directly or by ``--recipe`` (the others are defaults)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    p = _parser()
-    known, _ = p.parse_known_args(argv)
-    given = recipe(known.recipe) if known.recipe else {}
-    p.set_defaults(**given)
-    args = p.parse_args(argv)
-    args.explicit = (set(vars(_parser(suppress=True).parse_args(argv))) | set(given)) - {"help"}
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    values["command"] = "python -m ccoat.train " + " ".join(shlex.quote(str(a)) for a in argv)
-    return TrainConfig(**values), args
-
-
-# Options of where and how a process runs: never taken from the checkpoint on --resume.
-_OF_THIS_PROCESS = ("out", "resume", "overwrite", "command", "progress", "device",
-                    "stop_after", "num_workers", "threads")
-
-
-def _with_saved_options(config: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """``--resume``: the options not given on the command line, from the checkpoint (or, for a
-    run stopped before its first checkpoint, from its ``run.json``)."""
-    path = _checkpoint_path(config)
-    if path is not None and path.exists():
-        saved = load_checkpoint(path)["config"]
-    elif config.resume is True and (Path(config.out) / "run.json").exists():
-        saved = (RunFolder(config.out).read_record() or {}).get("config", {})
-    else:
-        return config
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    taken = {k: v for k, v in saved.items()
-             if k in fields and k not in explicit and k not in _OF_THIS_PROCESS}
-    return dataclasses.replace(config, **taken)
+# Command line (its options are TrainConfig's fields: ccoat.recipes.parse_args)
 
 
 def main(argv=None) -> int:
@@ -840,18 +569,18 @@ def main(argv=None) -> int:
     try:
         config.validate(training=not args.eval_only)
         if args.eval_only:
-            return _eval_only(config, args)
+            return score_into_folder(config, args.ema, args.explicit)
         if args.ema:
             raise ValueError("--ema evaluates a checkpoint's EMA weights: it needs --eval-only "
                              "(training keeps an EMA with --ema-decay)")
         if config.resume:
-            config = _with_saved_options(config, args.explicit)
-        _refuse_unused_options(config, args.explicit)
+            config = with_saved_options(config, args.explicit)
+        refuse_unused_options(config, args.explicit)
         fit(config)
     except (ValueError, OSError, RunFolderBusy) as error:
         raise SystemExit(f"error: {_one_line(error)}") from None
     except KeyboardInterrupt:
-        print(f"interrupted: {_what_is_kept(config, args.eval_only)}", file=sys.stderr, flush=True)
+        print(f"interrupted: {what_is_kept(config, args.eval_only)}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     finally:
         if dist.is_available() and dist.is_initialized():
@@ -865,67 +594,6 @@ def _one_line(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror and error.filename is None:
         return error.strerror
     return str(error)
-
-
-def _refuse_unused_options(config: TrainConfig, explicit: set[str]) -> None:
-    """Options given that the run would ignore (their defaults pass :meth:`TrainConfig.validate`
-    unseen): token clustering's ``--keep`` and ``--token-stages`` without it."""
-    unused = [option_flag(k) for k in ("keep", "token_stages") if k in explicit]
-    if unused and config.token_clustering is None:
-        raise ValueError(f"{' and '.join(unused)} set token clustering, but no "
-                         f"--token-clustering was given (pool, bipartite, lsh or grid)")
-
-
-def _what_is_kept(config: TrainConfig, eval_only: bool) -> str:
-    if eval_only:
-        return "nothing was written (eval.json is written once the scoring ends)"
-    if not config.out:
-        return "nothing was written (no --out)"
-    return (f"{config.out} keeps the last completed epoch (checkpoint first, then metrics.jsonl); "
-            f"add --resume to the same command to continue")
-
-
-def _eval_only(config: TrainConfig, args: argparse.Namespace) -> int:
-    """``--eval-only``: score the checkpoint named by ``--resume``, else ``OUT/last.pt``; with
-    ``--out``, write ``eval.json`` (and the scored weights) there, holding the folder's lock so
-    that a run training into it is not written over."""
-    ckpt = _checkpoint_path(config) or (Path(config.out) / "last.pt" if config.out else None)
-    if ckpt is None or not ckpt.exists():
-        raise ValueError(f"--eval-only needs --resume CHECKPOINT (a last.pt, or a run folder's "
-                         f"model.safetensors) or --out with last.pt; got {ckpt}")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    expect = {k: getattr(config, k) for k in ("model", "attention", "data", "img_size")
-              if k in args.explicit}
-    folder = RunFolder(config.out) if config.out else None
-    created = folder is not None and not folder.path.exists()
-    try:
-        if folder is not None:
-            _lock(folder, command=config.command)
-        result = evaluate_checkpoint(ckpt, data_dir=config.data_dir, batch_size=config.batch_size,
-                                     num_workers=config.num_workers, device=config.device,
-                                     use_ema=args.ema, val_subset=config.val_subset,
-                                     progress=config.progress, expect=expect)
-        result["provenance"] = provenance(dataset=result["dataset"], command=config.command)
-        print(json.dumps({k: v for k, v in result.items() if k not in PER_IMAGE}, indent=2))
-        if folder is not None:
-            write_atomic(folder.path / "eval.json", eval_json(result))
-            # the scored weights in half precision, the file a committed run keeps
-            if ckpt.suffix != ".safetensors":
-                export_weights(ckpt, folder.path / WEIGHTS_FILE, use_ema=args.ema)
-    finally:
-        if folder is not None:
-            folder.release()
-            if created:  # a refused evaluation leaves no empty folder behind
-                _remove_if_empty(folder.path)
-    return 0
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":

@@ -764,7 +764,7 @@ torch.testing.assert_close(
 for stage, block in enumerate(BLOCKS, start=1):
     record = records["bipartite"][block]
     H, W = record["size"]
-    assert record["sizes"].shape[1] == tc.budget(0.5, H * W) == H * W // 2
+    assert record["sizes"].shape[1] == tc.clusters_kept(0.5, H * W) == H * W // 2
     assert torch.all(record["sizes"].sum(1) == H * W), "every token is in one cluster"
     glue(f"ex3_n{stage}", H * W)
     glue(f"ex3_k{stage}", record["sizes"].shape[1])

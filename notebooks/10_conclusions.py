@@ -454,7 +454,7 @@ glue("ex2_updates", int(at_updates.updates))
 glue("ex2_top1", at_updates.val_top1)
 glue("ex2_seconds", round(at_updates.train_elapsed_s))
 # Exercise 3: the commands parse (and would train on 5,000 images).
-from ccoat.train import parse_args
+from ccoat.recipes import parse_args
 
 commands = [
     f"--recipe cifar10-cpu --model {m} --data-dir ../shared/data --train-subset 5000 "

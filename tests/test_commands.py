@@ -123,9 +123,9 @@ def _outside_results(path: str) -> None:
 
 
 def _check_train(args: list[str], words: list[str]) -> None:
-    from ccoat import train
+    from ccoat.recipes import parse_args
 
-    config, parsed = train.parse_args(args)  # an unknown option or recipe exits here
+    config, parsed = parse_args(args)  # an unknown option or recipe exits here
     for path in (config.out, config.resume if isinstance(config.resume, str) else None):
         if path:
             _outside_results(path)

@@ -63,27 +63,6 @@ def test_evaluate_keeps_per_image_predictions_for_pairing():
     assert json.loads(cevaluate.eval_json({"top1": 1.0})) == {"top1": 1.0}
 
 
-def test_bad_amp_is_rejected():
-    with pytest.raises(ValueError, match="amp must be"):
-        cevaluate.amp_dtype("fp8", torch.device("cpu"))
-
-
-@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((7, 0), torch.float16),
-                                                  ((8, 0), torch.bfloat16),
-                                                  ((9, 0), torch.bfloat16)])
-def test_auto_precision_takes_bf16_only_where_the_gpu_computes_it(monkeypatch, capability,
-                                                                   expected):
-    """A T4 (7.5) gets fp16 (and so a grad scaler) although torch calls bf16 supported there."""
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
-    gpu = torch.device("cuda", 0)
-    assert cevaluate.amp_dtype("auto", gpu) == expected
-    assert cevaluate.amp_dtype("bf16", gpu) == torch.bfloat16  # asked for: given
-    assert cevaluate.amp_dtype("fp16", gpu) == torch.float16
-    assert cevaluate.amp_dtype("off", gpu) is None
-    assert cevaluate.amp_dtype("auto", torch.device("cpu")) is None
-
-
 def test_a_checkpoint_reads_data_from_the_root_given_then_the_environment_then_the_runs(
         tmp_path, monkeypatch):
     """A committed run.json holds another machine's data root (a temporary folder there)."""

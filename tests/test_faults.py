@@ -50,7 +50,7 @@ def config(out, **overrides) -> ctrain.TrainConfig:
 def recover(out) -> ctrain.TrainRun:
     """What a user does after a crash: resume if the folder has begun a run, else start it."""
     folder = runfolder.RunFolder(out)
-    started = folder.checkpoint.exists() or folder.record.exists()
+    started = folder.checkpoint.exists() or folder.run_json.exists()
     return ctrain.fit(config(out, resume=started), model=tiny_model())
 
 
@@ -68,8 +68,8 @@ def check_stopped(out) -> dict:
         ckpt = runfolder.load_checkpoint(folder.checkpoint)  # complete, never truncated
         done = ckpt["epoch"] + 1
         assert [h["epoch"] for h in ckpt["history"]] == list(range(1, done + 1))
-        record = folder.read_record()
-        assert record is not None and ctrain.config_differences(
+        record = folder.read_run_json()
+        assert record is not None and runfolder.config_differences(
             record["config"], ctrain.TrainConfig(**ckpt["config"])) == []
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) in (done, max(done - 1, 0))
     return {"checkpoint_epochs": done, "metrics_epochs": epochs}
@@ -81,7 +81,7 @@ def check_finished(out, run, reference: dict | None) -> None:
     assert metrics_epochs(out) == list(range(1, EPOCHS + 1))
     ckpt = runfolder.load_checkpoint(folder.checkpoint)
     assert [h["epoch"] for h in ckpt["history"]] == list(range(1, EPOCHS + 1))
-    assert ctrain.config_differences(folder.read_record()["config"],
+    assert runfolder.config_differences(folder.read_run_json()["config"],
                                      ctrain.TrainConfig(**ckpt["config"])) == []
     for name, value in (reference or {}).items():
         assert torch.equal(run.model.state_dict()[name], value), name

@@ -246,3 +246,69 @@ def test_a_private_name_and_a_module_getattr_are_found(tmp_path):
     assert module_getattr(trees["measure"]) == [12]
     assert module_getattr(trees["__init__"]) == []
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The size of things: a function reads in one screen, a private helper takes few arguments
+# (several that travel together are one object, as fit's phases take one run).
+
+MAX_FUNCTION_LINES = 80
+MAX_HELPER_PARAMETERS = 5
+
+
+def long_functions(tree: ast.Module, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Every function or method of more than ``limit`` lines (its ``def`` to its last line,
+    docstring included), as ``"name (line N): L lines"``."""
+    return [f"{node.name} (line {node.lineno}): {node.end_lineno - node.lineno + 1} lines"
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > limit]
+
+
+def crowded_helpers(tree: ast.Module, limit: int = MAX_HELPER_PARAMETERS) -> list[str]:
+    """Every private function or method (``_name``, not ``__dunder__``) taking more than
+    ``limit`` parameters (``*args`` and ``**kwargs`` count one each; ``self`` and ``cls``
+    none), as ``"name (line N): P parameters"``."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if not node.name.startswith("_") or node.name.startswith("__"):
+            continue
+        a = node.args
+        names = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if p]
+        count = len([n for n in names if n not in ("self", "cls")])
+        if count > limit:
+            found.append(f"{node.name} (line {node.lineno}): {count} parameters")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(TREES))
+def test_no_function_is_longer_than_a_screen(module):
+    found = long_functions(TREES[module])
+    assert not found, f"ccoat/{module}.py has functions over {MAX_FUNCTION_LINES} lines: " + \
+        ", ".join(found)
+
+
+@pytest.mark.parametrize("module", sorted(TREES))
+def test_no_private_helper_takes_more_than_five_parameters(module):
+    found = crowded_helpers(TREES[module])
+    assert not found, f"ccoat/{module}.py has private helpers of more than " \
+        f"{MAX_HELPER_PARAMETERS} parameters: " + ", ".join(found)
+
+
+def test_a_long_function_and_a_crowded_helper_are_found():
+    """The two checks above on made-up sources at and just past each limit."""
+    body = "\n".join(["def f():"] + ["    x = 1"] * 79)  # 80 lines: at the limit
+    longer = body + "\n    x = 2\n"  # 81 lines
+    assert long_functions(ast.parse(body)) == []
+    assert long_functions(ast.parse("class A:\n" + "\n".join(
+        "    " + line for line in longer.splitlines()))) == ["f (line 2): 81 lines"]
+    tree = ast.parse("def _five(self, a, b, c, *d, e):\n    pass\n"
+                     "def _six(a, b, c, d, e, *, f=1):\n    pass\n"
+                     "def _many(a, *args, **kwargs):\n    pass\n"
+                     "def _varied(a, b, c, d, *args, **kwargs):\n    pass\n"
+                     "def public(a, b, c, d, e, f, g):\n    pass\n"
+                     "def __init__(self, a, b, c, d, e, f):\n    pass\n")
+    assert crowded_helpers(tree) == ["_six (line 3): 6 parameters",
+                                     "_varied (line 7): 6 parameters"]

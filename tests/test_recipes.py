@@ -39,19 +39,19 @@ def test_the_imagenette_recipes_train_coat_lite_tiny_at_128_px():
             assert (config.model, config.data, config.img_size) == \
                 ("coat_lite_tiny", "imagenette", 128)
     # the reference pair: one recipe, the model named on the command line
-    config, _ = ctrain.parse_args(["--recipe", "imagenette128-cpu", "--model", "ccoat_lite_tiny"])
+    config, _ = recipes.parse_args(["--recipe", "imagenette128-cpu", "--model", "ccoat_lite_tiny"])
     assert config.model == "ccoat_lite_tiny" and config.epochs == RECIPES["imagenette128-cpu"]["epochs"]
 
 
 def test_the_command_line_takes_every_recipe_by_name():
     for name in RECIPES:
-        config, args = ctrain.parse_args(["--recipe", name, "--device", "cpu"])
+        config, args = recipes.parse_args(["--recipe", name, "--device", "cpu"])
         assert config == ctrain.TrainConfig(**recipe(name, device="cpu"), command=config.command)
         assert set(recipe(name)) <= args.explicit
 
 
 def test_command_line_starts_from_the_recipe_and_explicit_options_override_it():
-    config, _ = ctrain.parse_args(["--recipe", "cifar10-gpu-budget", "--time-budget", "60",
+    config, _ = recipes.parse_args(["--recipe", "cifar10-gpu-budget", "--time-budget", "60",
                                    "--model", "ccoat_lite_tiny_cifar"])
     expected = RECIPES["cifar10-gpu-budget"]
     assert config.time_budget_s == 60 and config.model == "ccoat_lite_tiny_cifar"
@@ -112,10 +112,60 @@ def test_token_clustering_options_are_checked_and_rebuild_the_model():
 
 
 def test_a_token_clustered_checkpoint_resumes_with_its_stages_read_back_from_json():
-    from ccoat.train import config_differences
+    from ccoat.runfolder import config_differences
 
     config = TrainConfig(token_clustering="pool", keep=0.25)
     saved = json.loads(json.dumps(dataclasses.asdict(config)))  # as run.json holds it
     assert saved["token_stages"] == [1, 2] and config_differences(saved, config) == []
     assert config_differences(saved, TrainConfig(token_clustering="pool", keep=0.5)) == [
         "keep: checkpoint 0.25, now 0.5"]
+
+
+def test_every_config_field_is_a_command_line_option_and_every_option_a_field():
+    parser = recipes.command_line()
+    options = {a.dest: a for a in parser._actions}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(fields) - set(options) == {"command"}  # filled in by the command line itself
+    assert set(options) - set(fields) == {"help", "recipe", "eval_only", "ema"}
+    defaults = TrainConfig()
+    for name, option in options.items():
+        if name in fields:
+            assert option.default == getattr(defaults, name), name
+            assert option.help and option.option_strings[0] == recipes.option_flag(name), name
+
+
+def test_the_spellings_of_the_readme_and_scripts_still_parse():
+    config, args = recipes.parse_args([
+        "--no-augment", "--compile", "--channels-last", "--data-on-device", "--no-progress",
+        "--clip-grad", "none", "--ema-decay", "0.99", "--time-budget", "60", "--img-size", "64",
+        "--resume", "--out", "runs/x", "--overwrite", "--eval-only", "--ema"])
+    assert (config.augment, config.compile, config.channels_last, config.data_on_device,
+            config.progress) == (False, True, True, True, False)
+    assert (config.clip_grad, config.ema_decay, config.time_budget_s, config.img_size) == \
+        (None, 0.99, 60.0, 64)
+    assert (config.resume, config.out, config.overwrite, args.eval_only, args.ema) == \
+        (True, "runs/x", True, True, True)
+    assert recipes.parse_args(["--resume", "runs/x/last.pt"])[0].resume == "runs/x/last.pt"
+    assert recipes.parse_args([])[0] == dataclasses.replace(TrainConfig(),
+                                                            command="python -m ccoat.train ")
+
+
+def test_bad_amp_is_rejected():
+    with pytest.raises(ValueError, match="amp must be"):
+        recipes.amp_dtype("fp8", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                                  ((8, 0), torch.bfloat16),
+                                                  ((9, 0), torch.bfloat16)])
+def test_auto_precision_takes_bf16_only_where_the_gpu_computes_it(monkeypatch, capability,
+                                                                   expected):
+    """A T4 (7.5) gets fp16 (and so a grad scaler) although torch calls bf16 supported there."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    gpu = torch.device("cuda", 0)
+    assert recipes.amp_dtype("auto", gpu) == expected
+    assert recipes.amp_dtype("bf16", gpu) == torch.bfloat16  # asked for: given
+    assert recipes.amp_dtype("fp16", gpu) == torch.float16
+    assert recipes.amp_dtype("off", gpu) is None
+    assert recipes.amp_dtype("auto", torch.device("cpu")) is None

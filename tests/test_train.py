@@ -1,5 +1,4 @@
 """ccoat.train: the recipe learns, resume is exact, DDP equals one process, the CLI works."""
-import dataclasses
 import json
 import os
 import re
@@ -15,7 +14,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from ccoat import data as cdata
-from ccoat import recipes
+from ccoat import recipes, runfolder
 from ccoat import train as ctrain
 from ccoat.model import CoaTLite, CoaTLiteConfig
 
@@ -164,35 +163,6 @@ def test_cli_end_to_end_on_digits(tmp_path, capsys):
     assert (out / "model.safetensors").stat().st_size < (out / "last.pt").stat().st_size / 4
 
 
-def test_every_config_field_is_a_command_line_option_and_every_option_a_field():
-    parser = ctrain._parser()
-    options = {a.dest: a for a in parser._actions}
-    fields = {f.name: f for f in dataclasses.fields(ctrain.TrainConfig)}
-    assert set(fields) - set(options) == {"command"}  # filled in by the command line itself
-    assert set(options) - set(fields) == {"help", "recipe", "eval_only", "ema"}
-    defaults = ctrain.TrainConfig()
-    for name, option in options.items():
-        if name in fields:
-            assert option.default == getattr(defaults, name), name
-            assert option.help and option.option_strings[0] == recipes.option_flag(name), name
-
-
-def test_the_spellings_of_the_readme_and_scripts_still_parse():
-    config, args = ctrain.parse_args([
-        "--no-augment", "--compile", "--channels-last", "--data-on-device", "--no-progress",
-        "--clip-grad", "none", "--ema-decay", "0.99", "--time-budget", "60", "--img-size", "64",
-        "--resume", "--out", "runs/x", "--overwrite", "--eval-only", "--ema"])
-    assert (config.augment, config.compile, config.channels_last, config.data_on_device,
-            config.progress) == (False, True, True, True, False)
-    assert (config.clip_grad, config.ema_decay, config.time_budget_s, config.img_size) == \
-        (None, 0.99, 60.0, 64)
-    assert (config.resume, config.out, config.overwrite, args.eval_only, args.ema) == \
-        (True, "runs/x", True, True, True)
-    assert ctrain.parse_args(["--resume", "runs/x/last.pt"])[0].resume == "runs/x/last.pt"
-    assert ctrain.parse_args([])[0] == dataclasses.replace(ctrain.TrainConfig(),
-                                                          command="python -m ccoat.train ")
-
-
 def test_a_batch_larger_than_the_train_split_is_rejected():
     with pytest.raises(ValueError, match="fewer than one batch"):
         ctrain.fit(small_config(train_subset=8, batch_size=16), model=tiny_model())
@@ -293,7 +263,7 @@ def test_a_time_budget_may_grow_on_resume_but_not_come_or_go(tmp_path):
 def test_more_epochs_on_resume_rebuild_the_schedule(tmp_path, capsys):
     config = dict(train_subset=48, steps_per_epoch=None, warmup_epochs=0, lr=1e-3, min_lr=1e-5)
     ctrain.fit(small_config(tmp_path, epochs=2, **config), model=tiny_model())
-    assert ctrain.load_checkpoint(tmp_path / "last.pt")["history"][-1]["lr"] == pytest.approx(1e-5)
+    assert runfolder.load_checkpoint(tmp_path / "last.pt")["history"][-1]["lr"] == pytest.approx(1e-5)
     history = ctrain.fit(small_config(tmp_path, epochs=4, resume=True, **config),
                          model=tiny_model()).history
     lrs = [h["lr"] for h in history]
@@ -325,10 +295,10 @@ def test_corrupt_checkpoints_are_a_value_error_naming_the_file(tmp_path):
     garbage.write_bytes(b"not a checkpoint at all" * 10)
     for path in (empty, garbage):
         with pytest.raises(ValueError, match=rf"checkpoint {path} (is empty|cannot be read)"):
-            ctrain.load_checkpoint(path)
+            runfolder.load_checkpoint(path)
     torch.save({"model": {}}, garbage)
     with pytest.raises(ValueError, match=rf"{garbage} lacks optimizer"):
-        ctrain.load_checkpoint(garbage)
+        runfolder.load_checkpoint(garbage)
     (tmp_path / "run").mkdir()
     empty.replace(tmp_path / "run" / "last.pt")
     with pytest.raises(ValueError, match=rf"checkpoint {tmp_path / 'run' / 'last.pt'} is empty"):
@@ -400,8 +370,8 @@ def test_resume_loads_the_checkpoint_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k.get("map_location")) or load(*a, **k))
     ctrain.fit(small_config(tmp_path, epochs=2, resume=True), model=tiny_model())
     assert seen == ["cpu"]
-    state = ctrain.rng_state()
-    ctrain.set_rng_state(state)  # what a CPU load hands back is accepted as is
+    state = runfolder.rng_state()
+    runfolder.set_rng_state(state)  # what a CPU load hands back is accepted as is
     assert torch.equal(torch.get_rng_state(), state["torch"])
 
 
