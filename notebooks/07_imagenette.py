@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -75,7 +75,7 @@ import torch
 from IPython.display import display
 
 from ccoat import data as cdata
-from ccoat.clustering import block_index
+from ccoat.clustering import clusters_per_stage
 from ccoat.plotting import KIND_COLORS, glue, set_theme
 from ccoat.provenance import describe, results_file, shorten_paths
 from ccoat.runfolder import read_run
@@ -315,10 +315,9 @@ def scored(model):
     with ccoat.record_clusters(model) as records:
         for batch in x.split(64):
             logits.append(model(batch.to(DEVICE)).cpu())
-            for name, rec in records.items():  # each block, each batch
-                stage = f"stage{block_index(name)[0] + 1}"
-                counts.setdefault(stage, []).append(rec["num_clusters"].float().mean())
-    return torch.cat(logits), {s: float(sum(v) / len(v)) for s, v in counts.items()}
+            for stage, k in clusters_per_stage(records).items():  # each batch
+                counts.setdefault(stage, []).append(k)
+    return torch.cat(logits), {s: sum(v) / len(v) for s, v in counts.items()}
 
 
 factorized = coat.load_model()  # the kind it was trained with
