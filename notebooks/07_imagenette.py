@@ -442,7 +442,7 @@ for key, row in (("narrow", first), ("wide", last)):
 # the final weights on all validation images and writes `eval.json` and `model.safetensors`:
 #
 # ```bash
-# python benchmarks/pack_imagenette.py --val-subset 0 --out data/imagenette146.tar.gz
+# python benchmarks/pack_imagenette.py --val-subset 0 --out data --name imagenette146
 # mkdir -p /tmp/inette && tar xzf data/imagenette146.tar.gz -C /tmp/inette
 # for m in coat_lite_tiny ccoat_lite_tiny; do
 #   python -m ccoat.train --recipe imagenette128-gpu --model $m --epochs 14 \
@@ -450,7 +450,7 @@ for key, row in (("narrow", first), ("wide", last)):
 #   python -m ccoat.train --eval-only --out runs/imagenette128_gpu_$m
 # done
 # python benchmarks/convert_reference.py --run imagenette128_gpu_coat_lite_tiny \
-#     --out runs/imagenette128_gpu_coat_lite_tiny_conversion.json
+#     --out runs/imagenette128_gpu_coat_lite_tiny  # writes OUT/conversion.json
 # ```
 #
 # (`--val-subset 0` packs all 3,925 validation images; the default, 1,000, is the per-epoch
