@@ -26,7 +26,10 @@ on china.jpg at 448 px, forward only, alternated, median of repeats; plus where 
 model's time goes (shares of one forward under torch.profiler).
 
     python benchmarks/bench_clustered_attention.py [--threads 1] [--repeats 7] [--bucket-width R]
-        [--n-hashes 32] [--out results/bench_clustered_attention.json]
+        [--n-hashes 32] [--img-sizes 224 448] [--model-img-size 448] [--out results]
+        [--name bench_clustered_attention]
+
+writes ``OUT/NAME.json``.
 
 ``--threads 1`` by default: the project's machine shares 2 cores among several jobs, and
 multi-threaded small ops then wait on each other; one thread gives steadier ratios.
@@ -48,7 +51,7 @@ import torch.nn.functional as F
 import ccoat
 from ccoat import measure
 from ccoat.clustering import ClusteredCore, block_qkv, clusters_per_row
-from ccoat.data import sample_photos
+from ccoat.data import parse_img_size, sample_photos
 from ccoat.hashing import DEFAULT_BUCKET_WIDTH, DEFAULT_N_HASHES
 from ccoat.provenance import provenance, write_atomic
 
@@ -180,23 +183,31 @@ def model_benchmark(side, args) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--model-repeats", type=int, default=3)
     parser.add_argument("--n-hashes", type=int, default=DEFAULT_N_HASHES)
     parser.add_argument("--bucket-width", type=float, default=DEFAULT_BUCKET_WIDTH)
-    parser.add_argument("--sides", type=int, nargs="+", default=[224, 448])
-    parser.add_argument("--model-side", type=int, default=448)
-    parser.add_argument("--out", default="results/bench_clustered_attention.json")
+    parser.add_argument("--img-sizes", type=parse_img_size, nargs="+", default=[224, 448],
+                        metavar="N", help="image sides of the one-layer benchmark")
+    parser.add_argument("--model-img-size", type=parse_img_size, default=448, metavar="N",
+                        help="image side of the whole-model benchmark")
+    parser.add_argument("--out", default="results", help="the folder of the results file")
+    parser.add_argument("--name", default="bench_clustered_attention",
+                        help="the results file's stem: OUT/NAME.json")
     parser.add_argument("--memory-child", nargs=2, metavar=("QKV_PATH", "KIND"),
                         help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(*args.memory_child, args.n_hashes, args.bucket_width)
-        return
+        return 0
 
     torch.manual_seed(0)
     model = ccoat.create_model("coat_lite_tiny").eval()  # random init: no weights offline
@@ -206,11 +217,11 @@ def main() -> None:
         "features": "sklearn sample photos through a random-init coat_lite_tiny stage 1",
         "n_hashes": args.n_hashes, "bucket_width": args.bucket_width,
         "repeats": args.repeats, "model_repeats": args.model_repeats,
-        "layer": {str(side): layer_benchmark(model, side, args) for side in args.sides},
-        "model": model_benchmark(args.model_side, args),
+        "layer": {str(side): layer_benchmark(model, side, args) for side in args.img_sizes},
+        "model": model_benchmark(args.model_img_size, args),
         **provenance(dataset="sklearn.datasets.load_sample_images (china.jpg, flower.jpg)"),
     }
-    out = Path(args.out)
+    out = Path(args.out) / f"{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(result, indent=2) + "\n")  # a run cut short keeps the old file
     for r in result["layer"].values():
@@ -226,7 +237,8 @@ def main() -> None:
           f"clustered/factorized {m['time_ratio_clustered_over_factorized']:.3f}, medians "
           f"{ {k: round(v, 3) for k, v in m['median_s'].items()} }")
     print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,28 +4,40 @@ The two models are timed alternately (A, B, A, B, ...) so that whatever else the
 affects both alike; the result is the ratio of median times. Target: ccoat/timm throughput ≥ 1.0.
 
     python benchmarks/bench_model.py [--batch-size 8] [--img-size 224] [--repeats 15] [--threads N]
+        [--out runs] [--name bench_model]
+
+writes ``OUT/NAME.json`` and prints it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import timm
 import torch
 
 import ccoat
 from ccoat import measure
-from ccoat.provenance import provenance
+from ccoat.data import parse_img_size
+from ccoat.provenance import provenance, write_atomic
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--img-size", type=parse_img_size, default=224, metavar="N")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
+    parser.add_argument("--out", default="runs", help="the folder of the results file")
+    parser.add_argument("--name", default="bench_model", help="the results file's stem: "
+                        "OUT/NAME.json")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -47,8 +59,13 @@ def main() -> None:
                              f"--img-size {args.img_size} --repeats {args.repeats}"
                              + (f" --threads {args.threads}" if args.threads else "")),
     }
+    out = Path(args.out) / f"{args.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -11,6 +11,9 @@
 
     python benchmarks/bench_train.py [--batch-size 8] [--img-size 224] [--repeats 10] [--threads N]
     python benchmarks/bench_train.py --loader --data-dir ../shared/data [--loader-batch 128]
+        [--out runs] [--name bench_train]
+
+writes ``OUT/NAME.json`` and prints it.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import timm
 import torch
@@ -26,7 +30,7 @@ import torch.nn as nn
 import ccoat
 from ccoat import data as cdata
 from ccoat import measure
-from ccoat.provenance import provenance
+from ccoat.provenance import provenance, write_atomic
 from ccoat.train import param_groups, train_step
 
 
@@ -79,26 +83,38 @@ def bench_loader(args) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--img-size", type=cdata.parse_img_size, default=224, metavar="N")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--loader", action="store_true", help="also time the CIFAR-10 loader")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--loader-batch", type=int, default=128)
     parser.add_argument("--loader-repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--out", default="runs", help="the folder of the results file")
+    parser.add_argument("--name", default="bench_train", help="the results file's stem: "
+                        "OUT/NAME.json")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {"model": bench_models(args)}
     if args.loader:
         result["loader"] = bench_loader(args)
     result["provenance"] = provenance(dataset="CIFAR-10 (JPEG copy)" if args.loader else None)
+    out = Path(args.out) / f"{args.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

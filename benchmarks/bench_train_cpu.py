@@ -17,8 +17,10 @@ Models and data: CoaT-Lite Tiny at 128 px on Imagenette (``--data-dir``; its 224
 and CoaT-Lite Tiny (cifar) at 32 px on CIFAR-10 (JPEG copy); batch 64 both.
 
     python benchmarks/bench_train_cpu.py --data-dir ../shared/data [--steps 10] [--no-compile]
-        > results/benchmarks/bench_train_cpu_options.json
-    python benchmarks/bench_train_cpu.py --profile > results/benchmarks/bench_train_cpu_profile.json
+        [--out runs] [--name bench_train_cpu_options]
+    python benchmarks/bench_train_cpu.py --torch-profiler [--out runs]  # ..._profile.json
+
+writes ``OUT/NAME.json``.
 
 bf16 autocast pays only on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX); the record
 says whether this one has it (``cpu.bf16``). On others it is slower than fp32: measure first.
@@ -30,13 +32,14 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 import ccoat
 from ccoat import measure
-from ccoat.provenance import provenance
+from ccoat.provenance import provenance, write_atomic
 from ccoat.train import TrainConfig, fit, param_groups, train_step
 
 # The option sets of part 1: TrainConfig fields over the baseline's.
@@ -143,8 +146,8 @@ def profile_step(case: dict, args) -> dict:
             "self_cpu_s_per_step": total / 2e6}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--steps", type=int, default=10, help="updates per fit")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -153,14 +156,33 @@ def main() -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="leave torch.compile out of part 2 (its compilation takes minutes)")
     parser.add_argument("--no-step", dest="step", action="store_false")
-    parser.add_argument("--profile", action="store_true",
-                        help="only profile an fp32 step of each case (where its time goes)")
-    args = parser.parse_args()
-    if args.profile:
+    parser.add_argument("--torch-profiler", action="store_true",
+                        help="only profile an fp32 step of each case with torch.profiler (where "
+                             "its time goes)")
+    parser.add_argument("--out", default="runs", help="the folder of the results file")
+    parser.add_argument("--name", help="the results file's stem: OUT/NAME.json (default "
+                        "bench_train_cpu_options, or bench_train_cpu_profile with "
+                        "--torch-profiler)")
+    args = parser.parse_args(argv)
+    if args.name is None:
+        args.name = "bench_train_cpu_profile" if args.torch_profiler else "bench_train_cpu_options"
+    return args
+
+
+def write(result: dict, args) -> None:
+    out = Path(args.out) / f"{args.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.torch_profiler:
         result = {name: profile_step(CASES[name], args) for name in args.cases}
         result["provenance"] = provenance()
-        print(json.dumps(result, indent=2))
-        return
+        write(result, args)
+        return 0
     result = {"benchmark": "ccoat.train on a CPU: images/s under torch's options", "steps":
               args.steps, "batch_size": args.batch_size, "cpu": cpu_record(), "cases": {}}
     for name in args.cases:
@@ -171,8 +193,9 @@ def main() -> None:
             result["cases"][name]["step"] = bench_step(CASES[name], args)
     result["provenance"] = provenance(
         dataset="Imagenette (224-px copies) and CIFAR-10 (JPEG copy)")
-    print(json.dumps(result, indent=2))
+    write(result, args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,7 +9,10 @@ component comes from ``ccoat.measure.component_times`` (module hooks, median of 
 table puts counted cost next to wall-clock.
 
     python benchmarks/cost_components.py [--models coat_lite_tiny ccoat_lite_tiny]
-        [--img-sizes 224 448] [--batch-size 1] [--repeats 5] [--out results/cost_components_tiny.json]
+        [--img-sizes 224 448] [--batch-size 1] [--repeats 5] [--out results]
+        [--name cost_components_tiny]
+
+writes ``OUT/NAME.json``.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import torch
 
 import ccoat
 from ccoat import cost, measure
-from ccoat.data import sample_photos
+from ccoat.data import parse_img_size, sample_photos
 from ccoat.provenance import provenance, write_atomic
 
 
@@ -72,18 +75,26 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--models", nargs="+", default=["coat_lite_tiny", "ccoat_lite_tiny"])
-    p.add_argument("--img-sizes", nargs="+", type=int, default=[224, 448])
+    p.add_argument("--img-sizes", nargs="+", type=parse_img_size, default=[224, 448],
+                   metavar="N")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default="results/cost_components_tiny.json")
-    args = p.parse_args()
+    p.add_argument("--out", default="results", help="the folder of the results file")
+    p.add_argument("--name", default="cost_components_tiny",
+                   help="the results file's stem: OUT/NAME.json")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
 
     command = ("python benchmarks/cost_components.py --models " + " ".join(args.models)
                + " --img-sizes " + " ".join(map(str, args.img_sizes))
-               + f" --batch-size {args.batch_size} --repeats {args.repeats} --out {args.out}")
+               + f" --batch-size {args.batch_size} --repeats {args.repeats} --out {args.out}"
+               f" --name {args.name}")
     record = {"provenance": provenance(dataset="scikit-learn sample photos (china.jpg, flower.jpg)",
                                        command=command), "tables": []}
     torch.manual_seed(0)
@@ -102,11 +113,12 @@ def main() -> None:
                                           "row in stage 1" if meta["clusters_per_row_stage1"] else "")
                   + "\n")
             print(markdown(rows))
-    out = Path(args.out)
+    out = Path(args.out) / f"{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(record, indent=1) + "\n")  # a run cut short keeps the old file
     print(f"\nwrote {out}  ({record['provenance']['device']}, commit {record['provenance']['git_commit']})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -29,7 +29,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$log"
 
 timings="$out/token_clustering_gpu.json"
 python3 benchmarks/token_clustering_gpu.py --sections train forward --train pool:0.25 lsh:0.25 \
-    --rounds 3 --passes 3 --out "$timings" ${TIMING_ARGS:-} 2>&1 | tee -a "$log"
+    --repeats 3 --passes 3 --out "$out" --name token_clustering_gpu ${TIMING_ARGS:-} 2>&1 \
+    | tee -a "$log"
 
 declare -A options=(
     [imagenette128_gpu_coat_lite_tiny]="--model coat_lite_tiny"
@@ -65,7 +66,7 @@ for name in "${!options[@]}"; do tail -n 3 "runs/$name.log" | tee -a "$log"; don
 
 if (( deadline - SECONDS > 70 )); then
     timeout $((deadline - SECONDS - 30)) python3 benchmarks/token_clustering_gpu.py \
-        --sections compiled --rounds 3 --passes 3 --out "$out/token_clustering_gpu_compiled.json" \
+        --sections compiled --repeats 3 --passes 3 --out "$out" --name token_clustering_gpu_compiled \
         ${TIMING_ARGS:-} 2>&1 | tee -a "$log"
 fi
 for name in "${!options[@]}"; do

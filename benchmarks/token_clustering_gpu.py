@@ -2,22 +2,25 @@
 for some), and the training images/s of the configurations trained from scratch.
 
     python benchmarks/token_clustering_gpu.py [--img-size 128] [--batch-size 256]
-        [--keeps 0.75 0.5 0.25] [--rounds 5] [--compile-keeps 0.5] [--train-batch-size 128]
-        [--train pool:0.25 lsh:0.25] [--out results/token_clustering_gpu.json]
+        [--keeps 0.75 0.5 0.25] [--repeats 5] [--passes 5] [--compile-keeps 0.5]
+        [--train-batch-size 128] [--train pool:0.25 lsh:0.25] [--device auto] [--out results]
+        [--name token_clustering_gpu]
 
 Every configuration is CoaT-Lite Tiny (10 classes) at ``--img-size``, randomly initialised (the
 times do not depend on the weights: every shape is fixed by the budget), on scikit-learn's two
 sample photos repeated to the batch, under bf16 autocast on CUDA (float32 on a CPU). The
-configurations of a section run in turn, round after round (``ccoat.measure.alternate``), and
-each one's speed is also given as the median over rounds of its ratio to CoaT-Lite's in the same
-round. Sections, written to ``--out`` as each ends:
+configurations of a section run in turn, round after round (``--repeats`` rounds of
+``ccoat.measure.alternate``, a timed call being ``--passes`` passes), and each one's speed is
+also given as the median over rounds of its ratio to CoaT-Lite's in the same round. Sections,
+written to ``OUT/NAME.json`` as each ends:
 
 - ``forward``: CoaT-Lite, Clustering CoaT (the seed's clustered queries), and ``cluster_tokens``
   with each method at each ``--keeps`` (stages 1 and 2), eager;
 - ``compiled``: ``torch.compile`` of CoaT-Lite and of each method at ``--compile-keeps`` (compile
   time recorded; a configuration that fails to compile is recorded with its error);
-- ``train``: a training step (forward, backward, AdamW) at ``--train-batch-size`` for CoaT-Lite,
-  Clustering CoaT and each ``METHOD:KEEP`` of ``--train`` (the from-scratch runs).
+- ``train``: a training step (``ccoat.train.train_step``: forward, cross-entropy, backward,
+  AdamW) at ``--train-batch-size`` for CoaT-Lite, Clustering CoaT and each ``METHOD:KEEP`` of
+  ``--train`` (the from-scratch runs).
 """
 
 import argparse
@@ -30,119 +33,128 @@ import torch
 
 import ccoat
 from ccoat import measure
-from ccoat.data import sample_photos
+from ccoat.data import parse_img_size, sample_photos
 from ccoat.provenance import provenance, write_atomic
-
-p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-p.add_argument("--img-size", type=int, default=128)
-p.add_argument("--batch-size", type=int, default=256)
-p.add_argument("--keeps", type=float, nargs="+", default=[0.75, 0.5, 0.25])
-p.add_argument("--compile-keeps", type=float, nargs="*", default=[0.5])
-p.add_argument("--train-batch-size", type=int, default=128)
-p.add_argument("--train", nargs="*", default=["pool:0.25", "lsh:0.25"])
-p.add_argument("--rounds", type=int, default=5)
-p.add_argument("--passes", type=int, default=5, help="passes per timed call")
-p.add_argument("--sections", nargs="+", default=["train", "forward", "compiled"])
-p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-p.add_argument("--out", default="results/token_clustering_gpu.json")
-args = p.parse_args()
-
-device = torch.device(args.device)
-dtype = torch.bfloat16 if device.type == "cuda" else None
-sync = measure.device_sync(device)
-out = Path(args.out)
-result = {"provenance": provenance(
-    dataset="scikit-learn's two sample photos (china.jpg, flower.jpg), repeated to the batch",
-    device=str(device)),
-    "img_size": args.img_size, "precision": "bf16 autocast" if dtype else "float32"}
+from ccoat.train import train_step
 
 
-def build(method=None, keep=1.0, attention="factorized"):
-    torch.manual_seed(0)
-    model = ccoat.create_model("coat_lite_tiny", num_classes=10, img_size=args.img_size,
-                               attention=attention)
-    if method is not None:
-        model = ccoat.cluster_tokens(model, method, keep=keep)
-    return model.to(device)
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--img-size", type=parse_img_size, default=128, metavar="N")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--keeps", type=float, nargs="+", default=[0.75, 0.5, 0.25])
+    p.add_argument("--compile-keeps", type=float, nargs="*", default=[0.5])
+    p.add_argument("--train-batch-size", type=int, default=128)
+    p.add_argument("--train", nargs="*", default=["pool:0.25", "lsh:0.25"])
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed rounds (every configuration once each)")
+    p.add_argument("--passes", type=int, default=5, help="passes per timed call")
+    p.add_argument("--sections", nargs="+", default=["train", "forward", "compiled"])
+    p.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda or "
+                   "cuda:N")
+    p.add_argument("--out", default="results", help="the folder of the results file")
+    p.add_argument("--name", default="token_clustering_gpu",
+                   help="the results file's stem: OUT/NAME.json")
+    args = p.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return args
 
 
-def configs(keeps):
-    yield "coat_lite", dict()
-    for method in ccoat.token_clustering.METHODS:
-        for keep in keeps:
-            if method == "grid" and abs(1 / keep - round(1 / keep)) > 1e-9:
-                continue  # grid clustering takes keep = 1/n
-            yield f"{method} keep={keep:g}", dict(method=method, keep=keep)
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else None
+    sync = measure.device_sync(device)
+    out = Path(args.out) / f"{args.name}.json"
+    result = {"provenance": provenance(
+        dataset="scikit-learn's two sample photos (china.jpg, flower.jpg), repeated to the batch",
+        device=str(device)),
+        "img_size": args.img_size, "precision": "bf16 autocast" if dtype else "float32"}
 
+    def build(method=None, keep=1.0, attention="factorized"):
+        torch.manual_seed(0)
+        model = ccoat.create_model("coat_lite_tiny", num_classes=10, img_size=args.img_size,
+                                   attention=attention)
+        if method is not None:
+            model = ccoat.cluster_tokens(model, method, keep=keep)
+        return model.to(device)
 
-def autocast():
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    def configs(keeps):
+        yield "coat_lite", dict()
+        for method in ccoat.token_clustering.METHODS:
+            for keep in keeps:
+                if method == "grid" and abs(1 / keep - round(1 / keep)) > 1e-9:
+                    continue  # grid clustering takes keep = 1/n
+                yield f"{method} keep={keep:g}", dict(method=method, keep=keep)
 
+    def forward_call(model, x):
+        def call():
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype,
+                                                        enabled=dtype is not None):
+                for _ in range(args.passes):
+                    model(x)
+        return call
 
-def forward_call(model, x):
-    def call():
-        with torch.inference_mode(), autocast():
+    def train_call(model, x, y):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        criterion = torch.nn.CrossEntropyLoss()
+
+        def call():
             for _ in range(args.passes):
-                model(x)
-    return call
+                train_step(model, x, y, optimizer, criterion, dtype=dtype)
+        return call
+
+    def timed(section, calls, batch, extra=None):
+        times = measure.alternate(calls, repeats=args.repeats, warmup=1, sync=sync)
+        rows = []
+        for name, t in measure.medians(times).items():
+            rows.append({"config": name, "images_per_s": batch * args.passes / t,
+                         "speedup": 1 / measure.round_ratio(times, name, "coat_lite"),
+                         **(extra or {}).get(name, {})})
+        result[section] = {"batch_size": batch, "rows": rows}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, json.dumps(result, indent=1))
+        print(f"\n{section} (batch {batch}, {result['precision']}, {device}):")
+        for row in rows:
+            print(f"  {row['config']:<22} {row['images_per_s']:9.0f} images/s  "
+                  f"{row['speedup']:.2f}x" + (f"  {row['error']}" if row.get("error") else ""))
+
+    x = sample_photos(args.img_size, args.batch_size).to(device)
+    if "train" in args.sections:
+        xt = x[:args.train_batch_size]
+        yt = torch.arange(args.train_batch_size, device=device) % 10
+        models = {"coat_lite": build(), "clustered": build(attention="clustered")}
+        for spec in args.train:
+            method, keep = spec.split(":")
+            models[f"{method} keep={float(keep):g}"] = build(method, float(keep))
+        timed("train", {n: train_call(m.train(), xt, yt) for n, m in models.items()},
+              args.train_batch_size)
+        del models
+    if "forward" in args.sections:
+        models = {"coat_lite": build(), "clustered": build(attention="clustered")}
+        models |= {name: build(**kw) for name, kw in configs(args.keeps) if kw}
+        timed("forward", {n: forward_call(m.eval(), x) for n, m in models.items()},
+              args.batch_size)
+        del models
+    if "compiled" in args.sections:
+        calls, extra = {}, {}
+        for name, kw in configs(args.compile_keeps):
+            model = torch.compile(copy.deepcopy(build(**kw)).eval())
+            start = time.perf_counter()
+            try:
+                forward_call(model, x)()
+                sync()
+                calls[name] = forward_call(model, x)
+                extra[name] = {"compile_s": time.perf_counter() - start}
+            except Exception as error:  # noqa: BLE001 (recorded: a failed compilation)
+                extra[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+                print(f"  {name}: compile failed: {extra[name]['error']}")
+        if "coat_lite" in calls:
+            timed("compiled", calls, args.batch_size, extra)
+    print(f"\nwrote {out}")
+    return 0
 
 
-def train_call(model, x, y):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def call():
-        for _ in range(args.passes):
-            with autocast():
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    return call
-
-
-def timed(section, calls, batch, extra=None):
-    times = measure.alternate(calls, repeats=args.rounds, warmup=1, sync=sync)
-    rows = []
-    for name, t in measure.medians(times).items():
-        rows.append({"config": name, "images_per_s": batch * args.passes / t,
-                     "speedup": 1 / measure.round_ratio(times, name, "coat_lite"),
-                     **(extra or {}).get(name, {})})
-    result[section] = {"batch_size": batch, "rows": rows}
-    write_atomic(out, json.dumps(result, indent=1))
-    print(f"\n{section} (batch {batch}, {result['precision']}, {device}):")
-    for row in rows:
-        print(f"  {row['config']:<22} {row['images_per_s']:9.0f} images/s  "
-              f"{row['speedup']:.2f}x" + (f"  {row['error']}" if row.get("error") else ""))
-
-
-x = sample_photos(args.img_size, args.batch_size).to(device)
-if "train" in args.sections:
-    xt, yt = x[:args.train_batch_size], torch.arange(args.train_batch_size, device=device) % 10
-    models = {"coat_lite": build(), "clustered": build(attention="clustered")}
-    for spec in args.train:
-        method, keep = spec.split(":")
-        models[f"{method} keep={float(keep):g}"] = build(method, float(keep))
-    timed("train", {n: train_call(m.train(), xt, yt) for n, m in models.items()},
-          args.train_batch_size)
-    del models
-if "forward" in args.sections:
-    models = {"coat_lite": build(), "clustered": build(attention="clustered")}
-    models |= {name: build(**kw) for name, kw in configs(args.keeps) if kw}
-    timed("forward", {n: forward_call(m.eval(), x) for n, m in models.items()}, args.batch_size)
-    del models
-if "compiled" in args.sections:
-    calls, extra = {}, {}
-    for name, kw in configs(args.compile_keeps):
-        model = torch.compile(copy.deepcopy(build(**kw)).eval())
-        start = time.perf_counter()
-        try:
-            forward_call(model, x)()
-            sync()
-            calls[name] = forward_call(model, x)
-            extra[name] = {"compile_s": time.perf_counter() - start}
-        except Exception as error:  # noqa: BLE001 (recorded: a configuration that fails to compile)
-            extra[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
-            print(f"  {name}: compile failed: {extra[name]['error']}")
-    if "coat_lite" in calls:
-        timed("compiled", calls, args.batch_size, extra)
-print(f"\nwrote {out}")
+if __name__ == "__main__":
+    raise SystemExit(main())

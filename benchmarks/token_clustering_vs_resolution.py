@@ -2,8 +2,8 @@
 
     python benchmarks/token_clustering_vs_resolution.py [--sections score time]
         [--weights results/imagenette128_gpu_coat_lite_tiny_e70/model.safetensors]
-        [--data-dir ../shared/data] [--rounds 5] [--repeats 3] [--threads 2]
-        [--out results/token_clustering_vs_resolution.json]
+        [--data-dir ../shared/data] [--repeats 5] [--passes 3] [--threads 2]
+        [--out results] [--name token_clustering_vs_resolution] [--no-progress]
 
 Every configuration is the reference CoaT-Lite Tiny of Imagenette (128 px) as converted, without
 retraining: the same model at 128, 96 and 64 px (the resolution curve), and at 128 px with its
@@ -17,12 +17,14 @@ whose ``eval.json`` holds the tuned accuracy.
   predictions (so the chapter can pair any two rows: ``ccoat.stats.paired_difference``), and
   the MACs of one image counted by ``ccoat.cost.macs``.
 - ``time``: CPU images/s of a forward pass at batch 32 and at batch 1, every row in turn within
-  each round (``ccoat.measure.alternate``), the median over rounds, and its ratio to 128 px;
+  each of ``--repeats`` rounds (``ccoat.measure.alternate``; a timed call is ``--passes``
+  passes), the median over rounds, and its ratio to 128 px;
   then where the time of one pass at batch 32 goes, per component and stage
-  (``ccoat.measure.component_times``, the median of ``--repeats`` passes), for CoaT-Lite at
+  (``ccoat.measure.component_times``, the median of ``--passes`` passes), for CoaT-Lite at
   128 px and the grid rows.
 
-Writes after every row (atomically); ``--sections time`` keeps the scores of an existing ``--out``.
+Writes ``OUT/NAME.json`` after every row (atomically); ``--sections time`` keeps the scores of
+an existing one.
 """
 from __future__ import annotations
 
@@ -30,7 +32,6 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -58,25 +59,34 @@ CONFIGS = {
 }
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--sections", nargs="+", choices=("score", "time"), default=["score", "time"])
     p.add_argument("--weights", default=WEIGHTS)
     p.add_argument("--data-dir", default=None, help="holds imagenette/ (None: $CCOAT_DATA)")
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     p.add_argument("--val-subset", type=int, default=0, help="a fixed random subset of val "
                    "(seed 0); 0: all 3,925 images")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds (every row once each)")
-    p.add_argument("--repeats", type=int, default=3, help="forward passes per row per round")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (every row once each)")
+    p.add_argument("--passes", type=int, default=3, help="forward passes per row per round")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="results/token_clustering_vs_resolution.json")
+    p.add_argument("--out", default="results", help="the folder of the results file")
+    p.add_argument("--name", default="token_clustering_vs_resolution",
+                   help="the results file's stem: OUT/NAME.json")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="a progress bar per row while scoring")
     args = p.parse_args(argv)
-    if args.rounds < 1 or args.repeats < 1 or args.threads < 1 or args.val_subset < 0:
-        p.error(f"--rounds, --repeats and --threads must be >= 1 and --val-subset >= 0, got "
-                f"{args.rounds}, {args.repeats}, {args.threads} and {args.val_subset}")
-    if "score" not in args.sections and not Path(args.out).is_file():
-        p.error(f"--sections time keeps the scores of --out, but {args.out} does not exist")
+    if args.repeats < 1 or args.passes < 1 or args.threads < 1 or args.val_subset < 0:
+        p.error(f"--repeats, --passes and --threads must be >= 1 and --val-subset >= 0, got "
+                f"{args.repeats}, {args.passes}, {args.threads} and {args.val_subset}")
+    if "score" not in args.sections and not results_file(args).is_file():
+        p.error(f"--sections time keeps the scores of OUT/NAME.json, but {results_file(args)} "
+                f"does not exist")
     return args
+
+
+def results_file(args) -> Path:
+    return Path(args.out) / f"{args.name}.json"
 
 
 def build(base, name):
@@ -96,7 +106,8 @@ def val_loader(size, args):
 def score(record, models, args, write):
     for name, model in models.items():
         size, method, keep, stages, run = CONFIGS[name]
-        result = evaluate(model, val_loader(size, args), interval=True, progress=True, desc=name)
+        result = evaluate(model, val_loader(size, args), interval=True, progress=args.progress,
+                          desc=name)
         record["rows"].append({
             "config": name, "img_size": size, "method": method, "keep": keep,
             "stages": list(stages), "tuned_run": run, "top1": result["top1"],
@@ -113,15 +124,15 @@ def time_rows(record, models, args, write):
 
         def passes(model, x):
             with torch.inference_mode():
-                for _ in range(args.repeats):
+                for _ in range(args.passes):
                     model(x)
 
         times = measure.alternate({name: partial(passes, model, inputs[CONFIGS[name][0]])
-                                   for name, model in models.items()}, args.rounds, warmup=1)
+                                   for name, model in models.items()}, args.repeats, warmup=1)
         rows = {row["config"]: row for row in record["rows"]}
         for name in models:
             rows[name][f"images_per_s_batch{batch}"] = (
-                batch * args.repeats / statistics.median(times[name]))
+                batch * args.passes / statistics.median(times[name]))
         reference = rows["coat_lite 128"][f"images_per_s_batch{batch}"]
         for row in rows.values():
             if f"images_per_s_batch{batch}" in row:
@@ -129,7 +140,7 @@ def time_rows(record, models, args, write):
         write()
     for name in ["coat_lite 128"] + [n for n in models if CONFIGS[n][1] == "grid"]:
         times = measure.component_times(models[name], CONFIGS[name][0], 32,
-                                         repeats=args.repeats)
+                                         repeats=args.passes)
         row = next(row for row in record["rows"] if row["config"] == name)
         row["component_seconds_batch32"] = {f"{c}/{st}": t for (c, st), t in times.items()}
         write()
@@ -142,7 +153,7 @@ def main(argv=None) -> int:
     base = load_weights(ccoat.create_model(meta["model"], num_classes=meta["num_classes"],
                                            img_size=meta["img_size"]), args.weights).eval()
     models = {name: build(base, name) for name in args.configs}
-    out = Path(args.out)
+    out = results_file(args)
     record = {"provenance": provenance(weights=args.weights, weights_metadata=meta,
                                        dataset="Imagenette val (../shared/data), resized and "
                                                "centre-cropped to each row's size",
@@ -157,6 +168,7 @@ def main(argv=None) -> int:
     def write():  # each row's per-image lists on one line each
         head = json.dumps({"provenance": record["provenance"]}, indent=1)[:-2]
         rows = ",\n".join(eval_json(row).rstrip("\n") for row in record["rows"])
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, f'{head},\n "rows": [\n{rows}\n]}}\n')
 
     if "score" in args.sections:
@@ -174,4 +186,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -179,6 +179,17 @@ def clusters_per_row(records: dict) -> dict[str, float]:
             for name, record in sorted(records.items(), key=lambda item: block_index(item[0]))}
 
 
+def clusters_per_stage(records: dict) -> dict[str, float]:
+    """Mean number of clusters per query row (one image, one head) of each stage that clusters,
+    ``{"stage1": ..., ...}``: over its images, heads and blocks, from :class:`record_clusters`'
+    ``records`` (a stage's blocks have the same rows, so this is also the mean of their
+    :func:`clusters_per_row`)."""
+    per_stage: dict[str, list[float]] = {}
+    for name, mean in clusters_per_row(records).items():
+        per_stage.setdefault(f"stage{block_index(name)[0] + 1}", []).append(mean)
+    return {stage: sum(means) / len(means) for stage, means in per_stage.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # The cores.
 

@@ -23,6 +23,7 @@ images; 16-bit images are scaled to 8 bits by their bit depth.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import warnings
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
@@ -40,7 +42,6 @@ from torchvision import transforms as T
 DATA_ENV = "CCOAT_DATA"
 # This project's machines keep offline data beside the checkout, at ../shared/data.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Per-channel statistics of the training images.
 STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -84,6 +85,20 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path | None:
 
 # ---------------------------------------------------------------------------------------------
 # Transforms
+
+
+def parse_img_size(text: str) -> int:
+    """An image side in pixels from the command line (``--img-size N``, ``--img-sizes N ...``
+    of ``python -m ccoat.sweep`` and the benchmarks): a positive integer. As an argparse
+    ``type``, a bad value is an error naming the option."""
+    try:
+        side = int(text)
+    except ValueError:
+        side = 0
+    if side < 1 or str(text).strip() != str(side):
+        raise argparse.ArgumentTypeError(f"image side must be a positive integer (pixels), "
+                                         f"got {text!r}")
+    return side
 
 
 def crop_scale(img_size: int) -> tuple[float, float]:
@@ -383,24 +398,88 @@ HOW_TO_GET = {
 }
 
 
-def _cifar(name: str, root: Path | None, download: bool, looked: list[str]):
-    """The CIFAR splits from an ImageFolder copy or torchvision's archive, or a clear error."""
-    candidates = [root, root / name] if root is not None else []
-    for candidate in candidates:
+def _digits(data: str, root: Path | None, download: bool):
+    """scikit-learn's digits, upsampled to 32x32 RGB, in the fixed split of :func:`digits_split`."""
+    images, labels = digits_images(32)
+    train_idx, val_idx = digits_split()
+    train = ArrayImages(images[train_idx], labels[train_idx])
+    val = ArrayImages(images[val_idx], labels[val_idx])
+    return train, val, "sklearn.datasets.load_digits (8x8, upsampled to 32x32 RGB)", train.classes
+
+
+def _cifar(data: str, root: Path | None, download: bool):
+    """CIFAR-10/100 from an ImageFolder copy or torchvision's archive, or a clear error."""
+    looked = []
+    for candidate in [root, root / data] if root is not None else []:
         looked.append(f"{candidate} (ImageFolder with train/ and test/ or val/)")
         if candidate.is_dir() and find_splits(candidate):
-            return ("folder", candidate)
-    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+            train, val, source = _image_folder_splits(candidate)
+            break
+    else:
+        cls = tvd.CIFAR10 if data == "cifar10" else tvd.CIFAR100
+        tv_root = root if root is not None else Path.home() / ".cache" / "ccoat" / "data"
+        looked.append(f"{tv_root / cls.base_folder} (torchvision archive)")
+        try:
+            train = cls(str(tv_root), train=True, download=download)
+            val = cls(str(tv_root), train=False, download=download)
+        except (RuntimeError, OSError) as error:  # not found / no network
+            raise DatasetNotFoundError(
+                f"dataset {data!r} not found; looked in: " + "; ".join(looked)
+                + f". How to get it: {HOW_TO_GET[data]}. ({type(error).__name__}: {error})"
+            ) from error
+        source = str(Path(train.root) / train.base_folder)
+    if len(train.classes) != NUM_CLASSES[data]:
+        raise ValueError(f"{data} has {NUM_CLASSES[data]} classes, but {source} has "
+                         f"{len(train.classes)}")
+    return train, val, source, list(train.classes)
+
+
+def _imagenette(data: str, root: Path | None, download: bool):
+    """Imagenette from an ImageFolder copy at ``<root>/imagenette`` or torchvision's download."""
+    local = root / "imagenette" if root is not None else None
+    if local is not None and local.is_dir() and find_splits(local):
+        train, val, source = _image_folder_splits(local)
+        return train, val, source, list(train.classes)
     tv_root = root if root is not None else Path.home() / ".cache" / "ccoat" / "data"
-    looked.append(f"{tv_root / cls.base_folder} (torchvision archive)")
     try:
-        return ("torchvision", cls(str(tv_root), train=True, download=download),
-                cls(str(tv_root), train=False, download=download))
-    except (RuntimeError, OSError) as error:  # not found / no network
+        train = tvd.Imagenette(str(tv_root), "train", "320px", download=download)
+        val = tvd.Imagenette(str(tv_root), "val", "320px", download=download)
+    except (RuntimeError, OSError) as error:
         raise DatasetNotFoundError(
-            f"dataset {name!r} not found; looked in: " + "; ".join(looked)
-            + f". How to get it: {HOW_TO_GET[name]}. ({type(error).__name__}: {error})"
-        ) from error
+            f"dataset 'imagenette' not found; looked in: {local} (ImageFolder with train/ "
+            f"and val/); {tv_root} (torchvision's Imagenette). How to get it: on a machine "
+            "with internet access torchvision downloads it (download=True); offline, put an "
+            f"ImageFolder copy at DATA_ROOT/imagenette and pass --data-dir DATA_ROOT or set "
+            f"{DATA_ENV}. ({type(error).__name__}: {error})") from error
+    return train, val, str(Path(tv_root) / "imagenette2-320"), list(train.wnids)
+
+
+def _folder(data: str, root: Path | None, download: bool):
+    """A path to an ImageFolder tree (absolute, relative, or relative to the data root)."""
+    path = Path(data).expanduser()
+    tried = [path] + ([root / data] if root is not None and not path.is_absolute() else [])
+    for candidate in tried:
+        if candidate.is_dir() and find_splits(candidate):
+            train, val, source = _image_folder_splits(candidate)
+            return train, val, source, list(train.classes)
+    raise DatasetNotFoundError(
+        f"--data {data!r} is neither 'digits', 'cifar10', 'cifar100', 'imagenette' nor an "
+        "ImageFolder tree; "
+        "looked for train/ and val/ (or test/) in: " + "; ".join(map(_not_a_tree, tried))
+        + ". How to get data: 'digits' needs nothing; for your own images make "
+        "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
+    )
+
+
+IMAGENET_STATS = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+# name: (finds the splits -> (train, val, source, classes), native image side (None: any size,
+# random-resized crops), per-channel mean and std); any other name is an ImageFolder path
+DATASETS = {
+    "digits": (_digits, 32, STATS["digits"]),
+    "cifar10": (_cifar, 32, STATS["cifar10"]),
+    "cifar100": (_cifar, 32, STATS["cifar100"]),
+    "imagenette": (_imagenette, None, IMAGENET_STATS),
+}
 
 
 def build_datasets(data: str = "digits", data_dir=None, img_size: int | None = None,
@@ -417,92 +496,26 @@ def build_datasets(data: str = "digits", data_dir=None, img_size: int | None = N
 
 
 def _build_datasets(data, root, img_size, randaugment, download):
-    if data == "digits":
-        images, labels = digits_images(32)
-        train_idx, val_idx = digits_split()
-        size = img_size or 32
-        mean, std = STATS["digits"]
-        kw = dict(native_size=32, flip="digits" not in NO_FLIP)
-        train = ArrayImages(images[train_idx], labels[train_idx],
-                            build_transforms(size, mean, std, True, randaugment=randaugment, **kw))
-        val = ArrayImages(images[val_idx], labels[val_idx], build_transforms(size, mean, std, False, **kw))
-        info = DataInfo("digits", "sklearn.datasets.load_digits (8x8, upsampled to 32x32 RGB)",
-                        10, size, train.classes, mean, std, len(train), len(val))
-        return train, val, info
-
-    if data in ("cifar10", "cifar100"):
-        looked: list[str] = []
-        found = _cifar(data, root, download, looked)
-        size = img_size or 32
-        mean, std = STATS[data]
-        train_tf = build_transforms(size, mean, std, True, native_size=32, randaugment=randaugment)
-        val_tf = build_transforms(size, mean, std, False, native_size=32)
-        if found[0] == "torchvision":
-            train, val = found[1], found[2]
-            train.transform, val.transform = train_tf, val_tf
-            source = str(Path(train.root) / train.base_folder)
-        else:
-            train, val, source = _image_folder_splits(found[1], train_tf, val_tf)
-        if len(train.classes) != NUM_CLASSES[data]:
-            raise ValueError(f"{data} has {NUM_CLASSES[data]} classes, but {source} has "
-                             f"{len(train.classes)}")
-        info = DataInfo(data, source, NUM_CLASSES[data], size, list(train.classes), mean, std,
-                        len(train), len(val))
-        return train, val, info
-
-    if data == "imagenette":
-        size = img_size or 224
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        train_tf = build_transforms(size, mean, std, True, randaugment=randaugment)
-        val_tf = build_transforms(size, mean, std, False)
-        local = root / "imagenette" if root is not None else None
-        if local is not None and local.is_dir() and find_splits(local):
-            train, val, source = _image_folder_splits(local, train_tf, val_tf)
-            classes = list(train.classes)
-        else:
-            tv_root = root if root is not None else Path.home() / ".cache" / "ccoat" / "data"
-            try:
-                train = tvd.Imagenette(str(tv_root), "train", "320px", download=download, transform=train_tf)
-                val = tvd.Imagenette(str(tv_root), "val", "320px", download=download, transform=val_tf)
-            except (RuntimeError, OSError) as error:
-                raise DatasetNotFoundError(
-                    f"dataset 'imagenette' not found; looked in: {local} (ImageFolder with train/ "
-                    f"and val/); {tv_root} (torchvision's Imagenette). How to get it: on a machine "
-                    "with internet access torchvision downloads it (download=True); offline, put an "
-                    f"ImageFolder copy at DATA_ROOT/imagenette and pass --data-dir DATA_ROOT or set "
-                    f"{DATA_ENV}. ({type(error).__name__}: {error})") from error
-            source, classes = str(Path(tv_root) / "imagenette2-320"), list(train.wnids)
-        info = DataInfo("imagenette", source, 10, size, classes, mean, std, len(train), len(val))
-        return train, val, info
-
-    # A path to an ImageFolder tree (absolute, relative, or relative to the data root).
-    path = Path(data).expanduser()
-    tried = [path] + ([root / data] if root is not None and not path.is_absolute() else [])
-    for candidate in tried:
-        if candidate.is_dir() and find_splits(candidate):
-            size = img_size or 224
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
-            train, val, source = _image_folder_splits(
-                candidate, build_transforms(size, mean, std, True, randaugment=randaugment),
-                build_transforms(size, mean, std, False))
-            info = DataInfo(str(data), source, len(train.classes), size, list(train.classes),
-                            mean, std, len(train), len(val))
-            return train, val, info
-    raise DatasetNotFoundError(
-        f"--data {data!r} is neither 'digits', 'cifar10', 'cifar100', 'imagenette' nor an "
-        "ImageFolder tree; "
-        "looked for train/ and val/ (or test/) in: " + "; ".join(map(_not_a_tree, tried))
-        + ". How to get data: 'digits' needs nothing; for your own images make "
-        "DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
-    )
+    """Find the splits of ``data``, then give them the transforms that suit it: at its native
+    side (32 px) the padded random crop, else the random-resized crop (224 px by default)."""
+    find, native, (mean, std) = DATASETS.get(data, (_folder, None, IMAGENET_STATS))
+    train, val, source, classes = find(data, root, download)
+    size = img_size or native or 224
+    flip = data not in NO_FLIP
+    train.transform = build_transforms(size, mean, std, True, native_size=native,
+                                       randaugment=randaugment, flip=flip)
+    val.transform = build_transforms(size, mean, std, False, native_size=native, flip=flip)
+    name = data if data in DATASETS else str(data)
+    return train, val, DataInfo(name, source, len(classes), size, classes, mean, std, len(train),
+                                len(val))
 
 
-def _image_folder_splits(root: Path, train_tf, val_tf):
+def _image_folder_splits(root: Path):
     train_dir, val_dir = find_splits(root)
     classes = check_image_folder(train_dir, val_dir)
     class_to_idx = {c: i for i, c in enumerate(classes)}
-    train = CheckedImageFolder(train_dir, train_tf)
-    val = CheckedImageFolder(val_dir, val_tf, class_to_idx=class_to_idx)
+    train = CheckedImageFolder(train_dir)
+    val = CheckedImageFolder(val_dir, class_to_idx=class_to_idx)
     return train, val, str(root)
 
 
@@ -727,7 +740,6 @@ def sample_photos(img_size=224, batch_size: int = 2, *, normalize: bool = True) 
     noise images have no structure to cluster; photos give a realistic count.
     """
     from sklearn.datasets import load_sample_images
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     if isinstance(img_size, int) and not isinstance(img_size, bool):
         img_size = (img_size, img_size)

@@ -53,7 +53,7 @@ import torch
 
 from . import cost, measure
 from .convert import convert_attention
-from .data import sample_photos
+from .data import parse_img_size, sample_photos
 from .model import ATTENTION_KINDS
 from .profile import choose, get_profile
 from .provenance import provenance, write_atomic
@@ -67,14 +67,13 @@ SIZES = ("tiny", "mini", "small", "medium")
 def default_settings(profile: str | None = None) -> dict:
     """The sweep of a run profile."""
     profile = profile or get_profile()
-    resolutions = [224, 320, 448, 640, 768, 1024]
+    sides = [224, 320, 448, 640, 768, 1024]
     small = [128, 160, 192]  # where clustering overhead and N² attention meet on a CPU
     return {
         "models": choose(smoke=["coat_lite_tiny"], cpu=["coat_lite_tiny"],
                          gpu=[f"coat_lite_{s}" for s in SIZES], profile=profile),
         "kinds": list(ATTENTION_KINDS),
-        "resolutions": choose(smoke=[224], cpu=small + resolutions, gpu=resolutions,
-                              profile=profile),
+        "img_sizes": choose(smoke=[224], cpu=small + sides, gpu=sides, profile=profile),
         "batch_sizes": choose(smoke=[1], cpu=[1], gpu=[1, 32], profile=profile),
         "repeats": choose(smoke=1, cpu=5, gpu=10, profile=profile),
         "warmup": choose(smoke=0, cpu=1, gpu=3, profile=profile),
@@ -223,7 +222,7 @@ def validate_settings(settings: dict) -> dict:
             raise ValueError(f"--{key.replace('_', '-')}: {key.replace('_', ' ')} must be >= "
                              f"{low} (a non-empty list of integers), got {values!r}")
 
-    integers("resolutions", 1)
+    integers("img_sizes", 1)
     integers("batch_sizes", 1)
     for key, low in (("repeats", 1), ("warmup", 0)):
         value = settings[key]
@@ -235,7 +234,7 @@ def validate_settings(settings: dict) -> dict:
         bad("models", f"model names among {', '.join(MODEL_NAMES)}")
     if not settings["kinds"] or any(k not in ATTENTION_KINDS for k in settings["kinds"]):
         bad("kinds", f"attention kinds among {', '.join(ATTENTION_KINDS)}")
-    for key in ("resolutions", "batch_sizes", "models", "kinds"):
+    for key in ("img_sizes", "batch_sizes", "models", "kinds"):
         repeated = sorted({v for v in settings[key] if list(settings[key]).count(v) > 1})
         if repeated:  # a repeated size gave two rows of one configuration
             raise ValueError(f"--{key.replace('_', '-')}: each value once, got "
@@ -288,19 +287,19 @@ def run(settings: dict, out_dir: str | os.PathLike = DEFAULT_OUT, command: str |
               file=sys.stderr, flush=True)
     models = {name: build_models(name, settings["kinds"], device) for name in settings["models"]}
     for kinds in models.values():
-        for img_size in settings["resolutions"]:
+        for img_size in settings["img_sizes"]:
             for batch_size in settings["batch_sizes"]:  # bad settings fail before the sweep
                 cost.check_input(next(iter(kinds.values())), img_size, batch_size)
     forecast = _PassForecast(settings["max_seconds"], device)
     rows, components = [], []
-    total = (len(settings["models"]) * len(settings["batch_sizes"]) * len(settings["resolutions"])
+    total = (len(settings["models"]) * len(settings["batch_sizes"]) * len(settings["img_sizes"])
              * len(settings["kinds"]))
     partial = f"{settings['name']}.partial"
     with tqdm(total=total, desc="cost sweep", disable=not progress) as bar:
         sweep = _Sweep(settings, forecast, bar)
         for model_name in settings["models"]:
             for batch_size in settings["batch_sizes"]:
-                for img_size in sorted(settings["resolutions"]):
+                for img_size in sorted(settings["img_sizes"]):
                     bar.set_postfix(model=model_name, size=img_size, batch=batch_size)
                     r, c = _measure_config(sweep, model_name, models[model_name], img_size,
                                            batch_size)
@@ -443,33 +442,36 @@ def load_component_times(path: str | os.PathLike):
 
 
 def _parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ccoat.sweep", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ccoat.sweep", description=__doc__.split("\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--profile", choices=("smoke", "cpu", "gpu"),
                    help="sweep size (default: CCOAT_PROFILE, else from the hardware)")
     p.add_argument("--models", nargs="+", help="model names, e.g. coat_lite_tiny")
     p.add_argument("--kinds", nargs="+", choices=ATTENTION_KINDS)
-    p.add_argument("--resolutions", nargs="+", type=int)
+    p.add_argument("--img-sizes", nargs="+", type=parse_img_size, metavar="N",
+                   help="image sides in pixels")
     p.add_argument("--batch-sizes", nargs="+", type=int)
     p.add_argument("--repeats", type=int)
     p.add_argument("--warmup", type=int)
     p.add_argument("--max-seconds", type=float, help="skip passes estimated to take longer")
     p.add_argument("--no-train", dest="train", action="store_false", default=None,
                    help="time forward passes only")
-    p.add_argument("--device")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the profile's)")
     p.add_argument("--name", help="file stem under --out (default cost_<profile>)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help=f"output folder (default {DEFAULT_OUT}; the committed sweeps are in "
                         f"{RESULTS_DIR})")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier sweep of the same --name in --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="a progress bar")
     return p.parse_args(argv)
 
 
 def _settings(args: argparse.Namespace) -> dict:
     """The profile's sweep with the options given on the command line in place of its own."""
     settings = default_settings(args.profile)  # an unknown CCOAT_PROFILE is a ValueError
-    for key in ("models", "kinds", "resolutions", "batch_sizes", "repeats", "warmup",
+    for key in ("models", "kinds", "img_sizes", "batch_sizes", "repeats", "warmup",
                 "max_seconds", "train", "device", "name"):
         value = getattr(args, key)
         if value is not None:
@@ -485,7 +487,7 @@ def main(argv=None) -> int:
         settings = validate_settings(_settings(args))
         command = "python -m ccoat.sweep " + " ".join(shlex.quote(a) for a in
                                                       (sys.argv[1:] if argv is None else argv))
-        record = run(settings, args.out, command=command.strip(), progress=not args.no_progress,
+        record = run(settings, args.out, command=command.strip(), progress=args.progress,
                      overwrite=args.overwrite)
     except (ValueError, FileExistsError, NotADirectoryError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -496,4 +498,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

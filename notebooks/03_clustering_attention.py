@@ -76,6 +76,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from IPython.display import display
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ccoat import data as cdata
 from ccoat.plotting import glue, set_theme
@@ -102,7 +103,7 @@ n_images = ccoat.choose(smoke=2, cpu=4, gpu=16)
 _, val_set, _ = cdata.build_datasets("imagenette", cdata.data_root(), img_size=128)
 photos = cdata.subset(val_set, n_images, seed=0)
 inputs = torch.stack([photos[i][0] for i in range(len(photos))])  # (B, 3, 128, 128)
-mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN), torch.tensor(IMAGENET_DEFAULT_STD)
 images = (inputs * std.view(3, 1, 1) + mean.view(3, 1, 1)).clamp(0, 1)  # for display
 
 model = read_run("imagenette128_gpu_ccoat_lite_tiny", CCOAT_REPO).load_model()

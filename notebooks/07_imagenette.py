@@ -75,7 +75,7 @@ import torch
 from IPython.display import display
 
 from ccoat import data as cdata
-from ccoat.clustering import block_index
+from ccoat.clustering import clusters_per_stage
 from ccoat.plotting import KIND_COLORS, glue, set_theme
 from ccoat.provenance import describe, results_file, shorten_paths
 from ccoat.runfolder import read_run
@@ -315,10 +315,9 @@ def scored(model):
     with ccoat.record_clusters(model) as records:
         for batch in x.split(64):
             logits.append(model(batch.to(DEVICE)).cpu())
-            for name, rec in records.items():  # each block, each batch
-                stage = f"stage{block_index(name)[0] + 1}"
-                counts.setdefault(stage, []).append(rec["num_clusters"].float().mean())
-    return torch.cat(logits), {s: float(sum(v) / len(v)) for s, v in counts.items()}
+            for stage, k in clusters_per_stage(records).items():  # each batch
+                counts.setdefault(stage, []).append(k)
+    return torch.cat(logits), {s: sum(v) / len(v) for s, v in counts.items()}
 
 
 factorized = coat.load_model()  # the kind it was trained with
@@ -443,7 +442,7 @@ for key, row in (("narrow", first), ("wide", last)):
 # the final weights on all validation images and writes `eval.json` and `model.safetensors`:
 #
 # ```bash
-# python benchmarks/pack_imagenette.py --val-subset 0 --out data/imagenette146.tar.gz
+# python benchmarks/pack_imagenette.py --val-subset 0 --out data --name imagenette146
 # mkdir -p /tmp/inette && tar xzf data/imagenette146.tar.gz -C /tmp/inette
 # for m in coat_lite_tiny ccoat_lite_tiny; do
 #   python -m ccoat.train --recipe imagenette128-gpu --model $m --epochs 14 \
@@ -451,7 +450,7 @@ for key, row in (("narrow", first), ("wide", last)):
 #   python -m ccoat.train --eval-only --out runs/imagenette128_gpu_$m
 # done
 # python benchmarks/convert_reference.py --run imagenette128_gpu_coat_lite_tiny \
-#     --out runs/imagenette128_gpu_coat_lite_tiny_conversion.json
+#     --out runs/imagenette128_gpu_coat_lite_tiny  # writes OUT/conversion.json
 # ```
 #
 # (`--val-subset 0` packs all 3,925 validation images; the default, 1,000, is the per-epoch

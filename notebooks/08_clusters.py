@@ -66,7 +66,7 @@ import torch
 
 from ccoat import cost
 from ccoat import data as cdata
-from ccoat.clustering import block_index
+from ccoat.clustering import block_index, clusters_per_stage
 from ccoat.plotting import KIND_COLORS, block_label, glue, set_theme
 from ccoat.runfolder import read_run
 
@@ -414,12 +414,7 @@ for r in (2.0, 4.0, 8.0):
     )
     with torch.no_grad(), ccoat.record_clusters(m) as recs:
         m(images[:B])
-    k = {f"stage{s + 1}": [] for s in range(4)}
-    for name, rec in recs.items():
-        k[f"stage{block_index(name)[0] + 1}"].append(
-            rec["num_clusters"].float().mean()
-        )
-    widths[r] = {s: float(torch.stack(v).mean()) / TOKENS[s] for s, v in k.items()}
+    widths[r] = {s: k / TOKENS[s] for s, k in clusters_per_stage(recs).items()}
 sweep = pd.DataFrame(widths)  # K/N, stages x widths
 spread = sweep[2.0] - sweep[8.0]
 assert spread.idxmax() == "stage1", "stage 1 is no longer the most sensitive"

@@ -12,6 +12,7 @@ from ccoat.clustering import (
     block_index,
     broadcast,
     clusters_per_row,
+    clusters_per_stage,
     limit_clusters,
     prototypes,
     record_clusters,
@@ -330,3 +331,16 @@ def test_clusters_per_row_is_the_mean_over_images_and_heads_in_block_order():
     assert list(means) == [f"stages.{s}.blocks.{b}" for s in range(4) for b in range(2)]
     for name, mean in means.items():
         assert mean == pytest.approx(records[name]["num_clusters"].float().mean().item())
+
+
+def test_clusters_per_stage_is_the_mean_over_images_heads_and_blocks_of_each_stage():
+    model = ccoat.create_model("ccoat_lite_tiny_cifar", num_classes=10).eval()
+    with torch.no_grad(), record_clusters(model) as records:
+        model(torch.randn(2, 3, 32, 32))
+    per_stage = clusters_per_stage(records)
+    assert list(per_stage) == ["stage1", "stage2", "stage3", "stage4"]
+    for stage, mean in per_stage.items():
+        counts = torch.cat([r["num_clusters"].flatten() for name, r in records.items()
+                            if f"stage{block_index(name)[0] + 1}" == stage])
+        assert mean == pytest.approx(counts.float().mean().item())
+    assert clusters_per_stage({}) == {}

@@ -171,9 +171,11 @@ def _check_setup(program: str, args: list[str], block: str) -> None:
         assert args[0] == "build" and (ROOT / args[1] / "_toc.yml").is_file(), args
     elif program == "pytest":
         assert all((ROOT / a).is_dir() for a in args if not a.startswith("-")), args
-    elif program == "tar":
-        archive = args[args.index("xzf") + 1]
-        assert f"--out {archive}" in block, f"nothing in the block writes {archive}"
+    elif program == "tar":  # the archive a script wrote as --out FOLDER --name STEM
+        archive = Path(args[args.index("xzf") + 1])
+        stem = archive.name.removesuffix(".tar.gz")
+        assert f"--out {archive.parent} --name {stem}" in block, \
+            f"nothing in the block writes {archive}"
     else:
         pytest.fail(f"no check for the command {program} {shlex.join(args)}")
 

@@ -283,3 +283,27 @@ def test_a_data_path_that_is_a_file_says_so(tmp_path):
         cdata.build_datasets(str(archive))
     with pytest.raises(FileNotFoundError, match="nowhere \\(does not exist\\)"):
         cdata.build_datasets(str(tmp_path / "nowhere"))
+
+
+def test_an_image_side_from_the_command_line_is_a_positive_integer_named_in_the_error():
+    import argparse
+
+    assert cdata.parse_img_size("224") == 224
+    for bad in ("0", "-32", "22.5", "224x224", "abc", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="image side must be a positive "
+                                                             "integer"):
+            cdata.parse_img_size(bad)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--img-size", type=cdata.parse_img_size)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--img-size", "big"])
+
+
+def test_each_named_dataset_has_its_native_side_and_statistics_and_a_path_is_a_folder(tmp_path):
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    assert cdata.DATASETS["imagenette"][1:] == (None, (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
+    assert cdata.DATASETS["cifar10"][1:] == (32, cdata.STATS["cifar10"])
+    _, val, info = cdata.build_datasets("digits", img_size=48)
+    assert (info.name, info.img_size, info.num_classes) == ("digits", 48, 10)
+    assert val[0][0].shape == (3, 48, 48)

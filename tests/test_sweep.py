@@ -9,7 +9,7 @@ import pytest
 from ccoat import provenance, sweep
 
 SETTINGS = {"models": ["coat_lite_tiny"], "kinds": ["factorized", "softmax"],
-            "resolutions": [32, 64], "batch_sizes": [1], "repeats": 1, "warmup": 0,
+            "img_sizes": [32, 64], "batch_sizes": [1], "repeats": 1, "warmup": 0,
             "max_seconds": 1e-4, "train": False, "device": "cpu", "name": "t"}  # 64 px: skipped
 
 
@@ -80,14 +80,24 @@ def test_a_failed_write_keeps_the_old_file_and_names_the_path(tmp_path, monkeypa
     assert _snapshot(tmp_path) == before  # old files intact, no temporary file
 
 
+def test_a_bad_image_side_is_refused_naming_the_option(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep, "build_models", lambda *a: pytest.fail("work started"))
+    with pytest.raises(SystemExit):  # by the parser: argparse's one line, exit status 2
+        sweep.main(["--img-sizes", "224", "0", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert "argument --img-sizes: image side must be a positive integer (pixels), got '0'" in \
+        capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"--img-sizes: img sizes must be >= 1"):  # as a setting
+        sweep.validate_settings(sweep.default_settings("smoke") | {"img_sizes": [0]})
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--repeats", "0"], r"--repeats must be an integer >= 1, got 0"),
     (["--warmup", "-1"], r"--warmup must be an integer >= 0"),
     (["--max-seconds", "0"], r"--max-seconds must be a number > 0"),
-    (["--resolutions", "0"], r"--resolutions: resolutions must be >= 1"),
     (["--models", "coat_huge"], r"--models must be model names among"),
     (["--name", "a/b"], r"--name must be a file stem"),
-    (["--resolutions", "224", "224"], r"--resolutions: each value once, got \[224, 224\] "
+    (["--img-sizes", "224", "224"], r"--img-sizes: each value once, got \[224, 224\] "
                                       r"\(224 repeated\)"),
     (["--kinds", "softmax", "softmax"], r"--kinds: each value once"),
 ])
@@ -130,7 +140,7 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch)
 
 def test_sweep_writes_results_with_provenance_and_skips_with_a_reason(tmp_path):
     settings = {"models": ["coat_lite_tiny"], "kinds": ["factorized", "softmax"],
-                "resolutions": [32, 64], "batch_sizes": [1], "repeats": 1, "warmup": 0,
+                "img_sizes": [32, 64], "batch_sizes": [1], "repeats": 1, "warmup": 0,
                 "max_seconds": 1e-4, "train": False, "device": "cpu", "name": "t"}
     record = sweep.run(settings, tmp_path, command="test", progress=False)
     stored = json.loads((tmp_path / "t.json").read_text())
@@ -150,7 +160,7 @@ def test_sweep_writes_results_with_provenance_and_skips_with_a_reason(tmp_path):
 
 
 def test_sweep_refuses_a_size_the_model_cannot_take(tmp_path):
-    settings = sweep.default_settings("smoke") | {"resolutions": [100]}
+    settings = sweep.default_settings("smoke") | {"img_sizes": [100]}
     with pytest.raises(ValueError, match="multiple of 32"):
         sweep.run(settings, tmp_path, progress=False)
     with pytest.raises(SystemExit, match="batch sizes must be >= 1"):
