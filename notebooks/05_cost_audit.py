@@ -165,7 +165,12 @@ sizes["difference"] = sizes["ccoat.cost GMACs"] / sizes["published GMACs"] - 1
 assert sizes["difference"].abs().max() < 0.03, "the count should match timm's to 3%"
 glue("timm_difference", sizes["difference"].abs().max())
 sizes.style.format(
-    {"ccoat.cost GMACs": "{:.3f}", "parameters (M)": "{:.2f}", "difference": "{:+.1%}"}
+    {
+        "ccoat.cost GMACs": "{:.3f}",
+        "published GMACs": "{:.1f}",
+        "parameters (M)": "{:.2f}",
+        "difference": "{:+.1%}",
+    }
 )
 
 # %% [markdown]
@@ -225,7 +230,8 @@ glue("crpe_share", share["crpe"])
 # so their cost depends on the weights and the images. The weights are trained ones:
 # CoaT-Lite Tiny trained on Imagenette at 128 px (the committed run
 # `imagenette128_gpu_coat_lite_tiny`, see `results/README.md`), loaded into every kind.
-# `cost.audit` runs them on two photos shipped with scikit-learn, and reports, besides the
+# `cost.audit` runs them on one photo shipped with scikit-learn (`china.jpg`, batch 1), and
+# reports, besides the
 # MACs, the steps that have almost none — hashing, clustering (a sort), prototypes (a
 # scatter-mean) and broadcast (a gather).
 
@@ -247,7 +253,7 @@ for img_size in audit_sizes:
 audits = pd.concat(audits, ignore_index=True)
 
 # %%
-fig, axes = plt.subplots(2, len(KINDS), figsize=(3.6 * len(KINDS), 7.5))
+fig, axes = plt.subplots(2, len(KINDS), figsize=(3.6 * len(KINDS), 7.5), sharey="row")
 for col, kind in enumerate(KINDS):
     sel = audits[(audits.kind == kind) & (audits.img_size == 224)]
     plot_components(sel, value="macs", ax=axes[0, col], title=kind)
@@ -262,9 +268,10 @@ fig.suptitle(
 fig.tight_layout()
 
 # %% [markdown]
-# The clustered cores pad every query row to the largest row's number of clusters $K$, and
-# their prototype attention multiplies $1 + K$ queries per row (the class token keeps its own)
-# with all $N$ keys and values: $2(1 + K) N C_h$ MACs per row. We check the audit's count
+# The clustered cores pad every query row to the largest row's number of clusters,
+# $K_{\max}$, and their prototype attention multiplies $1 + K_{\max}$ queries per row (the
+# class token keeps its own) with all $N$ keys and values: $2(1 + K_{\max}) N C_h$ MACs per
+# row. We check the audit's count
 # against that formula with the cluster counts it recorded.
 
 # %%
@@ -291,7 +298,7 @@ glue("s1_prototype_macs", counted_attention / 1e6)
 # %% [markdown]
 # In stage 1 at 224 px, the [3136](#s1_queries) image queries of each head fall into
 # **[1143](#s1_clusters_low:.0f) to [1449](#s1_clusters_high:.0f)** clusters per row
-# (the mean over the batch and heads of each block); prototype attention counts
+# (the mean over the 8 heads of each block, lowest and highest block); prototype attention counts
 # [1317.8](#s1_prototype_macs:.1f) M MACs, as the formula says.
 
 # %%
@@ -330,14 +337,16 @@ per_kind.style.format("{:.3f}").set_caption(
 #
 # $$\text{saving}_\text{factorized} = (N - K)\, C_h^2 .$$
 #
-# *E2LSH* multiplies every query by $L$ random projections before it can
-# cluster anything: $N\, L\, C_h$ MACs for the projections alone. Whenever
+# *E2LSH* multiplies every image query by $L$ random projections before it can
+# cluster anything: $HW\, L\, C_h$ MACs for the projections alone (the class token is not
+# hashed; $HW = N - 1$). Whenever
 # $L \ge C_h$, hashing costs more than the largest possible saving. With ACT's
 # $L = 32$ and CoaT-Lite Tiny's first stage, $C_h = 8$:
 #
-# $$N \cdot 32 \cdot 8 \;>\; N \cdot 64 \;\ge\; (N - K) \cdot 64 ,$$
+# $$HW \cdot 32 \cdot 8 \;>\; HW \cdot 64 \;\ge\; (N - K) \cdot 64 ,$$
 #
-# whatever $K$ or the bucket width $r$: clustering the queries of factorized attention cannot
+# (the last step because a row forms at least one cluster, $K \ge 1$), whatever $K$ or the
+# bucket width $r$: clustering the queries of factorized attention cannot
 # save MACs there.
 #
 # *Softmax attention* multiplies every query by all $N$ keys and then by all $N$ values,
@@ -444,7 +453,7 @@ pd.DataFrame(
 # 3. Suppose every query row of every block formed exactly 64 clusters. Pass
 #    `cost.analytic_costs` a `clusters` dictionary of `cost.BlockClusters(total=8 * 64,
 #    padded=8 * 64, before_cap=8 * 64, rows=8)` per `(stage, block)`: what share of softmax
-#    attention's MACs at 1024 px does clustered attention need then?
+#    attention's MACs in the attention core at 1024 px does the clustered core need then?
 
 # %% tags=["hide-input"]
 # Exercise 1: per block, softmax attention (2·N²·C) = the MLP (2·N·C·8C) at N = 8C.

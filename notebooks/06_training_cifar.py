@@ -118,8 +118,11 @@ plt.show()
 # the committed runs, trained to the end of their schedules.
 
 # %%
-sizes = {p: recipes.recipe(f"cifar10-{p}") for p in ("smoke", "cpu", "gpu")}
-display(pd.DataFrame(sizes).fillna(""))
+sizes = pd.DataFrame(
+    {p: recipes.recipe(f"cifar10-{p}") for p in ("smoke", "cpu", "gpu")}
+)
+differs = sizes.astype(str).nunique(axis=1) > 1  # the rows the profile changes
+display(sizes[differs].fillna("").rename_axis("recipe cifar10-<profile>"))
 config = recipes.cifar10(
     data_dir=DATA_DIR,
     progress=False,
@@ -127,7 +130,9 @@ config = recipes.cifar10(
     **ccoat.choose(smoke={}, cpu={}, gpu=dict(epochs=2, warmup_epochs=1)),
 )
 live = pd.DataFrame(ctrain.fit(config).history)
-live[["epoch", "train_loss", "val_top1", "images_per_s", "clusters_per_stage"]]
+clusters = pd.json_normalize(live.clusters_per_stage.tolist()).add_prefix("K, ")
+record = pd.concat([live[["epoch", "train_loss", "val_top1"]], clusters], axis=1)
+record.round({"train_loss": 3, "val_top1": 1, **dict.fromkeys(clusters, 1)})
 
 # %% [markdown]
 # Each epoch's record also holds how many clusters the queries formed, per stage, averaged
@@ -136,7 +141,7 @@ live[["epoch", "train_loss", "val_top1", "images_per_s", "clusters_per_stage"]]
 # ## Equal GPU time
 #
 # Both committed runs had one NVIDIA H100 for 420 seconds of training, with the recipe
-# `cifar10-gpu-budget`: the whole training set held on the GPU and cropped and flipped there
+# `cifar10-gpu-budget` (batch 512): the whole training set held on the GPU and cropped and flipped there
 # (reading images never slows a model down), bf16, and a learning rate that warms up for two
 # epochs and then follows a cosine in *seconds*, so that each model ends its schedule when its
 # budget is spent. The two ran one after the other, alone on the GPU. Every epoch was scored on
@@ -193,11 +198,15 @@ print(d)
 # CoaT-Lite Tiny finished [70](#epochs_coat) epochs and scored
 # **[87.27](#top1_coat:.2f)%**; Clustering CoaT Tiny finished [43](#epochs_clus) and
 # scored **[85.17](#top1_clus:.2f)%**. Image by image, Clustering CoaT minus CoaT-Lite is
-# [Δ = −2.1 points [−2.7, −1.5], McNemar p = 4.9e−11](#paired): a gap that the 10,000 test images resolve. CoaT-Lite had passed
-# Clustering CoaT's final accuracy after [196](#passed_s:.0f) s of its 420. Clustering
-# the queries adds hashing, sorting and gathering to every block and removes almost none of
-# the work (the cost chapter shows why), so each of its updates takes longer, and in the same
-# time it learns less.
+# [Δ = −2.1 points [−2.7, −1.5], McNemar p = 4.9e−11](#paired): a gap that the 10,000 test
+# images resolve. (`ccoat.stats.paired_difference` resamples the test images, a bootstrap, for
+# the 95% interval of the difference; McNemar's exact test asks whether the images that only
+# one model gets right are split evenly between the two; see the glossary.) CoaT-Lite had
+# passed Clustering CoaT's final accuracy after [196](#passed_s:.0f) s of its 420.
+# Clustering CoaT replaces CoaT-Lite's factorized attention with softmax attention of its
+# prototypes over all keys, and adds hashing, sorting and gathering to every block. With as
+# many prototypes as the queries form below, that is more work than CoaT-Lite's, not less
+# (chapter 5 counts it), so each update takes longer, and in the same time it learns less.
 #
 # Per epoch (right) the two curves are not on one schedule: each run's learning rate follows
 # its own clock, so at a given epoch CoaT-Lite's rate is still higher. The fair reading is the
@@ -206,10 +215,10 @@ print(d)
 # %% [markdown]
 # ## How many clusters do trained queries form?
 #
-# Clustering pays only if many queries share a prototype: $K \ll N$. The committed
+# Clustering pays only if many queries share a prototype: $K \ll HW$. The committed
 # Clustering CoaT run recorded, after every epoch, the clusters its queries formed per stage.
-# Divided by the stage's number of image tokens ($N$ = 256, 64, 16 and 4 at 32 px), it reads
-# as the fraction of the attention work clustering keeps:
+# Divided by the stage's number of image tokens ($HW$ = 256, 64, 16 and 4 at 32 px), it reads
+# as the fraction of the attention work clustering keeps (stages 2–4 overlap near 1):
 
 # %%
 tokens = {"stage1": 16 * 16, "stage2": 8 * 8, "stage3": 4 * 4, "stage4": 2 * 2}
@@ -221,8 +230,8 @@ per_token = pd.DataFrame(
     index=clus.metrics.epoch,
 )
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
-per_token.plot(ax=ax, marker=".", lw=1)
-ax.set(xlabel="epoch", ylabel="clusters per token ($K/N$)", ylim=(0, 1.05))
+per_token.plot(ax=ax, style=["o-", "s-", "^-", "x-"], ms=4, lw=1)
+ax.set(xlabel="epoch", ylabel="clusters per image token ($K/HW$)", ylim=(0, 1.05))
 ax.set_title("Clustering CoaT Tiny, equal-time run: clusters per token, by stage")
 plt.show()
 first, final = per_token.iloc[0], per_token.iloc[-1]
@@ -237,9 +246,9 @@ glue("k2_final", final.stage2)
 # Training pulls the queries apart. In stage 1 the clusters per token grew from
 # [29%](#k1_first:.0%) after the first epoch to [92%](#k1_final:.0%) at the end;
 # stages 2–4 ended with about one cluster per token (stage 2: [100%](#k2_final:.0%)).
-# With $K \approx N$ a prototype stands for one query, so the clustered attention does the
-# work of ordinary attention *plus* the hashing and the clustering. That is the cost chapter's
-# bound seen from the trained side.
+# With $K \approx HW$ a prototype stands for one query, so the clustered attention does the
+# work of softmax attention *plus* the hashing and the clustering, more than CoaT-Lite's
+# factorized attention ever does.
 #
 # ## Summary
 #
@@ -261,7 +270,7 @@ glue("k2_final", final.stage2)
 # 2. Interrupt a run after one epoch (`stop_after=1`), resume it (`resume=True`), and check
 #    with `torch.equal` that its final weights equal those of an uninterrupted run.
 # 3. Clustering CoaT's stage 1 keeps about [92%](#k1_final:.0%) of the tokens as
-#    clusters. If stage 1's attention were *softmax* attention of $N$ = 256 queries, what
+#    clusters. If stage 1's attention were *softmax* attention of $HW$ = 256 queries, what
 #    fraction of its score computations would $K$ prototypes save?
 
 # %% tags=["hide-input"]
@@ -312,7 +321,7 @@ assert same, "resuming no longer gives the uninterrupted run's weights"
 # lower for both: it includes the warm-up of the GPU kernels.)
 # ```
 #
-# ```{admonition} Solution to exercise 2
+# ````{admonition} Solution to exercise 2
 # :class: dropdown
 # ```python
 # tiny = dict(model="coat_lite_tiny_cifar", data="digits", epochs=2, batch_size=32,
@@ -325,12 +334,12 @@ assert same, "resuming no longer gives the uninterrupted run's weights"
 # ```
 # The checkpoint holds the weights, the optimiser, the schedule and every random state, so the
 # resumed run draws the same batches and augmentations as the straight one.
-# ```
+# ````
 #
 # ```{admonition} Solution to exercise 3
 # :class: dropdown
-# Softmax attention computes an $N \times N$ score matrix; with $K$ prototypes it computes
-# $K \times N$, so it saves $1 - K/N$ = [8%](#saved_scores:.0%) of the scores, before the
-# hashing is paid for. Against CoaT's factorized attention, which computes no $N \times N$
+# Softmax attention computes an $HW \times HW$ score matrix (leaving out the class token);
+# with $K$ prototypes it computes $K \times HW$, so it saves $1 - K/HW$ = [8%](#saved_scores:.0%) of the scores, before the
+# hashing is paid for. Against CoaT's factorized attention, which computes no $HW \times HW$
 # matrix at all, there is no such saving to be had.
 # ```

@@ -63,6 +63,7 @@ import pandas as pd
 import seaborn as sns
 import timm
 import torch
+from IPython.display import display
 
 from ccoat import cost
 from ccoat import data as cdata
@@ -106,22 +107,22 @@ glue("val_images", run.eval["images"])
 #
 # Every epoch, the training run counted the clusters each (image, head) row formed on the
 # validation images, averaged per stage; `metrics.jsonl` keeps them. Divided by the stage's
-# number of image tokens $N$, the count $K/N$ says how much clustering can save: at $K/N = 1$
+# number of image tokens $HW$, the count $K/HW$ says how much clustering can save: at $K/HW = 1$
 # every query is alone in its cluster.
 
 # %%
 per_epoch = pd.DataFrame(list(run.metrics.clusters_per_stage), index=run.metrics.epoch)
-fraction = per_epoch / pd.Series(TOKENS)  # K/N per stage and epoch
+fraction = per_epoch / pd.Series(TOKENS)  # K/HW per stage and epoch
 fig, ax = plt.subplots(figsize=(7, 3.6))
 for (stage, values), color in zip(fraction.items(), sns.color_palette("crest", 4)):
-    label = f"{stage} (N = {TOKENS[stage]})"
+    label = f"{stage} (HW = {TOKENS[stage]})"
     ax.plot(values.index, values, "o-", color=color, label=label)
 ax.axhline(1, color="grey", ls=":", lw=1)
 ax.set(
     xlabel="epoch",
-    ylabel="clusters per token, K/N",
+    ylabel="clusters per image token, K/HW",
     ylim=(0, 1.05),
-    title="Clustering CoaT Tiny trained with clustering: K/N per stage",
+    title="Clustering CoaT Tiny trained with clustering: K/HW per stage",
 )
 ax.legend(fontsize="small", loc="lower right")
 fig.tight_layout()
@@ -131,8 +132,8 @@ plt.show()
 first, last = fraction.iloc[0], fraction.iloc[-1]
 assert last["stage1"] > 2 * first["stage1"], "stage 1's queries no longer spread apart"
 assert last["stage2"] > first["stage2"], "stage 2's queries no longer spread apart"
-assert (last[["stage2", "stage3", "stage4"]] > 0.95).all(), "stages 2-4 are not K ≈ N"
-assert (first[["stage3", "stage4"]] > 0.95).all(), "stages 3-4 did not start at K ≈ N"
+assert (last[["stage2", "stage3", "stage4"]] > 0.95).all(), "stages 2-4 are not K ≈ HW"
+assert (first[["stage3", "stage4"]] > 0.95).all(), "stages 3-4 did not start at K ≈ HW"
 assert 0.4 < last["stage1"] < 0.6, (
     "stage 1 no longer keeps about one cluster per 2 tokens"
 )
@@ -165,6 +166,7 @@ for stage in TOKENS:
 
 # %%
 n_images = ccoat.choose(smoke=4, cpu=16, gpu=256)
+glue("n_images", n_images)
 _, val_set, info = cdata.build_datasets(
     "imagenette", cdata.data_root(), img_size=IMG_SIZE
 )
@@ -233,8 +235,8 @@ plt.show()
 #
 # ## How many clusters, across images, blocks and heads
 #
-# One photo can mislead. Here are the counts over all the validation images above, for every
-# block and head, as clusters per token.
+# One photo can mislead. Here are the counts over the [16](#n_images "live") validation photos
+# above, for every block and head, as clusters per image token.
 
 # %%
 rows = [
@@ -255,7 +257,7 @@ sns.boxplot(
     legend=False,
 )
 ax.set(
-    ylabel="clusters per token, K/N",
+    ylabel="clusters per image token, K/HW",
     xlabel="block (s = stage, b = block)",
     title=f"{n_images} images × {shapes[0].heads} heads, r = {hasher.bucket_width:g}",
 )
@@ -303,11 +305,12 @@ glue("largest", int(sizes.max()))
 # holds [508](#largest "live") tokens: a few large clusters (the uniform regions) and a crowd of
 # singletons.
 #
-# ## What K ≈ N costs
+# ## What K ≈ HW costs
 #
-# Prototype attention computes softmax attention for the $K$ prototypes of a row (plus the
-# class token) against all $N$ keys: $2 h (1 + K) (1 + N) C_h$ MACs per block and image, where
-# softmax attention computes $2 h (1 + N)^2 C_h$. The hashing adds $N C L$ MACs
+# Prototype attention computes softmax attention for the prototypes of a row, padded to the
+# largest row's $K_{\max}$ (plus the class token), against all $N = 1 + HW$ keys:
+# $2 h (1 + K_{\max}) N C_h$ MACs per block and image, where softmax attention computes
+# $2 h N^2 C_h$. The hashing adds $HW\,C\,L$ MACs
 # (every query against every projection), and a sort. `ccoat.cost.audit` counts both on two of
 # the photos above, with the clusters the trained model forms on them; CoaT-Lite's factorized
 # attention is shown for scale.
@@ -330,8 +333,10 @@ def macs_of(kind, components):
 found = tables["clustered"].attrs["clusters"]
 core = pd.DataFrame(
     {
-        "N": pd.Series(TOKENS),
-        "K per row": {s: cost.stage_clusters_per_row(found, s) for s in TOKENS},
+        "image tokens HW": pd.Series(TOKENS),
+        "clusters per row K": {
+            s: cost.stage_clusters_per_row(found, s) for s in TOKENS
+        },
         "softmax": macs_of("softmax", ["attention"]),
         "prototypes": macs_of("clustered", ["attention"]),
         "hashing": macs_of("clustered", ["hashing"]),
@@ -339,12 +344,13 @@ core = pd.DataFrame(
     }
 )
 core["(proto + hash) / softmax"] = (core.prototypes + core.hashing) / core.softmax
-print(core.round(2).rename_axis("MMACs per image").to_string())
+caption = "M MACs per image and stage (2 blocks); K and HW are counts"
+display(core.style.format("{:.2f}").set_caption(caption))
 
 # %%
 ratio = core["(proto + hash) / softmax"]
 assert (ratio[["stage2", "stage3", "stage4"]] > 0.95).all(), (
-    "K ≈ N no longer costs softmax"
+    "K ≈ HW no longer costs softmax"
 )
 assert ratio["stage1"] < 1, "stage 1's prototypes no longer cost less than softmax"
 cheaper = core.softmax / core.factorized  # softmax over factorized: (1 + N) / C_h
@@ -366,16 +372,17 @@ for kind, value in totals.items():
 
 # %% [markdown]
 # In stages 2 to 4, prototype attention plus the hashing costs at least
-# [1.06](#ratio_min234:.2f) times what softmax attention costs: with $K \approx N$ the
+# [1.06](#ratio_min234:.2f) times what softmax attention costs: with $K \approx HW$ the
 # prototypes are the queries, and nothing is saved. Stage 1, the one stage that clusters, costs
 # [0.88](#ratio_stage1:.2f) times softmax attention (the cores pad every row to the largest
 # row's $K$, so the rows that cluster most pay for the ones that cluster least). The hashing
-# is small in MACs where $N$ is large ([1.6](#hash_share1:.1f)% of softmax attention in
+# is small in MACs where $HW$ is large ([1.6](#hash_share1:.1f)% of softmax attention in
 # stage 1) and not where it is small ([89](#hash_share4:.0f)% in stage 4); beyond its
 # MACs it sorts and gathers, which a MAC count does not see (chapter 5 times them).
-# CoaT-Lite's factorized attention, linear in $N$, costs $(1 + N)/C_h$ times less than softmax
+# CoaT-Lite's factorized attention, linear in $N$, costs $N/C_h$ times less than softmax
 # attention: [128](#fact_stage1:.0f) times less in stage 1, more than ten
-# times less in stages 1 and 2 (in stage 4, with 16 tokens and $C_h = 64$, it costs more). The
+# times less in stages 1 and 2 (in stage 4, with 16 image tokens and $C_h = 40$,
+# $N/C_h = 17/40 < 1$, so it costs more). The
 # whole model costs [0.79](#gmacs_clustered:.2f) GMACs per
 # image with clustered attention, [0.82](#gmacs_softmax:.2f) with softmax and
 # [0.52](#gmacs_factorized:.2f) with factorized attention. Clustered, the model costs
@@ -415,7 +422,7 @@ for r in (2.0, 4.0, 8.0):
     with torch.no_grad(), ccoat.record_clusters(m) as recs:
         m(images[:B])
     widths[r] = {s: k / TOKENS[s] for s, k in clusters_per_stage(recs).items()}
-sweep = pd.DataFrame(widths)  # K/N, stages x widths
+sweep = pd.DataFrame(widths)  # K/HW, stages x widths
 spread = sweep[2.0] - sweep[8.0]
 assert spread.idxmax() == "stage1", "stage 1 is no longer the most sensitive"
 assert (sweep[2.0] >= sweep[4.0]).all() and (sweep[4.0] >= sweep[8.0]).all()
@@ -488,8 +495,8 @@ glue("ex3_vs_factorized", counted / (core.loc["stage1", "factorized"] * B * 1e6)
 # ```{admonition} Solution to exercise 3
 # :class: dropdown
 # Per block, the core attends $h$ class-token queries and $h K$ prototype slots (every row
-# padded to the block's largest $K$) to $1 + N$ keys, then multiplies by the values:
-# $2 (B h + \text{padded slots}) (1 + N) C_h$ MACs. Summed over stage 1's blocks this gives
-# [232.7](#ex3_mmacs:.1f) MMACs per image, exactly what `ccoat.cost.audit` counts, and
+# padded to the block's largest $K$, $K_{\max}$) to $N = 1 + HW$ keys, then multiplies by
+# the values: $2 (B h + \text{padded slots})\, N C_h$ MACs. Summed over stage 1's blocks this gives
+# [232.7](#ex3_mmacs:.1f) M MACs per image, exactly what `ccoat.cost.audit` counts, and
 # [111](#ex3_vs_factorized:.0f) times the MACs of factorized attention on the same stage.
 # ```

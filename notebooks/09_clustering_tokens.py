@@ -187,7 +187,8 @@ print("merge and unmerge by hand equal ccoat.token_clustering's")
 # which is exact for CoaT's factorized attention when a cluster's tokens are equal.
 #
 # We look at the clusters of the best-trained CoaT-Lite Tiny on Imagenette at 128 px
-# (`results/imagenette128_gpu_coat_lite_tiny_e70`: 50 epochs on one H100, trained weights),
+# (`results/imagenette128_gpu_coat_lite_tiny_e70`: 50 epochs of a 70-epoch schedule on one
+# H100, trained weights),
 # at half of the tokens in stages 1 and 2, on two photos that ship with scikit-learn.
 
 # %%
@@ -455,7 +456,7 @@ glue("tc_gpu_train_lsh", train_gpu[1])
 # fastest, pool at keep 0.25 run eagerly, reached [1.003](#tc_gpu_fastest:.3f)×
 # CoaT-Lite's images/s, the fastest compiled one [0.88](#tc_gpu_compiled:.2f)×, and a
 # training step on pooled or LSH clusters at keep 0.25 ran at
-# [0.64](#tc_gpu_train_pool:.2f)× and [0.64](#tc_gpu_train_lsh:.2f)×. Our reading,
+# [0.64](#tc_gpu_train_pool:.3f)× and [0.64](#tc_gpu_train_lsh:.3f)×. Our reading,
 # not measured here: CoaT-Lite Tiny at 128 px is too small for the H100's
 # multiply-accumulates to be what limits it, rather the number of kernels it launches and
 # the memory they move; merging and unmerging add kernels (scatter, gather, LSH's sorts,
@@ -683,13 +684,14 @@ glue("tc_scratch_pool_lsh", str(pool_lsh))
 # tell the two apart. Converted without retraining at the same budget, the better-trained
 # Imagenette model falls [21.2](#tc_convert_pool:.1f) (pool) and
 # [33.7](#tc_convert_lsh:.1f) (LSH) points: trained with its clusters, a model adapts
-# to them. But on the GPU the two train at [0.64](#tc_gpu_train_pool:.2f)× and
-# [0.64](#tc_gpu_train_lsh:.2f)× CoaT-Lite's images/s, so the seed's claim of less
+# to them. But on the GPU the two train at [0.64](#tc_gpu_train_pool:.3f)× and
+# [0.64](#tc_gpu_train_lsh:.3f)× CoaT-Lite's images/s, so the seed's claim of less
 # training time does not hold there: in equal GPU time CoaT-Lite would have trained longer.
 # On the 2-core CPU, where the smaller products do pay, a training step of the two runs at
 # [1.60](#tc_scratch_pool_cpu:.2f)× and [1.60](#tc_scratch_lsh_cpu:.2f)×
 # CoaT-Lite's (`benchmarks/token_clustering_gpu.py --device cpu --sections train`, batch
-# 64, float32): there token clustering does train in less time, at the accuracy above. Not
+# 64, float32; only three timed rounds of one step each, so these ratios are rough): there
+# token clustering does train in less time, at the accuracy above. Not
 # done here, for want of GPU time: several seeds of each run.
 #
 # ## Summary
@@ -711,7 +713,7 @@ glue("tc_scratch_pool_lsh", str(pool_lsh))
 #   project's target of 1.5× at a cost of at most one point is missed.
 # - On an H100 no variant was faster than CoaT-Lite by 1% (the best
 #   [1.003](#tc_gpu_fastest:.3f)×), and training on clusters ran at
-#   [0.64](#tc_gpu_train_pool:.2f)× (pool) and [0.64](#tc_gpu_train_lsh:.2f)×
+#   [0.64](#tc_gpu_train_pool:.3f)× (pool) and [0.64](#tc_gpu_train_lsh:.3f)×
 #   (LSH).
 # - Trained from scratch on a quarter of the tokens, the models trail CoaT-Lite by
 #   [3.4](#tc_scratch_pool_behind:.1f) (pool) and
@@ -776,11 +778,12 @@ glue("ex3_side2", records["bipartite"][BLOCKS[1]]["size"][0])
 # :class: dropdown
 # From the sweep's MACs, pooling at keep 0.25 does [51%](#ex1_mac_share:.0%) of
 # CoaT-Lite's multiply-accumulates, which would give [1.95](#ex1_predicted:.2f)× if time
-# followed MACs; measured, it runs at [1.51](#ex1_measured:.2f)×. The rest of the time
-# goes to work that does not shrink with the tokens: the patch embeddings, CPE and CRPE on
-# the full grid, stages 3 and 4, forming the clusters, the scatters and gathers of merging
-# and unmerging, and the element-wise operations (norms, activations, residual adds) that a
-# MAC count leaves out.
+# followed MACs; measured, it runs at [1.51](#ex1_measured:.2f)×. Work that does not
+# shrink (the patch embeddings, stages 3 and 4) is already in the 51%, so the gap comes from
+# work that takes more time per MAC, or that a MAC count does not see at all: forming the
+# clusters, the scatters and gathers of merging and unmerging, the element-wise operations
+# (norms, activations, residual adds), and the depthwise convolutions of CPE and CRPE, which
+# move much data for each MAC.
 # ```
 #
 # ````{admonition} Solution to exercise 2
@@ -797,7 +800,8 @@ glue("ex3_side2", records["bipartite"][BLOCKS[1]]["size"][0])
 # A prototype is a sum divided by a size; weighting it by its size gives the sum back, so
 # the second merge adds up the same tokens as a single merge would. Without the sizes the
 # first coarse cluster would average a prototype of 3 tokens and one of 1 as if each were
-# one token, giving the single token three times its share; the second, two prototypes of
+# one token, giving the single token a weight of 1/2 instead of 1/4: twice its share, and
+# three times the weight of each of the other three tokens; the second, two prototypes of
 # 2 tokens each, happens to come out right. This is why a block keeps every prototype's size.
 # ````
 #

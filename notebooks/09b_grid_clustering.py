@@ -42,8 +42,8 @@
 #
 # **Prerequisites.** The previous chapter (merging tokens, the fine-tune recipe, the tuned
 # CoaT-Lite that every method is compared with), CoaT-Lite's stages from chapter 1, and the
-# paired comparison of two models on the same images (`ccoat.stats.paired_difference`,
-# chapter 9).
+# paired comparison of two models on the same images (`ccoat.stats.paired_difference`, from
+# the chapter "Training on CIFAR-10").
 #
 # **Learning objectives**
 #
@@ -158,7 +158,13 @@ resolution = pd.DataFrame(
 resolution["tuned vs 128 px tuned"] = [
     str(versus_control(hits_tuned, n)) for n in RESOLUTIONS
 ]
-display(resolution.round(1))
+resolution.loc[RESOLUTIONS[0], "tuned vs 128 px tuned"] = "—"  # the control itself
+display(
+    resolution.style.format(
+        {"MMACs": "{:.0f}", "CPU speed b32": "{:.2f}", "CPU speed b1": "{:.2f}"}
+        | {"converted (%)": "{:.1f}", "tuned (%)": "{:.1f}"}
+    )
+)
 
 # %%
 speed96 = rows.speedup_batch32["coat_lite 96"]
@@ -215,10 +221,10 @@ assert res96.high < 0 and res64.high < 0, (
 #    own cell (weights $\alpha_{ij}$: a softmax of cosine similarities over a temperature
 #    $\tau$; a token never joins a distant centroid), and each centroid becomes the weighted
 #    mean of what joined it;
-# 2. the class token and the centroids go through every block of the stage unchanged, CPE
-#    and CRPE included, on the $H' \times W'$ grid;
+# 2. the class token and the centroids go through the stage's blocks (unmodified, CPE and
+#    CRPE included) on the $H' \times W'$ grid;
 # 3. at the end of the stage every token gets back its own value plus the change its
-#    centroids underwent, weighed by its assignment:
+#    centroids underwent, weighted by its assignment:
 #    $x_i + \sum_j \alpha_{ij} (y_j - c_j)$, where $y_j$ is what the blocks made of $c_j$. A token keeps its detail and receives what the
 #    stage computed for its neighbourhood; the next stage's patch embedding sees the full
 #    grid.
@@ -296,7 +302,7 @@ def centroids_from(tokens, weights):
 
 
 def rebuilt(tokens, change, weights):
-    """Every token plus its centroids' change (B, C, H', W'), weighed: (B, H*W, C)."""
+    """Every token plus its centroids' change (B, C, H', W'), weighted: (B, H*W, C)."""
     return tokens + torch.einsum("bnk,bnkc->bnc", weights, neighbourhoods(change))
 
 
@@ -577,9 +583,9 @@ assert rows.speedup_batch1[methods].max() < rows.speedup_batch1["coat_lite 96"]
 # seed (one run each), and not the timing that places a method on the speed axis, which moves
 # between runs (the previous chapter's sweep, run on another day, timed bipartite
 # merging at [1.23](#gr_bip_sweep:.2f)× where this run has
-# [1.34](#gr_speed_bip:.2f)×). At batch 1 the curve is steeper still: CoaT-Lite at
-# 96 px runs [1.36](#gr_speed96_b1:.2f)× and no token method more than
-# [1.15](#gr_best_b1:.2f)×, so at batch 1 none of them beats the smaller image.
+# [1.34](#gr_speed_bip:.2f)×). At batch 1 every method
+# gains less: CoaT-Lite at 96 px runs [1.36](#gr_speed96_b1:.2f)× and no token method more
+# than [1.15](#gr_best_b1:.2f)×, so at batch 1 none of them beats the smaller image.
 #
 # For grid clustering at keep 0.25 on stages 1 and 2, the project's three targets:
 #
@@ -667,14 +673,14 @@ assert extra / split.loc["total", "grid 0.25"] > 0.05, (
 # So the speed target is met with room to spare; what misses is accuracy, which no
 # profile explains. Converted, before the fine-tune, the grid model scores
 # [17.6](#gr_conv25_behind:.1f) points less than CoaT-Lite converted alike. Its stages 1 and 2 now run on a grid
-# half as fine in each direction, where the 3 × 3 kernels of CPE and CRPE span twice the
-# image distance they were trained for; the converted 64 px model, whose every stage has
+# half as fine in each direction, where the kernels of CPE (3 × 3) and CRPE (3 × 3 to 7 × 7)
+# span twice the image distance they were trained for; the converted 64 px model, whose every stage has
 # that mismatch, loses [22.8](#gr_conv64_behind:.1f) points. Two epochs recover much
 # of the loss, not all of it, and a longer fine-tune is the first thing to try.
 #
 # ## On a GPU
 #
-# No GPU was lent to the session that made these measurements, so this chapter has no GPU
+# No GPU was available for these measurements, so this chapter has no GPU
 # timings of grid clustering or of the lower resolutions: they are missing, not zero. The
 # previous chapter's H100 measurements found no block-level method faster than CoaT-Lite;
 # whether a grid, which keeps every tensor regular, does better there is open.
@@ -751,10 +757,12 @@ glue("ex3_lost", lost)
 #
 # ```{admonition} Solution to exercise 2
 # :class: dropdown
-# With cells of one token there is nothing to cluster: each centroid is its token, the
-# blocks run on the full grid and the rebuild adds back exactly what they changed, so the
-# stage is CoaT-Lite's. `ccoat.grid_clustering` takes this case without a k-means, and the
-# converted model equals the trained CoaT-Lite on the photos to 1e-5.
+# Run as described, one round would still mix each token softly with its eight neighbours'
+# centroids, so keep 1 would only approximate CoaT-Lite. `ccoat.grid_clustering` therefore
+# treats a 1 × 1 cell as a special case and skips the k-means: each centroid is its token,
+# the blocks run on the full grid and the rebuild adds back exactly what they changed, so the
+# stage is CoaT-Lite's, and the converted model equals the trained CoaT-Lite on the photos to
+# 1e-5.
 # ```
 #
 # ```{admonition} Solution to exercise 3
