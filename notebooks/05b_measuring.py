@@ -26,13 +26,13 @@
 # [1.5](#cpu_clustered_per_mac:.1f) times CoaT-Lite's time per MAC, and on an H100 at
 # batch 1 exact softmax attention runs at [0.56](#gpu_softmax_per_mac:.2f) times
 # CoaT-Lite's time per MAC. Clustered attention is slower than CoaT-Lite at every size and batch
-# measured, on both machines; it overtakes exact softmax attention from
-# [128](#cpu_cross_fwd) px on the CPU and from [320](#gpu_cross_fwd_32) px at batch
+# measured, on both machines; with random-init weights it overtakes exact softmax attention
+# from [128](#cpu_cross_fwd) px on the CPU and from [320](#gpu_cross_fwd_32) px at batch
 # 32 on the GPU.** The conclusions come from committed measurements (their command, commit,
 # machine and date are printed with them); a timing live on your machine is shown with its
 # spread, as "your machine".
 #
-# **Prerequisites**: {doc}`05_cost_audit` (the cost audit: counting), and chapters 1 to 4.
+# **Prerequisites**: {doc}`05_cost_audit` and chapters 1 to 4.
 #
 # **Learning objectives**
 #
@@ -78,8 +78,9 @@ print(f"profile: {ccoat.get_profile()}, torch {torch.__version__}")
 #
 # Three files, each with the record of how it was made: the per-component times of
 # `benchmarks/cost_components.py` (CoaT-Lite Tiny and Clustering CoaT Tiny, random-init weights
-# shared by both, median of 5 passes on a 2-core CPU), and the resolution sweeps of
-# `python -m ccoat.sweep` on that CPU and on one H100 GPU.
+# shared by both, median of 5 passes on a 2-core CPU), and the resolution sweeps on that CPU
+# and on one H100 GPU (recorded as `python -m ccoat.bench`, the command's name then; it is
+# `python -m ccoat.sweep` today).
 
 
 # %%
@@ -220,8 +221,8 @@ print(f"range {min(totals) * 1e3:.0f}-{max(totals) * 1e3:.0f} ms")
 #
 # The two sweeps time CoaT-Lite Tiny with every attention kind at growing inputs: on the CPU at
 # batch 1 from 128 to 1024 px, on the GPU at batch 1 up to 1024 px and at batch 32 up to 640 px
-# (the GPU sweep ran for the 290 seconds its session could give it, so it holds CoaT-Lite Tiny
-# only; what it measured is complete for those rows). At 1024 px the first stage has 65,537
+# (the GPU sweep ran for the 290 seconds its session could give it; every row it holds is
+# complete). At 1024 px the first stage has 65,537
 # tokens, so exact softmax attention forms $65537^2$ scores per head; passes that a sweep
 # estimated to exceed its time or memory limit were skipped, and the table says why. Both
 # sweeps time the kinds of one resolution *interleaved* (one pass of each kind in turn), and
@@ -471,8 +472,10 @@ cross.to_frame()
 # from [320](#gpu_cross_fwd_32) px at batch 32 (the training step from
 # [224](#gpu_cross_train_32) px at batch 32). This is the room ACT's clustering has: not
 # against CoaT-Lite, whose factorized attention is already linear in $N$, but against
-# attention that is quadratic in it. The verdict on the seed's claim is drawn once, in the
-# conclusions chapter, from these same files.
+# attention that is quadratic in it. These crossovers come from random-init models, whose
+# queries form several times fewer clusters in stage 1 than trained ones (above); a trained
+# Clustering CoaT crosses over later, if at all. The verdict on the seed's claim is drawn
+# once, in the conclusions chapter, from these same files.
 
 # %% [markdown]
 # ## Summary
@@ -486,7 +489,8 @@ cross.to_frame()
 #   softmax attention [1.76](#cpu_softmax_per_mac:.2f)× and
 #   [0.56](#gpu_softmax_per_mac:.2f)×.
 # - Both clustered kinds are slower than CoaT-Lite at every size and batch measured. Clustered
-#   attention beats exact softmax attention from [128](#cpu_cross_fwd) px on the CPU, and
+#   attention (random-init weights) beats exact softmax attention from
+#   [128](#cpu_cross_fwd) px on the CPU, and
 #   from [640](#gpu_cross_fwd_1) px (batch 1) and [320](#gpu_cross_fwd_32) px
 #   (batch 32) on the GPU.
 # - A live timing is a sample: show its spread, and draw conclusions from committed,

@@ -67,10 +67,10 @@ set_theme()
 # somewhere they never recover from. The usual recipe {cite:p}`touvron2021deit` therefore
 # *warms up*: the learning rate grows linearly from almost zero over the first updates, then
 # decays along half a cosine to a small floor. With peak rate $\eta$, floor $\eta_{min}$,
-# starting rate $\eta_0$, $W$ warm-up updates and $T$ updates after them, update $t$ uses
+# starting rate $\eta_0$, $U_w$ warm-up updates and $U_c$ updates after them, update $t$ uses
 #
-# $$\eta_t = \begin{cases} \eta_0 + (\eta - \eta_0)\, t / W & t < W \\
-#   \eta_{min} + \tfrac12 (\eta - \eta_{min}) \left(1 + \cos\left(\pi \tfrac{t - W}{T}\right)\right) & t \ge W.
+# $$\eta_t = \begin{cases} \eta_0 + (\eta - \eta_0)\, t / U_w & t < U_w \\
+#   \eta_{min} + \tfrac12 (\eta - \eta_{min}) \left(1 + \cos\left(\pi \tfrac{t - U_w}{U_c}\right)\right) & t \ge U_w.
 # \end{cases}$$
 
 
