@@ -25,6 +25,7 @@ import argparse
 import copy
 import json
 import statistics
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -71,28 +72,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+@dataclass(frozen=True)
+class Setup:
+    """What the steps of a run share: the parsed flags, the model's image size, the results file."""
+    args: argparse.Namespace
+    img_size: int
+    out: Path  # OUT/NAME.json
 
-    meta = read_metadata(args.weights)
+
+def load_base(weights: str):
+    """The trained CoaT-Lite in eval mode, its weights' metadata and its image size."""
+    meta = read_metadata(weights)
     img_size = meta.get("img_size") or 32
     base = load_weights(
         ccoat.create_model(meta["model"], num_classes=meta["num_classes"], img_size=img_size),
-        args.weights,
+        weights,
     ).eval()
+    return base, meta, img_size
+
+
+def test_split(args: argparse.Namespace, meta: dict, img_size: int):
+    """The loader of the weights' dataset's test (or val) split, and its description."""
     if "imagenette" in str(meta.get("dataset", "")).lower():  # the val split, resized and cropped
         _, test_set, info = cdata.build_datasets("imagenette", args.data_dir, img_size=img_size)
         test_set = cdata.subset(test_set, args.val_subset or None, seed=0)
         test = cdata.make_loader(test_set, 100, train=False, num_workers=1)
-        dataset = f"Imagenette val, {len(test_set)} images at {img_size} px"
-    else:
-        _, test_set, info = cdata.build_datasets("cifar10", args.data_dir)
-        test = cdata.device_loader(
-            test_set, info, 500, train=False, device="cpu", num_workers=2
-        )
-        dataset = f"CIFAR-10 (JPEG copy), all {info.n_val} test images"
+        return test, f"Imagenette val, {len(test_set)} images at {img_size} px"
+    _, test_set, info = cdata.build_datasets("cifar10", args.data_dir)
+    test = cdata.device_loader(test_set, info, 500, train=False, device="cpu", num_workers=2)
+    return test, f"CIFAR-10 (JPEG copy), all {info.n_val} test images"
 
+
+def configurations(args: argparse.Namespace) -> dict[str, dict]:
+    """CoaT-Lite, then every method x keep (x LSH seed) x scope, by name."""
     configs = {"coat_lite": dict(method=None, keep=1.0, seed=None, scope=None)}
     for method in args.methods:
         for keep in args.keeps:
@@ -102,15 +114,22 @@ def main(argv=None) -> int:
                         f" seed={seed}" if seed is not None else ""
                     ) + (f" scope={scope}" if scope != "block" else "")
                     configs[name] = dict(method=method, keep=keep, seed=seed, scope=scope)
+    return configs
 
-    def build(cfg):
-        model = copy.deepcopy(base)
-        if cfg["method"]:
-            options = {"seed": cfg["seed"]} if cfg["method"] == "lsh" else {}
-            cluster_tokens(model, cfg["method"], keep=cfg["keep"], stages=tuple(args.stages),
-                           scope=cfg["scope"], **options)
-        return model.eval()
 
+def build(base: torch.nn.Module, cfg: dict, stages) -> torch.nn.Module:
+    """A copy of ``base`` converted by ``cluster_tokens`` as ``cfg`` says (CoaT-Lite: unchanged)."""
+    model = copy.deepcopy(base)
+    if cfg["method"]:
+        options = {"seed": cfg["seed"]} if cfg["method"] == "lsh" else {}
+        cluster_tokens(model, cfg["method"], keep=cfg["keep"], stages=tuple(stages),
+                       scope=cfg["scope"], **options)
+    return model.eval()
+
+
+def start_record(setup: Setup, meta: dict, dataset: str) -> dict:
+    """The results' provenance; with ``--timing-only``, the earlier file's rows without timings."""
+    args = setup.args
     record = {
         "provenance": provenance(
             dataset=dataset,
@@ -120,20 +139,24 @@ def main(argv=None) -> int:
         ),
         "rows": [],
     }
-    out = Path(args.out) / f"{args.name}.json"
     if args.timing_only:
-        earlier = json.loads(out.read_text())
+        earlier = json.loads(setup.out.read_text())
         record["rows"] = [
             {k: v for k, v in row.items() if "batch" not in k} for row in earlier["rows"]
         ]
         record["provenance"]["accuracy_and_macs_from"] = earlier["provenance"]
+    return record
 
-    def write():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, json.dumps(record, indent=1) + "\n")
 
-    models = {name: build(cfg) for name, cfg in configs.items()}
-    for name, model in models.items() if not args.timing_only else ():
+def write(record: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(record, indent=1) + "\n")
+
+
+def score(setup: Setup, models: dict, configs: dict, test, record: dict) -> None:
+    """Top-1 (with its 95% interval) and MACs of every model: a row each, written as it ends."""
+    args = setup.args
+    for name, model in models.items():
         scored = evaluate(model, test, "cpu", interval=True, progress=args.progress, desc=name)
         record["rows"].append(
             {
@@ -142,24 +165,29 @@ def main(argv=None) -> int:
                 "stages": args.stages,
                 "top1": scored["top1"],
                 "top1_ci95": scored["top1_ci95"],
-                "macs": cost.macs(model, img_size)["total"],
+                "macs": cost.macs(model, setup.img_size)["total"],
             }
         )
         print(json.dumps(record["rows"][-1]), flush=True)
-        write()
+        write(record, setup.out)
 
-    images = next(iter(test))[0]
+
+def forward_passes(model: torch.nn.Module, x: torch.Tensor, passes: int) -> None:
+    """One timed call: ``passes`` forward passes."""
+    for _ in range(passes):
+        model(x)
+
+
+def time_forward(setup: Setup, models: dict, images: torch.Tensor, record: dict) -> None:
+    """Images/s and speed-up over CoaT-Lite of every row at batch 32 and 1, every configuration
+    in turn each round; written after each batch size."""
+    args = setup.args
     with torch.inference_mode():
         for batch in (32, 1):
             x = images[:batch]
-
-            # every configuration in turn, each round; a call is `passes` forward passes
-            def passes(model, x=x):
-                for _ in range(args.passes):
-                    model(x)
-
             times = measure.alternate(
-                {name: partial(passes, model) for name, model in models.items()},
+                {name: partial(forward_passes, model, x, args.passes)
+                 for name, model in models.items()},
                 args.repeats,
                 warmup=1,
             )
@@ -172,13 +200,31 @@ def main(argv=None) -> int:
                 row[f"speedup_batch{batch}"] = (
                     row[f"images_per_s_batch{batch}"] / reference
                 )
-            write()
-    for row in record["rows"]:
+            write(record, setup.out)
+
+
+def print_table(rows: list[dict]) -> None:
+    for row in rows:
         print(
             f"{row['config']:>26}: top-1 {row['top1']:.2f} [{row['top1_ci95'][0]:.2f}, "
             f"{row['top1_ci95'][1]:.2f}]  MMACs {row['macs'] / 1e6:7.1f}  "
             f"x{row['speedup_batch32']:.2f} (b32)  x{row['speedup_batch1']:.2f} (b1)"
         )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base, meta, img_size = load_base(args.weights)
+    test, dataset = test_split(args, meta, img_size)
+    configs = configurations(args)
+    setup = Setup(args, img_size, Path(args.out) / f"{args.name}.json")
+    record = start_record(setup, meta, dataset)
+    models = {name: build(base, cfg, args.stages) for name, cfg in configs.items()}
+    if not args.timing_only:
+        score(setup, models, configs, test, record)
+    time_forward(setup, models, next(iter(test))[0], record)
+    print_table(record["rows"])
     return 0
 
 
