@@ -340,7 +340,7 @@ glue("repeats", repeats)
 # %% [markdown]
 # At $N$ = [4097](#n_last "live") tokens the counted cost of softmax attention is
 # **[512](#macs_ratio:.0f "live")×** that of factorized attention and its measured time
-# **[136.0](#time_ratio:.1f "live")×** on the machine that built this page. The counts are exact;
+# **[305.8](#time_ratio:.1f "live")×** on the machine that built this page. The counts are exact;
 # the times are a live measurement ([5](#repeats "live") alternated rounds; the bars show the
 # fastest and the slowest), and on a busy machine a point can jump by several times, so read
 # the times for their trend only. They bend away from the counts at small $N$, where fixed

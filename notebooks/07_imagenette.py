@@ -569,7 +569,7 @@ glue("ex3_vs_width", str(paired_difference(cap_hits, scored_hits[r_wide])))
 # queries of a uniform patch of the image are (on these two images the largest cluster has
 # size [1](#ex1_shared "live")). Each prototype is then its queries, and the core computes
 # $\mathrm{softmax}(q k^\top) v$ for every query: softmax attention. On two images the logits of the two converted models differ by at
-# most [4.8e-07](#ex1_diff:.1e "live"), rounding. Clustered attention therefore inherits softmax
+# most [6.9e-07](#ex1_diff:.1e "live"), rounding. Clustered attention therefore inherits softmax
 # attention's loss when it replaces CoaT's factorized attention in weights trained for the
 # latter, while clustered-factorized attention keeps CoaT's operator.
 # ```

@@ -138,6 +138,19 @@ def test_every_output_reads_as_a_reader_should_see_it(built_book, page):
     assert not found, f"{page}:\n" + "\n".join(found)
 
 
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+def test_every_solution_is_a_dropdown_and_no_directive_shows_raw(built_book, page):
+    """A fence closed too early (a ```python block inside a ``` admonition) leaves the
+    directive's source on the page and the rest of the solution outside its dropdown."""
+    article = soup(built_book, page).select_one("article")
+    raw = [line.strip() for line in article.get_text("\n").splitlines()
+           if line.strip().startswith(("```{", ":class: dropdown"))]
+    assert not raw, f"{page} shows directive source: {raw[:3]}"
+    titles = article.find_all(string=re.compile(r"^\s*Solution to exercise"))
+    outside = [t.strip() for t in titles if not t.find_parent(class_="dropdown")]
+    assert not outside, f"{page}: not in a dropdown: {outside}"
+
+
 @pytest.mark.parametrize("text, fault", [
     ("<p>| model | px |\n|---|---|</p>", "Markdown table"),
     ("<p>At $N = 4097$ tokens</p>", "maths left unrendered"),
