@@ -410,6 +410,7 @@ def command_line(suppress: bool = False) -> argparse.ArgumentParser:
     instead of training. ``suppress``: no defaults, so that parsing tells what was given."""
     p = argparse.ArgumentParser(
         prog="python -m ccoat.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
         description="Training and evaluation: one function for the notebooks, one command "
         "line for everyone.")
     p.add_argument("--recipe", choices=list(RECIPES), metavar="NAME",

@@ -169,3 +169,13 @@ def test_auto_precision_takes_bf16_only_where_the_gpu_computes_it(monkeypatch, c
     assert recipes.amp_dtype("fp16", gpu) == torch.float16
     assert recipes.amp_dtype("off", gpu) is None
     assert recipes.amp_dtype("auto", torch.device("cpu")) is None
+
+
+def test_a_prefix_of_an_option_is_refused_as_in_every_ccoat_command(capsys):
+    """``--img 64`` is not a second spelling of ``--img-size`` (as in ``ccoat.sweep`` and the
+    benchmarks: one vocabulary, no abbreviations)."""
+    with pytest.raises(SystemExit):
+        recipes.parse_args(["--recipe", "cifar10-cpu", "--img", "64"])
+    assert "unrecognized arguments: --img" in capsys.readouterr().err
+    config, _ = recipes.parse_args(["--recipe", "cifar10-cpu", "--img-size", "64"])
+    assert config.img_size == 64
