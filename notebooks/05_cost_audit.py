@@ -139,7 +139,11 @@ for name, value in by_hand.items():
     torch.testing.assert_close(float(stage1.loc[name, "macs"]), 2.0 * value)
     torch.testing.assert_close(float(stage1.loc[name, "macs_analytic"]), 2.0 * value)
 print("ccoat.cost agrees with the hand count (counted and analytic)")
-tiny.head(10)
+names = {"macs": "MACs (counted)", "macs_analytic": "MACs (closed form)"}
+names |= {"ops": "other operations", "params": "parameters"}
+tiny.head(10).rename(columns=names).style.format(
+    "{:,.0f}", subset=list(names.values())
+)
 
 # %% [markdown]
 # The whole model's count can be checked against an independent number: timm's model cards

@@ -248,16 +248,17 @@ skipped
 
 # %%
 panels = [("CPU", cpu_rows, 1), ("GPU", gpu_rows, 1), ("GPU", gpu_rows, 32)]
-fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+axes = axes.ravel()
 plot_sweep(cpu_rows, "macs", ax=axes[0], label="MACs (counted)")
 axes[0].set_title("counted cost, batch 1")
 for ax, (name, rows, batch) in zip(axes[1:], panels):
     plot_sweep(rows, "fwd_vs_factorized", ax=ax, batch_size=batch, label="")
     ax.axhline(1, color="k", lw=0.8)
     ax.set_title(f"{name}, batch {batch}")
+    ax.set_ylabel("forward time / CoaT-Lite's, same round")
     if ax is not axes[1]:
         ax.get_legend().remove()
-axes[1].set_ylabel("forward time / CoaT-Lite's, same round")
 fig.suptitle(
     f"CoaT-Lite Tiny by attention kind: {cpu_record['device']} and "
     f"{gpu_record['device']}"
@@ -269,6 +270,7 @@ fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
 for ax, (name, rows, batch) in zip(axes, panels):
     plot_sweep(rows, "fwd_s", ax=ax, batch_size=batch)
     ax.set_title(f"{name}, batch {batch}: forward time")
+    ax.set_ylabel("forward time per batch (s)")
     if ax is not axes[0]:
         ax.get_legend().remove()
 fig.tight_layout()

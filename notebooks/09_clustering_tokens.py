@@ -332,20 +332,19 @@ glue("tc_in_ref", sweeps[IMAGENETTE][0].top1[0])
 
 # %%
 for title, (rows, prov) in sweeps.items():
-    print(f"{title}: {prov['dataset']}; {prov['device']}, {prov['date'][:10]}")
+    caption = f"{title}: {prov['dataset']}; {prov['device']}, {prov['date'][:10]}"
     table = rows[["config", "top1", "macs", "speedup_batch32", "speedup_batch1"]]
+    names = {
+        "macs": "MMACs",
+        "speedup_batch32": "speed b32",
+        "speedup_batch1": "speed b1",
+    }
     display(
         table.assign(macs=table.macs / 1e6)
-        .rename(
-            columns={
-                "macs": "MMACs",
-                "speedup_batch32": "speed b32",
-                "speedup_batch1": "speed b1",
-                "top1": "top-1 (%)",
-            }
-        )
+        .rename(columns=names | {"top1": "top-1 (%)"})
         .set_index("config")
-        .round(2)
+        .style.format(precision=2)
+        .set_caption(caption)
     )
 
 # %% [markdown]
@@ -382,7 +381,12 @@ per = scope_rows.dropna(subset=["method"]).pivot_table(
     index=["method", "keep"], columns="scope", values=["top1", "speedup_batch32"]
 )
 print(f"{scope_prov['dataset']}; CoaT-Lite {scope_rows.top1[0]:.1f}% on these images")
-display(per.round(2))
+names = {"speedup_batch32": "CPU speed b32 (×)", "top1": "top-1 (%)"}
+display(
+    per.rename(columns=names)
+    .rename_axis(columns=[None, "clusters formed per"])
+    .round(2)
+)
 gain = per["speedup_batch32"]["stage"] - per["speedup_batch32"]["block"]
 change = per["top1"]["stage"] - per["top1"]["block"]
 assert (gain > 0).all(), "the text says a stage's clusters are faster in every setting"

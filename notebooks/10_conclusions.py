@@ -336,7 +336,10 @@ glue("conv_images", study["val_images"])
 glue("operator_cost", operator_cost)
 glue("clustering_cost", clustering_cost)
 glue("cf_cost", cf_cost)
-conv
+interval = conv.top1_ci95.map(lambda ci: f"{ci[0]:.1f}–{ci[1]:.1f}")
+conv.assign(top1_ci95=interval).rename(
+    columns={"top1": "top-1 (%)", "top1_ci95": "95% interval"}
+).rename_axis(None)
 
 # %% [markdown]
 # On [1,000](#conv_images:,) validation images, switching the operator alone (factorized →
