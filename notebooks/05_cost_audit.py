@@ -184,10 +184,15 @@ sizes.style.format(
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+handles = {}  # one legend for the three panels: every component of any of them
 for ax, value in zip(axes, ("macs", "ops", "params")):
     plot_components(tiny, value=value, ax=ax)
-    if ax is not axes[-1]:
-        ax.get_legend().remove()
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+        handles.setdefault(label, handle)
+    ax.get_legend().remove()
+fig.legend(
+    handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1, 0.5)
+)
 axes[0].set_title("multiply-accumulates")
 axes[1].set_title("other operations")
 axes[2].set_title("parameters")
