@@ -528,32 +528,22 @@ with ccoat.record_clusters(trained) as records, torch.no_grad():
 tokens = {name: rec["ids"].shape[-1] for name, rec in records.items()}
 clusters = clusters_per_row(records)  # mean clusters per (image, head) row
 names = list(clusters)
+ratio = pd.Series({block_label(n): clusters[n] / tokens[n] for n in names})
 fig, ax = plt.subplots(figsize=(8, 3.5))
-ax.bar(
-    range(len(names)),
-    [tokens[n] for n in names],
-    color="lightgray",
-    label="image tokens",
-)
-ax.bar(
-    range(len(names)),
-    [clusters[n] for n in names],
-    color=KIND_COLORS["clustered"],
-    label="clusters K (mean over heads)",
-)
-ax.set_xticks(range(len(names)), [block_label(n) for n in names])
+ax.bar(range(len(names)), ratio, color=KIND_COLORS["clustered"])
+ax.axhline(1, color="k", lw=0.8)  # one cluster per token: nothing saved
+ticks = [f"{block_label(n)}\n{tokens[n]}" for n in names]  # block and its image tokens
+ax.set_xticks(range(len(names)), ticks)
+ax.yaxis.set_major_formatter(PercentFormatter(1))
 ax.set(
-    yscale="log",
-    xlabel="block (s = stage, b = block)",
-    ylabel="count",
+    ylim=(0, 1.1),
+    xlabel="block (s = stage, b = block) and its image tokens HW",
+    ylabel="clusters K / image tokens",
     title="Clusters per block, trained Clustering CoaT Tiny, one photo, 128 px",
 )
-ax.legend()
 fig.tight_layout()
 
 # %%
-ratio = pd.Series({block_label(n): clusters[n] / tokens[n] for n in names})
-display(ratio.to_frame("K / image tokens").T.round(2))
 assert ratio.iloc[-1] > ratio.iloc[0], "the last stage should save least"
 glue("first_ratio", ratio.iloc[0])
 glue("last_ratio", ratio.iloc[-1])

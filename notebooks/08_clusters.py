@@ -160,7 +160,7 @@ for stage in TOKENS:
 # ## Clusters over the image
 #
 # Each token of stage 1 covers a 4×4-pixel patch. Below, the tokens of the first block of
-# stage 1 are painted over the photo with the colour of **their cluster's prototype**: the
+# stage 1 are painted, opaque, next to the photo (left) with the colour of **their cluster's prototype**: the
 # prototypes are projected to three dimensions (their first principal components, per head) and
 # read as RGB. Tokens in one cluster share one colour exactly; similar prototypes look alike.
 
@@ -217,7 +217,9 @@ for row, i in enumerate(range(3)):
         show_image(axes[row, col], i)
         colours = prototype_colours(rec, i, head).reshape(side, side, 3)
         extent = (-0.5, IMG_SIZE - 0.5, IMG_SIZE - 0.5, -0.5)
-        axes[row, col].imshow(colours.numpy(), alpha=0.65, extent=extent)
+        axes[row, col].imshow(
+            colours.numpy(), extent=extent
+        )  # opaque: colour = cluster
         k = int(rec["num_clusters"][i, head])
         axes[row, col].set_title(f"head {head}: K = {k} of {side**2}", fontsize=9)
 for ax in axes.flat:
