@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
+import json
 import os
 import platform
 import re
@@ -57,6 +58,29 @@ def provenance(*, dataset: str | None = None, device: str | torch.device | None 
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
+
+
+# The one schema: what :func:`provenance` writes, and what every results file carries, either
+# under a "provenance" key (the benchmarks, the sweeps) or at its top level (a run's run.json).
+PROVENANCE_KEYS = ("command", "git_commit", "device", "torch", "threads", "profile", "dataset",
+                   "date")
+
+
+def of(record: dict) -> dict:
+    """The provenance of a results file's ``record``, in the one schema (:data:`PROVENANCE_KEYS`),
+    wherever the file keeps it; ``KeyError`` naming what a record lacks."""
+    source = record.get("provenance", record)
+    missing = [key for key in PROVENANCE_KEYS if key not in source]
+    if missing:
+        raise KeyError(f"the record has no provenance {', '.join(missing)}; every results file "
+                       f"carries {', '.join(PROVENANCE_KEYS)}")
+    return {key: source[key] for key in PROVENANCE_KEYS}
+
+
+def read_results(name: str, repo: str | None = None) -> dict:
+    """The committed results file ``results/<name>`` (JSON), read: from the checkout, else
+    fetched from ``repo`` (:func:`results_file`, required)."""
+    return json.loads(results_file(name, repo, required=True).read_text())
 
 
 def describe(record: dict, markdown: bool = False) -> str:

@@ -66,7 +66,6 @@ if "google.colab" in sys.modules:
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
 import copy
-import json
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -78,7 +77,7 @@ from ccoat import cost
 from ccoat import token_clustering as tc
 from ccoat.data import sample_photos
 from ccoat.plotting import glue, plot_intervals, set_theme
-from ccoat.provenance import results_file
+from ccoat.provenance import read_results
 from ccoat.runfolder import read_run
 from ccoat.stats import paired_difference
 
@@ -90,12 +89,6 @@ print("profile:", ccoat.get_profile())
 # %% [markdown]
 # Every measurement below is read from a file committed under `results/`; a missing file
 # stops the chapter with an error that names it.
-
-
-# %%
-def committed_json(name):
-    """The committed results file ``results/name``, read."""
-    return json.loads(results_file(name, CCOAT_REPO, required=True).read_text())
 
 
 # %% [markdown]
@@ -258,7 +251,7 @@ plt.show()
 # %%
 def sweep(name):
     """A committed sweep ``results/name``: its rows (row 0: CoaT-Lite), provenance."""
-    bench = committed_json(name)
+    bench = read_results(name, CCOAT_REPO)
     return pd.DataFrame(bench["rows"]), bench["provenance"]
 
 
@@ -419,7 +412,10 @@ glue("tc_scope_change_max", change.max())
 
 
 # %%
-files = [committed_json(f"token_clustering_gpu{s}.json") for s in ("", "_compiled")]
+files = [
+    read_results(f"token_clustering_gpu{s}.json", CCOAT_REPO)
+    for s in ("", "_compiled")
+]
 for file in files:
     print(file["provenance"]["device"], file["provenance"]["date"][:10])
 gpu = {**files[0], **files[1]}  # sections forward and train; compiled
@@ -617,7 +613,7 @@ SCRATCH = {
 scratch = {
     k: read_run(name, CCOAT_REPO, required=True) for k, (name, _) in SCRATCH.items()
 }
-cpu_rows = committed_json("token_clustering_cpu_train.json")["train"]["rows"]
+cpu_rows = read_results("token_clustering_cpu_train.json", CCOAT_REPO)["train"]["rows"]
 cpu_train = {r["config"]: r for r in cpu_rows}
 fig, ax = plt.subplots(figsize=(7, 3.6))
 for name, r in scratch.items():

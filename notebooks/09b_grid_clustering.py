@@ -71,7 +71,6 @@ if "google.colab" in sys.modules:
 import ccoat  # first: it quiets a progress-bar warning timm prints in Jupyter
 
 import copy
-import json
 import math
 
 import matplotlib.pyplot as plt
@@ -85,7 +84,7 @@ from ccoat import cost
 from ccoat import grid_clustering as gc
 from ccoat.data import sample_photos
 from ccoat.plotting import glue, plot_intervals, set_theme
-from ccoat.provenance import results_file
+from ccoat.provenance import read_results
 from ccoat.runfolder import read_run
 from ccoat.stats import bootstrap_interval, paired_difference
 
@@ -97,12 +96,6 @@ print("profile:", ccoat.get_profile())
 # %% [markdown]
 # Every measurement below is read from a file committed under `results/`; a missing file
 # stops the chapter with an error that names it.
-
-
-# %%
-def committed_json(name):
-    """The committed results file ``results/name``, read."""
-    return json.loads(results_file(name, CCOAT_REPO, required=True).read_text())
 
 
 # %% [markdown]
@@ -123,7 +116,7 @@ def committed_json(name):
 # for two epochs with the recipe of the previous chapter (`SIZE=96`, `SIZE=64`).
 
 # %%
-bench = committed_json("token_clustering_vs_resolution.json")
+bench = read_results("token_clustering_vs_resolution.json", CCOAT_REPO)
 rows = pd.DataFrame(bench["rows"]).set_index("config")
 hits_converted = {
     name: torch.tensor(r.predictions) == torch.tensor(r.labels)
@@ -551,7 +544,7 @@ for key, name in (("25", "grid 0.25"), ("_bip", "bipartite 0.25"), ("50", "grid 
 glue("gr_miss25", -diffs.delta[("grid 0.25", True)] - 1)
 glue("gr_speed96_b1", rows.speedup_batch1["coat_lite 96"])
 glue("gr_best_b1", rows.speedup_batch1[methods].max())
-sweep = committed_json("token_clustering_imagenette128.json")["rows"]
+sweep = read_results("token_clustering_imagenette128.json", CCOAT_REPO)["rows"]
 bip_sweep = [r for r in sweep if r["method"] == "bipartite" and r["keep"] == 0.25]
 glue("gr_bip_sweep", bip_sweep[0]["speedup_batch32"])
 

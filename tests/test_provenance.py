@@ -150,3 +150,35 @@ def test_describe_writes_no_path_of_the_machine_that_made_the_record():
     assert "--data-dir $CCOAT_DATA" in line and "--out …/a" in line
     assert "results/r/model.safetensors" in line  # a path of the repository stays
     assert "/tmp/" not in line and "/root/" not in line
+
+
+def test_every_committed_results_file_carries_the_one_provenance_schema():
+    """Nested under "provenance" (benchmarks, sweeps) or at the top (a run's run.json), every
+    results file says how it was made with the same keys that ``provenance()`` writes."""
+    from pathlib import Path
+
+    from ccoat.provenance import PROVENANCE_KEYS, of
+
+    files = sorted((Path(__file__).resolve().parents[1] / "results").rglob("*.json"))
+    assert len(files) > 20
+    for path in files:
+        record = of(json.loads(path.read_text()))
+        assert tuple(record) == PROVENANCE_KEYS and record["command"], path
+    assert set(provenance()) == set(PROVENANCE_KEYS)
+
+
+def test_of_names_what_a_record_lacks():
+    from ccoat.provenance import of
+
+    made = provenance(dataset="digits")
+    assert of({"provenance": made, "rows": []}) == of(made) == made
+    with pytest.raises(KeyError, match="no provenance dataset, date;"):
+        of({k: v for k, v in made.items() if k not in ("date", "dataset")})
+
+
+def test_read_results_reads_a_committed_file_and_names_a_missing_one():
+    from ccoat.provenance import read_results
+
+    assert "rows" in read_results("token_clustering_vs_resolution.json")
+    with pytest.raises(FileNotFoundError, match="results/no_such.json"):
+        read_results("no_such.json")
