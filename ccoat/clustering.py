@@ -30,6 +30,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import checks
 from .attention import factorized_attention
 from .hashing import DEFAULT_BUCKET_WIDTH, DEFAULT_N_HASHES, E2LSH, Clusters
 
@@ -217,9 +218,7 @@ class ClusteredCoreBase(nn.Module):
                  bucket_width: float = DEFAULT_BUCKET_WIDTH, max_clusters: int | None = None,
                  redraw: bool = False, seed: int | None = None):
         super().__init__()
-        if max_clusters is not None and (isinstance(max_clusters, bool) or
-                                         not isinstance(max_clusters, int) or max_clusters < 1):
-            raise ValueError(f"max_clusters must be None or an integer >= 1, got {max_clusters!r}")
+        checks.integer("max_clusters", max_clusters, 1, none=True)
         self.head_dim = head_dim
         self.max_clusters = max_clusters
         self.hasher = E2LSH(head_dim, n_hashes, bucket_width, redraw=redraw, seed=seed)

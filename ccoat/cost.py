@@ -96,6 +96,7 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import checks
 from .clustering import block_index, record_clusters
 from .data import sample_photos
 from .grid_clustering import NEIGHBOURS, GridClusteredStage
@@ -122,10 +123,10 @@ OPS_PACK_PER_CODE = 4  # range of the code (aminmax), shift, multiply-add into t
 def as_hw(img_size) -> tuple[int, int]:
     """An image size as ``(H, W)``: an int is a square side, a pair is ``(H, W)``;
     ``ValueError`` for anything else."""
-    if isinstance(img_size, int) and not isinstance(img_size, bool):
+    if checks.is_integer(img_size):
         return img_size, img_size
-    if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and all(
-            isinstance(s, int) and not isinstance(s, bool) for s in img_size):
+    if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and \
+            all(map(checks.is_integer, img_size)):
         return int(img_size[0]), int(img_size[1])
     raise ValueError(f"img_size must be an int or a pair (H, W) of ints, got {img_size!r}")
 
@@ -133,8 +134,7 @@ def as_hw(img_size) -> tuple[int, int]:
 def check_input(model: nn.Module, img_size=224, batch_size: int = 1) -> tuple[int, int]:
     """Return ``(H, W)``; raise ``ValueError`` saying what was expected for a size the model
     cannot take or a batch size below 1."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    checks.integer("batch_size", batch_size, 1)
     H, W = as_hw(img_size)
     stride = model.config.stride
     if H < 1 or W < 1 or H % stride or W % stride:

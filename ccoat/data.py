@@ -39,6 +39,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 
+from . import checks
+
 DATA_ENV = "CCOAT_DATA"
 # This project's machines keep offline data beside the checkout, at ../shared/data.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -741,13 +743,12 @@ def sample_photos(img_size=224, batch_size: int = 2, *, normalize: bool = True) 
     """
     from sklearn.datasets import load_sample_images
 
-    if isinstance(img_size, int) and not isinstance(img_size, bool):
+    if checks.is_integer(img_size):
         img_size = (img_size, img_size)
     if (not isinstance(img_size, (tuple, list)) or len(img_size) != 2
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in img_size)):
+            or any(not checks.is_integer(s) or s < 1 for s in img_size)):
         raise ValueError(f"img_size must be an int >= 1 or a pair (H, W) of them, got {img_size!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    checks.integer("batch_size", batch_size, 1)
     photos = [torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
               for img in load_sample_images().images]  # (3, 427, 640) each
     batch = torch.stack([photos[i % len(photos)] for i in range(batch_size)])

@@ -40,6 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from . import checks
+
 GRID_OPTIONS = ("steps", "temperature")
 NEIGHBOURS = 9  # the 3 x 3 centroids around a token's own cell
 
@@ -63,13 +65,8 @@ def check_grid_options(options: dict) -> None:
     if unknown:
         raise ValueError(f"unknown options {unknown} for token clustering 'grid'; expected some "
                          f"of {list(GRID_OPTIONS)}")
-    steps = options.get("steps", 1)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps (rounds of the local k-means) must be an integer >= 1, got "
-                         f"{steps!r}")
-    t = options.get("temperature", 0.02)
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < math.inf:
-        raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
+    checks.integer("steps (rounds of the local k-means)", options.get("steps", 1), 1)
+    checks.number("temperature", options.get("temperature", 0.02), above=0)
 
 
 def to_cells(tokens: torch.Tensor, size, cell) -> torch.Tensor:

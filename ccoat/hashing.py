@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from . import checks
+
 # Bucket width used when none is given, chosen by measurement (ACT used r = 8 on DETR's
 # queries). CoaT-Lite's queries at initialisation have a per-channel std of about
 # 0.02 * sqrt(dim) (0.02-std qkv weights on LayerNorm'd tokens): ~0.16 in stage 1, a norm of
@@ -50,8 +52,7 @@ _INT64_BITS = 62  # headroom below 2**63 for key * radix + digit
 
 def check_hash_options(n_hashes, bucket_width) -> None:
     """``ValueError`` unless ``n_hashes`` is an int >= 1 and ``bucket_width`` a finite float > 0."""
-    if isinstance(n_hashes, bool) or not isinstance(n_hashes, int) or n_hashes < 1:
-        raise ValueError(f"n_hashes must be an integer >= 1, got {n_hashes!r}")
+    checks.integer("n_hashes", n_hashes, 1)
     try:
         width = float(bucket_width)
     except (TypeError, ValueError):
@@ -196,8 +197,7 @@ class E2LSH(nn.Module):
                  seed: int | None = None):
         super().__init__()
         check_hash_options(n_hashes, bucket_width)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+        checks.integer("dim", dim, 1)
         self.dim = dim
         self.n_hashes = n_hashes
         self.bucket_width = float(bucket_width)

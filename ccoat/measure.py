@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import checks
 from .cost import (
     STAGES,
     as_hw,
@@ -64,8 +65,8 @@ def alternate(calls: dict[str, Callable[[], object]], repeats: int, warmup: int 
     """
     if not calls:
         raise ValueError("expected at least one call to time, got none")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1 or \
-            isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+    if not (checks.is_integer(repeats) and repeats >= 1 and
+            checks.is_integer(warmup) and warmup >= 0):
         raise ValueError(f"repeats must be an integer >= 1 and warmup >= 0, got {repeats!r} "
                          f"and {warmup!r}")
     names = list(calls)

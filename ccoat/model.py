@@ -26,6 +26,7 @@ import torch.nn as nn
 from timm.layers import DropPath, trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
+from . import checks
 from .attention import (
     DEFAULT_CRPE_WINDOWS,
     ConvAttention,
@@ -227,7 +228,7 @@ def _take_indices(n: int, indices) -> list[int]:
     (negative counts from the end); ``ValueError`` for an index out of range."""
     if indices is None:
         return list(range(n))
-    if isinstance(indices, int) and not isinstance(indices, bool):
+    if checks.is_integer(indices):
         if not 0 < indices <= n:
             raise ValueError(f"expected to take 1..{n} stages, got {indices}")
         return list(range(n - indices, n))
@@ -272,8 +273,7 @@ class CoaTLite(nn.Module):
                  drop_path_rate: float = 0.0, **attention_options):
         super().__init__()
         for option, value in (("num_classes", num_classes), ("in_chans", in_chans)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{option} must be a whole number >= 0, got {value!r}")
+            checks.integer(option, value, 0, what="a whole number >= 0")
         self.config = config
         self.in_chans = in_chans
         self.num_classes = num_classes

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import shlex
 import sys
 import typing
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import is_integer, is_number
 from .data import DATA_ENV
 from .model import ATTENTION_KINDS
 from .profile import PROFILES, get_profile
@@ -164,27 +164,27 @@ class TrainConfig:
     def _check_values(self) -> None:
         """The numbers are in their ranges, the switches are bools."""
         for name in ("epochs", "batch_size"):
-            self._check(name, "an integer >= 1", lambda v: _integer(v) and v >= 1)
+            self._check(name, "an integer >= 1", lambda v: is_integer(v) and v >= 1)
         for name in ("train_subset", "val_subset", "steps_per_epoch", "stop_after", "threads"):
-            self._check(name, "an integer >= 1", lambda v: _integer(v) and v >= 1, optional=True)
+            self._check(name, "an integer >= 1", lambda v: is_integer(v) and v >= 1, optional=True)
         self._check("img_size", f"an integer in [1, {MAX_IMG_SIZE}]",
-                    lambda v: _integer(v) and 1 <= v <= MAX_IMG_SIZE, optional=True)
-        self._check("num_workers", "an integer >= 0", lambda v: _integer(v) and v >= 0)
+                    lambda v: is_integer(v) and 1 <= v <= MAX_IMG_SIZE, optional=True)
+        self._check("num_workers", "an integer >= 0", lambda v: is_integer(v) and v >= 0)
         self._check("seed", "an integer in [0, 2**32)",
-                    lambda v: _integer(v) and 0 <= v < SEED_LIMIT)
-        self._check("lr", "a number > 0", lambda v: _number(v) and v > 0)
+                    lambda v: is_integer(v) and 0 <= v < SEED_LIMIT)
+        self._check("lr", "a number > 0", lambda v: is_number(v) and v > 0)
         for name in ("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"):
-            self._check(name, "a number >= 0", lambda v: _number(v) and v >= 0)
+            self._check(name, "a number >= 0", lambda v: is_number(v) and v >= 0)
         if self.min_lr > self.lr:
             self._bad("min_lr", f"<= lr (--lr) {self.lr}")
         for name in ("label_smoothing", "drop_path"):
-            self._check(name, "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
-        self._check("clip_grad", "a number > 0", lambda v: _number(v) and v > 0, optional=True)
-        self._check("time_budget_s", "a number of seconds > 0", lambda v: _number(v) and v > 0,
+            self._check(name, "a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1)
+        self._check("clip_grad", "a number > 0", lambda v: is_number(v) and v > 0, optional=True)
+        self._check("time_budget_s", "a number of seconds > 0", lambda v: is_number(v) and v > 0,
                     optional=True)
         for name in ("augment", "compile", "channels_last", "data_on_device", "overwrite"):
             self._check(name, "True or False", lambda v: isinstance(v, bool))
-        self._check("ema_decay", "a number in (0, 1)", lambda v: _number(v) and 0 < v < 1,
+        self._check("ema_decay", "a number in (0, 1)", lambda v: is_number(v) and 0 < v < 1,
                     optional=True)
 
     def _check_names(self) -> None:
@@ -277,14 +277,6 @@ def model_options(config) -> dict:
 
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value  # the command line gives lists
-
-
-def _integer(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def option_flag(name: str) -> str | None:

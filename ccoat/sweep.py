@@ -51,7 +51,7 @@ from pathlib import Path
 
 import torch
 
-from . import cost, measure
+from . import checks, cost, measure
 from .convert import convert_attention
 from .data import parse_img_size, sample_photos
 from .model import ATTENTION_KINDS
@@ -218,16 +218,14 @@ def validate_settings(settings: dict) -> dict:
     def integers(key: str, low: int):
         values = settings[key]
         if not isinstance(values, (list, tuple)) or not values or any(
-                not isinstance(v, int) or isinstance(v, bool) or v < low for v in values):
+                not checks.is_integer(v) or v < low for v in values):
             raise ValueError(f"--{key.replace('_', '-')}: {key.replace('_', ' ')} must be >= "
                              f"{low} (a non-empty list of integers), got {values!r}")
 
     integers("img_sizes", 1)
     integers("batch_sizes", 1)
     for key, low in (("repeats", 1), ("warmup", 0)):
-        value = settings[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            bad(key, f"an integer >= {low}")
+        checks.integer(f"--{key}", settings[key], low)  # the key is the option's name
     if not isinstance(settings["max_seconds"], (int, float)) or not settings["max_seconds"] > 0:
         bad("max_seconds", "a number > 0")
     if not settings["models"] or any(m not in MODEL_NAMES for m in settings["models"]):

@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import checks
 from .grid_clustering import GridClusteredStage, cell_for, check_grid_options
 from .hashing import draw_projections, e2lsh_codes
 
@@ -300,20 +301,14 @@ def check_token_clustering(method, keep, stages, n_stages: int = 4) -> tuple[int
     (for ``"grid"``, not ``1/n``), or stages that are not numbers from 1 to ``n_stages``."""
     if method not in METHODS:
         raise ValueError(f"token clustering method must be one of {METHODS}, got {method!r}")
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
-        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    checks.number("keep", keep, above=0, at_most=1, what="a fraction in (0, 1]")
     if method == "grid":
         cell_for(keep)
     stages = tuple(stages)
-    bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, int)
-           or not 1 <= s <= n_stages]
+    bad = [s for s in stages if not checks.is_integer(s) or not 1 <= s <= n_stages]
     if bad or not stages:
         raise ValueError(f"stages must be stage numbers from 1 to {n_stages}, got {stages!r}")
     return stages
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_options(method: str, options: dict) -> None:
@@ -331,15 +326,9 @@ def _check_options(method: str, options: dict) -> None:
     if unknown:
         raise ValueError(f"unknown options {unknown} for token clustering 'lsh'; expected some "
                          f"of {list(LSH_OPTIONS)} (and proportional)")
-    n_hashes = options.get("n_hashes", 6)
-    if isinstance(n_hashes, bool) or not isinstance(n_hashes, int) or n_hashes < 1:
-        raise ValueError(f"n_hashes must be an integer >= 1, got {n_hashes!r}")
-    width = options.get("bucket_width", 0.5)
-    if not _is_number(width) or not 0 < width < math.inf:  # NaN fails both comparisons
-        raise ValueError(f"bucket_width must be a finite number > 0, got {width!r}")
-    seed = options.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    checks.integer("n_hashes", options.get("n_hashes", 6), 1)
+    checks.number("bucket_width", options.get("bucket_width", 0.5), above=0)
+    checks.integer("seed", options.get("seed", 0))
 
 
 def _check_block(block: nn.Module, where: str = "this block") -> None:

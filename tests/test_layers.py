@@ -16,9 +16,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ccoat"
 
-# The rooms of the map, from the bottom up.
-CONCEPTS = {"hashing", "clustering", "attention", "model", "registry", "convert", "timm_weights",
-            "token_clustering", "grid_clustering"}
+# The rooms of the map, from the bottom up. ``checks`` (what "an integer" and "a number" are) is
+# the floor under them all: a concept room, so it may import no instrument, and it imports no
+# other module of ccoat at all (tested below), so that every room may use it.
+FLOOR = "checks"
+CONCEPTS = {FLOOR, "hashing", "clustering", "attention", "model", "registry", "convert",
+            "timm_weights", "token_clustering", "grid_clustering"}
 INSTRUMENTS = {"cost", "measure", "sweep", "plotting", "data", "recipes", "evaluate", "train",
                "runfolder", "stats", "weights", "profile", "provenance"}
 # The package itself (it imports the public interface) and the torch version check.
@@ -180,6 +183,11 @@ def test_a_concept_imports_no_instrument(module):
     upward = upward_imports(GRAPH, module)
     assert not upward, f"ccoat/{module}.py imports instruments (or the whole package): " + \
         ", ".join(f"{name} (line {line})" for name, line in sorted(upward.items()))
+
+
+def test_the_floor_imports_no_other_module():
+    assert GRAPH[FLOOR] == {}, f"ccoat/{FLOOR}.py imports other modules of ccoat: {GRAPH[FLOOR]}"
+    assert FLOOR in GRAPH["hashing"] and FLOOR in GRAPH["sweep"]  # a concept and an instrument
 
 
 def test_a_cycle_and_an_upward_import_are_found(tmp_path):
