@@ -1,6 +1,6 @@
-"""One figure theme for the whole book, the figures the library draws (a cost audit's stacked
-bars, a cost sweep's lines, accuracies with their intervals), and :func:`glue`, which places a
-computed number in the prose of the built book."""
+"""One figure theme for the whole book, and the figures the library draws (a cost audit's
+stacked bars, a cost sweep's lines, accuracies with their intervals). Numbers in the prose are
+:mod:`ccoat.prose`'s."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -37,25 +37,6 @@ def block_label(name: str) -> str:
     """``"stages.0.blocks.1"`` -> ``"s1.b2"``: stages and blocks counted from 1, as in the text."""
     stage, block = block_index(name)
     return f"s{stage + 1}.b{block + 1}"
-
-
-def glue(name: str, value, display: bool = False) -> None:
-    """Place ``value`` in the book's prose, where a Markdown cell links to it by name and
-    format: ``[1.95](#name:.2f)``. The link's text is the number as the book printed it, so a
-    plain notebook (Colab) reads "1.95"; the book shows this build's value instead, and warns
-    where a number that is not marked ``"live"`` changed (``book/_ext/glued_numbers.py``).
-
-    In the book this is myst-nb's ``glue``. Where myst-nb is not installed (Colab), the value
-    is printed under the cell instead, so the reader sees this run's value beside the book's.
-    """
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-        value = value.item()  # numpy or torch scalar -> Python number: its text is the number
-    try:
-        from myst_nb import glue as myst_glue
-    except ImportError:
-        print(f"{name} = {value}")
-        return
-    myst_glue(name, value, display=display)
 
 
 # One colour per component in every figure: the attention core red, the clustering steps greens.

@@ -61,7 +61,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from ccoat.plotting import KIND_COLORS, glue, set_theme
+from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.prose import glue
 
 set_theme()
 torch.manual_seed(0)

@@ -61,7 +61,8 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from ccoat.plotting import glue, set_theme
+from ccoat.plotting import set_theme
+from ccoat.prose import glue
 
 set_theme()
 torch.manual_seed(0)

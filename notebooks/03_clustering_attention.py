@@ -79,7 +79,8 @@ from IPython.display import display
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ccoat import data as cdata
-from ccoat.plotting import glue, set_theme
+from ccoat.plotting import set_theme
+from ccoat.prose import glue
 from ccoat.provenance import describe, results_file
 from ccoat.runfolder import read_run
 

@@ -79,7 +79,8 @@ from matplotlib.ticker import PercentFormatter
 from ccoat import data as cdata
 from ccoat.clustering import clusters_per_row
 from ccoat.model import CLUSTERED_KINDS
-from ccoat.plotting import KIND_COLORS, block_label, glue, set_theme
+from ccoat.plotting import KIND_COLORS, block_label, set_theme
+from ccoat.prose import glue
 from ccoat.provenance import results_file
 from ccoat.runfolder import read_run
 from ccoat.stats import paired_difference

@@ -63,7 +63,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import ccoat
 from ccoat import cost
-from ccoat.plotting import glue, plot_components, set_theme
+from ccoat.plotting import plot_components, set_theme
+from ccoat.prose import glue
 from ccoat.runfolder import read_run
 
 set_theme()

@@ -65,7 +65,8 @@ import torch
 import ccoat
 from ccoat import cost, measure, sweep
 from ccoat.model import CLUSTERED_KINDS
-from ccoat.plotting import KIND_COLORS, glue, plot_sweep, set_theme
+from ccoat.plotting import KIND_COLORS, plot_sweep, set_theme
+from ccoat.prose import glue
 from ccoat.provenance import describe, results_file
 from ccoat.runfolder import read_run
 

@@ -64,7 +64,8 @@ from IPython.display import display
 from ccoat import data as cdata
 from ccoat import recipes
 from ccoat import train as ctrain
-from ccoat.plotting import KIND_COLORS, glue, set_theme
+from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.prose import glue
 from ccoat.provenance import describe, shorten_paths
 from ccoat.runfolder import read_run
 from ccoat.stats import paired_difference

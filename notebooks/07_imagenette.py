@@ -77,7 +77,8 @@ from IPython.display import display
 
 from ccoat import data as cdata
 from ccoat.clustering import clusters_per_stage
-from ccoat.plotting import KIND_COLORS, glue, set_theme
+from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.prose import glue
 from ccoat.provenance import describe, results_file, shorten_paths
 from ccoat.runfolder import read_run
 from ccoat.stats import paired_difference

@@ -68,7 +68,8 @@ from IPython.display import display
 from ccoat import cost
 from ccoat import data as cdata
 from ccoat.clustering import block_index, clusters_per_stage
-from ccoat.plotting import KIND_COLORS, block_label, glue, set_theme
+from ccoat.plotting import KIND_COLORS, block_label, set_theme
+from ccoat.prose import glue
 from ccoat.runfolder import read_run
 
 set_theme()

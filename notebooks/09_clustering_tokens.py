@@ -76,7 +76,8 @@ from IPython.display import display
 from ccoat import cost
 from ccoat import token_clustering as tc
 from ccoat.data import sample_photos
-from ccoat.plotting import glue, plot_intervals, set_theme
+from ccoat.plotting import plot_intervals, set_theme
+from ccoat.prose import glue
 from ccoat.provenance import read_results
 from ccoat.runfolder import read_run
 from ccoat.stats import paired_difference

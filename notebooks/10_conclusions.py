@@ -64,7 +64,8 @@ import torch
 
 from ccoat import cost, sweep
 from ccoat import data as cdata
-from ccoat.plotting import KIND_COLORS, glue, set_theme
+from ccoat.plotting import KIND_COLORS, set_theme
+from ccoat.prose import glue
 from ccoat.provenance import describe, results_file
 from ccoat.runfolder import read_run
 from ccoat.stats import paired_difference

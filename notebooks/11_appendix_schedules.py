@@ -54,7 +54,8 @@ import matplotlib.pyplot as plt
 import torch
 from timm.scheduler import CosineLRScheduler
 
-from ccoat.plotting import glue, set_theme
+from ccoat.plotting import set_theme
+from ccoat.prose import glue
 from ccoat.train import TimeBudgetSchedule
 
 set_theme()

@@ -22,8 +22,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ccoat"
 FLOOR = "checks"
 CONCEPTS = {FLOOR, "hashing", "clustering", "attention", "model", "registry", "convert",
             "timm_weights", "token_clustering", "grid_clustering"}
-INSTRUMENTS = {"cost", "measure", "sweep", "plotting", "data", "recipes", "evaluate", "train",
-               "runfolder", "stats", "weights", "profile", "provenance"}
+INSTRUMENTS = {"cost", "measure", "sweep", "plotting", "prose", "data", "recipes", "evaluate",
+               "train", "runfolder", "stats", "weights", "profile", "provenance"}
 # The package itself (it imports the public interface) and the torch version check.
 OTHERS = {"__init__", "_versions"}
 

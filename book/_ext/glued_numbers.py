@@ -2,7 +2,7 @@
 
 A number a chapter computes is written in its Markdown as a link: the link's text is the number
 as the book's ``cpu`` build printed it, the target names the value the chapter glued
-(``ccoat.plotting.glue``) and its format, as myst-nb's ``{glue:text}`` role would::
+(``ccoat.prose.glue``) and its format, as myst-nb's ``{glue:text}`` role would::
 
     CoaT-Lite at 96 px runs [1.95](#gr_speed96:.2f)× as many images per second
 
