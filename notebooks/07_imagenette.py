@@ -239,8 +239,8 @@ axes[1].set(
     xscale="log",
     ylabel="top-1 accuracy (%)",
     title="top-1 against clusters per head (labels: r)",
+    xlabel=f"clusters per head in stage 1 (of {N1} tokens)",
 )
-axes[1].set_xlabel(f"clusters per head in stage 1 (of {N1} tokens)")
 axes[1].legend(fontsize="small")
 fig.suptitle(
     f"Imagenette val ({record['val_images']} images), the reference CoaT-Lite "
@@ -248,7 +248,6 @@ fig.suptitle(
     fontsize=10,
 )
 fig.tight_layout()
-plt.show()
 print(textwrap.fill("made by: " + describe(record["provenance"]), 88))
 
 # %%

@@ -58,6 +58,14 @@ def test_install_and_import_cells_are_collapsed_and_name_the_configured_reposito
 
 
 
+def test_every_code_cell_holds_at_most_thirty_lines():
+    """A code cell holds one idea a reader takes in at once: at most 30 lines (the brief)."""
+    long_cells = [f"{s.name}: {c.source.strip().splitlines()[0][:50]!r} ({n} lines)"
+                  for s in SOURCES for c in jupytext.read(s).cells if c.cell_type == "code"
+                  for n in [len(c.source.strip().splitlines())] if n > 30]
+    assert not long_cells, "split these cells:\n" + "\n".join(long_cells)
+
+
 def test_notebook_code_is_formatted_and_fits_the_books_code_column():
     """`ruff format` leaves the sources as they are, and no line of code is longer than the
     book's code column (pyproject's [tool.ruff] line-length; the formatter cannot split a
