@@ -53,7 +53,7 @@ from ccoat import measure
 from ccoat.clustering import ClusteredCore, block_qkv, clusters_per_row
 from ccoat.data import parse_img_size, sample_photos
 from ccoat.hashing import DEFAULT_BUCKET_WIDTH, DEFAULT_N_HASHES
-from ccoat.provenance import provenance, write_atomic
+from ccoat.provenance import output_folder, provenance, write_atomic
 
 
 def _status_kib(field: str) -> int:
@@ -194,7 +194,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         metavar="N", help="image sides of the one-layer benchmark")
     parser.add_argument("--model-img-size", type=parse_img_size, default=448, metavar="N",
                         help="image side of the whole-model benchmark")
-    parser.add_argument("--out", default="results", help="the folder of the results file")
+    parser.add_argument("--out", type=output_folder, default="results", help="the folder of the results file")
     parser.add_argument("--name", default="bench_clustered_attention",
                         help="the results file's stem: OUT/NAME.json")
     parser.add_argument("--memory-child", nargs=2, metavar=("QKV_PATH", "KIND"),

@@ -20,7 +20,7 @@ import torch
 import ccoat
 from ccoat import measure
 from ccoat.data import parse_img_size
-from ccoat.provenance import provenance, write_atomic
+from ccoat.provenance import output_folder, provenance, write_atomic
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
-    parser.add_argument("--out", default="runs", help="the folder of the results file")
+    parser.add_argument("--out", type=output_folder, default="runs", help="the folder of the results file")
     parser.add_argument("--name", default="bench_model", help="the results file's stem: "
                         "OUT/NAME.json")
     return parser.parse_args(argv)

@@ -30,7 +30,7 @@ import torch.nn as nn
 import ccoat
 from ccoat import data as cdata
 from ccoat import measure
-from ccoat.provenance import provenance, write_atomic
+from ccoat.provenance import output_folder, provenance, write_atomic
 from ccoat.train import param_groups, train_step
 
 
@@ -94,7 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--loader-batch", type=int, default=128)
     parser.add_argument("--loader-repeats", type=int, default=5)
-    parser.add_argument("--out", default="runs", help="the folder of the results file")
+    parser.add_argument("--out", type=output_folder, default="runs", help="the folder of the results file")
     parser.add_argument("--name", default="bench_train", help="the results file's stem: "
                         "OUT/NAME.json")
     return parser.parse_args(argv)

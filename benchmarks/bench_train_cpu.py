@@ -39,7 +39,7 @@ import torch.nn as nn
 
 import ccoat
 from ccoat import measure
-from ccoat.provenance import provenance, write_atomic
+from ccoat.provenance import output_folder, provenance, write_atomic
 from ccoat.train import TrainConfig, fit, param_groups, train_step
 
 # The option sets of part 1: TrainConfig fields over the baseline's.
@@ -159,7 +159,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--torch-profiler", action="store_true",
                         help="only profile an fp32 step of each case with torch.profiler (where "
                              "its time goes)")
-    parser.add_argument("--out", default="runs", help="the folder of the results file")
+    parser.add_argument("--out", type=output_folder, default="runs", help="the folder of the results file")
     parser.add_argument("--name", help="the results file's stem: OUT/NAME.json (default "
                         "bench_train_cpu_options, or bench_train_cpu_profile with "
                         "--torch-profiler)")

@@ -27,7 +27,7 @@ import ccoat
 from ccoat import data as cdata
 from ccoat.evaluate import evaluate
 from ccoat.model import CLUSTERED_KINDS
-from ccoat.provenance import provenance, write_atomic
+from ccoat.provenance import output_folder, provenance, write_atomic
 from ccoat.runfolder import read_run
 
 
@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--threads", type=int, default=None, help="default: torch's")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None, help="the folder of the results file (default: "
+    p.add_argument("--out", type=output_folder, default=None, help="the folder of the results file (default: "
                    "results/RUN)")
     p.add_argument("--name", default="conversion", help="the results file's stem: OUT/NAME.json")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,

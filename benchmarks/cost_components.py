@@ -26,7 +26,7 @@ import torch
 import ccoat
 from ccoat import cost, measure
 from ccoat.data import parse_img_size, sample_photos
-from ccoat.provenance import provenance, write_atomic
+from ccoat.provenance import output_folder, provenance, write_atomic
 
 
 def component_table(model, img_size: int, batch_size: int, repeats: int) -> tuple[list, dict]:
@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    metavar="N")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default="results", help="the folder of the results file")
+    p.add_argument("--out", type=output_folder, default="results", help="the folder of the results file")
     p.add_argument("--name", default="cost_components_tiny",
                    help="the results file's stem: OUT/NAME.json")
     return p.parse_args(argv)

@@ -28,6 +28,7 @@ from pathlib import Path
 from torchvision import transforms as T
 
 from ccoat import data as cdata
+from ccoat.provenance import output_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "round(128 / 0.875))")
     p.add_argument("--quality", type=int, default=80)
     p.add_argument("--val-subset", type=int, default=1000)
-    p.add_argument("--out", default="data", help="the folder of the pack")
+    p.add_argument("--out", type=output_folder, default="data", help="the folder of the pack")
     p.add_argument("--name", help="the pack's stem: OUT/NAME.tar.gz (default imagenette<img-size>)")
     args = p.parse_args(argv)
     if args.name is None:

@@ -35,7 +35,7 @@ import ccoat
 from ccoat import cost, measure
 from ccoat import data as cdata
 from ccoat.evaluate import evaluate
-from ccoat.provenance import provenance, write_atomic
+from ccoat.provenance import output_folder, provenance, write_atomic
 from ccoat.token_clustering import cluster_tokens
 from ccoat.weights import load_weights, read_metadata
 
@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--val-subset", type=int, default=0, help="Imagenette: a fixed random subset "
                    "of val (seed 0); 0: all 3,925 images")
-    p.add_argument("--out", default="results", help="the folder of the results file")
+    p.add_argument("--out", type=output_folder, default="results", help="the folder of the results file")
     p.add_argument("--name", default="token_clustering_cifar10",
                    help="the results file's stem: OUT/NAME.json")
     p.add_argument("--timing-only", action="store_true")

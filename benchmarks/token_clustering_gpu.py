@@ -36,7 +36,7 @@ import torch
 import ccoat
 from ccoat import measure
 from ccoat.data import parse_img_size, sample_photos
-from ccoat.provenance import provenance, write_atomic
+from ccoat.provenance import output_folder, provenance, write_atomic
 from ccoat.train import train_step
 
 
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sections", nargs="+", default=["train", "forward", "compiled"])
     p.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda or "
                    "cuda:N")
-    p.add_argument("--out", default="results", help="the folder of the results file")
+    p.add_argument("--out", type=output_folder, default="results", help="the folder of the results file")
     p.add_argument("--name", default="token_clustering_gpu",
                    help="the results file's stem: OUT/NAME.json")
     args = p.parse_args(argv)

@@ -41,7 +41,7 @@ import ccoat
 from ccoat import cost, measure
 from ccoat import data as cdata
 from ccoat.evaluate import eval_json, evaluate
-from ccoat.provenance import provenance, write_atomic
+from ccoat.provenance import output_folder, provenance, write_atomic
 from ccoat.weights import load_weights, read_metadata
 
 WEIGHTS = "results/imagenette128_gpu_coat_lite_tiny_e70/model.safetensors"
@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (every row once each)")
     p.add_argument("--passes", type=int, default=3, help="forward passes per row per round")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="results", help="the folder of the results file")
+    p.add_argument("--out", type=output_folder, default="results", help="the folder of the results file")
     p.add_argument("--name", default="token_clustering_vs_resolution",
                    help="the results file's stem: OUT/NAME.json")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,

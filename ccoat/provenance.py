@@ -6,6 +6,7 @@ run profile, the dataset and the date.
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import errno
 import json
@@ -15,6 +16,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -109,6 +111,29 @@ def find_results(name: str | None = None, start: str | os.PathLike | None = None
         if path.exists():
             return path
     return None
+
+
+def writable_folder(path: str | os.PathLike) -> Path:
+    """``path`` made if missing and checked writable, so that a folder results cannot be
+    written into is named before the work that produces them; an ``OSError`` says why."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OSError(error.errno, f"cannot make or write the folder {str(path)!r} "
+                                   f"({error.strerror or error})") from error
+    return folder
+
+
+def output_folder(text: str) -> Path:
+    """:func:`writable_folder` as an argparse ``type`` (``--out FOLDER`` of the benchmarks):
+    a folder that cannot be used is an error naming the option, before any work."""
+    try:
+        return writable_folder(text)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(error.strerror) from error
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:

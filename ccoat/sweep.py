@@ -56,7 +56,7 @@ from .convert import convert_attention
 from .data import parse_img_size, sample_photos
 from .model import ATTENTION_KINDS
 from .profile import choose, get_profile
-from .provenance import provenance, write_atomic
+from .provenance import provenance, writable_folder, write_atomic
 from .registry import MODEL_NAMES, create_model
 
 RESULTS_DIR = Path("results")
@@ -253,7 +253,7 @@ def validate_settings(settings: dict) -> dict:
 def check_out(out_dir: str | os.PathLike, name: str, overwrite: bool = False) -> None:
     """Raise ``FileExistsError`` when ``out_dir`` holds a complete sweep ``name`` and
     ``overwrite`` is false: a new sweep would replace it (``results/cost_cpu.json`` is what the
-    book's chapters read)."""
+    book's chapters read); ``OSError`` when ``out_dir`` cannot be made or written."""
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise NotADirectoryError(f"--out {out_dir} is a file; the sweep writes its files into a "
                                  f"folder")
@@ -261,6 +261,10 @@ def check_out(out_dir: str | os.PathLike, name: str, overwrite: bool = False) ->
     if found and not overwrite:
         raise FileExistsError(f"{', '.join(found)} already exist(s); a sweep replaces them only "
                               f"with --overwrite (or choose another --out or --name)")
+    try:  # a folder that cannot be made or written is named now, not after the first pass
+        writable_folder(out_dir)
+    except OSError as error:
+        raise OSError(error.errno, f"--out: {error.strerror}") from error
 
 
 def run(settings: dict, out_dir: str | os.PathLike = DEFAULT_OUT, command: str | None = None,
@@ -487,8 +491,9 @@ def main(argv=None) -> int:
                                                       (sys.argv[1:] if argv is None else argv))
         record = run(settings, args.out, command=command.strip(), progress=args.progress,
                      overwrite=args.overwrite)
-    except (ValueError, FileExistsError, NotADirectoryError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except (ValueError, OSError) as e:  # an OSError's own message, without "[Errno N]"
+        message = e.strerror if isinstance(e, OSError) and e.filename is None else None
+        raise SystemExit(f"error: {message or e}") from None
     n_skipped = sum(1 for r in record["rows"] for m in ("fwd", "train") if r.get(f"{m}_skipped"))
     print(f"wrote {Path(args.out) / settings['name']}.csv, _components.csv and .json "
           f"({len(record['rows'])} configurations, {n_skipped} passes skipped)")

@@ -12,6 +12,7 @@ import pytest
 
 from ccoat import sweep
 from ccoat.data import parse_img_size
+from ccoat.provenance import output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py"))
@@ -99,6 +100,8 @@ def test_one_spelling_per_idea(which, monkeypatch):
     if "--out" in flags:  # always a folder, the file(s) in it named by --name
         assert "folder" in flags["--out"].help, flags["--out"].help
         assert "--name" in flags, "an --out folder needs a --name for the file in it"
+        if which != "sweep":  # checked before any work (the sweep checks in check_out)
+            assert flags["--out"].type is output_folder, "--out should be an output_folder"
     if "--progress" in flags or "--no-progress" in flags:
         assert isinstance(flags["--progress"], argparse.BooleanOptionalAction)
 
@@ -113,6 +116,24 @@ def test_a_wrong_value_is_refused_naming_the_flag(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         sweep.main(["--img-size", "224"])  # the sweep's flag is --img-sizes, unabbreviated
     assert "unrecognized arguments: --img-size 224" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", MAINS)
+def test_an_out_folder_that_cannot_be_made_is_refused_before_any_work(which, monkeypatch,
+                                                                       tmp_path, capsys):
+    main = main_of(which, monkeypatch)
+    if "--out" not in options(parser_of(main, monkeypatch)):
+        pytest.skip("no --out")
+    monkeypatch.undo()  # the real parse_args again
+    main = main_of(which, monkeypatch)
+    (tmp_path / "file").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["--out", "file/sub", "--no-progress"] if which == "sweep" else ["--out", "file/sub"])
+    said = f"{exited.value.code} {capsys.readouterr().err}"
+    assert re.search(r"--out:? .*cannot make or write the folder 'file/sub' \(Not a directory\)",
+                     said), said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_no_document_or_shell_script_shows_a_retired_spelling():

@@ -138,6 +138,16 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path, monkeypatch)
     assert (tmp_path / "out").read_text() == "mine"
 
 
+def test_an_out_that_cannot_be_made_is_named_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "build_models", lambda *a: pytest.fail("work started"))
+    (tmp_path / "file").write_text("mine")
+    out = tmp_path / "file" / "sweeps"  # a folder under a file cannot be made
+    with pytest.raises(SystemExit, match=r"^error: --out: cannot make or write the folder "
+                                         r"'.*sweeps' \(Not a directory\)$"):
+        sweep.main(["--out", str(out), "--no-progress"])
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_sweep_writes_results_with_provenance_and_skips_with_a_reason(tmp_path):
     settings = {"models": ["coat_lite_tiny"], "kinds": ["factorized", "softmax"],
                 "img_sizes": [32, 64], "batch_sizes": [1], "repeats": 1, "warmup": 0,
