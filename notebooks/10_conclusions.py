@@ -22,7 +22,7 @@
 # # Conclusions: what the measurements say
 #
 # The seed proposed Clustering CoaT as a *lighter* CoaT that would train in less time and
-# with less data, and left the comparison open. **The answer, in three sentences:** it is not
+# with less data, and left the comparison open. **The answer in brief:** it is not
 # cheaper to run, because its core replaces CoaT's linear attention with softmax attention of
 # the prototypes against every key, and even on CoaT's own operator the hashing costs more than
 # clustering the queries saves in stages 1 to 3; it does not train in less time; and it is less accurate, by
