@@ -8,8 +8,9 @@ number is meant.
 
 :func:`is_integer` and :func:`is_number` answer the question; :func:`integer` and
 :func:`number` raise ``ValueError("NAME must be WHAT, got VALUE")`` and otherwise return the
-value unchanged. This module imports nothing from ccoat, so every room of the library (the
-paper's concepts and the instruments alike) may use it.
+value unchanged. :func:`one_line` is how a command line (``ccoat.train``, ``ccoat.sweep``) says
+such a refusal, or a file it cannot write, after ``error:``. This module imports nothing from
+ccoat, so every room of the library (the paper's concepts and the instruments alike) may use it.
 """
 from __future__ import annotations
 
@@ -64,3 +65,11 @@ def number(name: str, value, above: float | None = None, at_most: float | None =
         elif at_most is not None:
             what = f"a number <= {at_most}"
     raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def one_line(error: Exception) -> str:
+    """The error's message, without the ``[Errno N]`` that ``str`` puts before an ``OSError``
+    whose message already says what failed (kept where the file name is apart from it)."""
+    if isinstance(error, OSError) and error.strerror and error.filename is None:
+        return error.strerror
+    return str(error)

@@ -491,9 +491,8 @@ def main(argv=None) -> int:
                                                       (sys.argv[1:] if argv is None else argv))
         record = run(settings, args.out, command=command.strip(), progress=args.progress,
                      overwrite=args.overwrite)
-    except (ValueError, OSError) as e:  # an OSError's own message, without "[Errno N]"
-        message = e.strerror if isinstance(e, OSError) and e.filename is None else None
-        raise SystemExit(f"error: {message or e}") from None
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {checks.one_line(e)}") from None
     n_skipped = sum(1 for r in record["rows"] for m in ("fwd", "train") if r.get(f"{m}_skipped"))
     print(f"wrote {Path(args.out) / settings['name']}.csv, _components.csv and .json "
           f"({len(record['rows'])} configurations, {n_skipped} passes skipped)")

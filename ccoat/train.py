@@ -58,6 +58,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import data as cdata
+from .checks import one_line
 from .evaluate import (
     all_reduce_sum,
     dataset_label,
@@ -578,7 +579,7 @@ def main(argv=None) -> int:
         refuse_unused_options(config, args.explicit)
         fit(config)
     except (ValueError, OSError, RunFolderBusy) as error:
-        raise SystemExit(f"error: {_one_line(error)}") from None
+        raise SystemExit(f"error: {one_line(error)}") from None
     except KeyboardInterrupt:
         print(f"interrupted: {what_is_kept(config, args.eval_only)}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
@@ -586,14 +587,6 @@ def main(argv=None) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return 0
-
-
-def _one_line(error: Exception) -> str:
-    """The error's message, without the ``[Errno N]`` that ``str`` puts before an ``OSError``
-    whose message already says what failed (kept where the file name is apart from it)."""
-    if isinstance(error, OSError) and error.strerror and error.filename is None:
-        return error.strerror
-    return str(error)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,19 @@ def test_a_good_value_is_returned_unchanged(call, value):
     assert result is value  # the same object: no conversion (an int stays an int)
 
 
+@pytest.mark.parametrize("error, said", [
+    (OSError(30, "cannot make or write the folder 'out' (Read-only file system)"),
+     "cannot make or write the folder 'out' (Read-only file system)"),  # no "[Errno 30]"
+    (FileNotFoundError(2, "No such file or directory", "x.json"),
+     "[Errno 2] No such file or directory: 'x.json'"),  # the file name kept
+    (ValueError("batch_size must be an integer >= 1, got 0"),
+     "batch_size must be an integer >= 1, got 0"),
+    (FileExistsError("runs/sweep.json already exist(s)"), "runs/sweep.json already exist(s)"),
+])
+def test_one_line_is_the_message_without_an_errno(error, said):
+    assert checks.one_line(error) == said
+
+
 def _never():
     pass
 
