@@ -144,13 +144,13 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
     # A hung process fails the test, never hangs CI. Once in CI (torch 2.5.1, gloo, 2026-12-07)
     # one process of the pair finished and the other never did, and 40 reruns did not hang:
     # a hang is retried once on a new port, and a second one fails with where both waited.
-    hung = _ddp_attempt(tmp_path / "try1", tree)
-    if hung is not None:
-        print(f"the first attempt hung; retrying. Where each process waited:\n{hung}")
-        hung = _ddp_attempt(tmp_path / "try2", tree)
-        if hung is not None:
-            pytest.fail(f"the two DDP processes hung twice (each {DDP_DEADLINE_S} s):\n{hung}")
-    out = tmp_path / ("try2" if (tmp_path / "try2").exists() else "try1")
+    for out in (tmp_path / "try1", tmp_path / "try2"):
+        hung = _ddp_attempt(out, tree)
+        if hung is None:
+            break
+        print(f"{out.name} hung; where each process waited:\n{hung}")
+    else:
+        pytest.fail(f"the two DDP processes hung twice (each {DDP_DEADLINE_S} s):\n{hung}")
     rank0 = torch.load(out / "rank0.pt")
     rank1 = torch.load(out / "rank1.pt")
     single = ctrain.fit(_ddp_config(tree), model=tiny_model()).model.state_dict()
