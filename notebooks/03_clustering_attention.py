@@ -228,22 +228,28 @@ assert (singletons - exact).abs().max() < 1e-5, "r -> 0 should give exact attent
 
 
 # %%
-def sizes_and_borders(clusters, i, H, W, patch=4):
-    """Photo i, first head: token cluster sizes, and the edges between clusters."""
-    ids = clusters.ids[i, 0]
-    sizes = clusters.counts[i, 0][ids].view(H, W)
-    grid = ids.view(H, W)
-    rows, cols = torch.nonzero(grid[:, 1:] != grid[:, :-1], as_tuple=True)
+patch = 128 // W  # pixels per token side
+
+
+def token_sizes(clusters):
+    """Each token's cluster size, first head, (B, H*W): the counts broadcast back."""
+    counts = clusters.counts.unsqueeze(-1).float()
+    return clustering.broadcast(counts, clusters)[:, 0, :, 0]
+
+
+def borders(ids):
+    """Segments between neighbouring tokens of different clusters, (H, W) ids."""
+    rows, cols = torch.nonzero(ids[:, 1:] != ids[:, :-1], as_tuple=True)
     vertical = [
         [((c + 1) * patch, r * patch), ((c + 1) * patch, (r + 1) * patch)]
         for r, c in zip(rows.tolist(), cols.tolist())
     ]
-    rows, cols = torch.nonzero(grid[1:, :] != grid[:-1, :], as_tuple=True)
+    rows, cols = torch.nonzero(ids[1:, :] != ids[:-1, :], as_tuple=True)
     horizontal = [
         [(c * patch, (r + 1) * patch), ((c + 1) * patch, (r + 1) * patch)]
         for r, c in zip(rows.tolist(), cols.tolist())
     ]
-    return sizes.numpy(), vertical + horizontal
+    return vertical + horizontal
 
 
 # %%
@@ -258,13 +264,14 @@ for i in range(shown):
     axes[i, 0].set(title="photo", xticks=[], yticks=[])
 for j, width in enumerate(widths_shown, start=1):
     drawn = hashing.E2LSH(Ch, n_hashes=32, bucket_width=width, seed=0)(q_img[:shown])
+    sizes = token_sizes(drawn).view(shown, H, W)
     for i in range(shown):
-        sizes, edges = sizes_and_borders(drawn, i, H, W, patch=128 // W)
         ax = axes[i, j]
         ax.imshow(images[i].permute(1, 2, 0).numpy())
         shade = ax.imshow(
-            sizes, norm=by_size, cmap="viridis", alpha=0.7, extent=(0, 128, 128, 0)
+            sizes[i], norm=by_size, cmap="viridis", alpha=0.7, extent=(0, 128, 128, 0)
         )
+        edges = borders(drawn.ids[i, 0].view(H, W))
         ax.add_collection(LineCollection(edges, colors="white", linewidths=0.5))
         ax.set(
             title=f"r = {width:g}: {drawn.num_clusters[i, 0].item()} clusters",
@@ -275,18 +282,15 @@ fig.colorbar(shade, ax=axes[:, 1:], label="tokens in its cluster", shrink=0.8)
 fig.suptitle("E2LSH clusters of the first head's queries, 32 hashes (trained model)")
 
 # %%
-patch = (
-    128 // W
-)  # pixels per token side; texture: the pixel spread within a token's patch
+# Texture: the pixel spread within each token's patch; the smoother half of the tokens
+# against the other half, at ccoat's default bucket width.
 texture = images.unfold(2, patch, patch).unfold(3, patch, patch).std(dim=(1, 4, 5))
 drawn = hashing.E2LSH(Ch, n_hashes=32, bucket_width=4.0, seed=0)(q_img)
-size = torch.gather(drawn.counts[:, 0], 1, drawn.ids[:, 0]).float()  # (B, H*W)
-flat = (
-    texture.flatten(1) < texture.flatten(1).median()
-)  # the smoother half of the tokens
-glue("size_smooth", size[flat].mean().item())
-glue("size_textured", size[~flat].mean().item())
-assert size[flat].mean() > 2 * size[~flat].mean(), "smooth tokens: larger clusters"
+size = token_sizes(drawn)
+smooth = texture.flatten(1) < texture.flatten(1).median()
+glue("size_smooth", size[smooth].mean().item())
+glue("size_textured", size[~smooth].mean().item())
+assert size[smooth].mean() > 2 * size[~smooth].mean(), "smooth tokens: larger clusters"
 
 # %% [markdown]
 # Uniform regions (here the plain backgrounds) fall into a few large clusters; edges and

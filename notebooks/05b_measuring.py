@@ -326,11 +326,8 @@ def scatter_relative(ax, rel, title: str):
     others = rel[(rel.kind != "factorized") & rel.fwd_vs_factorized.notna()]
     for kind, group in others.groupby("kind", sort=False):
         group = group.sort_values("img_size")
-        x, y, color = (
-            group.macs_vs_factorized,
-            group.fwd_vs_factorized,
-            KIND_COLORS[kind],
-        )
+        x, y = group.macs_vs_factorized, group.fwd_vs_factorized
+        color = KIND_COLORS[kind]
         ax.plot(x, y, "o-", color=color, label=kind, ms=5, lw=1)
         ax.annotate(
             f"{group.img_size.iloc[-1]} px",
