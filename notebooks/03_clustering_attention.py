@@ -280,6 +280,7 @@ for j, width in enumerate(widths_shown, start=1):
         )
 fig.colorbar(shade, ax=axes[:, 1:], label="tokens in its cluster", shrink=0.8)
 fig.suptitle("E2LSH clusters of the first head's queries, 32 hashes (trained model)")
+plt.show()
 
 # %%
 # Texture: the pixel spread within each token's patch; the smoother half of the tokens
