@@ -102,6 +102,8 @@ def test_every_launch_button_opens_a_tracked_notebook(built_book):
 READER_FAULTS = {
     "a Markdown table line left unrendered": re.compile(r"\|\s*:?(?:-{3,}|[—–]+)\s*:?\|"),
     "a Python repr": re.compile(r"<[^<>\n]* at 0x[0-9a-fA-F]+>"),
+    # a cell ending in fig.suptitle(...) or ax.set_title(...) shows what the call returned
+    "a matplotlib return value": re.compile(r"^\[?Text\(-?[\d.]+, -?[\d.]+, ", re.M),
     "a warning": re.compile(r"\b\w*Warning\b|\bWARNING\b"),
     "a traceback": re.compile(r"Traceback \(most recent call last\)|^\w+Error: ", re.M),
     "a progress bar": re.compile(r"\d+%\|.*\||\d+(\.\d+)?\s*(it|s)/(s|it)\]"),
@@ -155,6 +157,7 @@ def test_every_solution_is_a_dropdown_and_no_directive_shows_raw(built_book, pag
     ("<p>| model | px |\n|---|---|</p>", "Markdown table"),
     ("<p>At $N = 4097$ tokens</p>", "maths left unrendered"),
     ("<pre>&lt;matplotlib.legend.Legend at 0x7f3a2c1d&gt;</pre>", "a Python repr"),
+    ("<pre>Text(0.5, 0.98, 'E2LSH clusters of the first head')</pre>", "a matplotlib return value"),
     ("<pre>TqdmWarning: IProgress not found</pre>", "a warning"),
     ("<pre>Traceback (most recent call last):</pre>", "a traceback"),
     ("<pre>epoch 1/3:  40%|####      | 4/10 [00:02&lt;00:03,  1.9it/s]</pre>", "a progress bar"),
